@@ -1,0 +1,1928 @@
+"""dynamongo: a PyMongo-style object mapper for AWS DynamoDB.
+
+Declare a model with validated fields, then save, read, query, update and
+delete items with conditions written as Python operators::
+
+    class User(Model):
+        __table__ = "users"
+        __hash_key__ = "email"
+        email = EmailField(required=True)
+        name = StringField(required=True)
+        year_of_birth = IntField(min_value=1900, max_value=2018)
+
+    User.save_one({"email": "john@example.com", "name": "John"})
+    User.get_one((User.email == "john@example.com"))
+
+One module, one runtime dependency (boto3, imported on first use, so
+``import dynamongo`` stays cheap in AWS Lambda). MIT licensed.
+"""
+
+__version__ = "0.2.0"
+
+__all__ = [
+    "BooleanField",
+    "Condition",
+    "ConditionalCheckFailedException",
+    "Connection",
+    "DateField",
+    "DateTimeField",
+    "DictField",
+    "DoesNotExist",
+    "DynamoDBError",
+    "DynamongoError",
+    "EmailField",
+    "ExpressionError",
+    "Field",
+    "FloatField",
+    "IPAddressField",
+    "IntField",
+    "ListField",
+    "Model",
+    "SchemaError",
+    "StringField",
+    "TableNotFoundError",
+    "ThrottlingError",
+    "TimedeltaField",
+    "URLField",
+    "UUIDField",
+    "ValidationError",
+]
+
+import copy
+import datetime
+import decimal
+import ipaddress
+import math
+import os
+import re
+import threading
+import time
+import uuid
+from urllib.parse import urlsplit
+
+
+# -- Constants ---------------------------------------------------------------
+
+# DynamoDB numbers: at most 38 significant digits, magnitude in [1e-130, 1e126).
+_NUMBER_DIGITS = 38
+_NUMBER_MIN = decimal.Decimal("1e-130")
+_NUMBER_MAX = decimal.Decimal("1e126")
+_NUMBER_CONTEXT = decimal.Context(prec=_NUMBER_DIGITS)
+_NUMBER_TEXT = re.compile(r"\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*")
+
+_TABLE_NAME = re.compile(r"[A-Za-z0-9_.\-]{3,255}")
+_TABLE_NAME_CHARS = re.compile(r"[A-Za-z0-9_.\-]*")
+_MAX_IN_VALUES = 100  # DynamoDB's limit on the operands of IN
+_KEY_TYPES = ("S", "N")
+_BILLING_MODES = ("PROVISIONED", "PAY_PER_REQUEST")
+_DEFAULT_REGION = "us-east-2"
+
+# Low-level operation name -> boto3 client method name.
+_OPERATIONS = {
+    "BatchGetItem": "batch_get_item",
+    "BatchWriteItem": "batch_write_item",
+    "CreateTable": "create_table",
+    "DeleteItem": "delete_item",
+    "DeleteTable": "delete_table",
+    "DescribeTable": "describe_table",
+    "GetItem": "get_item",
+    "PutItem": "put_item",
+    "Query": "query",
+    "Scan": "scan",
+    "UpdateItem": "update_item",
+}
+
+
+# -- Errors ------------------------------------------------------------------
+
+class DynamongoError(Exception):
+    """Base class of every exception dynamongo raises."""
+
+
+class SchemaError(DynamongoError):
+    """A model or field is declared wrongly (raised when the class is made)."""
+
+
+class ExpressionError(DynamongoError):
+    """A condition or update cannot be used the way it was given."""
+
+
+class ValidationError(DynamongoError):
+    """A value does not fit its field.
+
+    ``errors`` maps each failing field path (``"year_of_birth"``,
+    ``"cities_visited[1]"``, ``"address.city"``) to a list of messages.
+    """
+
+    def __init__(self, message, errors=None):
+        super().__init__(message)
+        self.errors = errors or {}
+
+
+class DoesNotExist(DynamongoError):
+    """No item has the requested key; each model has its own subclass."""
+
+
+class DynamoDBError(DynamongoError):
+    """DynamoDB refused a request.
+
+    ``code`` is DynamoDB's error code, ``operation`` and ``table`` say which
+    request failed, and ``response`` is the parsed error response.
+    """
+
+    def __init__(self, message, code=None, operation=None, table=None,
+                 response=None):
+        super().__init__(message)
+        self.code = code
+        self.operation = operation
+        self.table = table
+        self.response = response or {}
+
+
+class ConditionalCheckFailedException(DynamoDBError):
+    """The condition of a write did not hold; nothing was written."""
+
+
+class TableNotFoundError(DynamoDBError):
+    """The table does not exist (or is not active yet)."""
+
+
+class ThrottlingError(DynamoDBError):
+    """DynamoDB throttled the request."""
+
+
+_ERROR_CODES = {
+    "ConditionalCheckFailedException": ConditionalCheckFailedException,
+    "ResourceNotFoundException": TableNotFoundError,
+    "ProvisionedThroughputExceededException": ThrottlingError,
+    "ThrottlingException": ThrottlingError,
+    "RequestLimitExceeded": ThrottlingError,
+}
+
+
+def _translate_error(exc, operation, params):
+    """Turn a botocore error into the matching dynamongo exception."""
+    table = params.get("TableName")
+    where = f"{operation} on table {table!r}" if table else operation
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict) and "Error" in response:
+        code = response["Error"].get("Code")
+        text = response["Error"].get("Message") or code
+        error_class = _ERROR_CODES.get(code, DynamoDBError)
+        return error_class(f"{where} failed: {code}: {text}", code=code,
+                           operation=operation, table=table,
+                           response=response)
+    if type(exc).__name__ == "ParamValidationError":
+        return ValidationError(f"{where}: invalid request: {exc}")
+    return exc
+
+
+# -- Helpers -----------------------------------------------------------------
+
+def _path_text(path):
+    """('address', 'city') -> 'address.city'; ('cities', 0) -> 'cities[0]'."""
+    text = ""
+    for part in path:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else part
+    return text
+
+
+def _number_text(number):
+    """The DynamoDB text of an int, float or Decimal; ValueError if it
+    cannot be stored (too many digits, out of range, NaN or infinite)."""
+    if isinstance(number, float):
+        if not math.isfinite(number):
+            raise ValueError("must be a finite number (not NaN or infinity)")
+        text = repr(number)
+        exact = decimal.Decimal(text)
+    elif isinstance(number, int):
+        text = str(number)
+        exact = decimal.Decimal(number)
+    else:
+        if not number.is_finite():
+            raise ValueError("must be a finite number (not NaN or infinity)")
+        exact = number
+        text = format(number, "f") if -30 < number.adjusted() < 30 \
+            else str(number)
+    if exact:
+        digits = "".join(map(str, exact.as_tuple().digits)).strip("0")
+        if len(digits) > _NUMBER_DIGITS:
+            raise ValueError(f"has {len(digits)} significant digits; "
+                             f"DynamoDB holds at most {_NUMBER_DIGITS}")
+        magnitude = abs(exact)
+        if magnitude < _NUMBER_MIN or magnitude >= _NUMBER_MAX:
+            raise ValueError("is outside the range DynamoDB can store "
+                             "(1e-130 to 1e126 in magnitude)")
+    return text
+
+
+def _generic_to_av(value, where):
+    """AttributeValue of a free-form JSON-like value (DictField without
+    declared sub-fields); the declared fields never come through here."""
+    kind = type(value)
+    if kind is str:
+        return {"S": value}
+    if kind is bool:
+        return {"BOOL": value}
+    if value is None:
+        return {"NULL": True}
+    if kind in (int, float) or isinstance(value, decimal.Decimal):
+        try:
+            return {"N": _number_text(value)}
+        except ValueError as exc:
+            raise ValidationError(str(exc), {where: [str(exc)]}) from None
+    if isinstance(value, (list, tuple)):
+        return {"L": [_generic_to_av(item, f"{where}[{index}]")
+                      for index, item in enumerate(value)]}
+    if isinstance(value, dict):
+        result = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValidationError(f"keys must be strings, not {key!r}",
+                                      {where: ["keys must be strings"]})
+            result[key] = _generic_to_av(item, f"{where}.{key}")
+        return {"M": result}
+    message = f"cannot store a value of type {kind.__name__}"
+    raise ValidationError(message, {where: [message]})
+
+
+def _generic_from_av(av):
+    """Inverse of _generic_to_av; numbers come back as int when integral."""
+    (kind, value), = av.items()
+    if kind == "S" or kind == "BOOL":
+        return value
+    if kind == "N":
+        number = decimal.Decimal(value)
+        if number == number.to_integral_value():
+            return int(number)
+        return float(value)
+    if kind == "NULL":
+        return None
+    if kind == "L":
+        return [_generic_from_av(item) for item in value]
+    if kind == "M":
+        return {key: _generic_from_av(item) for key, item in value.items()}
+    return value  # B, SS, NS, BS: stored by someone else; hand back as is
+
+
+def _av_text(av):
+    """A readable form of an AttributeValue for messages."""
+    (kind, value), = av.items()
+    return repr(value) if kind == "S" else str(value)
+
+
+# -- Validators --------------------------------------------------------------
+
+_EMAIL_LOCAL = re.compile(r"[\w!#$%&'*+/=?^`{|}~-]+(\.[\w!#$%&'*+/=?^`{|}~-]+)*")
+_HOST_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+_TOP_LEVEL_DOMAIN = re.compile(r"[A-Za-z]{2,63}|xn--[A-Za-z0-9-]{1,59}")
+_URL_SCHEMES = ("http", "https", "ftp", "ftps")
+
+
+def _is_hostname(host, require_tld=True):
+    """True for a DNS host name (internationalised names allowed)."""
+    if host.endswith("."):
+        host = host[:-1]
+    try:
+        host = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return False
+    labels = host.split(".")
+    if len(host) > 253 or not all(_HOST_LABEL.fullmatch(label)
+                                  for label in labels):
+        return False
+    if require_tld:
+        return len(labels) > 1 and bool(_TOP_LEVEL_DOMAIN.fullmatch(labels[-1]))
+    return True
+
+
+def _is_ip_address(text):
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_email(text):
+    local, at, domain = text.rpartition("@")
+    return (bool(at) and 0 < len(local) <= 64 and len(text) <= 254
+            and bool(_EMAIL_LOCAL.fullmatch(local)) and _is_hostname(domain))
+
+
+def _is_url(text, fqdn=True):
+    if any(char.isspace() for char in text):
+        return False
+    try:
+        parts = urlsplit(text)
+        host = parts.hostname
+        parts.port  # noqa: B018 -- raises ValueError for a bad port
+    except ValueError:
+        return False
+    if parts.scheme.lower() not in _URL_SCHEMES or not host:
+        return False
+    if _is_ip_address(host):
+        return True
+    if not fqdn and host == "localhost":
+        return True
+    return _is_hostname(host, require_tld=fqdn)
+
+
+# -- Fields ------------------------------------------------------------------
+
+class Field:
+    """Base class of model fields.
+
+    A field validates and converts one attribute, and is also the left-hand
+    operand of conditions and updates: ``User.email == "a@b.io"``.
+
+    :param required: ``save_one``/``save_many`` refuse an item without it.
+    :param default: a value, or a callable returning one, used on save when
+        the item has no value for the field.
+    """
+
+    wire_type = None  # the DynamoDB type the field stores: S, N, BOOL, L, M
+
+    def __init__(self, required=False, default=None):
+        self.required = required
+        self.default = default
+        self.name = None
+        self.path = ()
+        self.model = None
+
+    def __repr__(self):
+        where = f"{self.model.__name__}.{_path_text(self.path)}" \
+            if self.model else "unbound"
+        return f"<{type(self).__name__} {where}>"
+
+    # Class attribute access gives the field; an instance without a value
+    # for it reads None (values live in the instance __dict__).
+    def __get__(self, instance, owner):
+        return self if instance is None else None
+
+    def _bind(self, model, path):
+        """A copy of this field placed at ``path`` of ``model``."""
+        bound = copy.copy(self)
+        bound.model = model
+        bound.path = path
+        bound.name = path[-1]
+        return bound
+
+    # Conversion. to_native coerces a Python value into the field's native
+    # type without checking constraints (condition operands use it);
+    # validate also checks constraints (saves use it).
+    def to_native(self, value):
+        """Convert ``value`` to the field's Python type; ValidationError if
+        it has the wrong type."""
+        return value
+
+    def validate(self, value):
+        """``to_native`` plus the field's constraints (bounds, patterns)."""
+        return self.to_native(value)
+
+    def to_primitive(self, value):
+        """The stored form of a native value (str, int, float, bool, list
+        or dict)."""
+        return value
+
+    def _dump(self, value):
+        """AttributeValue of a native value."""
+        raise NotImplementedError
+
+    def _load(self, av):
+        """Native value of an AttributeValue."""
+        raise NotImplementedError
+
+    def _operand(self, value, path=None):
+        """AttributeValue of a condition operand compared with this field
+        (type-checked and converted, not held to the field's constraints);
+        errors name ``path``, by default the field's own."""
+        try:
+            return self._dump(self.to_native(value))
+        except ValidationError as exc:
+            raise _located(exc, _path_text(path or self.path)) from None
+
+    def _default_value(self):
+        default = self.default
+        if callable(default):
+            return default()
+        if isinstance(default, (list, dict, set)):
+            return copy.deepcopy(default)
+        return default
+
+    # Conditions: generated comparisons plus named functions.
+    __hash__ = object.__hash__
+
+    def in_(self, values):
+        """``field IN (values)``; at most 100 values."""
+        values = list(values)
+        if not values:
+            raise ExpressionError(f"{_path_text(self.path)}.in_() needs at "
+                                  "least one value")
+        if len(values) > _MAX_IN_VALUES:
+            raise ExpressionError(
+                f"{_path_text(self.path)}.in_() got {len(values)} values; "
+                f"DynamoDB allows at most {_MAX_IN_VALUES}")
+        return In(self, [self._operand(value) for value in values])
+
+    def between(self, low, high):
+        """``low <= field <= high``."""
+        self._check_ordered("between")
+        return Between(self, self._operand(low), self._operand(high))
+
+    def begins_with(self, prefix):
+        """The string attribute starts with ``prefix`` (a plain string,
+        not held to the field's format)."""
+        if self.wire_type != "S":
+            raise ExpressionError(f"begins_with needs a string field; "
+                                  f"{_path_text(self.path)} is not one")
+        return Function("begins_with", self, _string_operand(prefix, self))
+
+    def contains(self, value):
+        """A string attribute holds the substring, or a list holds the
+        element."""
+        if self.wire_type != "S":
+            raise ExpressionError(f"contains needs a string or list field; "
+                                  f"{_path_text(self.path)} is not one")
+        return Function("contains", self, _string_operand(value, self))
+
+    def exists(self):
+        """The item has this attribute."""
+        return Function("attribute_exists", self)
+
+    def not_exists(self):
+        """The item lacks this attribute."""
+        return Function("attribute_not_exists", self)
+
+    def _check_ordered(self, operator):
+        if self.wire_type not in _KEY_TYPES:
+            raise ExpressionError(
+                f"{operator} compares numbers or strings; "
+                f"{_path_text(self.path)} is a {type(self).__name__}")
+
+
+def _comparison(operator, ordered):
+    def compare(self, value):
+        if value is None:
+            if operator == "=":
+                return self.not_exists()
+            if operator == "<>":
+                return self.exists()
+            raise ExpressionError(f"cannot compare {_path_text(self.path)} "
+                                  f"{operator} None")
+        if ordered:
+            self._check_ordered(operator)
+        return Comparison(self, operator, self._operand(value))
+    return compare
+
+
+for _method, _operator, _ordered in (
+        ("__eq__", "=", False), ("__ne__", "<>", False),
+        ("__lt__", "<", True), ("__le__", "<=", True),
+        ("__gt__", ">", True), ("__ge__", ">=", True)):
+    setattr(Field, _method, _comparison(_operator, _ordered))
+del _method, _operator, _ordered
+
+
+def _located(exc, where):
+    """Re-home a field's ValidationError under the field path ``where``."""
+    if exc.errors:
+        errors = {where + sub if not sub or sub[0] in "[." else
+                  f"{where}.{sub}": messages
+                  for sub, messages in exc.errors.items()}
+    else:
+        errors = {where: [str(exc)]}
+    text = "; ".join(f"{path}: {', '.join(messages)}"
+                     for path, messages in errors.items())
+    return ValidationError(text, errors)
+
+
+def _string_operand(value, field):
+    if not isinstance(value, str):
+        raise ValidationError(
+            f"{_path_text(field.path)}: the operand must be a string, "
+            f"not {type(value).__name__}",
+            {_path_text(field.path): ["the operand must be a string"]})
+    return {"S": value}
+
+
+def _invalid(message):
+    return ValidationError(message)
+
+
+class _NumberField(Field):
+    """Shared range checks of IntField and FloatField."""
+
+    wire_type = "N"
+
+    def __init__(self, min_value=None, max_value=None, **kwargs):
+        super().__init__(**kwargs)
+        self.min_value = min_value
+        self.max_value = max_value
+
+    def validate(self, value):
+        value = self.to_native(value)
+        if self.min_value is not None and value < self.min_value:
+            raise _invalid(f"must be at least {self.min_value}")
+        if self.max_value is not None and value > self.max_value:
+            raise _invalid(f"must be at most {self.max_value}")
+        return value
+
+    def _dump(self, value):
+        try:
+            return {"N": _number_text(value)}
+        except ValueError as exc:
+            raise _invalid(str(exc)) from None
+
+    @staticmethod
+    def _decimal(value, what):
+        """Decimal of a numeric string or Decimal, else ValidationError."""
+        if isinstance(value, str):
+            if not _NUMBER_TEXT.fullmatch(value):
+                raise _invalid(f"must be {what}, not {value!r}")
+            value = decimal.Decimal(value)
+        if not value.is_finite():
+            raise _invalid("must be a finite number (not NaN or infinity)")
+        return value
+
+
+class IntField(_NumberField):
+    """An integer (stored as a DynamoDB number, at most 38 digits)."""
+
+    def to_native(self, value):
+        kind = type(value)
+        if kind is int:
+            number = value
+        elif kind is bool:
+            raise _invalid("must be an integer, not a bool")
+        elif kind is float or isinstance(value, (str, decimal.Decimal)):
+            if kind is float:
+                if not math.isfinite(value):
+                    raise _invalid("must be a finite number "
+                                   "(not NaN or infinity)")
+                exact = decimal.Decimal(value)
+            else:
+                exact = self._decimal(value, "an integer")
+            if exact != exact.to_integral_value():
+                raise _invalid(f"must be an integer, not {value!r}")
+            number = int(exact)
+        elif isinstance(value, int):
+            number = int(value)
+        else:
+            raise _invalid(f"must be an integer, not {kind.__name__}")
+        try:
+            _number_text(number)
+        except ValueError as exc:
+            raise _invalid(str(exc)) from None
+        return number
+
+    def _dump(self, value):
+        return {"N": str(value)}
+
+    def _load(self, av):
+        text = av["N"]
+        try:
+            return int(text)
+        except ValueError:
+            return int(decimal.Decimal(text))
+
+
+class FloatField(_NumberField):
+    """A float, stored with full precision (shortest round-trip text)."""
+
+    def to_native(self, value):
+        kind = type(value)
+        if kind is float:
+            number = value
+        elif kind is bool:
+            raise _invalid("must be a number, not a bool")
+        elif isinstance(value, (int, float)):
+            number = float(value)
+        elif isinstance(value, (str, decimal.Decimal)):
+            number = float(self._decimal(value, "a number"))
+        else:
+            raise _invalid(f"must be a number, not {kind.__name__}")
+        try:
+            _number_text(number)
+        except ValueError as exc:
+            raise _invalid(str(exc)) from None
+        return number
+
+    def _dump(self, value):
+        return {"N": repr(value)}
+
+    def _load(self, av):
+        return float(av["N"])
+
+
+class BooleanField(Field):
+    """True or False."""
+
+    wire_type = "BOOL"
+
+    def to_native(self, value):
+        if type(value) is not bool:
+            raise _invalid(f"must be a bool, not {type(value).__name__}")
+        return value
+
+    def _dump(self, value):
+        return {"BOOL": value}
+
+    def _load(self, av):
+        return av["BOOL"]
+
+
+class StringField(Field):
+    """A string, optionally held to a pattern and a length.
+
+    :param regex: the whole string must match it.
+    :param min_length: fewest characters allowed.
+    :param max_length: most characters allowed.
+    """
+
+    wire_type = "S"
+
+    def __init__(self, regex=None, min_length=None, max_length=None,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.regex = re.compile(regex) if isinstance(regex, str) else regex
+        self.min_length = min_length
+        self.max_length = max_length
+
+    def to_native(self, value):
+        if not isinstance(value, str):
+            raise _invalid(f"must be a string, not {type(value).__name__}")
+        return value
+
+    def validate(self, value):
+        value = self.to_native(value)
+        if self.min_length is not None and len(value) < self.min_length:
+            raise _invalid(f"must have at least {self.min_length} "
+                           "characters")
+        if self.max_length is not None and len(value) > self.max_length:
+            raise _invalid(f"must have at most {self.max_length} characters")
+        if self.regex is not None and not self.regex.fullmatch(value):
+            raise _invalid(f"must match the pattern {self.regex.pattern!r}")
+        self._check_format(value)
+        return value
+
+    def _check_format(self, value):
+        """Subclasses check their format here."""
+
+    def _dump(self, value):
+        return {"S": value}
+
+    def _load(self, av):
+        return av["S"]
+
+
+class EmailField(StringField):
+    """An e-mail address (``local@domain.tld``)."""
+
+    def _check_format(self, value):
+        if not _is_email(value):
+            raise _invalid(f"{value!r} is not a valid e-mail address")
+
+
+class URLField(StringField):
+    """An http, https, ftp or ftps URL.
+
+    :param fqdn: require a fully qualified host name (``example.com``, not
+        ``localhost``); IP addresses are always accepted.
+    """
+
+    def __init__(self, fqdn=True, **kwargs):
+        super().__init__(**kwargs)
+        self.fqdn = fqdn
+
+    def _check_format(self, value):
+        if not _is_url(value, self.fqdn):
+            raise _invalid(f"{value!r} is not a valid URL")
+
+
+class IPAddressField(StringField):
+    """An IPv4 or IPv6 address, stored as the text given."""
+
+    def to_native(self, value):
+        if isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+            return str(value)
+        return super().to_native(value)
+
+    def _check_format(self, value):
+        if not _is_ip_address(value):
+            raise _invalid(f"{value!r} is not a valid IP address")
+
+
+class UUIDField(Field):
+    """A UUID, stored as its canonical text and read back as uuid.UUID."""
+
+    wire_type = "S"
+
+    def to_native(self, value):
+        if isinstance(value, uuid.UUID):
+            return value
+        if isinstance(value, str):
+            try:
+                return uuid.UUID(value)
+            except ValueError:
+                raise _invalid(f"{value!r} is not a valid UUID") from None
+        raise _invalid(f"must be a UUID, not {type(value).__name__}")
+
+    def to_primitive(self, value):
+        return str(value)
+
+    def _dump(self, value):
+        return {"S": str(value)}
+
+    def _load(self, av):
+        return uuid.UUID(av["S"])
+
+
+_TIME_ZONE_POLICIES = ("allow", "utc", "reject", "require")
+
+
+class DateTimeField(Field):
+    """A datetime, stored as ISO 8601 text with microseconds.
+
+    Naive datetimes stay naive and aware ones keep their UTC offset.
+
+    :param formats: strptime format(s) accepted for string input; ISO 8601
+        when not given.
+    :param serialized_format: strftime format of the stored text (it must
+        keep what you need to read back; the default keeps everything).
+    :param parser: a callable turning a string into a datetime, used
+        instead of ``formats``.
+    :param tzd: time zone policy: ``"allow"`` naive and aware values,
+        ``"utc"`` (naive values are taken as UTC), ``"require"`` an offset,
+        or ``"reject"`` one.
+    :param convert_tz: convert aware values to UTC.
+    :param drop_tzinfo: drop the offset after any conversion.
+    """
+
+    wire_type = "S"
+
+    def __init__(self, formats=None, serialized_format=None, parser=None,
+                 tzd="allow", convert_tz=False, drop_tzinfo=False, **kwargs):
+        super().__init__(**kwargs)
+        if tzd not in _TIME_ZONE_POLICIES:
+            raise SchemaError(f"tzd must be one of {_TIME_ZONE_POLICIES}, "
+                              f"not {tzd!r}")
+        self.formats = (formats,) if isinstance(formats, str) \
+            else tuple(formats or ())
+        self.serialized_format = serialized_format
+        self.parser = parser
+        self.tzd = tzd
+        self.convert_tz = convert_tz
+        self.drop_tzinfo = drop_tzinfo
+
+    def to_native(self, value):
+        if isinstance(value, datetime.datetime):
+            moment = value
+        elif isinstance(value, str):
+            moment = self._parse(value)
+        else:
+            raise _invalid(f"must be a datetime, not {type(value).__name__}")
+        aware = moment.utcoffset() is not None
+        if not aware:
+            if self.tzd == "require":
+                raise _invalid("must have a time zone offset")
+            if self.tzd == "utc":
+                moment = moment.replace(tzinfo=datetime.timezone.utc)
+        else:
+            if self.tzd == "reject":
+                raise _invalid("must not have a time zone offset")
+            if self.convert_tz:
+                moment = moment.astimezone(datetime.timezone.utc)
+        if self.drop_tzinfo:
+            moment = moment.replace(tzinfo=None)
+        return moment
+
+    def _parse(self, text):
+        if self.parser is not None:
+            try:
+                moment = self.parser(text)
+            except Exception as exc:
+                raise _invalid(f"cannot parse {text!r}: {exc}") from None
+            if not isinstance(moment, datetime.datetime):
+                raise _invalid(f"the parser returned "
+                               f"{type(moment).__name__}, not a datetime")
+            return moment
+        for fmt in self.formats:
+            try:
+                return datetime.datetime.strptime(text, fmt)
+            except ValueError:
+                pass
+        if not self.formats:
+            try:
+                return datetime.datetime.fromisoformat(text)
+            except ValueError:
+                pass
+        raise _invalid(f"{text!r} is not a valid date-time")
+
+    def to_primitive(self, value):
+        if self.serialized_format:
+            return value.strftime(self.serialized_format)
+        return value.isoformat(timespec="microseconds")
+
+    def _dump(self, value):
+        return {"S": self.to_primitive(value)}
+
+    def _load(self, av):
+        if self.serialized_format:
+            return datetime.datetime.strptime(av["S"], self.serialized_format)
+        return datetime.datetime.fromisoformat(av["S"])
+
+
+class DateField(Field):
+    """A date, stored as ISO 8601 text (``YYYY-MM-DD``).
+
+    :param formats: strptime format(s) accepted for string input; ISO 8601
+        when not given.
+    """
+
+    wire_type = "S"
+
+    def __init__(self, formats=None, **kwargs):
+        super().__init__(**kwargs)
+        self.formats = (formats,) if isinstance(formats, str) \
+            else tuple(formats or ())
+
+    def to_native(self, value):
+        if isinstance(value, datetime.datetime):
+            raise _invalid("must be a date, not a datetime")
+        if isinstance(value, datetime.date):
+            return value
+        if not isinstance(value, str):
+            raise _invalid(f"must be a date, not {type(value).__name__}")
+        for fmt in self.formats:
+            try:
+                return datetime.datetime.strptime(value, fmt).date()
+            except ValueError:
+                pass
+        if not self.formats:
+            try:
+                return datetime.date.fromisoformat(value)
+            except ValueError:
+                pass
+        raise _invalid(f"{value!r} is not a valid date")
+
+    def to_primitive(self, value):
+        return value.isoformat()
+
+    def _dump(self, value):
+        return {"S": value.isoformat()}
+
+    def _load(self, av):
+        return datetime.date.fromisoformat(av["S"])
+
+
+_MICROSECONDS = {
+    "weeks": 604_800_000_000, "days": 86_400_000_000,
+    "hours": 3_600_000_000, "minutes": 60_000_000, "seconds": 1_000_000,
+    "milliseconds": 1_000, "microseconds": 1,
+}
+
+
+class TimedeltaField(Field):
+    """A datetime.timedelta, stored as a number of ``precision`` units.
+
+    :param precision: the unit stored: ``"weeks"``, ``"days"``,
+        ``"hours"``, ``"minutes"``, ``"seconds"`` (default),
+        ``"milliseconds"`` or ``"microseconds"``. Numbers given instead of
+        timedeltas are read in this unit. Values round-trip to the
+        microsecond whatever the unit.
+    """
+
+    wire_type = "N"
+
+    def __init__(self, precision="seconds", **kwargs):
+        super().__init__(**kwargs)
+        if precision not in _MICROSECONDS:
+            raise SchemaError(f"precision must be one of "
+                              f"{tuple(_MICROSECONDS)}, not {precision!r}")
+        self.precision = precision
+        self._unit = decimal.Decimal(_MICROSECONDS[precision])
+
+    def to_native(self, value):
+        if isinstance(value, datetime.timedelta):
+            return value
+        if type(value) is bool or not isinstance(
+                value, (int, float, decimal.Decimal)):
+            raise _invalid(f"must be a timedelta or a number of "
+                           f"{self.precision}, not {type(value).__name__}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise _invalid("must be a finite number (not NaN or infinity)")
+        micro = decimal.Decimal(repr(value) if isinstance(value, float)
+                                else value) * self._unit
+        try:
+            return datetime.timedelta(microseconds=int(
+                micro.to_integral_value(decimal.ROUND_HALF_EVEN)))
+        except (OverflowError, ValueError, decimal.InvalidOperation):
+            raise _invalid(f"{value!r} {self.precision} is out of the "
+                           "range of a timedelta") from None
+
+    def to_primitive(self, value):
+        micro = value // datetime.timedelta(microseconds=1)
+        number = _NUMBER_CONTEXT.divide(decimal.Decimal(micro), self._unit)
+        if number == number.to_integral_value():
+            return int(number)
+        return number
+
+    def _dump(self, value):
+        number = self.to_primitive(value)
+        return {"N": str(number) if isinstance(number, int)
+                else format(number, "f")}
+
+    def _load(self, av):
+        micro = decimal.Decimal(av["N"]) * self._unit
+        return datetime.timedelta(microseconds=int(
+            micro.to_integral_value(decimal.ROUND_HALF_EVEN)))
+
+
+def _field_instance(field, where):
+    """A Field instance from a Field or Field subclass, else SchemaError."""
+    if isinstance(field, type) and issubclass(field, Field):
+        return field()
+    if isinstance(field, Field):
+        return field
+    raise SchemaError(f"{where} must be a Field or Field class, "
+                      f"not {field!r}")
+
+
+class ListField(Field):
+    """A list whose items are validated by ``field``.
+
+    ``User.cities_visited[0]`` is the first element, for conditions and
+    updates; ``User.cities_visited.contains("Nairobi")`` tests membership.
+    """
+
+    wire_type = "L"
+
+    def __init__(self, field, **kwargs):
+        super().__init__(**kwargs)
+        self.field = _field_instance(field, "the item field of ListField")
+
+    def __getitem__(self, index):
+        if not isinstance(index, int) or index < 0:
+            raise ExpressionError(f"list index must be an int >= 0, "
+                                  f"not {index!r}")
+        return self.field._bind(self.model, self.path + (index,))
+
+    def _each(self, values, convert):
+        if not isinstance(values, (list, tuple)):
+            raise _invalid(f"must be a list, not {type(values).__name__}")
+        result, errors = [], {}
+        for index, value in enumerate(values):
+            if value is None:
+                errors[f"[{index}]"] = ["must not be None"]
+                continue
+            try:
+                result.append(convert(value))
+            except ValidationError as exc:
+                errors.update(_located(exc, f"[{index}]").errors)
+        if errors:
+            raise ValidationError("invalid list items", errors)
+        return result
+
+    def to_native(self, value):
+        return self._each(value, self.field.to_native)
+
+    def validate(self, value):
+        return self._each(value, self.field.validate)
+
+    def to_primitive(self, value):
+        return [self.field.to_primitive(item) for item in value]
+
+    def _dump(self, value):
+        dump = self.field._dump
+        return {"L": [dump(item) for item in value]}
+
+    def _load(self, av):
+        load = self.field._load
+        return [load(item) for item in av["L"]]
+
+    def contains(self, value):
+        """The list holds ``value`` (converted by the item field)."""
+        return Function("contains", self,
+                        self.field._operand(value, self.path))
+
+
+class DictField(Field):
+    """A map with declared sub-fields: ``DictField(city=StringField())``.
+
+    Sub-fields are reachable for conditions and updates as attributes
+    (``User.address.city``) or items (``User.address["city"]``). Without
+    sub-fields, any dict of strings, numbers, bools, None, lists and dicts
+    is stored as given.
+    """
+
+    wire_type = "M"
+
+    def __init__(self, required=False, default=None, **fields):
+        super().__init__(required=required, default=default)
+        self.fields = {name: _field_instance(field, f"DictField sub-field "
+                                                    f"{name!r}")
+                       for name, field in fields.items()}
+        self._bound = {}
+
+    def _bind(self, model, path):
+        bound = super()._bind(model, path)
+        bound._bound = {}
+        return bound
+
+    def __getitem__(self, name):
+        bound = self._bound.get(name)
+        if bound is None:
+            field = self.fields.get(name)
+            if field is None:
+                raise ExpressionError(f"{_path_text(self.path)} has no "
+                                      f"sub-field {name!r}")
+            bound = self._bound[name] = field._bind(self.model,
+                                                    self.path + (name,))
+        return bound
+
+    def __getattr__(self, name):
+        if name.startswith("_") or name not in self.__dict__.get("fields",
+                                                                 ()):
+            raise AttributeError(name)
+        return self[name]
+
+    def _each(self, value, convert):
+        if not isinstance(value, dict):
+            raise _invalid(f"must be a dict, not {type(value).__name__}")
+        if not self.fields:
+            _generic_to_av(value, "")  # type check only
+            return dict(value)
+        result, errors = {}, {}
+        for name in value:
+            if name not in self.fields:
+                errors[f".{name}" if isinstance(name, str) else repr(name)] \
+                    = ["is not a declared sub-field"]
+        for name, field in self.fields.items():
+            item = value.get(name)
+            if item is None:
+                if field.required:
+                    errors[f".{name}"] = ["is required"]
+                continue
+            try:
+                result[name] = convert(field, item)
+            except ValidationError as exc:
+                errors.update(_located(exc, f".{name}").errors)
+        if errors:
+            raise ValidationError("invalid sub-fields", errors)
+        return result
+
+    def to_native(self, value):
+        return self._each(value, lambda field, item: field.to_native(item))
+
+    def validate(self, value):
+        return self._each(value, lambda field, item: field.validate(item))
+
+    def to_primitive(self, value):
+        if not self.fields:
+            return value
+        return {name: self.fields[name].to_primitive(item)
+                for name, item in value.items()}
+
+    def _dump(self, value):
+        if not self.fields:
+            return _generic_to_av(value, "")
+        fields = self.fields
+        return {"M": {name: fields[name]._dump(item)
+                      for name, item in value.items()}}
+
+    def _load(self, av):
+        if not self.fields:
+            return _generic_from_av(av)
+        fields = self.fields
+        return {name: fields[name]._load(item)
+                for name, item in av["M"].items() if name in fields}
+
+
+# -- Conditions --------------------------------------------------------------
+
+class Condition:
+    """A condition on an item's attributes, built from fields:
+    ``(User.email == x) & ~User.cities_visited.contains("Nairobi")``.
+
+    Combine with ``&`` (and), ``|`` (or) and ``~`` (not); Python's ``and``,
+    ``or`` and ``not`` cannot be overloaded and raise TypeError.
+    """
+
+    __slots__ = ()
+
+    def __and__(self, other):
+        return And(self, _condition(other, "&"))
+
+    def __or__(self, other):
+        return Or(self, _condition(other, "|"))
+
+    def __invert__(self):
+        return Not(self)
+
+    def __bool__(self):
+        raise TypeError("a dynamongo condition has no truth value: combine "
+                        "conditions with & (and), | (or) and ~ (not), not "
+                        "with Python's and/or/not")
+
+    def __repr__(self):
+        return f"<Condition {self._render(_Expression(inline=True))}>"
+
+    def _conjuncts(self):
+        """The conditions ANDed at the top of this one."""
+        return [self]
+
+    def _render(self, expression):
+        raise NotImplementedError
+
+
+def _condition(value, operator):
+    if not isinstance(value, Condition):
+        raise TypeError(f"{operator} combines two conditions, not a "
+                        f"condition and {type(value).__name__}")
+    return value
+
+
+def _flatten(kind, conditions):
+    """(a & b) & c -> (a, b, c): one level per run of the same operator."""
+    result = []
+    for condition in conditions:
+        if type(condition) is kind:
+            result.extend(condition.conditions)
+        else:
+            result.append(condition)
+    return tuple(result)
+
+
+class Comparison(Condition):
+    __slots__ = ("field", "operator", "value")
+
+    def __init__(self, field, operator, value):
+        self.field, self.operator, self.value = field, operator, value
+
+    def _render(self, expression):
+        return (f"{expression.name(self.field)} {self.operator} "
+                f"{expression.value(self.value)}")
+
+
+class Between(Condition):
+    __slots__ = ("field", "low", "high")
+
+    def __init__(self, field, low, high):
+        self.field, self.low, self.high = field, low, high
+
+    def _render(self, expression):
+        return (f"{expression.name(self.field)} BETWEEN "
+                f"{expression.value(self.low)} AND "
+                f"{expression.value(self.high)}")
+
+
+class In(Condition):
+    __slots__ = ("field", "values")
+
+    def __init__(self, field, values):
+        self.field, self.values = field, values
+
+    def _render(self, expression):
+        values = ", ".join(expression.value(value) for value in self.values)
+        return f"{expression.name(self.field)} IN ({values})"
+
+
+class Function(Condition):
+    """attribute_exists, attribute_not_exists, begins_with, contains."""
+
+    __slots__ = ("function", "field", "operand")
+
+    def __init__(self, function, field, operand=None):
+        self.function, self.field, self.operand = function, field, operand
+
+    def _render(self, expression):
+        name = expression.name(self.field)
+        if self.operand is None:
+            return f"{self.function}({name})"
+        return f"{self.function}({name}, {expression.value(self.operand)})"
+
+
+class And(Condition):
+    __slots__ = ("conditions",)
+
+    def __init__(self, *conditions):
+        self.conditions = _flatten(And, conditions)
+
+    def _conjuncts(self):
+        result = []
+        for condition in self.conditions:
+            result.extend(condition._conjuncts())
+        return result
+
+    def _render(self, expression):
+        return " AND ".join(f"({condition._render(expression)})"
+                            for condition in self.conditions)
+
+
+class Or(Condition):
+    __slots__ = ("conditions",)
+
+    def __init__(self, *conditions):
+        self.conditions = _flatten(Or, conditions)
+
+    def _render(self, expression):
+        return " OR ".join(f"({condition._render(expression)})"
+                           for condition in self.conditions)
+
+
+class Not(Condition):
+    __slots__ = ("condition",)
+
+    def __init__(self, condition):
+        self.condition = condition
+
+    def _render(self, expression):
+        return f"NOT ({self.condition._render(expression)})"
+
+
+def _check_field_of(model, field):
+    """ExpressionError unless ``field`` belongs to ``model`` (or a base)."""
+    if field.model is None or not issubclass(model, field.model):
+        raise ExpressionError(
+            f"{_path_text(field.path) or field!r} is a field of "
+            f"{getattr(field.model, '__name__', 'no model')}, "
+            f"not of {model.__name__}")
+
+
+def _and_all(conditions):
+    """One condition ANDing ``conditions``; None when there are none."""
+    if not conditions:
+        return None
+    return conditions[0] if len(conditions) == 1 else And(*conditions)
+
+
+# -- Expression compiler -----------------------------------------------------
+
+class _Expression:
+    """Placeholders of one request.
+
+    Every attribute name becomes ``#nK`` (one per distinct name) and every
+    value ``:vK``, so reserved words, dots and dashes in names and any
+    value are safe. The key condition, filter and condition expressions of
+    one request render into the same object so placeholders never collide.
+    With ``model`` set, fields of other models are refused; with
+    ``inline``, names and values are written out for messages.
+    """
+
+    __slots__ = ("model", "inline", "names", "values", "_placeholders")
+
+    def __init__(self, model=None, inline=False):
+        self.model = model
+        self.inline = inline
+        self.names = {}
+        self.values = {}
+        self._placeholders = {}
+
+    def name(self, field):
+        if self.model is not None:
+            _check_field_of(self.model, field)
+        if self.inline:
+            return _path_text(field.path)
+        text = ""
+        for part in field.path:
+            if isinstance(part, int):
+                text += f"[{part}]"
+                continue
+            placeholder = self._placeholders.get(part)
+            if placeholder is None:
+                placeholder = f"#n{len(self._placeholders)}"
+                self._placeholders[part] = placeholder
+                self.names[placeholder] = part
+            text += f".{placeholder}" if text else placeholder
+        return text
+
+    def value(self, av):
+        if self.inline:
+            return _av_text(av)
+        placeholder = f":v{len(self.values)}"
+        self.values[placeholder] = av
+        return placeholder
+
+    def into(self, params):
+        """Add the names and values used to ``params``; DynamoDB refuses
+        empty maps, so none is sent empty."""
+        if self.names:
+            params["ExpressionAttributeNames"] = self.names
+        if self.values:
+            params["ExpressionAttributeValues"] = self.values
+        return params
+
+
+# -- The wire ----------------------------------------------------------------
+
+def _call(operation, params):
+    """Send one low-level DynamoDB request and return its parsed response.
+
+    ``params`` are in wire format (AttributeValue dicts such as
+    ``{"S": "x"}``). Every request dynamongo makes comes through here; errors
+    come out as dynamongo exceptions naming the operation and table.
+    """
+    client = Connection._client or Connection.client()
+    try:
+        return getattr(client, _OPERATIONS[operation])(**params)
+    except Exception as exc:
+        error = _translate_error(exc, operation, params)
+        if error is exc:
+            raise
+        raise error from exc
+
+
+# -- Connection --------------------------------------------------------------
+
+def _settings_from_environment():
+    env = os.environ.get
+    return {
+        "access_key_id": env("AWS_ACCESS_KEY_ID") or None,
+        "secret_access_key": env("AWS_SECRET_ACCESS_KEY") or None,
+        "session_token": env("AWS_SESSION_TOKEN") or None,
+        "region": (env("AWS_REGION_NAME") or env("AWS_REGION")
+                   or env("AWS_DEFAULT_REGION") or _DEFAULT_REGION),
+        "table_prefix": env("AWS_TABLE_PREFIX") or "",
+        "endpoint_url": env("AWS_ENDPOINT_URL") or None,
+        "profile_name": None,
+        "connect_timeout": 5,
+        "read_timeout": 30,
+        "max_attempts": 5,
+        "max_pool_connections": 32,
+    }
+
+
+class Connection:
+    """Where dynamongo sends requests, and with which credentials.
+
+    Settings come from the environment (``AWS_ACCESS_KEY_ID``,
+    ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_REGION_NAME`` then
+    ``AWS_REGION`` then ``AWS_DEFAULT_REGION`` (default ``us-east-2``),
+    ``AWS_TABLE_PREFIX``, ``AWS_ENDPOINT_URL``); ``set_config`` overrides
+    them. Without keys, boto3's default credential chain is used (an IAM
+    role in Lambda, a profile, SSO). boto3 objects are made on first use,
+    once, and shared by all threads.
+    """
+
+    _lock = threading.RLock()
+    _settings = None
+    _session = None
+    _client = None
+    _resource = None
+
+    @classmethod
+    def set_config(cls, access_key_id=None, secret_access_key=None,
+                   region=None, table_prefix=None, endpoint_url=None,
+                   session_token=None, profile_name=None,
+                   connect_timeout=None, read_timeout=None,
+                   max_attempts=None, max_pool_connections=None):
+        """Merge the settings given over the current ones (an argument left
+        at None changes nothing); the next request uses them.
+
+        :param table_prefix: prepended to every model's ``__table__``.
+        :param endpoint_url: a local DynamoDB (DynamoDB Local, dynalite,
+            moto server), e.g. ``"http://localhost:8000"``.
+        :param max_attempts: botocore's attempts per request (retries of
+            throttling, 5xx and connection errors, standard mode).
+        """
+        given = dict(access_key_id=access_key_id,
+                     secret_access_key=secret_access_key, region=region,
+                     table_prefix=table_prefix, endpoint_url=endpoint_url,
+                     session_token=session_token, profile_name=profile_name,
+                     connect_timeout=connect_timeout,
+                     read_timeout=read_timeout, max_attempts=max_attempts,
+                     max_pool_connections=max_pool_connections)
+        if table_prefix is not None:
+            if not isinstance(table_prefix, str) \
+                    or not _TABLE_NAME_CHARS.fullmatch(table_prefix):
+                raise SchemaError(
+                    f"table_prefix {table_prefix!r} may hold only letters, "
+                    "digits, '_', '-' and '.'")
+        with cls._lock:
+            settings = dict(cls.settings(masked=False))
+            settings.update({key: value for key, value in given.items()
+                             if value is not None})
+            cls._settings = settings
+            cls._drop_clients()
+
+    @classmethod
+    def reset(cls):
+        """Forget ``set_config`` and go back to the environment's settings."""
+        with cls._lock:
+            cls._settings = None
+            cls._drop_clients()
+
+    @classmethod
+    def settings(cls, masked=True):
+        """The settings in force; the secret key is shown as ``'****'``."""
+        settings = cls._settings
+        if settings is None:
+            with cls._lock:
+                if cls._settings is None:
+                    cls._settings = _settings_from_environment()
+                settings = cls._settings
+        if masked and settings["secret_access_key"]:
+            settings = dict(settings, secret_access_key="****")
+        return settings
+
+    @classmethod
+    def table_prefix(cls):
+        """The prefix of every table name ('' when none)."""
+        return cls.settings(masked=False)["table_prefix"]
+
+    @classmethod
+    def _drop_clients(cls):
+        cls._session = cls._client = cls._resource = None
+
+    @classmethod
+    def _make_session(cls):
+        import boto3.session  # deferred: boto3 costs ~200 ms to import
+
+        settings = cls.settings(masked=False)
+        if cls._session is None:
+            cls._session = boto3.session.Session(
+                aws_access_key_id=settings["access_key_id"],
+                aws_secret_access_key=settings["secret_access_key"],
+                aws_session_token=settings["session_token"],
+                region_name=settings["region"],
+                profile_name=settings["profile_name"])
+        return cls._session, settings
+
+    @classmethod
+    def _options(cls, settings):
+        from botocore.config import Config
+
+        return dict(
+            endpoint_url=settings["endpoint_url"],
+            config=Config(
+                connect_timeout=settings["connect_timeout"],
+                read_timeout=settings["read_timeout"],
+                max_pool_connections=settings["max_pool_connections"],
+                retries={"mode": "standard",
+                         "max_attempts": settings["max_attempts"]}))
+
+    @classmethod
+    def client(cls):
+        """The low-level boto3 DynamoDB client."""
+        client = cls._client
+        if client is None:
+            with cls._lock:
+                if cls._client is None:
+                    session, settings = cls._make_session()
+                    cls._client = session.client("dynamodb",
+                                                 **cls._options(settings))
+                client = cls._client
+        return client
+
+    @classmethod
+    def resource(cls):
+        """The boto3 DynamoDB service resource."""
+        resource = cls._resource
+        if resource is None:
+            with cls._lock:
+                if cls._resource is None:
+                    session, settings = cls._make_session()
+                    cls._resource = session.resource(
+                        "dynamodb", **cls._options(settings))
+                resource = cls._resource
+        return resource
+
+    @classmethod
+    def get_table(cls, name):
+        """The boto3 ``Table`` resource of the table called ``name``."""
+        return cls.resource().Table(name)
+
+
+# -- Model -------------------------------------------------------------------
+
+class _ModelMeta(type):
+    """Collects fields, checks the schema and compiles the per-model
+    converters once, when the model class is made."""
+
+    def __new__(mcs, name, bases, namespace):
+        cls = super().__new__(mcs, name, bases, namespace)
+        fields = {}
+        for base in reversed(cls.__mro__[1:]):
+            fields.update(getattr(base, "_fields", {}))
+        for attr, value in namespace.items():
+            if isinstance(value, Field):
+                if attr in _RESERVED_NAMES:
+                    raise SchemaError(f"{name}: a field cannot be called "
+                                      f"{attr!r}; Model uses that name")
+                field = value._bind(cls, (attr,))
+                setattr(cls, attr, field)
+                fields[attr] = field
+        cls._fields = fields
+        cls._table_names = (None, None)
+
+        class DoesNotExistForModel(getattr(cls, "DoesNotExist", DoesNotExist)):
+            pass
+
+        DoesNotExistForModel.__name__ = "DoesNotExist"
+        DoesNotExistForModel.__qualname__ = f"{name}.DoesNotExist"
+        cls.DoesNotExist = DoesNotExistForModel
+
+        cls._key_fields = None  # set by _check_schema on concrete models
+        if not namespace.get("__abstract__", False):
+            mcs._check_schema(cls)
+        return cls
+
+    @staticmethod
+    def _check_schema(cls):
+        name = cls.__name__
+        table = cls.__table__
+        if not isinstance(table, str) or not table:
+            raise SchemaError(f"{name} must declare __table__, the table name")
+        if not _TABLE_NAME_CHARS.fullmatch(table) or len(table) > 255:
+            raise SchemaError(
+                f"{name}.__table__ {table!r} may hold only letters, digits, "
+                "'_', '-' and '.', and at most 255 of them")
+        keys = []
+        for attr in ("__hash_key__", "__range_key__"):
+            key = getattr(cls, attr, None)
+            if key is None:
+                if attr == "__hash_key__":
+                    raise SchemaError(f"{name} must declare __hash_key__")
+                continue
+            field = cls._fields.get(key)
+            if field is None:
+                raise SchemaError(f"{name}.{attr} is {key!r} but {name} has "
+                                  "no field of that name")
+            if field.wire_type not in _KEY_TYPES:
+                raise SchemaError(
+                    f"{name}.{key} is a key, so it must be a string or number "
+                    f"field, not {type(field).__name__}")
+            keys.append((key, field))
+        if len(keys) == 2 and keys[0][0] == keys[1][0]:
+            raise SchemaError(f"{name}: __hash_key__ and __range_key__ "
+                              "must differ")
+        billing = getattr(cls, "__billing_mode__", "PROVISIONED")
+        if billing not in _BILLING_MODES:
+            raise SchemaError(f"{name}.__billing_mode__ must be one of "
+                              f"{_BILLING_MODES}, not {billing!r}")
+        for attr in ("__read_units__", "__write_units__"):
+            units = getattr(cls, attr)
+            if type(units) is not int or units < 1:
+                raise SchemaError(f"{name}.{attr} must be a positive int, "
+                                  f"not {units!r}")
+        cls._key_fields = tuple(keys)
+
+
+class Model(metaclass=_ModelMeta):
+    """Base class of models; one model is one DynamoDB table.
+
+    Class attributes:
+
+    - ``__table__`` (required): the table name, after the connection's
+      table prefix.
+    - ``__hash_key__`` (required), ``__range_key__`` (optional): the names
+      of the key fields, which must be string or number fields.
+    - ``__read_units__``/``__write_units__``: provisioned throughput
+      (default 8 each), or ``__billing_mode__ = "PAY_PER_REQUEST"``.
+    - ``__abstract__ = True``: a base holding shared fields, with no table.
+
+    ``Model(**values)`` makes an instance without checking ``required``
+    (partial instances serve as keys); saving validates.
+    """
+
+    __abstract__ = True
+    __table__ = None
+    __hash_key__ = None
+    __range_key__ = None
+    __read_units__ = 8
+    __write_units__ = 8
+    __billing_mode__ = "PROVISIONED"
+
+    def __init__(self, **values):
+        fields = self._fields
+        for name in values:
+            if name not in fields:
+                raise ValidationError(
+                    f"{type(self).__name__} has no field {name!r}",
+                    {name: ["is not a field of the model"]})
+        self.__dict__.update(values)
+
+    def __repr__(self):
+        values = ", ".join(f"{name}={value!r}"
+                           for name, value in self.to_dict().items())
+        return f"{type(self).__name__}({values})"
+
+    def __eq__(self, other):
+        if type(other) is not type(self):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+    def to_dict(self):
+        """The instance's field values (Python values; unset fields left
+        out)."""
+        values = self.__dict__
+        return {name: values[name] for name in self._fields
+                if values.get(name) is not None}
+
+    # -- converters
+
+    @classmethod
+    def _from_item(cls, item):
+        """An instance from a DynamoDB item (attributes the model does not
+        declare are ignored)."""
+        instance = cls.__new__(cls)
+        values = instance.__dict__
+        fields = cls._fields
+        for name, av in item.items():
+            field = fields.get(name)
+            if field is not None:
+                values[name] = field._load(av)
+        return instance
+
+    @classmethod
+    def _validate_item(cls, item, where=None):
+        """(native values, DynamoDB item) of a dict or instance to save;
+        every invalid field is reported in one ValidationError."""
+        if isinstance(item, cls):
+            values = item.__dict__
+            unknown = ()
+        elif isinstance(item, dict):
+            values = item
+            unknown = [name for name in item if name not in cls._fields]
+        else:
+            raise ValidationError(
+                f"{cls.__name__}: an item must be a dict or a "
+                f"{cls.__name__} instance, not {type(item).__name__}")
+        errors = {name: ["is not a field of the model"] for name in unknown}
+        native, wire = {}, {}
+        key_names = cls._key_names()
+        for name, field in cls._fields.items():
+            value = values.get(name)
+            if value is None and field.default is not None:
+                value = field._default_value()
+            if value is None:
+                if field.required or name in key_names:
+                    errors[name] = ["is required"]
+                continue
+            try:
+                value = field.validate(value)
+                av = field._dump(value)
+            except ValidationError as exc:
+                errors.update(_located(exc, name).errors)
+                continue
+            if av.get("S") == "" and name in key_names:
+                errors[name] = ["is a key, so it must not be empty"]
+                continue
+            native[name] = value
+            wire[name] = av
+        if errors:
+            details = "; ".join(f"{path}: {', '.join(messages)}"
+                                for path, messages in errors.items())
+            prefix = f"{cls.__name__}{where or ''}"
+            raise ValidationError(f"{prefix}: invalid item: {details}",
+                                  errors)
+        return native, wire
+
+    @classmethod
+    def _from_native(cls, native):
+        instance = cls.__new__(cls)
+        instance.__dict__.update(native)
+        return instance
+
+    # -- keys and strategies
+
+    @classmethod
+    def _key_names(cls):
+        return tuple(name for name, _ in cls._key_fields)
+
+    @classmethod
+    def _key(cls, values):
+        """The DynamoDB key of a mapping holding the key fields."""
+        key = {}
+        for name, field in cls._key_fields:
+            value = values.get(name)
+            if value is None:
+                raise ValidationError(
+                    f"{cls.__name__}: the key field {name!r} is missing",
+                    {name: ["is required"]})
+            av = field._operand(value)
+            if av.get("S") == "":
+                raise ValidationError(
+                    f"{cls.__name__}: the key field {name!r} is empty",
+                    {name: ["is a key, so it must not be empty"]})
+            key[name] = av
+        return key
+
+    @classmethod
+    def _strategy(cls, strategy):
+        """(key, extra condition or None) of a single-item strategy: a key
+        value, a (hash, range) tuple, a dict, an instance or a condition."""
+        if isinstance(strategy, Condition):
+            return cls._split_key_condition(strategy)
+        if isinstance(strategy, Model):
+            if not isinstance(strategy, cls):
+                raise ValidationError(
+                    f"{cls.__name__}: got a {type(strategy).__name__} "
+                    "instance as a key")
+            return cls._key(strategy.__dict__), None
+        if isinstance(strategy, dict):
+            return cls._key(strategy), None
+        hash_name = cls.__hash_key__
+        if cls.__range_key__ is None:
+            return cls._key({hash_name: strategy}), None
+        if isinstance(strategy, tuple) and len(strategy) == 2:
+            return cls._key({hash_name: strategy[0],
+                             cls.__range_key__: strategy[1]}), None
+        raise ValidationError(
+            f"{cls.__name__} has a composite key: give a ({hash_name}, "
+            f"{cls.__range_key__}) tuple, a dict, an instance or a key "
+            f"condition, not {strategy!r}",
+            {hash_name: ["composite key needs a (hash, range) tuple"]})
+
+    @classmethod
+    def _key_field_of(cls, condition):
+        """The key name a top-level condition tests, or None."""
+        field = getattr(condition, "field", None)
+        if field is not None and len(field.path) == 1:
+            name = field.path[0]
+            if name in cls._key_names():
+                return name
+        return None
+
+    @classmethod
+    def _split_key_condition(cls, condition):
+        """(key, rest) of ``key == v [& key2 == w] [& rest]``."""
+        key_values = {}
+        rest = []
+        for part in condition._conjuncts():
+            name = cls._key_field_of(part)
+            if name is None:
+                rest.append(part)
+                continue
+            if not (isinstance(part, Comparison) and part.operator == "="):
+                raise ExpressionError(
+                    f"{cls.__name__}: the key field {name!r} needs an "
+                    f"equality (==) here, got {part!r}")
+            if name in key_values:
+                raise ExpressionError(f"{cls.__name__}: the key field "
+                                      f"{name!r} is tested twice")
+            _check_field_of(cls, part.field)
+            key_values[name] = part.value
+        missing = [name for name in cls._key_names() if name not in key_values]
+        if missing:
+            how = ("the condition is ORed; key conditions must be ANDed"
+                   if isinstance(condition, Or) else
+                   f"it has no == condition on {', '.join(missing)}")
+            raise ExpressionError(f"{cls.__name__}: {condition!r} does not "
+                                  f"name one item: {how}")
+        return key_values, _and_all(rest)
+
+    # -- tables
+
+    @classmethod
+    def table_name(cls):
+        """The table's full name: the connection's prefix + ``__table__``."""
+        if cls._key_fields is None:
+            raise SchemaError(f"{cls.__name__} is abstract: it has no table")
+        prefix = Connection.table_prefix()
+        cached_prefix, name = cls._table_names
+        if cached_prefix == prefix:
+            return name
+        name = prefix + cls.__table__
+        if not _TABLE_NAME.fullmatch(name):
+            raise SchemaError(
+                f"table name {name!r} ({cls.__name__}) must be 3 to 255 "
+                "letters, digits, '_', '-' or '.'")
+        cls._table_names = (prefix, name)
+        return name
+
+    @classmethod
+    def table(cls):
+        """The boto3 ``Table`` resource of this model's table."""
+        return Connection.get_table(cls.table_name())
+
+    @classmethod
+    def create_table(cls, wait=True, exist_ok=False):
+        """Create the model's table and wait until it is ACTIVE.
+
+        :param exist_ok: do nothing when the table already exists.
+        """
+        attributes, schema = [], []
+        for (name, field), kind in zip(cls._key_fields, ("HASH", "RANGE")):
+            attributes.append({"AttributeName": name,
+                               "AttributeType": field.wire_type})
+            schema.append({"AttributeName": name, "KeyType": kind})
+        params = {"TableName": cls.table_name(), "KeySchema": schema,
+                  "AttributeDefinitions": attributes,
+                  "BillingMode": cls.__billing_mode__}
+        if cls.__billing_mode__ == "PROVISIONED":
+            params["ProvisionedThroughput"] = {
+                "ReadCapacityUnits": cls.__read_units__,
+                "WriteCapacityUnits": cls.__write_units__}
+        try:
+            _call("CreateTable", params)
+        except DynamoDBError as exc:
+            if not (exist_ok and exc.code == "ResourceInUseException"):
+                raise
+        if wait:
+            cls._wait_for_table(lambda status: status == "ACTIVE")
+
+    @classmethod
+    def delete_table(cls, wait=True):
+        """Delete the model's table and every item in it."""
+        _call("DeleteTable", {"TableName": cls.table_name()})
+        if wait:
+            cls._wait_for_table(lambda status: status is None)
+
+    @classmethod
+    def _wait_for_table(cls, done, timeout=300.0):
+        name = cls.table_name()
+        deadline = time.monotonic() + timeout
+        pause = 0.02
+        while True:
+            try:
+                status = _call("DescribeTable",
+                               {"TableName": name})["Table"]["TableStatus"]
+            except TableNotFoundError:
+                status = None
+            if done(status):
+                return
+            if time.monotonic() > deadline:
+                raise DynamongoError(f"table {name!r} is still {status} "
+                                     f"after {timeout:.0f} s")
+            time.sleep(pause)
+            pause = min(pause * 2, 1.0)
+
+    # -- single items
+
+    @classmethod
+    def save_one(cls, item, overwrite=True):
+        """Validate and store one item (a dict or an instance); return the
+        saved instance, defaults applied.
+
+        :param overwrite: ``True`` replaces an item with the same key;
+            ``False`` raises ConditionalCheckFailedException when the key
+            exists; a condition replaces only when it holds (else raises).
+        """
+        condition = cls._overwrite_condition(overwrite)
+        native, wire = cls._validate_item(item)
+        params = {"TableName": cls.table_name(), "Item": wire}
+        if condition is not None:
+            expression = _Expression(model=cls)
+            params["ConditionExpression"] = condition._render(expression)
+            expression.into(params)
+        _call("PutItem", params)
+        return cls._from_native(native)
+
+    @classmethod
+    def _overwrite_condition(cls, overwrite):
+        if overwrite is True:
+            return None
+        if overwrite is False:
+            return getattr(cls, cls.__hash_key__).not_exists()
+        if isinstance(overwrite, Condition):
+            return overwrite
+        raise ValidationError(f"overwrite must be True, False or a "
+                              f"condition, not {overwrite!r}")
+
+    @classmethod
+    def get_one(cls, strategy, consistent_read=False):
+        """The item named by ``strategy`` (a key value, a (hash, range)
+        tuple, a dict, an instance or a key condition); raises
+        ``Model.DoesNotExist`` when there is none."""
+        key, condition = cls._strategy(strategy)
+        if condition is not None:
+            raise ExpressionError(
+                f"{cls.__name__}.get_one takes a key only; {condition!r} is "
+                "not part of the key (use get_many to filter)")
+        params = {"TableName": cls.table_name(), "Key": key}
+        if consistent_read:
+            params["ConsistentRead"] = True
+        item = _call("GetItem", params).get("Item")
+        if item is None:
+            described = ", ".join(f"{name}={_av_text(av)}"
+                                  for name, av in key.items())
+            raise cls.DoesNotExist(f"{cls.__name__} with {described} "
+                                   "does not exist")
+        return cls._from_item(item)
+
+    @classmethod
+    def delete_one(cls, strategy):
+        """Delete the item named by ``strategy``; a key condition may AND
+        further conditions, which must hold. Returns the deleted instance,
+        or None when nothing matched."""
+        key, condition = cls._strategy(strategy)
+        params = {"TableName": cls.table_name(), "Key": key,
+                  "ReturnValues": "ALL_OLD"}
+        if condition is not None:
+            expression = _Expression(model=cls)
+            params["ConditionExpression"] = condition._render(expression)
+            expression.into(params)
+        try:
+            old = _call("DeleteItem", params).get("Attributes")
+        except ConditionalCheckFailedException:
+            return None
+        return cls._from_item(old) if old else None
+
+
+_RESERVED_NAMES = frozenset(name for name in dir(Model)
+                            if not name.startswith("__"))

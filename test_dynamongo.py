@@ -1,0 +1,1093 @@
+"""Tests of dynamongo, in the module's order.
+
+Sections: fixtures and helpers; errors and helpers; validators; fields;
+conditions and the expression compiler; connection; model schema; tables;
+single-item operations; the manual's quickstart.
+
+Every test gets a fresh backend and its own table prefix: moto in-process
+by default, or the DynamoDB server at DYNAMONGO_TEST_ENDPOINT
+(``http://127.0.0.1:PORT``: dynalite, moto server, DynamoDB Local).
+"""
+
+import datetime
+import decimal
+import logging
+import os
+import subprocess
+import sys
+import threading
+import uuid
+
+import pytest
+
+import dynamongo
+from dynamongo import (
+    BooleanField, ConditionalCheckFailedException, Connection, DateField,
+    DateTimeField, DictField, DoesNotExist, DynamoDBError, EmailField,
+    ExpressionError, Field, FloatField, IntField, IPAddressField, ListField,
+    Model, SchemaError, StringField, TableNotFoundError, TimedeltaField,
+    URLField, UUIDField, ValidationError)
+
+ENDPOINT = os.environ.get("DYNAMONGO_TEST_ENDPOINT")
+UTC = datetime.timezone.utc
+EAT = datetime.timezone(datetime.timedelta(hours=3))
+
+
+# -- Fixture models ----------------------------------------------------------
+
+# The manual's User: a hash key, validated fields, a default.
+class User(Model):
+    __table__ = "users"
+    __hash_key__ = "email"
+
+    email = EmailField(required=True)
+    name = StringField(required=True)
+    year_of_birth = IntField(max_value=2018, min_value=1900)
+    cities_visited = ListField(StringField)
+    created_at = DateTimeField(default=datetime.datetime.now)
+
+
+# The manual's composite-key example.
+class Contacts(Model):
+    __table__ = "user-contacts"
+    __hash_key__ = "user_id"
+    __range_key__ = "email"
+
+    user_id = UUIDField(required=True)
+    email = EmailField(required=True)
+    created_at = DateTimeField(default=datetime.datetime.now)
+
+
+# Reserved words as attribute names, nested maps with awkward key names.
+class Profile(Model):
+    __table__ = "profiles"
+    __hash_key__ = "name"
+    __billing_mode__ = "PAY_PER_REQUEST"
+
+    name = StringField(required=True)
+    year = IntField()
+    status = StringField()
+    data = DictField(**{"first-name": StringField(), "a.b": IntField(),
+                        "#x": StringField(), ":y": StringField()})
+    address = DictField(city=StringField(), zip=IntField(),
+                        geo=DictField(lat=FloatField(), lng=FloatField()))
+    tags = ListField(DictField(label=StringField(required=True)))
+
+
+# Number keys: DynamoDB normalises their text.
+class Reading(Model):
+    __table__ = "readings"
+    __hash_key__ = "sensor"
+    __range_key__ = "at"
+
+    sensor = IntField(required=True)
+    at = FloatField(required=True)
+    value = FloatField()
+
+
+# An abstract base and a model extending it.
+class Stamped(Model):
+    __abstract__ = True
+
+    created_at = DateTimeField(default=datetime.datetime.now)
+    note = StringField()
+
+
+class Article(Stamped):
+    __table__ = "articles"
+    __hash_key__ = "slug"
+
+    slug = StringField(required=True, regex=r"[a-z0-9-]+")
+    note = StringField(max_length=10)  # overrides the base's field
+
+
+# One field of every type, for round trips.
+class Everything(Model):
+    __table__ = "everything"
+    __hash_key__ = "id"
+
+    id = UUIDField(required=True)
+    count = IntField()
+    ratio = FloatField()
+    flag = BooleanField()
+    text = StringField()
+    email = EmailField()
+    url = URLField()
+    ip = IPAddressField()
+    moment = DateTimeField()
+    day = DateField()
+    span = TimedeltaField()
+    span_weeks = TimedeltaField(precision="weeks")
+    numbers = ListField(IntField())
+    nested = DictField(items=ListField(FloatField), when=DateTimeField())
+    free = DictField()
+
+
+# -- Fixtures and helpers ----------------------------------------------------
+
+AWS_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                 "AWS_SESSION_TOKEN", "AWS_REGION_NAME", "AWS_REGION",
+                 "AWS_DEFAULT_REGION", "AWS_TABLE_PREFIX", "AWS_ENDPOINT_URL",
+                 "AWS_PROFILE")
+
+
+@pytest.fixture(autouse=True)
+def backend(monkeypatch):
+    """A fresh backend and table prefix per test; Connection reset after."""
+    for name in AWS_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    prefix = f"t{uuid.uuid4().hex[:12]}-"
+    settings = dict(access_key_id="testing", secret_access_key="testing",
+                    region="us-east-1", table_prefix=prefix)
+    if ENDPOINT:
+        Connection.set_config(endpoint_url=ENDPOINT, **settings)
+        yield prefix
+        Connection.set_config(endpoint_url=ENDPOINT, **settings)
+        client = Connection.client()
+        for name in client.list_tables()["TableNames"]:
+            if name.startswith(prefix):
+                client.delete_table(TableName=name)
+    else:
+        from moto import mock_aws
+
+        with mock_aws():
+            Connection.set_config(**settings)
+            yield prefix
+    Connection.reset()
+
+
+@pytest.fixture
+def users():
+    User.create_table()
+    return User
+
+
+@pytest.fixture
+def contacts():
+    Contacts.create_table()
+    return Contacts
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """Records (operation, params) of every request dynamongo sends."""
+    recorded = []
+    send = dynamongo._call
+
+    def recording(operation, params):
+        recorded.append((operation, params))
+        return send(operation, params)
+
+    monkeypatch.setattr(dynamongo, "_call", recording)
+    return recorded
+
+
+def operations(recorded):
+    return [operation for operation, _ in recorded]
+
+
+def assert_expression(condition, text, names, values, model=None):
+    expression = dynamongo._Expression(model=model)
+    assert condition._render(expression) == text
+    assert expression.names == names
+    assert expression.values == values
+
+
+def raw_items(model):
+    """Every stored item of ``model``'s table, as DynamoDB returns it."""
+    response = Connection.client().scan(TableName=model.table_name())
+    return response["Items"]
+
+
+JOHN = {"email": "johndoe@gmail.com", "name": "John Doe",
+        "year_of_birth": 1990, "cities_visited": ["Nairobi", "New York"]}
+
+
+# -- Errors and helpers ------------------------------------------------------
+
+def test_exception_hierarchy():
+    for error in (SchemaError, ExpressionError, ValidationError,
+                  DoesNotExist, DynamoDBError):
+        assert issubclass(error, dynamongo.DynamongoError)
+    assert issubclass(ConditionalCheckFailedException, DynamoDBError)
+    assert issubclass(User.DoesNotExist, DoesNotExist)
+    assert User.DoesNotExist is not Contacts.DoesNotExist
+
+
+def test_public_names_are_sorted_and_exist():
+    assert dynamongo.__all__ == sorted(dynamongo.__all__)
+    for name in dynamongo.__all__:
+        assert hasattr(dynamongo, name)
+
+
+@pytest.mark.parametrize("number, text", [
+    (0, "0"), (-12, "-12"), (10 ** 37, str(10 ** 37)),
+    (10 ** 40, str(10 ** 40)),  # one significant digit: storable
+    (0.1, "0.1"), (1e-05, "1e-05"), (1e16, "1e+16"),
+    (decimal.Decimal("1.50"), "1.50"), (1e-130, "1e-130"),
+])
+def test_number_text(number, text):
+    assert dynamongo._number_text(number) == text
+
+
+@pytest.mark.parametrize("number", [
+    float("nan"), float("inf"), -float("inf"), 1e-131, 1e126,
+    10 ** 38 + 1, decimal.Decimal("NaN"),
+])
+def test_number_text_refuses_what_dynamodb_cannot_hold(number):
+    with pytest.raises(ValueError):
+        dynamongo._number_text(number)
+
+
+# -- Validators --------------------------------------------------------------
+
+@pytest.mark.parametrize("text, valid", [
+    ("johndoe@gmail.com", True), ("a.b+tag@sub.example.co.ke", True),
+    ("user@xn--bcher-kva.ch", True), ("jöhn@bücher.de", True),
+    ("plainaddress", False), ("@example.com", False), ("a@b", False),
+    ("a@@b.com", False), ("a..b@example.com", False), ("a@-b.com", False),
+    ("a b@example.com", False), ("a@example.c", False),
+    ("x" * 65 + "@example.com", False),
+])
+def test_email_validator(text, valid):
+    assert dynamongo._is_email(text) is valid
+
+
+@pytest.mark.parametrize("text, fqdn, valid", [
+    ("https://example.com", True, True),
+    ("http://sub.example.co.uk:8080/path?q=1#frag", True, True),
+    ("ftp://files.example.org/a.txt", True, True),
+    ("http://127.0.0.1:8000/", True, True),
+    ("http://[::1]:8000/", True, True),
+    ("http://localhost:8000/", True, False),
+    ("http://localhost:8000/", False, True),
+    ("http://intranet/", False, True),
+    ("http://intranet/", True, False),
+    ("example.com", True, False), ("mailto:a@example.com", True, False),
+    ("http://", True, False), ("http://exa mple.com", True, False),
+    ("http://example.com:99999/", True, False),
+    ("http://-bad-.com/", True, False),
+])
+def test_url_validator(text, fqdn, valid):
+    assert dynamongo._is_url(text, fqdn) is valid
+
+
+# -- Fields ------------------------------------------------------------------
+
+@pytest.mark.parametrize("field, value, native", [
+    (IntField(), 5, 5), (IntField(), "1990", 1990), (IntField(), 3.0, 3),
+    (IntField(), decimal.Decimal("7"), 7), (FloatField(), 2, 2.0),
+    (FloatField(), "1.5", 1.5), (BooleanField(), False, False),
+    (StringField(), "", ""), (UUIDField(), "12345678-1234-5678-1234-"
+                              "567812345678",
+                              uuid.UUID("12345678-1234-5678-1234-567812345678")),
+    (DateField(), "2020-02-29", datetime.date(2020, 2, 29)),
+    (DateField(formats="%d/%m/%Y"), "29/02/2020", datetime.date(2020, 2, 29)),
+    (DateTimeField(), "2020-01-02T03:04:05.000006Z",
+     datetime.datetime(2020, 1, 2, 3, 4, 5, 6, tzinfo=UTC)),
+    (DateTimeField(formats=["%Y/%m/%d %H:%M"]), "2020/01/02 03:04",
+     datetime.datetime(2020, 1, 2, 3, 4)),
+    (TimedeltaField(), 1.5, datetime.timedelta(seconds=1.5)),
+    (TimedeltaField(precision="days"), 2, datetime.timedelta(days=2)),
+    (IPAddressField(), "::1", "::1"),
+    (ListField(IntField), ("1", 2), [1, 2]),
+])
+def test_to_native_converts(field, value, native):
+    assert field.to_native(value) == native
+    assert type(field.to_native(value)) is type(native)
+
+
+@pytest.mark.parametrize("field, value", [
+    (IntField(), True), (IntField(), 1.5), (IntField(), "1.5"),
+    (IntField(), "abc"), (IntField(), [1]), (IntField(), float("nan")),
+    (IntField(), 10 ** 38 + 1), (IntField(), "1_000"),
+    (FloatField(), float("inf")), (FloatField(), float("nan")),
+    (FloatField(), "nan"), (FloatField(), 1e-200), (FloatField(), 1e200),
+    (FloatField(), True), (FloatField(), None.__class__),
+    (BooleanField(), 1), (BooleanField(), "true"),
+    (StringField(), 5), (StringField(), b"bytes"),
+    (UUIDField(), "not-a-uuid"), (UUIDField(), 5),
+    (DateField(), "2020-02-30"), (DateField(), datetime.datetime.now()),
+    (DateTimeField(), "yesterday"), (DateTimeField(), 1234567890),
+    (DateTimeField(), datetime.date(2020, 1, 1)),
+    (TimedeltaField(), "1s"), (TimedeltaField(), True),
+    (TimedeltaField(), float("nan")), (TimedeltaField(), 10 ** 30),
+    (ListField(StringField), "abc"), (ListField(StringField), ["a", None]),
+    (DictField(a=IntField()), ["a"]), (DictField(a=IntField()), {"b": 1}),
+    (DictField(), {"x": object()}), (DictField(), {1: "a"}),
+])
+def test_wrong_types_raise_validation_error(field, value):
+    with pytest.raises(ValidationError):
+        field.validate(value)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    (IntField(min_value=1900), 1899, "at least 1900"),
+    (IntField(max_value=2018), 2019, "at most 2018"),
+    (FloatField(min_value=0.5), 0.25, "at least 0.5"),
+    (StringField(min_length=2), "a", "at least 2"),
+    (StringField(max_length=2), "abc", "at most 2"),
+    (StringField(regex=r"[a-z]+"), "abc1", "pattern"),
+    (EmailField(), "nope", "e-mail"),
+    (URLField(), "http://localhost/", "URL"),
+    (IPAddressField(), "300.1.1.1", "IP address"),
+])
+def test_constraints(field, value, message):
+    field.to_native(value)  # the type is right: only validate refuses
+    with pytest.raises(ValidationError, match=message):
+        field.validate(value)
+
+
+def test_datetime_time_zone_options():
+    aware = datetime.datetime(2020, 1, 1, 12, 0, tzinfo=EAT)
+    naive = datetime.datetime(2020, 1, 1, 12, 0)
+    assert DateTimeField(tzd="utc").validate(naive).tzinfo is UTC
+    converted = DateTimeField(convert_tz=True).validate(aware)
+    assert converted == aware and converted.utcoffset() == datetime.timedelta()
+    dropped = DateTimeField(convert_tz=True, drop_tzinfo=True).validate(aware)
+    assert dropped == datetime.datetime(2020, 1, 1, 9, 0)
+    assert dropped.tzinfo is None
+    parsed = DateTimeField(parser=lambda text: datetime.datetime(
+        2001, 2, 3)).validate("anything")
+    assert parsed == datetime.datetime(2001, 2, 3)
+    with pytest.raises(ValidationError, match="must have a time zone"):
+        DateTimeField(tzd="require").validate(naive)
+    with pytest.raises(ValidationError, match="must not have a time zone"):
+        DateTimeField(tzd="reject").validate(aware)
+    with pytest.raises(SchemaError):
+        DateTimeField(tzd="sometimes")
+
+
+def test_datetime_primitive_keeps_microseconds_and_offset():
+    field = DateTimeField()
+    moment = datetime.datetime(2020, 1, 2, 3, 4, 5, 6, tzinfo=EAT)
+    assert field.to_primitive(moment) == "2020-01-02T03:04:05.000006+03:00"
+    assert field.to_primitive(moment.replace(tzinfo=None)) == \
+        "2020-01-02T03:04:05.000006"
+    custom = DateTimeField(serialized_format="%Y%m%d%H%M%S%f")
+    assert custom.to_primitive(moment.replace(tzinfo=None)) == \
+        "20200102030405000006"
+    assert custom._load({"S": "20200102030405000006"}) == \
+        moment.replace(tzinfo=None)
+
+
+def test_timedelta_precision_round_trips_to_the_microsecond():
+    value = datetime.timedelta(days=3, microseconds=1)
+    for precision in dynamongo._MICROSECONDS:
+        field = TimedeltaField(precision=precision)
+        assert field._load(field._dump(value)) == value
+    assert TimedeltaField().to_primitive(datetime.timedelta(seconds=90)) == 90
+    assert TimedeltaField(precision="minutes").to_primitive(
+        datetime.timedelta(seconds=90)) == decimal.Decimal("1.5")
+    with pytest.raises(SchemaError):
+        TimedeltaField(precision="fortnights")
+
+
+def test_to_primitive_gives_the_stored_form():
+    assert UUIDField().to_primitive(uuid.UUID(int=1)) == \
+        "00000000-0000-0000-0000-000000000001"
+    assert DateField().to_primitive(datetime.date(2020, 1, 2)) == "2020-01-02"
+    assert ListField(DateField).to_primitive([datetime.date(2020, 1, 2)]) == \
+        ["2020-01-02"]
+    assert DictField(day=DateField()).to_primitive(
+        {"day": datetime.date(2020, 1, 2)}) == {"day": "2020-01-02"}
+
+
+def test_container_fields_accept_classes_and_refuse_non_fields():
+    assert isinstance(ListField(StringField).field, StringField)
+    with pytest.raises(SchemaError, match="ListField"):
+        ListField(str)
+    with pytest.raises(SchemaError, match="'city'"):
+        DictField(city="text")
+
+
+def test_list_and_dict_errors_name_the_element():
+    with pytest.raises(ValidationError) as caught:
+        Profile._validate_item({"name": "x", "tags": [{"label": "a"}, {}],
+                                "address": {"geo": {"lat": "north"}}})
+    assert set(caught.value.errors) == {"tags[1].label", "address.geo.lat"}
+    assert "tags[1].label" in str(caught.value)
+
+
+def test_defaults_are_values_or_callables_and_not_shared():
+    class Defaults(Model):
+        __table__ = "defaults"
+        __hash_key__ = "id"
+        id = IntField()
+        tags = ListField(StringField, default=[])
+        level = IntField(default=3)
+        stamp = DateTimeField(default=lambda: datetime.datetime(2020, 1, 1))
+
+    first, _ = Defaults._validate_item({"id": 1})
+    second, _ = Defaults._validate_item({"id": 2})
+    assert first == {"id": 1, "tags": [], "level": 3,
+                     "stamp": datetime.datetime(2020, 1, 1)}
+    first["tags"].append("x")
+    assert second["tags"] == []
+
+
+def test_field_repr_names_model_and_path():
+    assert repr(User.email) == "<EmailField User.email>"
+    assert repr(Profile.address.geo.lat) == "<FloatField Profile.address.geo.lat>"
+    assert repr(User.cities_visited[2]) == \
+        "<StringField User.cities_visited[2]>"
+
+
+# -- Conditions and the expression compiler ----------------------------------
+
+def test_comparisons_compile_with_placeholders():
+    assert_expression(User.email == "a@b.io", "#n0 = :v0",
+                      {"#n0": "email"}, {":v0": {"S": "a@b.io"}})
+    assert_expression(User.year_of_birth != 1990, "#n0 <> :v0",
+                      {"#n0": "year_of_birth"}, {":v0": {"N": "1990"}})
+    for condition, operator in ((User.year_of_birth < 1, "<"),
+                                (User.year_of_birth <= 1, "<="),
+                                (User.year_of_birth > 1, ">"),
+                                (User.year_of_birth >= 1, ">=")):
+        assert_expression(condition, f"#n0 {operator} :v0",
+                          {"#n0": "year_of_birth"}, {":v0": {"N": "1"}})
+
+
+def test_functions_between_and_in():
+    assert_expression(User.year_of_birth.between(1990, 2000),
+                      "#n0 BETWEEN :v0 AND :v1", {"#n0": "year_of_birth"},
+                      {":v0": {"N": "1990"}, ":v1": {"N": "2000"}})
+    assert_expression(User.email.in_(["a@b.io", "c@d.io"]),
+                      "#n0 IN (:v0, :v1)", {"#n0": "email"},
+                      {":v0": {"S": "a@b.io"}, ":v1": {"S": "c@d.io"}})
+    assert_expression(User.cities_visited.contains("Nairobi"),
+                      "contains(#n0, :v0)", {"#n0": "cities_visited"},
+                      {":v0": {"S": "Nairobi"}})
+    assert_expression(User.name.begins_with("Jo"), "begins_with(#n0, :v0)",
+                      {"#n0": "name"}, {":v0": {"S": "Jo"}})
+    assert_expression(User.name.exists(), "attribute_exists(#n0)",
+                      {"#n0": "name"}, {})
+    assert_expression(User.name.not_exists(), "attribute_not_exists(#n0)",
+                      {"#n0": "name"}, {})
+    assert_expression(User.name == None, "attribute_not_exists(#n0)",  # noqa
+                      {"#n0": "name"}, {})
+
+
+def test_and_or_not_compile_and_flatten():
+    condition = ((User.email == "a@b.io") & (User.year_of_birth > 2000)
+                 & ~User.cities_visited.contains("Nairobi"))
+    assert_expression(
+        condition,
+        "(#n0 = :v0) AND (#n1 > :v1) AND (NOT (contains(#n2, :v2)))",
+        {"#n0": "email", "#n1": "year_of_birth", "#n2": "cities_visited"},
+        {":v0": {"S": "a@b.io"}, ":v1": {"N": "2000"},
+         ":v2": {"S": "Nairobi"}})
+    assert_expression((User.name == "a") | (User.name == "b"),
+                      "(#n0 = :v0) OR (#n0 = :v1)", {"#n0": "name"},
+                      {":v0": {"S": "a"}, ":v1": {"S": "b"}})
+
+
+def test_reserved_words_dots_dashes_and_nested_paths():
+    condition = ((Profile.name == "x") & (Profile.year > 1)
+                 & (Profile.data["a.b"] == 2)
+                 & (Profile.data["first-name"] == "y")
+                 & (Profile.data["#x"] == "z") & (Profile.data[":y"] == "w")
+                 & (Profile.address.geo.lat > 1.5)
+                 & (Profile.tags[3].label == "l"))
+    expression = dynamongo._Expression()
+    text = condition._render(expression)
+    assert text == ("(#n0 = :v0) AND (#n1 > :v1) AND (#n2.#n3 = :v2) AND "
+                    "(#n2.#n4 = :v3) AND (#n2.#n5 = :v4) AND "
+                    "(#n2.#n6 = :v5) AND (#n7.#n8.#n9 > :v6) AND "
+                    "(#n10[3].#n11 = :v7)")
+    assert expression.names == {
+        "#n0": "name", "#n1": "year", "#n2": "data", "#n3": "a.b",
+        "#n4": "first-name", "#n5": "#x", "#n6": ":y", "#n7": "address",
+        "#n8": "geo", "#n9": "lat", "#n10": "tags", "#n11": "label"}
+    assert expression.values[":v6"] == {"N": "1.5"}
+
+
+def test_operands_are_converted_by_the_field_but_not_constrained():
+    assert_expression(User.year_of_birth > "2020", "#n0 > :v0",
+                      {"#n0": "year_of_birth"}, {":v0": {"N": "2020"}})
+    assert_expression(Contacts.email.begins_with("d1"),
+                      "begins_with(#n0, :v0)", {"#n0": "email"},
+                      {":v0": {"S": "d1"}})
+    moment = datetime.datetime(2020, 1, 1, tzinfo=UTC)
+    assert (User.created_at > moment).value == \
+        {"S": "2020-01-01T00:00:00.000000+00:00"}
+    with pytest.raises(ValidationError, match="year_of_birth"):
+        User.year_of_birth > "recent"
+    with pytest.raises(ValidationError, match="cities_visited"):
+        User.cities_visited.contains(5)
+
+
+def test_python_boolean_operators_are_refused():
+    condition = User.email == "a@b.io"
+    with pytest.raises(TypeError, match="~"):
+        not condition
+    with pytest.raises(TypeError, match="&"):
+        condition and condition
+    with pytest.raises(TypeError, match="|"):
+        if condition:
+            pass
+    with pytest.raises(TypeError):
+        condition & True
+
+
+def test_condition_misuse_raises_expression_error():
+    with pytest.raises(ExpressionError, match="100"):
+        User.email.in_([f"u{i}@x.io" for i in range(101)])
+    with pytest.raises(ExpressionError, match="at least one"):
+        User.email.in_([])
+    with pytest.raises(ExpressionError, match="cities_visited"):
+        User.cities_visited > 1
+    with pytest.raises(ExpressionError, match="string"):
+        User.year_of_birth.begins_with("19")
+    with pytest.raises(ExpressionError, match="None"):
+        User.year_of_birth > None
+    with pytest.raises(ExpressionError, match="sub-field"):
+        Profile.address["country"]
+    with pytest.raises(AttributeError):
+        Profile.address.country
+    with pytest.raises(ExpressionError, match="of Contacts, not of User"):
+        (Contacts.email == "a@b.io")._render(dynamongo._Expression(User))
+
+
+def test_condition_repr_is_readable():
+    condition = (User.email == "a@b.io") & (User.year_of_birth > 2000)
+    assert repr(condition) == \
+        "<Condition (email = 'a@b.io') AND (year_of_birth > 2000)>"
+
+
+def test_expression_sends_no_empty_maps():
+    params = dynamongo._Expression().into({})
+    assert params == {}
+    expression = dynamongo._Expression()
+    User.name.exists()._render(expression)
+    assert expression.into({}) == {"ExpressionAttributeNames":
+                                   {"#n0": "name"}}
+
+
+# -- Connection --------------------------------------------------------------
+
+def test_settings_from_environment(monkeypatch):
+    Connection.reset()
+    assert Connection.settings()["region"] == "us-east-2"
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    monkeypatch.setenv("AWS_REGION", "eu-west-2")
+    Connection.reset()
+    assert Connection.settings()["region"] == "eu-west-2"
+    monkeypatch.setenv("AWS_REGION_NAME", "eu-west-3")
+    monkeypatch.setenv("AWS_TABLE_PREFIX", "prod-")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDENV")
+    Connection.reset()
+    settings = Connection.settings()
+    assert settings["region"] == "eu-west-3"
+    assert settings["table_prefix"] == "prod-"
+    assert settings["endpoint_url"] == "http://127.0.0.1:9"
+    assert settings["access_key_id"] == "AKIDENV"
+    assert User.table_name() == "prod-users"
+
+
+def test_set_config_merges_and_overrides_environment(monkeypatch):
+    monkeypatch.setenv("AWS_TABLE_PREFIX", "env-")
+    monkeypatch.setenv("AWS_REGION_NAME", "eu-west-1")
+    Connection.reset()
+    Connection.set_config(table_prefix="mine-")
+    Connection.set_config(region="ap-south-1")
+    assert Connection.table_prefix() == "mine-"
+    assert Connection.settings()["region"] == "ap-south-1"
+    assert User.table_name() == "mine-users"
+    Connection.reset()
+    assert User.table_name() == "env-users"
+    assert Connection.settings()["region"] == "eu-west-1"
+
+
+def test_client_is_made_once_and_rebuilt_after_set_config():
+    first = Connection.client()
+    assert Connection.client() is first
+    assert first.meta.region_name == "us-east-1"
+    Connection.set_config(region="eu-central-1")
+    second = Connection.client()
+    assert second is not first
+    assert second.meta.region_name == "eu-central-1"
+    assert Connection.resource() is Connection.resource()
+    assert Connection.get_table("x-table").name == "x-table"
+
+
+def test_client_creation_is_thread_safe():
+    Connection.set_config(region="eu-west-1")
+    seen = []
+    barrier = threading.Barrier(8)
+
+    def grab():
+        barrier.wait()
+        seen.append(Connection.client())
+
+    threads = [threading.Thread(target=grab) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len({id(client) for client in seen}) == 1
+
+
+def test_endpoint_url_is_used():
+    Connection.set_config(endpoint_url="http://127.0.0.1:1")
+    assert Connection.client().meta.endpoint_url == "http://127.0.0.1:1"
+
+
+def test_import_does_not_import_boto3():
+    code = ("import sys, dynamongo; "
+            "assert 'boto3' not in sys.modules, 'boto3'; "
+            "assert 'botocore' not in sys.modules, 'botocore'")
+    subprocess.run([sys.executable, "-c", code], check=True,
+                   cwd=os.path.dirname(os.path.abspath(dynamongo.__file__)))
+
+
+def test_secret_key_never_shown(users, caplog):
+    secret = "SECRETsecretSECRET1234"
+    Connection.set_config(secret_access_key=secret)
+    assert secret not in repr(Connection.settings())
+    assert Connection.settings()["secret_access_key"] == "****"
+    caplog.set_level(logging.DEBUG)
+    User.save_one(JOHN)
+    with pytest.raises(ConditionalCheckFailedException) as caught:
+        User.save_one(JOHN, overwrite=False)
+    error = caught.value
+    assert secret not in str(error) and secret not in repr(error)
+    assert secret not in repr(error.response)
+    assert secret not in caplog.text
+
+
+# -- Model schema ------------------------------------------------------------
+
+def test_schema_errors_when_the_class_is_made():
+    with pytest.raises(SchemaError, match="__table__"):
+        class NoTable(Model):
+            __hash_key__ = "id"
+            id = IntField()
+    with pytest.raises(SchemaError, match="__hash_key__"):
+        class NoHash(Model):
+            __table__ = "nohash"
+            id = IntField()
+    with pytest.raises(SchemaError, match="'uid'"):
+        class KeyWithoutField(Model):
+            __table__ = "nofield"
+            __hash_key__ = "uid"
+            id = IntField()
+    with pytest.raises(SchemaError, match="ListField"):
+        class ListKey(Model):
+            __table__ = "listkey"
+            __hash_key__ = "id"
+            id = ListField(IntField)
+    with pytest.raises(SchemaError, match="BooleanField"):
+        class BoolRange(Model):
+            __table__ = "boolrange"
+            __hash_key__ = "id"
+            __range_key__ = "flag"
+            id = IntField()
+            flag = BooleanField()
+    with pytest.raises(SchemaError, match="may hold only"):
+        class BadName(Model):
+            __table__ = "users; drop"
+            __hash_key__ = "id"
+            id = IntField()
+    with pytest.raises(SchemaError, match="'table'"):
+        class Shadowing(Model):
+            __table__ = "shadowing"
+            __hash_key__ = "id"
+            id = IntField()
+            table = StringField()
+    with pytest.raises(SchemaError, match="__billing_mode__"):
+        class Billing(Model):
+            __table__ = "billing"
+            __hash_key__ = "id"
+            __billing_mode__ = "FREE"
+            id = IntField()
+
+
+def test_full_table_name_is_checked_on_the_client():
+    class Short(Model):
+        __table__ = "ab"
+        __hash_key__ = "id"
+        id = IntField()
+
+    Connection.set_config(table_prefix="")
+    with pytest.raises(SchemaError, match="3 to 255"):
+        Short.table_name()
+    Connection.set_config(table_prefix="p-")
+    assert Short.table_name() == "p-ab"
+    Connection.set_config(table_prefix="x" * 254)
+    with pytest.raises(SchemaError):
+        Short.create_table()
+    with pytest.raises(SchemaError, match="table_prefix"):
+        Connection.set_config(table_prefix="a/b")
+
+
+def test_abstract_models_and_inheritance():
+    assert list(Article._fields) == ["created_at", "note", "slug"]
+    assert Article.note.max_length == 10
+    assert Stamped.note.max_length is None
+    with pytest.raises(SchemaError, match="abstract"):
+        Stamped.table_name()
+
+    class Draft(Article):
+        __table__ = "drafts"
+        words = IntField()
+
+    assert list(Draft._fields) == ["created_at", "note", "slug", "words"]
+    assert issubclass(Draft.DoesNotExist, Article.DoesNotExist)
+    Draft.create_table()
+    saved = Draft.save_one({"slug": "a-b", "words": 3})
+    assert Draft.get_one("a-b") == saved
+    assert isinstance(saved.created_at, datetime.datetime)
+
+
+def test_instances_hold_values_without_checking_required():
+    user = User(email="x@y.io")
+    assert user.email == "x@y.io"
+    assert user.name is None
+    user.year_of_birth = 1990
+    assert user.to_dict() == {"email": "x@y.io", "year_of_birth": 1990}
+    with pytest.raises(ValidationError, match="'age'"):
+        User(age=3)
+
+
+# -- Tables ------------------------------------------------------------------
+
+def test_create_table_provisioned_and_on_demand(calls):
+    User.create_table()
+    Profile.create_table()
+    client = Connection.client()
+    users = client.describe_table(TableName=User.table_name())["Table"]
+    assert users["TableStatus"] == "ACTIVE"
+    assert users["KeySchema"] == [{"AttributeName": "email",
+                                   "KeyType": "HASH"}]
+    assert users["ProvisionedThroughput"]["ReadCapacityUnits"] == 8
+    assert users["ProvisionedThroughput"]["WriteCapacityUnits"] == 8
+    profiles = client.describe_table(TableName=Profile.table_name())["Table"]
+    assert profiles["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+    create = [params for operation, params in calls
+              if operation == "CreateTable"][1]
+    assert "ProvisionedThroughput" not in create
+    Contacts.create_table()
+    described = client.describe_table(TableName=Contacts.table_name())
+    assert {(a["AttributeName"], a["AttributeType"]) for a in
+            described["Table"]["AttributeDefinitions"]} == \
+        {("user_id", "S"), ("email", "S")}
+
+
+def test_create_table_twice_and_delete_table():
+    User.create_table()
+    with pytest.raises(DynamoDBError) as caught:
+        User.create_table()
+    assert caught.value.code == "ResourceInUseException"
+    assert User.table_name() in str(caught.value)
+    User.create_table(exist_ok=True)
+    User.delete_table()
+    with pytest.raises(TableNotFoundError, match="GetItem"):
+        User.get_one("a@b.io")
+
+
+# -- Single-item operations --------------------------------------------------
+
+def test_save_one_validates_and_returns_the_instance(users, calls):
+    john = User.save_one(JOHN)
+    assert operations(calls) == ["PutItem"]
+    assert isinstance(john, User)
+    assert john.email == "johndoe@gmail.com"
+    assert john.name == "John Doe"
+    assert john.year_of_birth == 1990
+    assert john.cities_visited == ["Nairobi", "New York"]
+    assert isinstance(john.created_at, datetime.datetime)
+    assert User.get_one("johndoe@gmail.com") == john
+
+
+def test_save_one_does_not_store_none(users):
+    User.save_one({"email": "a@b.io", "name": "A", "year_of_birth": None})
+    [item] = raw_items(User)
+    assert set(item) == {"email", "name", "created_at"}
+
+
+def test_save_one_collects_every_error_and_writes_nothing(users, calls):
+    with pytest.raises(ValidationError) as caught:
+        User.save_one({"email": "not-an-email", "year_of_birth": 3000,
+                       "cities_visited": ["ok", 5], "shoe_size": 9})
+    errors = caught.value.errors
+    assert set(errors) == {"email", "name", "year_of_birth",
+                           "cities_visited[1]", "shoe_size"}
+    assert errors["name"] == ["is required"]
+    assert errors["year_of_birth"] == ["must be at most 2018"]
+    for name in errors:
+        assert name in str(caught.value)
+    assert calls == []
+    assert raw_items(User) == []
+
+
+def test_save_one_refuses_missing_or_empty_keys(users):
+    with pytest.raises(ValidationError, match="email"):
+        User.save_one({"name": "x"})
+    with pytest.raises(ValidationError, match="email"):
+        User.save_one(User(name="x"))
+    with pytest.raises(ValidationError, match="User instance"):
+        User.save_one(["email", "name"])
+    with pytest.raises(ValidationError, match="overwrite"):
+        User.save_one(JOHN, overwrite="yes")
+    assert raw_items(User) == []
+
+
+def test_save_one_overwrite(users):
+    User.save_one(JOHN)
+    with pytest.raises(ConditionalCheckFailedException) as caught:
+        User.save_one(dict(JOHN, name="Other"), overwrite=False)
+    assert caught.value.operation == "PutItem"
+    assert User.get_one(JOHN["email"]).name == "John Doe"
+    User.save_one(dict(JOHN, name="Younger"),
+                  overwrite=User.year_of_birth < 2000)
+    assert User.get_one(JOHN["email"]).name == "Younger"
+    with pytest.raises(ConditionalCheckFailedException):
+        User.save_one(dict(JOHN, name="Older"),
+                      overwrite=User.year_of_birth > 2000)
+    assert User.get_one(JOHN["email"]).name == "Younger"
+    new = User.save_one({"email": "new@b.io", "name": "New"},
+                        overwrite=False)
+    assert User.get_one("new@b.io") == new
+
+
+def test_get_one_strategies(users, calls):
+    john = User.save_one(JOHN)
+    del calls[:]
+    for strategy in ("johndoe@gmail.com", {"email": "johndoe@gmail.com",
+                                           "name": "ignored"},
+                     User(email="johndoe@gmail.com"),
+                     User.email == "johndoe@gmail.com"):
+        assert User.get_one(strategy) == john
+    assert operations(calls) == ["GetItem"] * 4
+    assert all(params["Key"] == {"email": {"S": "johndoe@gmail.com"}}
+               for _, params in calls)
+
+
+def test_get_one_missing_raises_does_not_exist(users):
+    with pytest.raises(User.DoesNotExist, match="nobody@b.io"):
+        User.get_one("nobody@b.io")
+    with pytest.raises(DoesNotExist):
+        User.get_one(User.email == "nobody@b.io")
+
+
+def test_get_one_refuses_non_key_conditions(users, calls):
+    with pytest.raises(ExpressionError, match="get_many"):
+        User.get_one((User.email == "a@b.io") & (User.year_of_birth > 1))
+    assert calls == []
+
+
+@pytest.mark.parametrize("strategy, error, message", [
+    ((User.email == "a@b.io") | (User.year_of_birth > 2000),
+     ExpressionError, "ORed"),
+    (User.year_of_birth > 2000, ExpressionError, "no == condition on email"),
+    (User.email.begins_with("a"), ExpressionError, "equality"),
+    (User.email.in_(["a@b.io"]), ExpressionError, "equality"),
+    ((User.email == "a@b.io") & (User.email == "c@d.io"), ExpressionError,
+     "twice"),
+    ((Contacts.email == "a@b.io"), ExpressionError, "Contacts"),
+    (None, ValidationError, "email"),
+    ({"name": "x"}, ValidationError, "email"),
+    ({"email": ""}, ValidationError, "empty"),
+    (5, ValidationError, "email"),
+    (Contacts(email="a@b.io"), ValidationError, "Contacts"),
+])
+def test_bad_strategies_raise_before_any_request(users, calls, strategy,
+                                                 error, message):
+    for operation in (User.get_one, User.delete_one):
+        with pytest.raises(error, match=message):
+            operation(strategy)
+    assert calls == []
+
+
+def test_composite_key_strategies(contacts, calls):
+    owner = uuid.uuid4()
+    saved = Contacts.save_one({"user_id": owner, "email": "a@b.io"})
+    assert saved.user_id == owner
+    for strategy in ((owner, "a@b.io"), (str(owner), "a@b.io"),
+                     {"user_id": owner, "email": "a@b.io"},
+                     Contacts(user_id=owner, email="a@b.io"),
+                     (Contacts.user_id == owner) & (Contacts.email == "a@b.io"),
+                     (Contacts.email == "a@b.io") & (Contacts.user_id == owner)):
+        found = Contacts.get_one(strategy)
+        assert found == saved
+        assert isinstance(found.user_id, uuid.UUID)
+    with pytest.raises(ValidationError, match=r"\(user_id, email\) tuple"):
+        Contacts.get_one(owner)
+    with pytest.raises(ExpressionError, match="email"):
+        Contacts.get_one(Contacts.user_id == owner)
+    with pytest.raises(ExpressionError, match="equality"):
+        Contacts.delete_one((Contacts.user_id == owner)
+                            & (Contacts.email > "a"))
+    with pytest.raises(ValidationError, match="email"):
+        Contacts.get_one({"user_id": owner})
+
+
+def test_delete_one_strategies(users):
+    emails = [f"user{i}@b.io" for i in range(4)]
+    for email in emails:
+        User.save_one({"email": email, "name": email})
+    strategies = [emails[0], {"email": emails[1]}, User(email=emails[2]),
+                  User.email == emails[3]]
+    for email, strategy in zip(emails, strategies):
+        deleted = User.delete_one(strategy)
+        assert isinstance(deleted, User) and deleted.email == email
+        assert deleted.name == email
+    assert raw_items(User) == []
+    assert User.delete_one("gone@b.io") is None
+
+
+def test_delete_one_with_extra_conditions(users):
+    User.save_one(JOHN)  # born 1990, visited Nairobi
+    assert User.delete_one((User.email == JOHN["email"])
+                           & (User.year_of_birth > 2000)) is None
+    assert User.delete_one((User.email == JOHN["email"])
+                           & ~User.cities_visited.contains("Nairobi")) is None
+    assert len(raw_items(User)) == 1
+    deleted = User.delete_one(
+        (User.email == JOHN["email"])
+        & ((User.year_of_birth > 2000) | User.cities_visited.contains("Nairobi")))
+    assert deleted.email == JOHN["email"]
+    assert raw_items(User) == []
+    assert User.delete_one((User.email == "missing@b.io")
+                           & (User.year_of_birth <= 2000)) is None
+
+
+def test_reserved_word_attributes_round_trip():
+    Profile.create_table()
+    saved = Profile.save_one({
+        "name": "n", "year": 2020, "status": "active",
+        "data": {"first-name": "F", "a.b": 3, "#x": "h", ":y": "c"},
+        "address": {"city": "Nairobi", "geo": {"lat": -1.28, "lng": 36.8}},
+        "tags": [{"label": "one"}, {"label": "two"}]})
+    assert Profile.get_one("n") == saved
+    deleted = Profile.delete_one(
+        (Profile.name == "n") & (Profile.status == "active")
+        & (Profile.year == 2020) & (Profile.data["a.b"] == 3)
+        & (Profile.address.city == "Nairobi")
+        & (Profile.address.geo.lat < 0) & (Profile.tags[1].label == "two"))
+    assert deleted == saved
+
+
+def test_every_field_type_round_trips_exactly():
+    Everything.create_table()
+    values = {
+        "id": uuid.uuid4(), "count": -(10 ** 37) - 7,
+        "ratio": 0.1 + 0.2, "flag": False, "text": "ünïcødé ✓ 𝄞",
+        "email": "a@b.io", "url": "https://example.com/x?y=1",
+        "ip": "2001:db8::1",
+        "moment": datetime.datetime(1999, 12, 31, 23, 59, 59, 999999,
+                                    tzinfo=EAT),
+        "day": datetime.date(2000, 2, 29),
+        "span": datetime.timedelta(days=-1, microseconds=5),
+        "span_weeks": datetime.timedelta(weeks=3, microseconds=1),
+        "numbers": [0, -1, 10 ** 20],
+        "nested": {"items": [1.5, 5e-130, 1.7976931348623157e+125],
+                   "when": datetime.datetime(2020, 1, 1, 0, 0, 0, 1)},
+        "free": {"a": [1, "two", None, True, {"b": 2.5}], "c": {}},
+    }
+    saved = Everything.save_one(values)
+    loaded = Everything.get_one(values["id"])
+    assert loaded == saved
+    for name, value in values.items():
+        got = getattr(loaded, name)
+        assert got == value, name
+        assert type(got) is type(value), name
+    assert loaded.moment.utcoffset() == datetime.timedelta(hours=3)
+    assert loaded.nested["when"].tzinfo is None
+    assert type(loaded.nested["items"][0]) is float
+
+
+@pytest.mark.parametrize("value", [1.0, 1e-05, 1e16, 123456789.123456789,
+                                   2 ** -30, 1990.0])
+def test_number_keys_are_matched_by_value(value):
+    Reading.create_table()
+    saved = Reading.save_one({"sensor": 7, "at": value, "value": value})
+    found = Reading.get_one((7, value))
+    assert found == saved
+    assert type(found.at) is float and found.at == value
+    assert Reading.get_one({"sensor": "7", "at": str(value)}) == saved
+    assert Reading.delete_one((Reading.sensor == 7) & (Reading.at == value)
+                              & (Reading.value == value)) == saved
+
+
+def test_validation_errors_on_composite_models_write_nothing(contacts):
+    with pytest.raises(ValidationError) as caught:
+        Contacts.save_one({"user_id": "user_id_1", "email": "john@gmail.com"})
+    assert set(caught.value.errors) == {"user_id"}
+    assert raw_items(Contacts) == []
+
+
+# -- The manual's quickstart -------------------------------------------------
+
+def test_manual_quickstart_readme_example(users):
+    john = User.save_one({
+        "email": "johndoe@gmail.com",
+        "name": "John Doe",
+        "year_of_birth": 1990,
+        "cities_visited": ["Nairobi", "New York"],
+    })
+    jane = User.save_one({"email": "jane@gmail.com", "name": "Jane Doe"})
+    assert john.name == "John Doe"
+    assert jane.year_of_birth is None and jane.cities_visited is None
+    assert isinstance(jane.created_at, datetime.datetime)
+    user = User.get_one(User.email == "johndoe@gmail.com")
+    assert user.to_dict() == john.to_dict()
+    assert user.to_dict()["cities_visited"] == ["Nairobi", "New York"]
+
+
+def test_manual_save_one_with_an_instance(users):
+    user = User(email="johndoe@gmail.com", name="John Doe",
+                cities_visited=[])
+    user.year_of_birth = 1990
+    user.cities_visited = ["Nairobi", "New York"]
+    user = User.save_one(user)
+    stored = User.get_one("johndoe@gmail.com")
+    assert stored == user
+    assert stored.year_of_birth == 1990
+
+
+def test_manual_overwrite_false_raises(users):
+    User.save_one(JOHN)
+    with pytest.raises(ConditionalCheckFailedException):
+        User.save_one(JOHN, overwrite=False)
+
+
+def test_manual_delete_one_examples(users):
+    def fresh():
+        User.save_one(JOHN)
+
+    fresh()
+    assert User.delete_one("johndoe@gmail.com").email == JOHN["email"]
+    fresh()
+    assert User.delete_one({"email": "johndoe@gmail.com"}) is not None
+    fresh()
+    assert User.delete_one(User(email="johndoe@gmail.com")) is not None
+    fresh()
+    assert User.delete_one(User.email == "johndoe@gmail.com") is not None
+    fresh()
+    assert User.delete_one((User.email == "johndoe@gmail.com")
+                           & (User.year_of_birth <= 2000)) is not None
+    fresh()
+    assert User.delete_one((User.email == "johndoe@gmail.com")
+                           & User.cities_visited.contains("Nairobi")) \
+        is not None
+    fresh()
+    assert User.delete_one(
+        (User.email == "johndoe@gmail.com")
+        & ((User.year_of_birth > 2000)
+           | User.cities_visited.contains("Nairobi"))) is not None
+    fresh()
+    with pytest.raises(ExpressionError):
+        User.delete_one((User.email == "johndoe@gmail.com")
+                        | (User.year_of_birth > 2000))
+    assert len(raw_items(User)) == 1
+
+
+def test_manual_get_one_examples(users):
+    john = User.save_one(JOHN)
+    assert User.get_one("johndoe@gmail.com") == john
+    assert User.get_one({"email": "johndoe@gmail.com"}) == john
+    assert User.get_one(User(email="johndoe@gmail.com")) == john
+    assert User.get_one(User.email == "johndoe@gmail.com") == john
