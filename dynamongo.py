@@ -509,10 +509,6 @@ def _string_operand(value, field):
     return {"S": value}
 
 
-def _invalid(message):
-    return ValidationError(message)
-
-
 class _NumberField(Field):
     """Shared range checks of IntField and FloatField."""
 
@@ -526,26 +522,20 @@ class _NumberField(Field):
     def validate(self, value):
         value = self.to_native(value)
         if self.min_value is not None and value < self.min_value:
-            raise _invalid(f"must be at least {self.min_value}")
+            raise ValidationError(f"must be at least {self.min_value}")
         if self.max_value is not None and value > self.max_value:
-            raise _invalid(f"must be at most {self.max_value}")
+            raise ValidationError(f"must be at most {self.max_value}")
         return value
-
-    def _dump(self, value):
-        try:
-            return {"N": _number_text(value)}
-        except ValueError as exc:
-            raise _invalid(str(exc)) from None
 
     @staticmethod
     def _decimal(value, what):
         """Decimal of a numeric string or Decimal, else ValidationError."""
         if isinstance(value, str):
             if not _NUMBER_TEXT.fullmatch(value):
-                raise _invalid(f"must be {what}, not {value!r}")
+                raise ValidationError(f"must be {what}, not {value!r}")
             value = decimal.Decimal(value)
         if not value.is_finite():
-            raise _invalid("must be a finite number (not NaN or infinity)")
+            raise ValidationError("must be a finite number (not NaN or infinity)")
         return value
 
 
@@ -557,26 +547,26 @@ class IntField(_NumberField):
         if kind is int:
             number = value
         elif kind is bool:
-            raise _invalid("must be an integer, not a bool")
+            raise ValidationError("must be an integer, not a bool")
         elif kind is float or isinstance(value, (str, decimal.Decimal)):
             if kind is float:
                 if not math.isfinite(value):
-                    raise _invalid("must be a finite number "
+                    raise ValidationError("must be a finite number "
                                    "(not NaN or infinity)")
                 exact = decimal.Decimal(value)
             else:
                 exact = self._decimal(value, "an integer")
             if exact != exact.to_integral_value():
-                raise _invalid(f"must be an integer, not {value!r}")
+                raise ValidationError(f"must be an integer, not {value!r}")
             number = int(exact)
         elif isinstance(value, int):
             number = int(value)
         else:
-            raise _invalid(f"must be an integer, not {kind.__name__}")
+            raise ValidationError(f"must be an integer, not {kind.__name__}")
         try:
             _number_text(number)
         except ValueError as exc:
-            raise _invalid(str(exc)) from None
+            raise ValidationError(str(exc)) from None
         return number
 
     def _dump(self, value):
@@ -598,17 +588,17 @@ class FloatField(_NumberField):
         if kind is float:
             number = value
         elif kind is bool:
-            raise _invalid("must be a number, not a bool")
+            raise ValidationError("must be a number, not a bool")
         elif isinstance(value, (int, float)):
             number = float(value)
         elif isinstance(value, (str, decimal.Decimal)):
             number = float(self._decimal(value, "a number"))
         else:
-            raise _invalid(f"must be a number, not {kind.__name__}")
+            raise ValidationError(f"must be a number, not {kind.__name__}")
         try:
             _number_text(number)
         except ValueError as exc:
-            raise _invalid(str(exc)) from None
+            raise ValidationError(str(exc)) from None
         return number
 
     def _dump(self, value):
@@ -625,7 +615,7 @@ class BooleanField(Field):
 
     def to_native(self, value):
         if type(value) is not bool:
-            raise _invalid(f"must be a bool, not {type(value).__name__}")
+            raise ValidationError(f"must be a bool, not {type(value).__name__}")
         return value
 
     def _dump(self, value):
@@ -654,18 +644,18 @@ class StringField(Field):
 
     def to_native(self, value):
         if not isinstance(value, str):
-            raise _invalid(f"must be a string, not {type(value).__name__}")
+            raise ValidationError(f"must be a string, not {type(value).__name__}")
         return value
 
     def validate(self, value):
         value = self.to_native(value)
         if self.min_length is not None and len(value) < self.min_length:
-            raise _invalid(f"must have at least {self.min_length} "
+            raise ValidationError(f"must have at least {self.min_length} "
                            "characters")
         if self.max_length is not None and len(value) > self.max_length:
-            raise _invalid(f"must have at most {self.max_length} characters")
+            raise ValidationError(f"must have at most {self.max_length} characters")
         if self.regex is not None and not self.regex.fullmatch(value):
-            raise _invalid(f"must match the pattern {self.regex.pattern!r}")
+            raise ValidationError(f"must match the pattern {self.regex.pattern!r}")
         self._check_format(value)
         return value
 
@@ -684,7 +674,7 @@ class EmailField(StringField):
 
     def _check_format(self, value):
         if not _is_email(value):
-            raise _invalid(f"{value!r} is not a valid e-mail address")
+            raise ValidationError(f"{value!r} is not a valid e-mail address")
 
 
 class URLField(StringField):
@@ -700,7 +690,7 @@ class URLField(StringField):
 
     def _check_format(self, value):
         if not _is_url(value, self.fqdn):
-            raise _invalid(f"{value!r} is not a valid URL")
+            raise ValidationError(f"{value!r} is not a valid URL")
 
 
 class IPAddressField(StringField):
@@ -713,7 +703,7 @@ class IPAddressField(StringField):
 
     def _check_format(self, value):
         if not _is_ip_address(value):
-            raise _invalid(f"{value!r} is not a valid IP address")
+            raise ValidationError(f"{value!r} is not a valid IP address")
 
 
 class UUIDField(Field):
@@ -728,8 +718,8 @@ class UUIDField(Field):
             try:
                 return uuid.UUID(value)
             except ValueError:
-                raise _invalid(f"{value!r} is not a valid UUID") from None
-        raise _invalid(f"must be a UUID, not {type(value).__name__}")
+                raise ValidationError(f"{value!r} is not a valid UUID") from None
+        raise ValidationError(f"must be a UUID, not {type(value).__name__}")
 
     def to_primitive(self, value):
         return str(value)
@@ -784,16 +774,16 @@ class DateTimeField(Field):
         elif isinstance(value, str):
             moment = self._parse(value)
         else:
-            raise _invalid(f"must be a datetime, not {type(value).__name__}")
+            raise ValidationError(f"must be a datetime, not {type(value).__name__}")
         aware = moment.utcoffset() is not None
         if not aware:
             if self.tzd == "require":
-                raise _invalid("must have a time zone offset")
+                raise ValidationError("must have a time zone offset")
             if self.tzd == "utc":
                 moment = moment.replace(tzinfo=datetime.timezone.utc)
         else:
             if self.tzd == "reject":
-                raise _invalid("must not have a time zone offset")
+                raise ValidationError("must not have a time zone offset")
             if self.convert_tz:
                 moment = moment.astimezone(datetime.timezone.utc)
         if self.drop_tzinfo:
@@ -805,9 +795,9 @@ class DateTimeField(Field):
             try:
                 moment = self.parser(text)
             except Exception as exc:
-                raise _invalid(f"cannot parse {text!r}: {exc}") from None
+                raise ValidationError(f"cannot parse {text!r}: {exc}") from None
             if not isinstance(moment, datetime.datetime):
-                raise _invalid(f"the parser returned "
+                raise ValidationError(f"the parser returned "
                                f"{type(moment).__name__}, not a datetime")
             return moment
         for fmt in self.formats:
@@ -820,7 +810,7 @@ class DateTimeField(Field):
                 return datetime.datetime.fromisoformat(text)
             except ValueError:
                 pass
-        raise _invalid(f"{text!r} is not a valid date-time")
+        raise ValidationError(f"{text!r} is not a valid date-time")
 
     def to_primitive(self, value):
         if self.serialized_format:
@@ -852,11 +842,11 @@ class DateField(Field):
 
     def to_native(self, value):
         if isinstance(value, datetime.datetime):
-            raise _invalid("must be a date, not a datetime")
+            raise ValidationError("must be a date, not a datetime")
         if isinstance(value, datetime.date):
             return value
         if not isinstance(value, str):
-            raise _invalid(f"must be a date, not {type(value).__name__}")
+            raise ValidationError(f"must be a date, not {type(value).__name__}")
         for fmt in self.formats:
             try:
                 return datetime.datetime.strptime(value, fmt).date()
@@ -867,7 +857,7 @@ class DateField(Field):
                 return datetime.date.fromisoformat(value)
             except ValueError:
                 pass
-        raise _invalid(f"{value!r} is not a valid date")
+        raise ValidationError(f"{value!r} is not a valid date")
 
     def to_primitive(self, value):
         return value.isoformat()
@@ -911,17 +901,17 @@ class TimedeltaField(Field):
             return value
         if type(value) is bool or not isinstance(
                 value, (int, float, decimal.Decimal)):
-            raise _invalid(f"must be a timedelta or a number of "
+            raise ValidationError(f"must be a timedelta or a number of "
                            f"{self.precision}, not {type(value).__name__}")
         if isinstance(value, float) and not math.isfinite(value):
-            raise _invalid("must be a finite number (not NaN or infinity)")
+            raise ValidationError("must be a finite number (not NaN or infinity)")
         micro = decimal.Decimal(repr(value) if isinstance(value, float)
                                 else value) * self._unit
         try:
             return datetime.timedelta(microseconds=int(
                 micro.to_integral_value(decimal.ROUND_HALF_EVEN)))
         except (OverflowError, ValueError, decimal.InvalidOperation):
-            raise _invalid(f"{value!r} {self.precision} is out of the "
+            raise ValidationError(f"{value!r} {self.precision} is out of the "
                            "range of a timedelta") from None
 
     def to_primitive(self, value):
@@ -973,7 +963,7 @@ class ListField(Field):
 
     def _each(self, values, convert):
         if not isinstance(values, (list, tuple)):
-            raise _invalid(f"must be a list, not {type(values).__name__}")
+            raise ValidationError(f"must be a list, not {type(values).__name__}")
         result, errors = [], {}
         for index, value in enumerate(values):
             if value is None:
@@ -1052,7 +1042,7 @@ class DictField(Field):
 
     def _each(self, value, convert):
         if not isinstance(value, dict):
-            raise _invalid(f"must be a dict, not {type(value).__name__}")
+            raise ValidationError(f"must be a dict, not {type(value).__name__}")
         if not self.fields:
             _generic_to_av(value, "")  # type check only
             return dict(value)
@@ -1213,10 +1203,7 @@ class And(Condition):
         self.conditions = _flatten(And, conditions)
 
     def _conjuncts(self):
-        result = []
-        for condition in self.conditions:
-            result.extend(condition._conjuncts())
-        return result
+        return list(self.conditions)  # flat: no And holds an And
 
     def _render(self, expression):
         return " AND ".join(f"({condition._render(expression)})"
@@ -1526,7 +1513,7 @@ class _ModelMeta(type):
         DoesNotExistForModel.__qualname__ = f"{name}.DoesNotExist"
         cls.DoesNotExist = DoesNotExistForModel
 
-        cls._key_fields = None  # set by _check_schema on concrete models
+        cls._key_fields = cls._key_names = None  # set on concrete models
         if not namespace.get("__abstract__", False):
             mcs._check_schema(cls)
         return cls
@@ -1570,6 +1557,7 @@ class _ModelMeta(type):
                 raise SchemaError(f"{name}.{attr} must be a positive int, "
                                   f"not {units!r}")
         cls._key_fields = tuple(keys)
+        cls._key_names = tuple(name for name, _ in keys)
 
 
 class Model(metaclass=_ModelMeta):
@@ -1654,7 +1642,7 @@ class Model(metaclass=_ModelMeta):
                 f"{cls.__name__} instance, not {type(item).__name__}")
         errors = {name: ["is not a field of the model"] for name in unknown}
         native, wire = {}, {}
-        key_names = cls._key_names()
+        key_names = cls._key_names
         for name, field in cls._fields.items():
             value = values.get(name)
             if value is None and field.default is not None:
@@ -1689,10 +1677,6 @@ class Model(metaclass=_ModelMeta):
         return instance
 
     # -- keys and strategies
-
-    @classmethod
-    def _key_names(cls):
-        return tuple(name for name, _ in cls._key_fields)
 
     @classmethod
     def _key(cls, values):
@@ -1744,7 +1728,7 @@ class Model(metaclass=_ModelMeta):
         field = getattr(condition, "field", None)
         if field is not None and len(field.path) == 1:
             name = field.path[0]
-            if name in cls._key_names():
+            if name in cls._key_names:
                 return name
         return None
 
@@ -1767,7 +1751,7 @@ class Model(metaclass=_ModelMeta):
                                       f"{name!r} is tested twice")
             _check_field_of(cls, part.field)
             key_values[name] = part.value
-        missing = [name for name in cls._key_names() if name not in key_values]
+        missing = [name for name in cls._key_names if name not in key_values]
         if missing:
             how = ("the condition is ORed; key conditions must be ANDed"
                    if isinstance(condition, Or) else
@@ -1806,12 +1790,13 @@ class Model(metaclass=_ModelMeta):
 
         :param exist_ok: do nothing when the table already exists.
         """
+        table = cls.table_name()
         attributes, schema = [], []
         for (name, field), kind in zip(cls._key_fields, ("HASH", "RANGE")):
             attributes.append({"AttributeName": name,
                                "AttributeType": field.wire_type})
             schema.append({"AttributeName": name, "KeyType": kind})
-        params = {"TableName": cls.table_name(), "KeySchema": schema,
+        params = {"TableName": table, "KeySchema": schema,
                   "AttributeDefinitions": attributes,
                   "BillingMode": cls.__billing_mode__}
         if cls.__billing_mode__ == "PROVISIONED":
@@ -1863,9 +1848,10 @@ class Model(metaclass=_ModelMeta):
             ``False`` raises ConditionalCheckFailedException when the key
             exists; a condition replaces only when it holds (else raises).
         """
+        table = cls.table_name()
         condition = cls._overwrite_condition(overwrite)
         native, wire = cls._validate_item(item)
-        params = {"TableName": cls.table_name(), "Item": wire}
+        params = {"TableName": table, "Item": wire}
         if condition is not None:
             expression = _Expression(model=cls)
             params["ConditionExpression"] = condition._render(expression)
@@ -1889,12 +1875,13 @@ class Model(metaclass=_ModelMeta):
         """The item named by ``strategy`` (a key value, a (hash, range)
         tuple, a dict, an instance or a key condition); raises
         ``Model.DoesNotExist`` when there is none."""
+        table = cls.table_name()
         key, condition = cls._strategy(strategy)
         if condition is not None:
             raise ExpressionError(
                 f"{cls.__name__}.get_one takes a key only; {condition!r} is "
                 "not part of the key (use get_many to filter)")
-        params = {"TableName": cls.table_name(), "Key": key}
+        params = {"TableName": table, "Key": key}
         if consistent_read:
             params["ConsistentRead"] = True
         item = _call("GetItem", params).get("Item")
@@ -1910,9 +1897,9 @@ class Model(metaclass=_ModelMeta):
         """Delete the item named by ``strategy``; a key condition may AND
         further conditions, which must hold. Returns the deleted instance,
         or None when nothing matched."""
+        table = cls.table_name()
         key, condition = cls._strategy(strategy)
-        params = {"TableName": cls.table_name(), "Key": key,
-                  "ReturnValues": "ALL_OLD"}
+        params = {"TableName": table, "Key": key, "ReturnValues": "ALL_OLD"}
         if condition is not None:
             expression = _Expression(model=cls)
             params["ConditionExpression"] = condition._render(expression)

@@ -610,6 +610,7 @@ def test_client_is_made_once_and_rebuilt_after_set_config():
     assert second.meta.region_name == "eu-central-1"
     assert Connection.resource() is Connection.resource()
     assert Connection.get_table("x-table").name == "x-table"
+    assert User.table().name == User.table_name()
 
 
 def test_client_creation_is_thread_safe():
@@ -726,8 +727,12 @@ def test_abstract_models_and_inheritance():
     assert list(Article._fields) == ["created_at", "note", "slug"]
     assert Article.note.max_length == 10
     assert Stamped.note.max_length is None
-    with pytest.raises(SchemaError, match="abstract"):
-        Stamped.table_name()
+    for operation in (Stamped.table_name, Stamped.create_table,
+                      lambda: Stamped.save_one({"note": "x"}),
+                      lambda: Stamped.get_one("x"),
+                      lambda: Stamped.delete_one("x")):
+        with pytest.raises(SchemaError, match="abstract"):
+            operation()
 
     class Draft(Article):
         __table__ = "drafts"
