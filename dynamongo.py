@@ -63,11 +63,13 @@ from urllib.parse import urlsplit
 
 # -- Constants ---------------------------------------------------------------
 
-# DynamoDB numbers: at most 38 significant digits, magnitude in [1e-130, 1e126).
+# DynamoDB numbers: at most 38 significant digits, magnitudes from 1e-130
+# up to (not including) 1e126.
 _NUMBER_DIGITS = 38
 _NUMBER_MIN = decimal.Decimal("1e-130")
 _NUMBER_MAX = decimal.Decimal("1e126")
 _NUMBER_CONTEXT = decimal.Context(prec=_NUMBER_DIGITS)
+_NOT_FINITE = "must be a finite number (not NaN or infinity)"
 _NUMBER_TEXT = re.compile(r"\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*")
 
 _TABLE_NAME = re.compile(r"[A-Za-z0-9_.\-]{3,255}")
@@ -195,7 +197,7 @@ def _number_text(number):
     cannot be stored (too many digits, out of range, NaN or infinite)."""
     if isinstance(number, float):
         if not math.isfinite(number):
-            raise ValueError("must be a finite number (not NaN or infinity)")
+            raise ValueError(_NOT_FINITE)
         text = repr(number)
         exact = decimal.Decimal(text)
     elif isinstance(number, int):
@@ -203,7 +205,7 @@ def _number_text(number):
         exact = decimal.Decimal(number)
     else:
         if not number.is_finite():
-            raise ValueError("must be a finite number (not NaN or infinity)")
+            raise ValueError(_NOT_FINITE)
         exact = number
         text = format(number, "f") if -30 < number.adjusted() < 30 \
             else str(number)
@@ -276,7 +278,8 @@ def _av_text(av):
 
 # -- Validators --------------------------------------------------------------
 
-_EMAIL_LOCAL = re.compile(r"[\w!#$%&'*+/=?^`{|}~-]+(\.[\w!#$%&'*+/=?^`{|}~-]+)*")
+_EMAIL_ATOM = r"[\w!#$%&'*+/=?^`{|}~-]+"
+_EMAIL_LOCAL = re.compile(rf"{_EMAIL_ATOM}(\.{_EMAIL_ATOM})*")
 _HOST_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _TOP_LEVEL_DOMAIN = re.compile(r"[A-Za-z]{2,63}|xn--[A-Za-z0-9-]{1,59}")
 _URL_SCHEMES = ("http", "https", "ftp", "ftps")
@@ -295,7 +298,8 @@ def _is_hostname(host, require_tld=True):
                                   for label in labels):
         return False
     if require_tld:
-        return len(labels) > 1 and bool(_TOP_LEVEL_DOMAIN.fullmatch(labels[-1]))
+        return (len(labels) > 1
+                and bool(_TOP_LEVEL_DOMAIN.fullmatch(labels[-1])))
     return True
 
 
@@ -500,6 +504,10 @@ def _located(exc, where):
     return ValidationError(text, errors)
 
 
+def _wrong_type(expected, value):
+    return ValidationError(f"must be {expected}, not {type(value).__name__}")
+
+
 def _string_operand(value, field):
     if not isinstance(value, str):
         raise ValidationError(
@@ -528,6 +536,15 @@ class _NumberField(Field):
         return value
 
     @staticmethod
+    def _storable(number):
+        """``number`` if DynamoDB can hold it, else ValidationError."""
+        try:
+            _number_text(number)
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from None
+        return number
+
+    @staticmethod
     def _decimal(value, what):
         """Decimal of a numeric string or Decimal, else ValidationError."""
         if isinstance(value, str):
@@ -535,7 +552,7 @@ class _NumberField(Field):
                 raise ValidationError(f"must be {what}, not {value!r}")
             value = decimal.Decimal(value)
         if not value.is_finite():
-            raise ValidationError("must be a finite number (not NaN or infinity)")
+            raise ValidationError(_NOT_FINITE)
         return value
 
 
@@ -549,25 +566,16 @@ class IntField(_NumberField):
         elif kind is bool:
             raise ValidationError("must be an integer, not a bool")
         elif kind is float or isinstance(value, (str, decimal.Decimal)):
-            if kind is float:
-                if not math.isfinite(value):
-                    raise ValidationError("must be a finite number "
-                                   "(not NaN or infinity)")
-                exact = decimal.Decimal(value)
-            else:
-                exact = self._decimal(value, "an integer")
+            exact = self._decimal(decimal.Decimal(value) if kind is float
+                                  else value, "an integer")
             if exact != exact.to_integral_value():
                 raise ValidationError(f"must be an integer, not {value!r}")
             number = int(exact)
         elif isinstance(value, int):
             number = int(value)
         else:
-            raise ValidationError(f"must be an integer, not {kind.__name__}")
-        try:
-            _number_text(number)
-        except ValueError as exc:
-            raise ValidationError(str(exc)) from None
-        return number
+            raise _wrong_type("an integer", value)
+        return self._storable(number)
 
     def _dump(self, value):
         return {"N": str(value)}
@@ -594,12 +602,8 @@ class FloatField(_NumberField):
         elif isinstance(value, (str, decimal.Decimal)):
             number = float(self._decimal(value, "a number"))
         else:
-            raise ValidationError(f"must be a number, not {kind.__name__}")
-        try:
-            _number_text(number)
-        except ValueError as exc:
-            raise ValidationError(str(exc)) from None
-        return number
+            raise _wrong_type("a number", value)
+        return self._storable(number)
 
     def _dump(self, value):
         return {"N": repr(value)}
@@ -615,7 +619,7 @@ class BooleanField(Field):
 
     def to_native(self, value):
         if type(value) is not bool:
-            raise ValidationError(f"must be a bool, not {type(value).__name__}")
+            raise _wrong_type("a bool", value)
         return value
 
     def _dump(self, value):
@@ -644,7 +648,7 @@ class StringField(Field):
 
     def to_native(self, value):
         if not isinstance(value, str):
-            raise ValidationError(f"must be a string, not {type(value).__name__}")
+            raise _wrong_type("a string", value)
         return value
 
     def validate(self, value):
@@ -653,9 +657,11 @@ class StringField(Field):
             raise ValidationError(f"must have at least {self.min_length} "
                            "characters")
         if self.max_length is not None and len(value) > self.max_length:
-            raise ValidationError(f"must have at most {self.max_length} characters")
+            raise ValidationError(f"must have at most {self.max_length} "
+                                  "characters")
         if self.regex is not None and not self.regex.fullmatch(value):
-            raise ValidationError(f"must match the pattern {self.regex.pattern!r}")
+            raise ValidationError(
+                f"must match the pattern {self.regex.pattern!r}")
         self._check_format(value)
         return value
 
@@ -718,8 +724,9 @@ class UUIDField(Field):
             try:
                 return uuid.UUID(value)
             except ValueError:
-                raise ValidationError(f"{value!r} is not a valid UUID") from None
-        raise ValidationError(f"must be a UUID, not {type(value).__name__}")
+                raise ValidationError(
+                    f"{value!r} is not a valid UUID") from None
+        raise _wrong_type("a UUID", value)
 
     def to_primitive(self, value):
         return str(value)
@@ -774,7 +781,7 @@ class DateTimeField(Field):
         elif isinstance(value, str):
             moment = self._parse(value)
         else:
-            raise ValidationError(f"must be a datetime, not {type(value).__name__}")
+            raise _wrong_type("a datetime", value)
         aware = moment.utcoffset() is not None
         if not aware:
             if self.tzd == "require":
@@ -795,7 +802,8 @@ class DateTimeField(Field):
             try:
                 moment = self.parser(text)
             except Exception as exc:
-                raise ValidationError(f"cannot parse {text!r}: {exc}") from None
+                raise ValidationError(
+                    f"cannot parse {text!r}: {exc}") from None
             if not isinstance(moment, datetime.datetime):
                 raise ValidationError(f"the parser returned "
                                f"{type(moment).__name__}, not a datetime")
@@ -846,7 +854,7 @@ class DateField(Field):
         if isinstance(value, datetime.date):
             return value
         if not isinstance(value, str):
-            raise ValidationError(f"must be a date, not {type(value).__name__}")
+            raise _wrong_type("a date", value)
         for fmt in self.formats:
             try:
                 return datetime.datetime.strptime(value, fmt).date()
@@ -904,7 +912,7 @@ class TimedeltaField(Field):
             raise ValidationError(f"must be a timedelta or a number of "
                            f"{self.precision}, not {type(value).__name__}")
         if isinstance(value, float) and not math.isfinite(value):
-            raise ValidationError("must be a finite number (not NaN or infinity)")
+            raise ValidationError(_NOT_FINITE)
         micro = decimal.Decimal(repr(value) if isinstance(value, float)
                                 else value) * self._unit
         try:
@@ -963,7 +971,7 @@ class ListField(Field):
 
     def _each(self, values, convert):
         if not isinstance(values, (list, tuple)):
-            raise ValidationError(f"must be a list, not {type(values).__name__}")
+            raise _wrong_type("a list", values)
         result, errors = [], {}
         for index, value in enumerate(values):
             if value is None:
@@ -1042,7 +1050,7 @@ class DictField(Field):
 
     def _each(self, value, convert):
         if not isinstance(value, dict):
-            raise ValidationError(f"must be a dict, not {type(value).__name__}")
+            raise _wrong_type("a dict", value)
         if not self.fields:
             _generic_to_av(value, "")  # type check only
             return dict(value)
