@@ -20,6 +20,7 @@ One module, one runtime dependency (boto3, imported on first use, so
 __version__ = "0.2.0"
 
 __all__ = [
+    "BatchResult",
     "BooleanField",
     "Condition",
     "ConditionalCheckFailedException",
@@ -32,10 +33,12 @@ __all__ = [
     "DynamongoError",
     "EmailField",
     "ExpressionError",
+    "Failure",
     "Field",
     "FloatField",
     "IPAddressField",
     "IntField",
+    "KeysIn",
     "ListField",
     "Model",
     "SchemaError",
@@ -45,13 +48,16 @@ __all__ = [
     "TimedeltaField",
     "URLField",
     "UUIDField",
+    "UnprocessedError",
     "ValidationError",
 ]
 
+import collections
 import copy
 import datetime
 import decimal
 import ipaddress
+import itertools
 import math
 import os
 import re
@@ -139,6 +145,8 @@ class DynamoDBError(DynamongoError):
         self.operation = operation
         self.table = table
         self.response = response or {}
+        self.status = self.response.get("ResponseMetadata", {}).get(
+            "HTTPStatusCode")
 
 
 class ConditionalCheckFailedException(DynamoDBError):
@@ -150,8 +158,26 @@ class TableNotFoundError(DynamoDBError):
 
 
 class ThrottlingError(DynamoDBError):
-    """DynamoDB throttled the request."""
+    """DynamoDB throttled the request (after dynamongo's retries)."""
 
+
+class UnprocessedError(DynamongoError):
+    """DynamoDB left part of a batch unprocessed after every retry.
+
+    ``keys`` lists the keys (AttributeValue dicts) that were not processed.
+    """
+
+    def __init__(self, message, keys=()):
+        super().__init__(message)
+        self.keys = list(keys)
+
+
+# Error codes worth another attempt after a pause (5xx statuses are too).
+_RETRY_CODES = frozenset({
+    "ProvisionedThroughputExceededException", "ThrottlingException",
+    "RequestLimitExceeded", "InternalServerError", "ServiceUnavailable",
+    "LimitExceededException", "TransactionInProgressException",
+})
 
 _ERROR_CODES = {
     "ConditionalCheckFailedException": ConditionalCheckFailedException,
@@ -164,7 +190,8 @@ _ERROR_CODES = {
 
 def _translate_error(exc, operation, params):
     """Turn a botocore error into the matching dynamongo exception."""
-    table = params.get("TableName")
+    table = params.get("TableName") or next(iter(params.get("RequestItems",
+                                                            ())), None)
     where = f"{operation} on table {table!r}" if table else operation
     response = getattr(exc, "response", None)
     if isinstance(response, dict) and "Error" in response:
@@ -268,6 +295,11 @@ def _generic_from_av(av):
     if kind == "M":
         return {key: _generic_from_av(item) for key, item in value.items()}
     return value  # B, SS, NS, BS: stored by someone else; hand back as is
+
+
+def _key_text(key):
+    """"email='a@b.io', year=3" for a key's AttributeValues."""
+    return ", ".join(f"{name}={_av_text(av)}" for name, av in key.items())
 
 
 def _av_text(av):
@@ -499,9 +531,14 @@ def _located(exc, where):
                   for sub, messages in exc.errors.items()}
     else:
         errors = {where: [str(exc)]}
-    text = "; ".join(f"{path}: {', '.join(messages)}"
+    return ValidationError(_describe(errors), errors)
+
+
+def _describe(errors):
+    """'path: message, message; path: message' of a ValidationError's
+    errors."""
+    return "; ".join(f"{path}: {', '.join(messages)}"
                      for path, messages in errors.items())
-    return ValidationError(text, errors)
 
 
 def _wrong_type(expected, value):
@@ -1133,6 +1170,10 @@ class Condition:
         """The conditions ANDed at the top of this one."""
         return [self]
 
+    def _fields(self):
+        """Every field this condition tests."""
+        return [self.field]
+
     def _render(self, expression):
         raise NotImplementedError
 
@@ -1213,6 +1254,10 @@ class And(Condition):
     def _conjuncts(self):
         return list(self.conditions)  # flat: no And holds an And
 
+    def _fields(self):
+        return [field for condition in self.conditions
+                for field in condition._fields()]
+
     def _render(self, expression):
         return " AND ".join(f"({condition._render(expression)})"
                             for condition in self.conditions)
@@ -1224,6 +1269,8 @@ class Or(Condition):
     def __init__(self, *conditions):
         self.conditions = _flatten(Or, conditions)
 
+    _fields = And._fields
+
     def _render(self, expression):
         return " OR ".join(f"({condition._render(expression)})"
                            for condition in self.conditions)
@@ -1234,6 +1281,9 @@ class Not(Condition):
 
     def __init__(self, condition):
         self.condition = condition
+
+    def _fields(self):
+        return self.condition._fields()
 
     def _render(self, expression):
         return f"NOT ({self.condition._render(expression)})"
@@ -1313,22 +1363,164 @@ class _Expression:
 
 
 # -- The wire ----------------------------------------------------------------
+#
+# Layers, bottom up: _send makes one HTTP request (botocore's own retries are
+# off); _call retries throttling, 5xx and connection errors with exponential
+# backoff and full jitter; the batch helpers resend unprocessed items and
+# keys the same way and report whatever is still left.
+
+_sleep = time.sleep  # tests replace it to run retries without waiting
+
+
+def _send(operation, params):
+    """One request, as it goes on the wire; returns the parsed response."""
+    client = Connection._wire or Connection._wire_client()
+    return getattr(client, _OPERATIONS[operation])(**params)
+
 
 def _call(operation, params):
     """Send one low-level DynamoDB request and return its parsed response.
 
     ``params`` are in wire format (AttributeValue dicts such as
-    ``{"S": "x"}``). Every request dynamongo makes comes through here; errors
-    come out as dynamongo exceptions naming the operation and table.
+    ``{"S": "x"}``). Every request dynamongo makes comes through here. It
+    is retried on throttling, 5xx and connection errors, up to
+    ``max_attempts`` attempts in all; errors come out as dynamongo
+    exceptions naming the operation and table.
     """
-    client = Connection._client or Connection.client()
-    try:
-        return getattr(client, _OPERATIONS[operation])(**params)
-    except Exception as exc:
-        error = _translate_error(exc, operation, params)
-        if error is exc:
-            raise
-        raise error from exc
+    attempts = Connection.settings(masked=False)["max_attempts"]
+    for attempt in range(attempts):
+        try:
+            return _send(operation, params)
+        except Exception as exc:
+            error = _translate_error(exc, operation, params)
+            if attempt + 1 < attempts and _is_transient(error):
+                _pause(attempt)
+                continue
+            if error is exc:
+                raise
+            raise error from exc
+
+
+def _is_transient(error):
+    if isinstance(error, DynamoDBError):
+        return error.code in _RETRY_CODES or (error.status or 0) >= 500
+    from botocore.exceptions import ConnectionError, HTTPClientError
+
+    return isinstance(error, (ConnectionError, HTTPClientError))
+
+
+def _pause(attempt):
+    """Sleep before attempt ``attempt + 1``: full jitter over an exponential
+    ceiling (``backoff_base`` doubling up to ``backoff_cap`` seconds)."""
+    import random
+
+    settings = Connection.settings(masked=False)
+    ceiling = min(settings["backoff_cap"],
+                  settings["backoff_base"] * 2 ** attempt)
+    _sleep(random.uniform(0, ceiling))
+
+
+def _chunks(sequence, size):
+    for start in range(0, len(sequence), size):
+        yield sequence[start:start + size]
+
+
+def _key_identity(item, key_names):
+    """A hashable identity of an item's key that matches numbers by value
+    (DynamoDB returns ``1.0`` as ``1``)."""
+    identity = []
+    for name in key_names:
+        (kind, value), = item[name].items()
+        identity.append(decimal.Decimal(value) if kind == "N" else value)
+    return tuple(identity)
+
+
+class _Write:
+    """One entry of a BatchWriteItem: its request, what the caller gave,
+    and what goes to BatchResult.success when it is done."""
+
+    __slots__ = ("identity", "request", "given", "done")
+
+    def __init__(self, identity, request, given, done):
+        self.identity = identity
+        self.request = request
+        self.given = given
+        self.done = done
+
+
+def _batch_write(table, writes, key_names, result):
+    """Send ``writes`` in BatchWriteItem requests of 25, resending what
+    comes back unprocessed; what still fails goes to ``result.fail``."""
+    attempts = Connection.settings(masked=False)["max_attempts"]
+    for pending in _chunks(writes, 25):
+        for attempt in range(attempts):
+            try:
+                response = _call("BatchWriteItem", {"RequestItems": {
+                    table: [write.request for write in pending]}})
+            except Exception as exc:
+                result.fail.extend(Failure(write.given, exc)
+                                   for write in pending)
+                break
+            unprocessed = {
+                _key_identity(request.get("PutRequest", {}).get("Item")
+                              or request["DeleteRequest"]["Key"], key_names)
+                for request in response.get("UnprocessedItems", {}).get(
+                    table, ())}
+            left = []
+            for write in pending:
+                if write.identity in unprocessed:
+                    left.append(write)
+                else:
+                    result.success.append(write.done)
+            pending = left
+            if not pending:
+                break
+            if attempt + 1 < attempts:
+                _pause(attempt)
+        else:
+            error = UnprocessedError(
+                f"BatchWriteItem on table {table!r} left {len(pending)} "
+                f"items unprocessed after {attempts} attempts",
+                [write.identity for write in pending])
+            result.fail.extend(Failure(write.given, error)
+                               for write in pending)
+
+
+def _batch_get(table, keys, consistent_read=False):
+    """The stored items among ``keys`` (at most 100) by BatchGetItem,
+    resending unprocessed keys; raises UnprocessedError naming the keys
+    still unread after every attempt."""
+    attempts = Connection.settings(masked=False)["max_attempts"]
+    request = {"Keys": keys}
+    if consistent_read:
+        request["ConsistentRead"] = True
+    items = []
+    for attempt in range(attempts):
+        response = _call("BatchGetItem", {"RequestItems": {table: request}})
+        items.extend(response.get("Responses", {}).get(table, ()))
+        request = response.get("UnprocessedKeys", {}).get(table)
+        if not request:
+            return items
+        if attempt + 1 < attempts:
+            _pause(attempt)
+    missing = request["Keys"]
+    shown = "; ".join(_key_text(key) for key in missing[:10])
+    raise UnprocessedError(
+        f"BatchGetItem on table {table!r} left {len(missing)} keys unread "
+        f"after {attempts} attempts: {shown}"
+        + (" ..." if len(missing) > 10 else ""), missing)
+
+
+def _pages(operation, params):
+    """The items of a Query or Scan, following LastEvaluatedKey to the end
+    (lazily: a caller that stops early sends no further requests)."""
+    while True:
+        response = _call(operation, params)
+        yield from response.get("Items", ())
+        last = response.get("LastEvaluatedKey")
+        if not last:
+            return
+        params = dict(params, ExclusiveStartKey=last)
 
 
 # -- Connection --------------------------------------------------------------
@@ -1346,9 +1538,22 @@ def _settings_from_environment():
         "profile_name": None,
         "connect_timeout": 5,
         "read_timeout": 30,
-        "max_attempts": 5,
+        "max_attempts": 8,
+        "backoff_base": 0.05,
+        "backoff_cap": 5.0,
         "max_pool_connections": 32,
     }
+
+
+def _boto3_session(settings):
+    import boto3.session  # deferred: importing boto3 costs ~200 ms
+
+    return boto3.session.Session(
+        aws_access_key_id=settings["access_key_id"],
+        aws_secret_access_key=settings["secret_access_key"],
+        aws_session_token=settings["session_token"],
+        region_name=settings["region"],
+        profile_name=settings["profile_name"])
 
 
 class Connection:
@@ -1368,21 +1573,27 @@ class Connection:
     _session = None
     _client = None
     _resource = None
+    _wire = None  # the client dynamongo's own requests use
 
     @classmethod
     def set_config(cls, access_key_id=None, secret_access_key=None,
                    region=None, table_prefix=None, endpoint_url=None,
                    session_token=None, profile_name=None,
                    connect_timeout=None, read_timeout=None,
-                   max_attempts=None, max_pool_connections=None):
+                   max_attempts=None, backoff_base=None, backoff_cap=None,
+                   max_pool_connections=None):
         """Merge the settings given over the current ones (an argument left
         at None changes nothing); the next request uses them.
 
         :param table_prefix: prepended to every model's ``__table__``.
         :param endpoint_url: a local DynamoDB (DynamoDB Local, dynalite,
             moto server), e.g. ``"http://localhost:8000"``.
-        :param max_attempts: botocore's attempts per request (retries of
-            throttling, 5xx and connection errors, standard mode).
+        :param max_attempts: attempts per request on throttling, 5xx and
+            connection errors, and rounds of resending a batch's
+            unprocessed items or keys (default 8).
+        :param backoff_base: seconds before the first retry (default 0.05),
+            doubling each time up to ``backoff_cap`` (default 5); each pause
+            is drawn at random below that ceiling (full jitter).
         """
         given = dict(access_key_id=access_key_id,
                      secret_access_key=secret_access_key, region=region,
@@ -1390,18 +1601,28 @@ class Connection:
                      session_token=session_token, profile_name=profile_name,
                      connect_timeout=connect_timeout,
                      read_timeout=read_timeout, max_attempts=max_attempts,
+                     backoff_base=backoff_base, backoff_cap=backoff_cap,
                      max_pool_connections=max_pool_connections)
-        if table_prefix is not None:
-            if not isinstance(table_prefix, str) \
-                    or not _TABLE_NAME_CHARS.fullmatch(table_prefix):
-                raise SchemaError(
-                    f"table_prefix {table_prefix!r} may hold only letters, "
-                    "digits, '_', '-' and '.'")
+        given = {key: value for key, value in given.items()
+                 if value is not None}
+        if "table_prefix" in given and (
+                not isinstance(table_prefix, str)
+                or not _TABLE_NAME_CHARS.fullmatch(table_prefix)):
+            raise SchemaError(f"table_prefix {table_prefix!r} may hold only "
+                              "letters, digits, '_', '-' and '.'")
+        for key in ("max_attempts", "max_pool_connections"):
+            if key in given and (type(given[key]) is not int
+                                 or given[key] < 1):
+                raise ValidationError(f"{key} must be an int >= 1, not "
+                                      f"{given[key]!r}")
+        for key in ("backoff_base", "backoff_cap", "connect_timeout",
+                    "read_timeout"):
+            if key in given and (not isinstance(given[key], (int, float))
+                                 or given[key] < 0):
+                raise ValidationError(f"{key} must be a number of seconds "
+                                      f">= 0, not {given[key]!r}")
         with cls._lock:
-            settings = dict(cls.settings(masked=False))
-            settings.update({key: value for key, value in given.items()
-                             if value is not None})
-            cls._settings = settings
+            cls._settings = dict(cls.settings(masked=False), **given)
             cls._drop_clients()
 
     @classmethod
@@ -1431,60 +1652,56 @@ class Connection:
 
     @classmethod
     def _drop_clients(cls):
-        cls._session = cls._client = cls._resource = None
+        cls._session = cls._client = cls._resource = cls._wire = None
 
     @classmethod
-    def _make_session(cls):
-        import boto3.session  # deferred: boto3 costs ~200 ms to import
-
-        settings = cls.settings(masked=False)
-        if cls._session is None:
-            cls._session = boto3.session.Session(
-                aws_access_key_id=settings["access_key_id"],
-                aws_secret_access_key=settings["secret_access_key"],
-                aws_session_token=settings["session_token"],
-                region_name=settings["region"],
-                profile_name=settings["profile_name"])
-        return cls._session, settings
+    def _once(cls, attribute, make):
+        """The boto3 object cached in ``attribute``, made on first use by
+        one thread while the others wait."""
+        made = getattr(cls, attribute)
+        if made is None:
+            with cls._lock:
+                made = getattr(cls, attribute)
+                if made is None:
+                    made = make(cls.settings(masked=False))
+                    setattr(cls, attribute, made)
+        return made
 
     @classmethod
-    def _options(cls, settings):
+    def _boto3(cls, kind, settings, botocore_retries=True):
         from botocore.config import Config
 
-        return dict(
-            endpoint_url=settings["endpoint_url"],
-            config=Config(
-                connect_timeout=settings["connect_timeout"],
-                read_timeout=settings["read_timeout"],
-                max_pool_connections=settings["max_pool_connections"],
-                retries={"mode": "standard",
-                         "max_attempts": settings["max_attempts"]}))
+        session = cls._once("_session", _boto3_session)
+        retries = ({"mode": "standard",
+                    "max_attempts": settings["max_attempts"]}
+                   if botocore_retries else {"total_max_attempts": 1})
+        config = Config(connect_timeout=settings["connect_timeout"],
+                        read_timeout=settings["read_timeout"],
+                        max_pool_connections=settings["max_pool_connections"],
+                        retries=retries)
+        make = session.client if kind == "client" else session.resource
+        return make("dynamodb", endpoint_url=settings["endpoint_url"],
+                    config=config)
 
     @classmethod
     def client(cls):
-        """The low-level boto3 DynamoDB client."""
-        client = cls._client
-        if client is None:
-            with cls._lock:
-                if cls._client is None:
-                    session, settings = cls._make_session()
-                    cls._client = session.client("dynamodb",
-                                                 **cls._options(settings))
-                client = cls._client
-        return client
+        """The low-level boto3 DynamoDB client (botocore's standard retries,
+        ``max_attempts`` attempts), for requests of your own."""
+        return cls._client or cls._once(
+            "_client", lambda settings: cls._boto3("client", settings))
 
     @classmethod
     def resource(cls):
         """The boto3 DynamoDB service resource."""
-        resource = cls._resource
-        if resource is None:
-            with cls._lock:
-                if cls._resource is None:
-                    session, settings = cls._make_session()
-                    cls._resource = session.resource(
-                        "dynamodb", **cls._options(settings))
-                resource = cls._resource
-        return resource
+        return cls._resource or cls._once(
+            "_resource", lambda settings: cls._boto3("resource", settings))
+
+    @classmethod
+    def _wire_client(cls):
+        """The client behind dynamongo's requests: botocore's retries are
+        off, since _call retries (the same way on every path)."""
+        return cls._once("_wire", lambda settings: cls._boto3(
+            "client", settings, botocore_retries=False))
 
     @classmethod
     def get_table(cls, name):
@@ -1493,6 +1710,58 @@ class Connection:
 
 
 # -- Model -------------------------------------------------------------------
+
+Failure = collections.namedtuple("Failure", "item error")
+Failure.__doc__ = """An item a batch could not write: the item as given and
+the exception that stopped it."""
+
+
+class BatchResult:
+    """What save_many or delete_many did.
+
+    ``success`` lists the items written or deleted; ``fail`` lists a
+    ``Failure(item, error)`` for each item that was not, with the reason.
+    """
+
+    def __init__(self):
+        self.success = []
+        self.fail = []
+
+    @property
+    def success_count(self):
+        return len(self.success)
+
+    @property
+    def fail_count(self):
+        return len(self.fail)
+
+    def __repr__(self):
+        return (f"<BatchResult success_count={self.success_count} "
+                f"fail_count={self.fail_count}>")
+
+
+class KeysIn:
+    """Keys named by ``Model.keys_in(values)``: a get_many/delete_many
+    strategy read by BatchGetItem."""
+
+    __slots__ = ("model", "keys")
+
+    def __init__(self, model, keys):
+        self.model = model
+        self.keys = keys
+
+    def __repr__(self):
+        return f"<{self.model.__name__}.keys_in: {len(self.keys)} keys>"
+
+
+def _is_range_key_condition(condition):
+    """Whether a Query's KeyConditionExpression may hold this condition."""
+    if isinstance(condition, Comparison):
+        return condition.operator in ("=", "<", "<=", ">", ">=")
+    return isinstance(condition, Between) or (
+        isinstance(condition, Function)
+        and condition.function == "begins_with")
+
 
 class _ModelMeta(type):
     """Collects fields, checks the schema and compiles the per-model
@@ -1635,7 +1904,7 @@ class Model(metaclass=_ModelMeta):
         return instance
 
     @classmethod
-    def _validate_item(cls, item, where=None):
+    def _validate_item(cls, item):
         """(native values, DynamoDB item) of a dict or instance to save;
         every invalid field is reported in one ValidationError."""
         if isinstance(item, cls):
@@ -1671,11 +1940,8 @@ class Model(metaclass=_ModelMeta):
             native[name] = value
             wire[name] = av
         if errors:
-            details = "; ".join(f"{path}: {', '.join(messages)}"
-                                for path, messages in errors.items())
-            prefix = f"{cls.__name__}{where or ''}"
-            raise ValidationError(f"{prefix}: invalid item: {details}",
-                                  errors)
+            raise ValidationError(f"{cls.__name__}: invalid item: "
+                                  f"{_describe(errors)}", errors)
         return native, wire
 
     @classmethod
@@ -1859,12 +2125,8 @@ class Model(metaclass=_ModelMeta):
         table = cls.table_name()
         condition = cls._overwrite_condition(overwrite)
         native, wire = cls._validate_item(item)
-        params = {"TableName": table, "Item": wire}
-        if condition is not None:
-            expression = _Expression(model=cls)
-            params["ConditionExpression"] = condition._render(expression)
-            expression.into(params)
-        _call("PutItem", params)
+        _call("PutItem", cls._with_condition(
+            {"TableName": table, "Item": wire}, condition))
         return cls._from_native(native)
 
     @classmethod
@@ -1894,9 +2156,7 @@ class Model(metaclass=_ModelMeta):
             params["ConsistentRead"] = True
         item = _call("GetItem", params).get("Item")
         if item is None:
-            described = ", ".join(f"{name}={_av_text(av)}"
-                                  for name, av in key.items())
-            raise cls.DoesNotExist(f"{cls.__name__} with {described} "
+            raise cls.DoesNotExist(f"{cls.__name__} with {_key_text(key)} "
                                    "does not exist")
         return cls._from_item(item)
 
@@ -1907,16 +2167,287 @@ class Model(metaclass=_ModelMeta):
         or None when nothing matched."""
         table = cls.table_name()
         key, condition = cls._strategy(strategy)
-        params = {"TableName": table, "Key": key, "ReturnValues": "ALL_OLD"}
+        try:
+            old = cls._delete_item(table, key, condition)
+        except ConditionalCheckFailedException:
+            return None
+        return cls._from_item(old) if old else None
+
+    @classmethod
+    def _delete_item(cls, table, key, condition):
+        """DeleteItem; the old item's attributes, or None if there was
+        none."""
+        params = cls._with_condition(
+            {"TableName": table, "Key": key, "ReturnValues": "ALL_OLD"},
+            condition)
+        return _call("DeleteItem", params).get("Attributes")
+
+    @classmethod
+    def _with_condition(cls, params, condition):
+        """``params`` with ``condition`` as their ConditionExpression."""
         if condition is not None:
             expression = _Expression(model=cls)
             params["ConditionExpression"] = condition._render(expression)
             expression.into(params)
-        try:
-            old = _call("DeleteItem", params).get("Attributes")
-        except ConditionalCheckFailedException:
-            return None
-        return cls._from_item(old) if old else None
+        return params
+
+    # -- many items
+
+    @classmethod
+    def keys_in(cls, values):
+        """A get_many/delete_many strategy naming items by key: hash values,
+        or ``(hash, range)`` tuples for a composite key."""
+        return KeysIn(cls, [key for key, _, _ in
+                            cls._entries(values, "keys_in")])
+
+    @classmethod
+    def _entries(cls, entries, what, conditions=False):
+        """(key, extra condition, entry) for each entry of a list strategy;
+        extra conditions are refused unless ``conditions``."""
+        where = f"{cls.__name__}.{what}"
+        if isinstance(entries, (str, bytes, dict, Model, Condition)) \
+                or not hasattr(entries, "__iter__"):
+            raise ValidationError(
+                f"{where} takes a list of keys, {cls.__name__}.keys_in(...) "
+                f"or a condition, not {type(entries).__name__}")
+        result = []
+        for index, entry in enumerate(entries):
+            try:
+                key, condition = cls._strategy(entry)
+            except ValidationError as exc:
+                errors = _located(exc, f"[{index}]").errors
+                raise ValidationError(f"{where}: entry {index}: {exc}",
+                                      errors) from None
+            except ExpressionError as exc:
+                raise ExpressionError(f"{where}: entry {index}: {exc}") \
+                    from None
+            if condition is not None and not conditions:
+                raise ExpressionError(
+                    f"{where}: entry {index} holds a condition beyond the "
+                    f"key ({condition!r}); use a condition strategy to "
+                    "filter")
+            result.append((key, condition, entry))
+        if not result:
+            raise ValidationError(f"{where} needs at least one key")
+        return result
+
+    @classmethod
+    def _plan(cls, table, strategy, descending=False, consistent_read=False,
+              limit=None, keys_only=False):
+        """How to find the items of a KeysIn or condition strategy:
+        ``(keys, None)`` to read by BatchGetItem, or ``(None, requests)``,
+        the Query or Scan requests as (operation, params)."""
+        if isinstance(strategy, KeysIn):
+            if not issubclass(cls, strategy.model):
+                raise ValidationError(
+                    f"{cls.__name__}: got the keys of "
+                    f"{strategy.model.__name__}.keys_in(...)")
+            return strategy.keys, None
+        hash_name, range_name = cls._key_names[0], cls.__range_key__
+        parts = strategy._conjuncts()
+
+        def request(operation, key_parts, rest):
+            expression = _Expression(model=cls)
+            params = {"TableName": table}
+            if operation == "Query":
+                params["KeyConditionExpression"] = " AND ".join(
+                    part._render(expression) for part in key_parts)
+                params["ScanIndexForward"] = not descending
+            if rest is not None:
+                params["FilterExpression"] = rest._render(expression)
+            elif limit:
+                params["Limit"] = limit
+            if keys_only:
+                params["ProjectionExpression"] = ", ".join(
+                    expression.name(field) for _, field in cls._key_fields)
+            if consistent_read:
+                params["ConsistentRead"] = True
+            return operation, expression.into(params)
+
+        first = parts[0]
+        if len(parts) == 1 and isinstance(first, In) \
+                and cls._key_field_of(first) == hash_name:
+            _check_field_of(cls, first.field)
+            if range_name is None:
+                return [{hash_name: av} for av in first.values], None
+            return None, [request("Query", [Comparison(first.field, "=", av)],
+                                  None) for av in first.values]
+        hash_parts = [part for part in parts if isinstance(part, Comparison)
+                      and part.operator == "="
+                      and cls._key_field_of(part) == hash_name]
+        if len(hash_parts) == 1:
+            key_parts = hash_parts
+            rest = [part for part in parts if part is not hash_parts[0]]
+            for part in rest:
+                if cls._key_field_of(part) == range_name \
+                        and _is_range_key_condition(part):
+                    key_parts = hash_parts + [part]
+                    rest = [other for other in rest if other is not part]
+                    break
+            rest = _and_all(rest)
+            # DynamoDB refuses a Query filter naming a key attribute.
+            if rest is None or not any(field.path[0] in cls._key_names
+                                       for field in rest._fields()):
+                return None, [request("Query", key_parts, rest)]
+        return None, [request("Scan", None, strategy)]
+
+    @classmethod
+    def save_many(cls, items, overwrite=True):
+        """Validate and store many items (dicts, instances or both); return
+        a BatchResult.
+
+        Every item is validated first: with any invalid one the call raises
+        ValidationError naming each bad item's index and field, and writes
+        nothing. Items sharing a key: the last one is written, the others
+        are neither sent nor counted.
+
+        :param overwrite: ``True`` writes with BatchWriteItem (25 per
+            request, unprocessed items resent with backoff); ``False`` or a
+            condition writes each item with a conditional PutItem, and an
+            item whose key exists (or whose condition fails) goes to
+            ``fail``.
+        """
+        table = cls.table_name()
+        condition = cls._overwrite_condition(overwrite)
+        where = f"{cls.__name__}.save_many"
+        if isinstance(items, (str, bytes, dict, Model)) \
+                or not hasattr(items, "__iter__"):
+            raise ValidationError(f"{where} takes a list of items, not "
+                                  f"{type(items).__name__}")
+        writes, errors = {}, {}
+        for index, item in enumerate(items):
+            try:
+                native, wire = cls._validate_item(item)
+            except ValidationError as exc:
+                errors.update(_located(exc, f"[{index}]").errors)
+                continue
+            identity = _key_identity(wire, cls._key_names)
+            writes.pop(identity, None)  # the last duplicate wins
+            writes[identity] = _Write(identity, {"PutRequest": {"Item": wire}},
+                                      item, cls._from_native(native))
+        if errors:
+            raise ValidationError(f"{where}: invalid items: "
+                                  f"{_describe(errors)}", errors)
+        if not writes:
+            raise ValidationError(f"{where} needs at least one item")
+        result = BatchResult()
+        if condition is None:
+            _batch_write(table, list(writes.values()), cls._key_names, result)
+            return result
+        for write in writes.values():
+            params = cls._with_condition(
+                {"TableName": table,
+                 "Item": write.request["PutRequest"]["Item"]}, condition)
+            try:
+                _call("PutItem", params)
+            except Exception as exc:
+                result.fail.append(Failure(write.given, exc))
+            else:
+                result.success.append(write.done)
+        return result
+
+    @classmethod
+    def get_many(cls, strategy, descending=False, limit=None,
+                 consistent_read=False):
+        """The items a strategy names, as a list of instances.
+
+        - a list of single-item strategies (key values, tuples, dicts,
+          instances, key conditions), ``Model.keys_in(values)`` or
+          ``hash_field.in_(values)``: BatchGetItem, 100 keys per request,
+          results in the order of the keys asked for (missing ones left
+          out);
+        - a condition with ``==`` on the hash key (and optionally a range
+          key condition): Query, the rest as a filter;
+        - ``hash_field.in_(values)`` on a composite key: a Query per value;
+        - any other condition: Scan with a filter.
+
+        Queries and scans read every page. ``limit`` caps the number of
+        items returned; ``descending`` orders a Query by range key from the
+        highest.
+        """
+        table = cls.table_name()
+        if limit is not None and (type(limit) is not int or limit < 1):
+            raise ValidationError(f"limit must be an int >= 1 or None, not "
+                                  f"{limit!r}")
+        if isinstance(strategy, (Condition, KeysIn)):
+            keys, requests = cls._plan(table, strategy, descending,
+                                       consistent_read, limit)
+        else:
+            keys, requests = [key for key, _, _ in
+                              cls._entries(strategy, "get_many")], None
+        if keys is None:
+            items = itertools.islice(itertools.chain.from_iterable(
+                _pages(operation, params) for operation, params in requests),
+                limit)
+        else:
+            items = cls._get_in_order(table, keys, consistent_read, limit)
+        return [cls._from_item(item) for item in items]
+
+    @classmethod
+    def _get_in_order(cls, table, keys, consistent_read, limit):
+        """BatchGetItem of ``keys`` (each sent once), items in key order."""
+        names = cls._key_names
+        unique = {}
+        for key in keys:
+            unique.setdefault(_key_identity(key, names), key)
+        items = []
+        for chunk in _chunks(list(unique.items()), 100):
+            found = {_key_identity(item, names): item for item in _batch_get(
+                table, [key for _, key in chunk], consistent_read)}
+            for identity, _ in chunk:
+                item = found.get(identity)
+                if item is not None:
+                    items.append(item)
+                    if len(items) == limit:
+                        return items
+        return items
+
+    @classmethod
+    def delete_many(cls, strategy):
+        """Delete the items a strategy names (as for get_many); return a
+        BatchResult.
+
+        Plain keys are deleted by BatchWriteItem (25 per request); list
+        entries carrying extra conditions by a conditional DeleteItem each
+        (one whose condition fails goes to ``fail``); a condition finds the
+        matching keys first (Query or Scan, keys only). ``success`` holds
+        the deleted items (key attributes only for batch deletes).
+        """
+        table = cls.table_name()
+        names = cls._key_names
+        conditional = []
+        if isinstance(strategy, (Condition, KeysIn)):
+            keys, requests = cls._plan(table, strategy, keys_only=True)
+            if keys is None:
+                keys = [{name: item[name] for name in names}
+                        for operation, params in requests
+                        for item in _pages(operation, params)]
+            entries = [(key, key) for key in keys]
+        else:
+            entries = []
+            for key, condition, entry in cls._entries(strategy, "delete_many",
+                                                      conditions=True):
+                if condition is None:
+                    entries.append((key, entry))
+                else:
+                    conditional.append((key, condition, entry))
+        writes = {}
+        for key, given in entries:
+            identity = _key_identity(key, names)
+            if identity not in writes:
+                writes[identity] = _Write(identity,
+                                          {"DeleteRequest": {"Key": key}},
+                                          given, cls._from_item(key))
+        result = BatchResult()
+        _batch_write(table, list(writes.values()), names, result)
+        for key, condition, entry in conditional:
+            try:
+                old = cls._delete_item(table, key, condition)
+            except Exception as exc:
+                result.fail.append(Failure(entry, exc))
+            else:
+                result.success.append(cls._from_item(old or key))
+        return result
 
 
 _RESERVED_NAMES = frozenset(name for name in dir(Model)
