@@ -1451,7 +1451,7 @@ class _Write:
 def _batch_write(table, writes, key_names, result):
     """Send ``writes`` in BatchWriteItem requests of 25, resending what
     comes back unprocessed; what still fails goes to ``result.fail``."""
-    attempts = Connection.settings(masked=False)["max_attempts"]
+    attempts = Connection.settings(masked=False)["batch_attempts"]
     for pending in _chunks(writes, 25):
         for attempt in range(attempts):
             try:
@@ -1490,7 +1490,7 @@ def _batch_get(table, keys, consistent_read=False):
     """The stored items among ``keys`` (at most 100) by BatchGetItem,
     resending unprocessed keys; raises UnprocessedError naming the keys
     still unread after every attempt."""
-    attempts = Connection.settings(masked=False)["max_attempts"]
+    attempts = Connection.settings(masked=False)["batch_attempts"]
     request = {"Keys": keys}
     if consistent_read:
         request["ConsistentRead"] = True
@@ -1539,6 +1539,7 @@ def _settings_from_environment():
         "connect_timeout": 5,
         "read_timeout": 30,
         "max_attempts": 8,
+        "batch_attempts": 16,
         "backoff_base": 0.05,
         "backoff_cap": 5.0,
         "max_pool_connections": 32,
@@ -1580,7 +1581,8 @@ class Connection:
                    region=None, table_prefix=None, endpoint_url=None,
                    session_token=None, profile_name=None,
                    connect_timeout=None, read_timeout=None,
-                   max_attempts=None, backoff_base=None, backoff_cap=None,
+                   max_attempts=None, batch_attempts=None,
+                   backoff_base=None, backoff_cap=None,
                    max_pool_connections=None):
         """Merge the settings given over the current ones (an argument left
         at None changes nothing); the next request uses them.
@@ -1589,8 +1591,9 @@ class Connection:
         :param endpoint_url: a local DynamoDB (DynamoDB Local, dynalite,
             moto server), e.g. ``"http://localhost:8000"``.
         :param max_attempts: attempts per request on throttling, 5xx and
-            connection errors, and rounds of resending a batch's
-            unprocessed items or keys (default 8).
+            connection errors (default 8).
+        :param batch_attempts: rounds of sending a batch's unprocessed
+            items or keys before they are reported (default 16).
         :param backoff_base: seconds before the first retry (default 0.05),
             doubling each time up to ``backoff_cap`` (default 5); each pause
             is drawn at random below that ceiling (full jitter).
@@ -1601,6 +1604,7 @@ class Connection:
                      session_token=session_token, profile_name=profile_name,
                      connect_timeout=connect_timeout,
                      read_timeout=read_timeout, max_attempts=max_attempts,
+                     batch_attempts=batch_attempts,
                      backoff_base=backoff_base, backoff_cap=backoff_cap,
                      max_pool_connections=max_pool_connections)
         given = {key: value for key, value in given.items()
@@ -1610,7 +1614,8 @@ class Connection:
                 or not _TABLE_NAME_CHARS.fullmatch(table_prefix)):
             raise SchemaError(f"table_prefix {table_prefix!r} may hold only "
                               "letters, digits, '_', '-' and '.'")
-        for key in ("max_attempts", "max_pool_connections"):
+        for key in ("max_attempts", "batch_attempts",
+                    "max_pool_connections"):
             if key in given and (type(given[key]) is not int
                                  or given[key] < 1):
                 raise ValidationError(f"{key} must be an int >= 1, not "
@@ -2250,8 +2255,8 @@ class Model(metaclass=_ModelMeta):
             expression = _Expression(model=cls)
             params = {"TableName": table}
             if operation == "Query":
-                params["KeyConditionExpression"] = " AND ".join(
-                    part._render(expression) for part in key_parts)
+                params["KeyConditionExpression"] = _and_all(
+                    key_parts)._render(expression)
                 params["ScanIndexForward"] = not descending
             if rest is not None:
                 params["FilterExpression"] = rest._render(expression)

@@ -9,10 +9,12 @@ by default, or the DynamoDB server at DYNAMONGO_TEST_ENDPOINT
 (``http://127.0.0.1:PORT``: dynalite, moto server, DynamoDB Local).
 """
 
+import collections
 import datetime
 import decimal
 import logging
 import os
+import random
 import subprocess
 import sys
 import threading
@@ -25,8 +27,8 @@ from dynamongo import (
     BooleanField, ConditionalCheckFailedException, Connection, DateField,
     DateTimeField, DictField, DoesNotExist, DynamoDBError, EmailField,
     ExpressionError, FloatField, IntField, IPAddressField, ListField,
-    Model, SchemaError, StringField, TableNotFoundError, TimedeltaField,
-    URLField, UUIDField, ValidationError)
+    Model, SchemaError, StringField, TableNotFoundError, ThrottlingError,
+    TimedeltaField, UnprocessedError, URLField, UUIDField, ValidationError)
 
 ENDPOINT = os.environ.get("DYNAMONGO_TEST_ENDPOINT")
 UTC = datetime.timezone.utc
@@ -99,6 +101,19 @@ class Article(Stamped):
 
     slug = StringField(required=True, regex=r"[a-z0-9-]+")
     note = StringField(max_length=10)  # overrides the base's field
+
+
+# Query planning: a string hash key, a number range key, a payload.
+class Event(Model):
+    __table__ = "events"
+    __hash_key__ = "user"
+    __range_key__ = "seq"
+    __billing_mode__ = "PAY_PER_REQUEST"
+
+    user = StringField(required=True)
+    seq = IntField(required=True)
+    kind = StringField()
+    payload = StringField()
 
 
 # One field of every type, for round trips.
@@ -184,6 +199,79 @@ def calls(monkeypatch):
 
 def operations(recorded):
     return [operation for operation, _ in recorded]
+
+
+@pytest.fixture
+def no_sleep(monkeypatch):
+    """Retries without waiting; the pauses asked for are recorded."""
+    pauses = []
+    monkeypatch.setattr(dynamongo, "_sleep", pauses.append)
+    return pauses
+
+
+def client_error(code, status=400, operation="BatchWriteItem"):
+    from botocore.exceptions import ClientError
+
+    return ClientError({"Error": {"Code": code, "Message": f"injected {code}"},
+                        "ResponseMetadata": {"HTTPStatusCode": status}},
+                       operation)
+
+
+class Faults:
+    """Sits where dynamongo sends requests (dynamongo._send) and, at the
+    rates given, throttles requests, answers 500 and hands back a share of
+    every batch as unprocessed, from a seeded random generator."""
+
+    def __init__(self, monkeypatch, seed=0, unprocessed=0.0, throttle=0.0,
+                 server_error=0.0):
+        self.random = random.Random(seed)
+        self.unprocessed, self.throttle = unprocessed, throttle
+        self.server_error = server_error
+        self.injected = collections.Counter()
+        self.send = dynamongo._send
+        monkeypatch.setattr(dynamongo, "_send", self)
+
+    def __call__(self, operation, params):
+        draw = self.random.random()
+        if draw < self.throttle:
+            self.injected["throttle"] += 1
+            raise client_error("ProvisionedThroughputExceededException",
+                               operation=operation)
+        if draw < self.throttle + self.server_error:
+            self.injected["500"] += 1
+            raise client_error("InternalServerError", 500, operation)
+        if operation == "BatchWriteItem":
+            (table, requests), = params["RequestItems"].items()
+            sent, held = self._split(requests)
+            response = self._send_part(operation, table, sent)
+            return self._hold(response, "UnprocessedItems", table, held)
+        if operation == "BatchGetItem":
+            (table, request), = params["RequestItems"].items()
+            sent, held = self._split(request["Keys"])
+            response = self._send_part(operation, table,
+                                       dict(request, Keys=sent))
+            return self._hold(response, "UnprocessedKeys", table,
+                              dict(request, Keys=held) if held else None)
+        return self.send(operation, params)
+
+    def _split(self, entries):
+        sent, held = [], []
+        for entry in entries:
+            (held if self.random.random() < self.unprocessed
+             else sent).append(entry)
+        self.injected["unprocessed"] += len(held)
+        return sent, held
+
+    def _send_part(self, operation, table, part):
+        if not part or (isinstance(part, dict) and not part["Keys"]):
+            return {}
+        return self.send(operation, {"RequestItems": {table: part}})
+
+    @staticmethod
+    def _hold(response, name, table, held):
+        response = dict(response)
+        response[name] = {table: held} if held else {}
+        return response
 
 
 def assert_expression(condition, text, names, values, model=None):
@@ -1025,6 +1113,425 @@ def test_validation_errors_on_composite_models_write_nothing(contacts):
     assert raw_items(Contacts) == []
 
 
+# -- Many-item operations ----------------------------------------------------
+
+def user(index, **values):
+    return dict({"email": f"user{index}@example.com", "name": f"User {index}",
+                 "year_of_birth": 1950 + index % 60}, **values)
+
+
+def events(user_name, count, **values):
+    return [dict({"user": user_name, "seq": seq, "kind": "even" if seq % 2
+                  == 0 else "odd"}, **values) for seq in range(count)]
+
+
+def test_batch_result_is_fresh_per_call(users):
+    first = User.save_many([user(1)])
+    second = User.save_many([user(2)])
+    assert first is not second and first.success is not second.success
+    assert (first.success_count, first.fail_count) == (1, 0)
+    assert [saved.email for saved in second.success] == ["user2@example.com"]
+    assert repr(second) == "<BatchResult success_count=1 fail_count=0>"
+
+
+def test_save_many_mixes_dicts_and_instances_in_chunks_of_25(users, calls):
+    items = [user(index) if index % 2 else User(**user(index))
+             for index in range(60)]
+    result = User.save_many(items)
+    assert operations(calls) == ["BatchWriteItem"] * 3
+    assert [len(params["RequestItems"][User.table_name()])
+            for _, params in calls] == [25, 25, 10]
+    assert result.success_count == 60 and result.fail == []
+    stored = {item["email"]["S"]: item for item in raw_items(User)}
+    assert len(stored) == 60
+    for index, saved in enumerate(result.success):
+        assert saved.email == f"user{index}@example.com"
+        assert stored[saved.email]["name"] == {"S": f"User {index}"}
+        assert User.get_one(saved.email) == saved
+
+
+def test_save_many_validates_everything_first(users, calls):
+    items = [user(0), user(1, email="broken"), user(2), {"name": "x"},
+             user(4, year_of_birth=1800), "not an item"]
+    with pytest.raises(ValidationError) as caught:
+        User.save_many(items)
+    assert set(caught.value.errors) == {"[1].email", "[3].email",
+                                        "[4].year_of_birth", "[5]"}
+    for path in caught.value.errors:
+        assert path in str(caught.value)
+    assert calls == []
+    assert raw_items(User) == []
+
+
+def test_save_many_refuses_what_is_not_a_list(users):
+    for items in ({"email": "a@b.io"}, "abc", User(email="a@b.io"), 5, []):
+        with pytest.raises(ValidationError, match="save_many"):
+            User.save_many(items)
+
+
+def test_save_many_duplicates_last_one_wins(users, calls):
+    result = User.save_many([user(1, name="first"), user(2),
+                             user(1, name="last")])
+    [(_, params)] = calls
+    sent = params["RequestItems"][User.table_name()]
+    assert [request["PutRequest"]["Item"]["email"]["S"] for request in sent] \
+        == ["user2@example.com", "user1@example.com"]
+    assert result.success_count == 2
+    assert User.get_one("user1@example.com").name == "last"
+
+
+def test_save_many_duplicate_number_keys_match_by_value():
+    Reading.create_table()
+    result = Reading.save_many([{"sensor": 1, "at": 1.0, "value": 1.0},
+                                {"sensor": "1", "at": 1, "value": 2.0},
+                                {"sensor": 1, "at": "1e0", "value": 3.0}])
+    assert result.success_count == 1
+    assert Reading.get_one((1, 1.0)).value == 3.0
+
+
+def test_save_many_overwrite_false_fails_existing_keys(users, calls):
+    User.save_one(user(1, name="original"))
+    del calls[:]
+    result = User.save_many([user(0), user(1, name="new"), user(2)],
+                            overwrite=False)
+    assert operations(calls) == ["PutItem"] * 3
+    assert [saved.email for saved in result.success] == \
+        ["user0@example.com", "user2@example.com"]
+    [failure] = result.fail
+    assert failure.item == user(1, name="new")
+    assert isinstance(failure.error, ConditionalCheckFailedException)
+    assert User.get_one("user1@example.com").name == "original"
+
+
+def test_save_many_with_a_condition(users):
+    User.save_many([user(1, year_of_birth=1990), user(2, year_of_birth=2010)])
+    result = User.save_many([user(1, name="A"), user(2, name="B")],
+                            overwrite=User.year_of_birth < 2000)
+    assert [saved.email for saved in result.success] == ["user1@example.com"]
+    assert [failure.item["email"] for failure in result.fail] == \
+        ["user2@example.com"]
+    assert User.get_one("user1@example.com").name == "A"
+    assert User.get_one("user2@example.com").name == "User 2"
+
+
+def test_get_many_list_of_strategies_reads_in_key_order(users, calls):
+    User.save_many([user(index) for index in range(6)])
+    del calls[:]
+    found = User.get_many(["user4@example.com", {"email": "user1@example.com"},
+                           User(email="user3@example.com"),
+                           User.email == "user0@example.com",
+                           "missing@example.com", "user4@example.com"])
+    assert [item.email for item in found] == [
+        "user4@example.com", "user1@example.com", "user3@example.com",
+        "user0@example.com"]
+    assert found[0] == User.get_one("user4@example.com")
+    [(operation, params)] = calls[:1]
+    assert operation == "BatchGetItem"
+    keys = params["RequestItems"][User.table_name()]["Keys"]
+    assert len(keys) == 5  # the duplicate is sent once
+
+
+def test_get_many_chunks_batch_gets_by_100(users, calls):
+    User.save_many([user(index) for index in range(150)])
+    del calls[:]
+    emails = [f"user{index}@example.com" for index in reversed(range(150))]
+    found = User.get_many(emails)
+    assert [item.email for item in found] == emails
+    assert operations(calls) == ["BatchGetItem", "BatchGetItem"]
+    assert found[149].name == "User 0"
+
+
+def test_get_many_keys_in_and_hash_in(users, contacts, calls):
+    User.save_many([user(index) for index in range(3)])
+    emails = ["user2@example.com", "user0@example.com"]
+    del calls[:]
+    assert [item.email for item in User.get_many(User.keys_in(emails))] == \
+        emails
+    assert [item.email for item in User.get_many(User.email.in_(emails))] == \
+        emails
+    assert operations(calls) == ["BatchGetItem"] * 2
+    owners = [uuid.uuid4(), uuid.uuid4()]
+    Contacts.save_many([{"user_id": owner, "email": f"c{index}@b.io"}
+                        for owner in owners for index in range(3)])
+    keys = [(owners[1], "c2@b.io"), (owners[0], "c0@b.io"),
+            (str(owners[0]), "c9@b.io")]
+    found = Contacts.get_many(Contacts.keys_in(keys))
+    assert [(item.user_id, item.email) for item in found] == keys[:2]
+    with pytest.raises(ValidationError, match="keys_in"):
+        Contacts.keys_in([owners[0]])
+    with pytest.raises(ValidationError, match="Contacts.keys_in"):
+        User.get_many(Contacts.keys_in(keys))
+
+
+def test_get_many_query_plans(calls):
+    Event.create_table()
+    Event.save_many(events("ann", 10) + events("bob", 3))
+    del calls[:]
+
+    def plan(condition, **options):
+        del calls[:]
+        found = Event.get_many(condition, **options)
+        return operations(calls), [(item.user, item.seq) for item in found]
+
+    ann = Event.user == "ann"
+    assert plan(ann) == (["Query"], [("ann", seq) for seq in range(10)])
+    assert plan(ann, descending=True)[1] == \
+        [("ann", seq) for seq in reversed(range(10))]
+    assert plan(ann & (Event.seq >= 7)) == \
+        (["Query"], [("ann", 7), ("ann", 8), ("ann", 9)])
+    assert plan(ann & Event.seq.between(2, 3))[1] == [("ann", 2), ("ann", 3)]
+    assert plan(ann & (Event.seq == 4))[1] == [("ann", 4)]
+    assert plan((Event.kind == "odd") & ann & (Event.seq < 5)) == \
+        (["Query"], [("ann", 1), ("ann", 3)])
+    params = calls[0][1]
+    assert params["KeyConditionExpression"] == "(#n0 = :v0) AND (#n1 < :v1)"
+    assert params["FilterExpression"] == "#n2 = :v2"
+    assert params["ExpressionAttributeNames"] == \
+        {"#n0": "user", "#n1": "seq", "#n2": "kind"}
+    # A filter naming a key attribute is refused in a Query: Scan instead.
+    assert plan(ann & (Event.seq > 2) & (Event.seq < 5)) == \
+        (["Scan"], [("ann", 3), ("ann", 4)])
+    assert plan(ann & ((Event.seq == 1) | (Event.kind == "even")))[0] == \
+        ["Scan"]
+    assert sorted(plan(Event.kind == "odd")[1]) == \
+        sorted([("ann", seq) for seq in range(1, 10, 2)] + [("bob", 1)])
+    assert calls[0][0] == "Scan"
+    # in_ on the hash of a composite key: one Query per value, in order.
+    assert plan(Event.user.in_(["bob", "ann"]), limit=5) == \
+        (["Query", "Query"], [("bob", 0), ("bob", 1), ("bob", 2),
+                              ("ann", 0), ("ann", 1)])
+    # in_ ANDed with more: Scan.
+    found = plan(Event.user.in_(["bob"]) & (Event.kind == "even"))
+    assert found == (["Scan"], [("bob", 0), ("bob", 2)])
+
+
+def test_get_many_limit_caps_every_strategy(users):
+    User.save_many([user(index) for index in range(30)])
+    emails = [f"user{index}@example.com" for index in range(30)]
+    assert len(User.get_many(emails, limit=7)) == 7
+    assert [item.email for item in User.get_many(emails, limit=3)] == \
+        emails[:3]
+    assert len(User.get_many(User.name.begins_with("User"), limit=11)) == 11
+    Event.create_table()
+    Event.save_many(events("ann", 40))
+    found = Event.get_many(Event.user == "ann", limit=12, descending=True)
+    assert [item.seq for item in found] == list(range(39, 27, -1))
+    for limit in (0, -1, 1.5, "3"):
+        with pytest.raises(ValidationError, match="limit"):
+            User.get_many(emails, limit=limit)
+
+
+def test_query_and_scan_follow_pages_past_1_mb(calls):
+    Event.create_table()
+    payload = "x" * 1000
+    Event.save_many(events("ann", 1500, payload=payload))
+    del calls[:]
+    found = Event.get_many(Event.user == "ann")
+    assert [item.seq for item in found] == list(range(1500))
+    assert all(item.payload == payload for item in found)
+    assert operations(calls).count("Query") >= 2
+    assert "ExclusiveStartKey" in calls[1][1]
+    del calls[:]
+    found = Event.get_many(Event.payload.begins_with("x"))
+    assert sorted(item.seq for item in found) == list(range(1500))
+    assert operations(calls).count("Scan") >= 2
+
+
+def test_get_many_refuses_bad_strategies(users, calls):
+    for strategy, error in (("user@example.com", ValidationError),
+                            ({"email": "a@b.io"}, ValidationError),
+                            ([], ValidationError), (None, ValidationError),
+                            ([{"name": "no key"}], ValidationError),
+                            ([(User.email == "a@b.io") & (User.name == "x")],
+                             ExpressionError)):
+        with pytest.raises(error, match="get_many"):
+            User.get_many(strategy)
+    with pytest.raises(ValidationError, match="entry 1: email") as caught:
+        User.get_many(["a@b.io", 5])
+    assert list(caught.value.errors) == ["[1].email"]
+    assert calls == []
+
+
+def test_delete_many_strategies(users, calls):
+    User.save_many([user(index) for index in range(10)])
+    del calls[:]
+    result = User.delete_many(["user0@example.com", {"email":
+                                                     "user1@example.com"}])
+    assert operations(calls) == ["BatchWriteItem"]
+    assert [item.email for item in result.success] == \
+        ["user0@example.com", "user1@example.com"]
+    del calls[:]
+    result = User.delete_many(User.keys_in(["user2@example.com"]))
+    assert operations(calls) == ["BatchWriteItem"]
+    del calls[:]
+    result = User.delete_many(User.email.in_(["user3@example.com",
+                                              "user4@example.com"]))
+    assert result.success_count == 2
+    del calls[:]
+    result = User.delete_many(User.year_of_birth >= 1958)  # users 8 and 9
+    assert operations(calls) == ["Scan", "BatchWriteItem"]
+    assert calls[0][1]["ProjectionExpression"] == "#n1"
+    assert sorted(item.email for item in result.success) == \
+        ["user8@example.com", "user9@example.com"]
+    remaining = sorted(item["email"]["S"] for item in raw_items(User))
+    assert remaining == [f"user{index}@example.com" for index in range(5, 8)]
+
+
+def test_delete_many_conditional_entries_report_failures(users):
+    User.save_many([user(1, year_of_birth=1990), user(2, year_of_birth=2010),
+                    user(3)])
+    result = User.delete_many([
+        "user3@example.com",
+        (User.email == "user1@example.com") & (User.year_of_birth <= 2000),
+        (User.email == "user2@example.com") & (User.year_of_birth <= 2000)])
+    assert sorted(item.email for item in result.success) == \
+        ["user1@example.com", "user3@example.com"]
+    [failure] = result.fail
+    assert isinstance(failure.error, ConditionalCheckFailedException)
+    assert [item["email"]["S"] for item in raw_items(User)] == \
+        ["user2@example.com"]
+
+
+def test_delete_many_by_query_on_a_composite_key(calls):
+    Event.create_table()
+    Event.save_many(events("ann", 60) + events("bob", 5))
+    del calls[:]
+    result = Event.delete_many((Event.user == "ann") & (Event.seq >= 10))
+    assert result.success_count == 50
+    assert operations(calls) == ["Query"] + ["BatchWriteItem"] * 2
+    assert calls[0][1]["ProjectionExpression"] == "#n0, #n1"
+    left = sorted((item["user"]["S"], int(item["seq"]["N"]))
+                  for item in raw_items(Event))
+    assert left == [("ann", seq) for seq in range(10)] + \
+        [("bob", seq) for seq in range(5)]
+    result = Event.delete_many(Event.user.in_(["ann", "bob"]))
+    assert result.success_count == 15
+    assert raw_items(Event) == []
+
+
+def test_ten_thousand_items_round_trip(calls):
+    Event.create_table()
+    items = events("ann", 5000) + events("bob", 5000)
+    result = Event.save_many(items)
+    assert result.success_count == 10_000 and result.fail == []
+    assert operations(calls).count("BatchWriteItem") == 400
+    keys = [(item["user"], item["seq"]) for item in items]
+    found = Event.get_many(keys)
+    assert [(item.user, item.seq) for item in found] == keys
+    assert all(item.kind == ("even" if item.seq % 2 == 0 else "odd")
+               for item in found)
+    queried = Event.get_many(Event.user == "bob")
+    assert [item.seq for item in queried] == list(range(5000))
+    result = Event.delete_many(Event.user.in_(["ann", "bob"]))
+    assert result.success_count == 10_000 and result.fail == []
+    assert raw_items(Event) == []
+
+
+# -- Retries -------------------------------------------------------------------
+
+def test_unprocessed_items_are_resent_until_all_land(monkeypatch, no_sleep):
+    Event.create_table()
+    faults = Faults(monkeypatch, seed=1, unprocessed=0.3)
+    items = events("ann", 2000)
+    result = Event.save_many(items)
+    assert result.success_count == 2000 and result.fail == []
+    assert faults.injected["unprocessed"] > 600
+    found = Event.get_many([(item["user"], item["seq"]) for item in items])
+    assert [item.seq for item in found] == list(range(2000))
+    result = Event.delete_many([(item["user"], item["seq"])
+                                for item in items])
+    assert result.success_count == 2000
+    assert raw_items(Event) == []
+    assert no_sleep and max(no_sleep) <= 5.0
+
+
+def test_throttles_and_server_errors_are_retried(monkeypatch, no_sleep):
+    Event.create_table()
+    faults = Faults(monkeypatch, seed=2, unprocessed=0.2, throttle=0.2,
+                    server_error=0.1)
+    items = events("ann", 500)
+    result = Event.save_many(items)
+    assert result.success_count == 500, result.fail[:1]
+    assert faults.injected["throttle"] > 0 and faults.injected["500"] > 0
+    assert len(Event.get_many(Event.user == "ann")) == 500
+    stored = {int(item["seq"]["N"]) for item in raw_items(Event)}
+    assert stored == set(range(500))
+
+
+def test_what_stays_unprocessed_is_reported(monkeypatch, no_sleep, calls):
+    Event.create_table()
+    Event.save_many(events("ann", 30))
+    Connection.set_config(batch_attempts=3)
+    Faults(monkeypatch, unprocessed=1.0)
+    del calls[:]
+    result = Event.save_many(events("bob", 30))
+    assert result.success == [] and result.fail_count == 30
+    assert [failure.item["seq"] for failure in result.fail] == list(range(30))
+    assert all(isinstance(failure.error, UnprocessedError)
+               for failure in result.fail)
+    assert "3 attempts" in str(result.fail[0].error)
+    assert operations(calls) == ["BatchWriteItem"] * 6  # 2 chunks x 3
+    with pytest.raises(UnprocessedError, match="seq=7") as caught:
+        Event.get_many([("ann", seq) for seq in range(30)])
+    assert len(caught.value.keys) == 30
+    assert len(no_sleep) == 2 * 2 + 2  # pauses between attempts only
+
+
+def test_single_requests_retry_throttling_then_give_up(monkeypatch, users,
+                                                       no_sleep):
+    User.save_one(JOHN)
+    attempts = []
+    send = dynamongo._send
+
+    def throttled(operation, params):
+        attempts.append(operation)
+        if len(attempts) <= 2:
+            raise client_error("ThrottlingException", operation=operation)
+        return send(operation, params)
+
+    monkeypatch.setattr(dynamongo, "_send", throttled)
+    assert User.get_one(JOHN["email"]).name == "John Doe"
+    assert attempts == ["GetItem"] * 3
+    assert len(no_sleep) == 2
+    Connection.set_config(max_attempts=4, backoff_base=0.1, backoff_cap=0.3)
+
+    def always_throttled(operation, params):
+        attempts.append(operation)
+        raise client_error("ThrottlingException", operation=operation)
+
+    monkeypatch.setattr(dynamongo, "_send", always_throttled)
+    del attempts[:], no_sleep[:]
+    with pytest.raises(ThrottlingError, match="GetItem"):
+        User.get_one(JOHN["email"])
+    assert len(attempts) == 4
+    assert len(no_sleep) == 3
+    assert all(0 <= pause <= ceiling for pause, ceiling
+               in zip(no_sleep, (0.1, 0.2, 0.3)))
+
+
+def test_connection_errors_are_retried_and_client_errors_are_not(
+        monkeypatch, users, no_sleep):
+    from botocore.exceptions import EndpointConnectionError
+
+    attempts, failures = [], [EndpointConnectionError(
+        endpoint_url="http://127.0.0.1:9")]
+    send = dynamongo._send
+
+    def flaky(operation, params):
+        attempts.append(operation)
+        if failures:
+            raise failures.pop()
+        return send(operation, params)
+
+    monkeypatch.setattr(dynamongo, "_send", flaky)
+    User.save_one(JOHN)
+    assert attempts == ["PutItem", "PutItem"]
+    del attempts[:]
+    with pytest.raises(ConditionalCheckFailedException):
+        User.save_one(JOHN, overwrite=False)
+    assert attempts == ["PutItem"]  # a refusal is not retried
+
+
 # -- The manual's quickstart -------------------------------------------------
 
 def test_manual_quickstart_readme_example(users):
@@ -1097,3 +1604,135 @@ def test_manual_get_one_examples(users):
     assert User.get_one({"email": "johndoe@gmail.com"}) == john
     assert User.get_one(User(email="johndoe@gmail.com")) == john
     assert User.get_one(User.email == "johndoe@gmail.com") == john
+
+
+def test_manual_save_many_example(users):
+    user_list = [
+        {"email": "johndoe@gmail.com", "name": "John Doe",
+         "year_of_birth": 1990, "cities_visited": ["Nairobi", "New York"]},
+        User(email="johndoe@gmail.com", name="John Doe", cities_visited=[]),
+    ]
+    result = User.save_many(user_list, overwrite=False)
+    assert result.fail_count == 0 and result.success_count == 1
+    assert User.get_one("johndoe@gmail.com").cities_visited == []
+    result = User.save_many(user_list, overwrite=False)
+    assert result.fail_count == 1
+    assert result.fail[0].item is user_list[1]
+
+
+def manual_users():
+    """The users the manual's get_many/delete_many examples talk about."""
+    User.save_many([
+        {"email": "johndoe@gmail.com", "name": "John", "year_of_birth": 1990,
+         "cities_visited": ["Nairobi", "New York"]},
+        {"email": "email1@gmail.com", "name": "One", "year_of_birth": 1985,
+         "cities_visited": ["Paris"]},
+        {"email": "email2@abc.io", "name": "Two", "year_of_birth": 2005,
+         "cities_visited": ["Nairobi"]},
+        {"email": "anotherone@xyz.com", "name": "Three",
+         "year_of_birth": 2010},
+        {"email": "email3@gmail.com", "name": "Four", "year_of_birth": 1970},
+        {"email": "email4@gmail.com", "name": "Five", "year_of_birth": 1999,
+         "cities_visited": ["Nairobi", "Lagos"]},
+        {"email": "email5@gmail.com", "name": "Six", "year_of_birth": 2001},
+    ])
+
+
+EMAILS = ["johndoe@gmail.com", "email2@abc.io", "anotherone@xyz.com"]
+
+
+def emails_of(found):
+    return sorted(user.email for user in found)
+
+
+def test_manual_get_many_examples(users, calls):
+    manual_users()
+    del calls[:]
+    found = User.get_many([
+        "johndoe@gmail.com",
+        "email1@gmail.com",
+        {"email": "email2@gmail.com"},  # not stored: left out
+        User(email="email3@gmail.com"),
+        User.email == "email4@gmail.com",
+    ])
+    assert [user.email for user in found] == [
+        "johndoe@gmail.com", "email1@gmail.com", "email3@gmail.com",
+        "email4@gmail.com"]
+    assert found[0].cities_visited == ["Nairobi", "New York"]
+    for strategy in (EMAILS, User.email.in_(EMAILS), User.keys_in(EMAILS)):
+        assert [user.email for user in User.get_many(strategy)] == EMAILS
+    assert operations(calls) == ["BatchGetItem"] * 4
+    # Example 2: in the list and born after 2000 (a Scan).
+    del calls[:]
+    found = User.get_many((User.email.in_(EMAILS))
+                          & (User.year_of_birth > 2000))
+    assert emails_of(found) == ["anotherone@xyz.com", "email2@abc.io"]
+    assert operations(calls) == ["Scan"]
+    # Example 3: everyone who visited Nairobi.
+    assert emails_of(User.get_many(User.cities_visited.contains(
+        "Nairobi"))) == ["email2@abc.io", "email4@gmail.com",
+                         "johndoe@gmail.com"]
+    # Example 4, with ~ for the manual's `not`: born before 1990 and never
+    # in Nairobi.
+    found = User.get_many((User.year_of_birth < 1990)
+                          & (~User.cities_visited.contains("Nairobi")))
+    assert emails_of(found) == ["email1@gmail.com", "email3@gmail.com"]
+    with pytest.raises(TypeError, match="~"):
+        User.get_many((User.year_of_birth < 1990)
+                      & (not User.cities_visited.contains("Nairobi")))
+
+
+def test_manual_delete_many_list_example(users):
+    manual_users()
+    result = User.delete_many([
+        "johndoe@gmail.com",
+        "email1@gmail.com",
+        {"email": "email2@gmail.com"},
+        User(email="email3@gmail.com"),
+        User.email == "email4@gmail.com",
+        (User.email == "email5@gmail.com") & (User.year_of_birth <= 2000),
+    ])
+    assert result.success_count == 5
+    [failure] = result.fail  # email5 was born in 2001
+    assert isinstance(failure.error, ConditionalCheckFailedException)
+    assert emails_of(User.get_many(User.name.exists())) == \
+        ["anotherone@xyz.com", "email2@abc.io", "email5@gmail.com"]
+
+
+@pytest.mark.parametrize("strategy", [
+    lambda: EMAILS, lambda: User.email.in_(EMAILS),
+    lambda: User.keys_in(EMAILS)])
+def test_manual_delete_many_by_emails(users, strategy):
+    manual_users()
+    result = User.delete_many(strategy())
+    assert emails_of(result.success) == sorted(EMAILS)
+    assert not set(EMAILS) & {user.email for user in
+                              User.get_many(User.name.exists())}
+    assert len(raw_items(User)) == 4
+
+
+def test_manual_delete_many_condition_examples(users):
+    manual_users()
+    result = User.delete_many((User.email.in_(EMAILS))
+                              & (User.year_of_birth > 2000))
+    assert emails_of(result.success) == ["anotherone@xyz.com",
+                                         "email2@abc.io"]
+    result = User.delete_many(User.cities_visited.contains("Nairobi"))
+    assert emails_of(result.success) == ["email4@gmail.com",
+                                         "johndoe@gmail.com"]
+    result = User.delete_many((User.year_of_birth < 1990)
+                              & (~User.cities_visited.contains("Nairobi")))
+    assert emails_of(result.success) == ["email1@gmail.com",
+                                         "email3@gmail.com"]
+    assert [item["email"]["S"] for item in raw_items(User)] == \
+        ["email5@gmail.com"]
+
+
+def test_manual_composite_keys_in_example(contacts):
+    owners = [uuid.uuid4(), uuid.uuid4()]
+    Contacts.save_many([{"user_id": owners[0], "email": "john@gmail.com"},
+                        {"user_id": owners[1], "email": "doe@gmail.com"},
+                        {"user_id": owners[1], "email": "x@gmail.com"}])
+    keys = [(owners[0], "john@gmail.com"), (owners[1], "doe@gmail.com")]
+    contacts = Contacts.get_many(Contacts.keys_in(keys))
+    assert [(contact.user_id, contact.email) for contact in contacts] == keys
