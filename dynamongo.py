@@ -1759,6 +1759,13 @@ class KeysIn:
         return f"<{self.model.__name__}.keys_in: {len(self.keys)} keys>"
 
 
+def _is_list_like(value):
+    """A list, tuple, set or generator of entries (not a str, dict, model
+    instance or condition, which are iterable or single strategies)."""
+    return hasattr(value, "__iter__") and not isinstance(
+        value, (str, bytes, dict, Model, Condition))
+
+
 def _is_range_key_condition(condition):
     """Whether a Query's KeyConditionExpression may hold this condition."""
     if isinstance(condition, Comparison):
@@ -2210,8 +2217,7 @@ class Model(metaclass=_ModelMeta):
         """(key, extra condition, entry) for each entry of a list strategy;
         extra conditions are refused unless ``conditions``."""
         where = f"{cls.__name__}.{what}"
-        if isinstance(entries, (str, bytes, dict, Model, Condition)) \
-                or not hasattr(entries, "__iter__"):
+        if not _is_list_like(entries):
             raise ValidationError(
                 f"{where} takes a list of keys, {cls.__name__}.keys_in(...) "
                 f"or a condition, not {type(entries).__name__}")
@@ -2315,8 +2321,7 @@ class Model(metaclass=_ModelMeta):
         table = cls.table_name()
         condition = cls._overwrite_condition(overwrite)
         where = f"{cls.__name__}.save_many"
-        if isinstance(items, (str, bytes, dict, Model)) \
-                or not hasattr(items, "__iter__"):
+        if not _is_list_like(items):
             raise ValidationError(f"{where} takes a list of items, not "
                                   f"{type(items).__name__}")
         writes, errors = {}, {}

@@ -1427,7 +1427,7 @@ def test_ten_thousand_items_round_trip(calls):
     assert raw_items(Event) == []
 
 
-# -- Retries -------------------------------------------------------------------
+# -- Retries -----------------------------------------------------------------
 
 def test_unprocessed_items_are_resent_until_all_land(monkeypatch, no_sleep):
     Event.create_table()
