@@ -20,6 +20,7 @@ One module, one runtime dependency (boto3, imported on first use, so
 __version__ = "0.2.0"
 
 __all__ = [
+    "AddUpdate",
     "BatchResult",
     "BooleanField",
     "Condition",
@@ -39,9 +40,12 @@ __all__ = [
     "IPAddressField",
     "IntField",
     "KeysIn",
+    "ListExtendUpdate",
     "ListField",
     "Model",
+    "RemoveUpdate",
     "SchemaError",
+    "SetUpdate",
     "StringField",
     "TableNotFoundError",
     "ThrottlingError",
@@ -49,6 +53,8 @@ __all__ = [
     "URLField",
     "UUIDField",
     "UnprocessedError",
+    "Update",
+    "UpdateBuilder",
     "ValidationError",
 ]
 
@@ -493,6 +499,36 @@ class Field:
         """The item lacks this attribute."""
         return Function("attribute_not_exists", self)
 
+    # Updates, for update_one.
+
+    def set(self, value):
+        """Set the attribute to ``value`` (validated); ``None`` removes it."""
+        if value is None:
+            return self.remove()
+        return SetUpdate(self, self._update_value(value))
+
+    def set_if_not_exists(self, value):
+        """Set the attribute to ``value`` only if the item lacks it."""
+        if value is None:
+            raise ValidationError(f"{_path_text(self.path)}: "
+                                  "set_if_not_exists needs a value")
+        return SetUpdate(self, self._update_value(value), if_not_exists=True)
+
+    def remove(self):
+        """Remove the attribute (refused for required fields)."""
+        if self.required:
+            raise ValidationError(
+                f"{_path_text(self.path)} is required: it cannot be removed",
+                {_path_text(self.path): ["is required"]})
+        return RemoveUpdate(self)
+
+    def _update_value(self, value):
+        """AttributeValue of a value to store at this field (validated)."""
+        try:
+            return self._dump(self.validate(value))
+        except ValidationError as exc:
+            raise _located(exc, _path_text(self.path)) from None
+
     def _check_ordered(self, operator):
         if self.wire_type not in _KEY_TYPES:
             raise ExpressionError(
@@ -571,6 +607,34 @@ class _NumberField(Field):
         if self.max_value is not None and value > self.max_value:
             raise ValidationError(f"must be at most {self.max_value}")
         return value
+
+    def add(self, number):
+        """Add ``number`` (of the field's type) to the stored value, a
+        missing value counting as 0. The update applies only while the
+        result stays within ``min_value``/``max_value``; update_one raises
+        ValidationError naming the bound otherwise."""
+        where = _path_text(self.path)
+        kind = int if isinstance(self, IntField) else (int, float)
+        if type(number) is bool or not isinstance(number, kind):
+            raise ValidationError(
+                f"{where}: add() takes {'an int' if kind is int else 'a number'}"
+                f", not {number!r}", {where: ["add() needs a number"]})
+        delta = self._operand(number)  # the delta is not held to the bounds
+        low, high = self.min_value, self.max_value
+        guard = []
+        if low is not None:
+            guard.append(self >= low - number)
+        if high is not None:
+            guard.append(self <= high - number)
+        guard = _and_all(guard)
+        if guard is not None and (low is None or number >= low) \
+                and (high is None or number <= high):
+            guard = self.not_exists() | guard  # a missing value counts as 0
+        return AddUpdate(self, delta, number, guard)
+
+    def subtract(self, number):
+        """Subtract ``number``; see add()."""
+        return self.add(-number)
 
     @staticmethod
     def _storable(number):
@@ -1039,6 +1103,21 @@ class ListField(Field):
         load = self.field._load
         return [load(item) for item in av["L"]]
 
+    def append(self, *values):
+        """Add ``values`` (validated by the item field) at the end of the
+        list, making the list if the item has none."""
+        return ListExtendUpdate(self, self._new_items(values), append=True)
+
+    def prepend(self, *values):
+        """Add ``values`` at the front of the list."""
+        return ListExtendUpdate(self, self._new_items(values), append=False)
+
+    def _new_items(self, values):
+        if not values:
+            raise ValidationError(f"{_path_text(self.path)}: append and "
+                                  "prepend need at least one value")
+        return self._update_value(list(values))
+
     def contains(self, value):
         """The list holds ``value`` (converted by the item field)."""
         return Function("contains", self,
@@ -1303,6 +1382,154 @@ def _and_all(conditions):
     if not conditions:
         return None
     return conditions[0] if len(conditions) == 1 else And(*conditions)
+
+
+# -- Updates -----------------------------------------------------------------
+
+class Update:
+    """One change made by update_one; made by field methods such as
+    ``User.name.set("x")``, ``User.year_of_birth.add(1)``,
+    ``User.cities_visited.append("Paris")``."""
+
+    __slots__ = ("field",)
+    action = "SET"
+
+    def __init__(self, field):
+        self.field = field
+
+    def __repr__(self):
+        return f"<{type(self).__name__} " \
+               f"{self._render(_Expression(inline=True))}>"
+
+    def _render(self, expression):
+        raise NotImplementedError
+
+    def _guard(self):
+        """A condition the item must meet for this change, or None."""
+        return None
+
+
+class SetUpdate(Update):
+    """``SET path = value`` (or only if the item lacks the attribute)."""
+
+    __slots__ = ("value", "if_not_exists")
+
+    def __init__(self, field, value, if_not_exists=False):
+        super().__init__(field)
+        self.value, self.if_not_exists = value, if_not_exists
+
+    def _render(self, expression):
+        name, value = expression.name(self.field), expression.value(self.value)
+        if self.if_not_exists:
+            return f"{name} = if_not_exists({name}, {value})"
+        return f"{name} = {value}"
+
+
+class RemoveUpdate(Update):
+    """``REMOVE path``."""
+
+    __slots__ = ()
+    action = "REMOVE"
+
+    def _render(self, expression):
+        return expression.name(self.field)
+
+
+class ListExtendUpdate(Update):
+    """``SET path = list_append(...)``: add items at the end or the front,
+    starting from an empty list when the item has none."""
+
+    __slots__ = ("values", "append")
+
+    def __init__(self, field, values, append=True):
+        super().__init__(field)
+        self.values, self.append = values, append
+
+    def _render(self, expression):
+        name = expression.name(self.field)
+        current = f"if_not_exists({name}, {expression.value({'L': []})})"
+        values = expression.value(self.values)
+        if self.append:
+            return f"{name} = list_append({current}, {values})"
+        return f"{name} = list_append({values}, {current})"
+
+
+class AddUpdate(Update):
+    """``SET path = if_not_exists(path, 0) + delta``: works on nested paths
+    too, and keeps the field's bounds through a guard condition."""
+
+    __slots__ = ("delta", "number", "guard")
+
+    def __init__(self, field, delta, number, guard=None):
+        super().__init__(field)
+        self.delta, self.number, self.guard = delta, number, guard
+
+    def _render(self, expression):
+        name = expression.name(self.field)
+        zero = expression.value({"N": "0"})
+        return (f"{name} = if_not_exists({name}, {zero}) + "
+                f"{expression.value(self.delta)}")
+
+    def _guard(self):
+        return self.guard
+
+    def _broken_bound(self, current):
+        """The bound that ``current + number`` breaks, as a message."""
+        result = (current or 0) + self.number
+        field = self.field
+        if field.min_value is not None and result < field.min_value:
+            return f"would be {result}, below min_value {field.min_value}"
+        if field.max_value is not None and result > field.max_value:
+            return f"would be {result}, above max_value {field.max_value}"
+        return None
+
+
+class UpdateBuilder:
+    """Renders updates into an UpdateExpression."""
+
+    @staticmethod
+    def create(updates):
+        """UpdateItem parameters for ``updates``: ``UpdateExpression`` and
+        the ``ExpressionAttributeNames``/``Values`` it uses."""
+        expression = _Expression()
+        return expression.into({"UpdateExpression": UpdateBuilder._render(
+            _update_list(updates), expression)})
+
+    @staticmethod
+    def _render(updates, expression):
+        clauses = {"SET": [], "REMOVE": []}
+        for update in updates:
+            clauses[update.action].append(update._render(expression))
+        return " ".join(f"{action} {', '.join(parts)}"
+                        for action, parts in clauses.items() if parts)
+
+
+def _update_list(updates):
+    """``updates`` as a list of Update; refuses empty lists, non-updates
+    and two updates on overlapping paths (DynamoDB rejects those)."""
+    if isinstance(updates, Update):
+        updates = [updates]
+    if not _is_list_like(updates):
+        raise ValidationError(f"updates must be an Update or a list of them, "
+                              f"not {type(updates).__name__}")
+    updates = list(updates)
+    if not updates:
+        raise ValidationError("updates is empty: give at least one update")
+    for update in updates:
+        if not isinstance(update, Update):
+            raise ValidationError(f"updates must hold Update objects (made "
+                                  f"by field methods such as .set()), not "
+                                  f"{update!r}")
+    for index, update in enumerate(updates):
+        path = update.field.path
+        for other in updates[index + 1:]:
+            shorter = min(len(path), len(other.field.path))
+            if path[:shorter] == other.field.path[:shorter]:
+                raise ExpressionError(
+                    f"two updates touch overlapping paths "
+                    f"{_path_text(path)} and {_path_text(other.field.path)}; "
+                    "DynamoDB allows one update per path")
+    return updates
 
 
 # -- Expression compiler -----------------------------------------------------
@@ -1759,6 +1986,23 @@ class KeysIn:
         return f"<{self.model.__name__}.keys_in: {len(self.keys)} keys>"
 
 
+_RETURN_VALUES = ("ALL_NEW", "ALL_OLD", "UPDATED_NEW", "UPDATED_OLD", "NONE")
+
+
+def _value_at(item, path):
+    """The AttributeValue at ``path`` of a DynamoDB item, or None."""
+    av = {"M": item}
+    for part in path:
+        container = av.get("L" if isinstance(part, int) else "M")
+        if container is None:
+            return None
+        try:
+            av = container[part]
+        except (IndexError, KeyError):
+            return None
+    return av
+
+
 def _is_list_like(value):
     """A list, tuple, set or generator of entries (not a str, dict, model
     instance or condition, which are iterable or single strategies)."""
@@ -2184,6 +2428,112 @@ class Model(metaclass=_ModelMeta):
         except ConditionalCheckFailedException:
             return None
         return cls._from_item(old) if old else None
+
+    @classmethod
+    def update_one(cls, strategy, updates, return_values="ALL_NEW"):
+        """Change one existing item in place; never creates one.
+
+        :param strategy: names the item, as for get_one; a key condition
+            may AND further conditions, which must hold.
+        :param updates: an Update or a list of them, made by field methods:
+            ``User.name.set("x")``, ``User.year_of_birth.add(1)``,
+            ``User.cities_visited.append("Paris")``,
+            ``User.address.city.remove()``.
+        :param return_values: ``"ALL_NEW"`` (default), ``"ALL_OLD"``,
+            ``"UPDATED_NEW"``, ``"UPDATED_OLD"`` or ``"NONE"``; the partial
+            kinds give an instance holding the key and what DynamoDB
+            returned.
+        :returns: an instance, or None when the item does not exist or the
+            extra condition fails. An ``add`` that would take a field out of
+            its bounds raises ValidationError and changes nothing.
+        """
+        table = cls.table_name()
+        key, condition = cls._strategy(strategy)
+        updates = _update_list(updates)
+        if return_values not in _RETURN_VALUES:
+            raise ValidationError(f"return_values must be one of "
+                                  f"{_RETURN_VALUES}, not {return_values!r}")
+        for update in updates:
+            _check_field_of(cls, update.field)
+            if update.field.path[0] in cls._key_names:
+                raise ValidationError(
+                    f"{cls.__name__}.{update.field.path[0]} is part of the "
+                    "key: it cannot be updated (save a new item instead)")
+        bounds = [update._guard() for update in updates
+                  if update._guard() is not None]
+        # The item must exist (UpdateItem would create it), keep its
+        # bounds, and meet the caller's condition.
+        checks = [getattr(cls, cls._key_names[0]).exists(), *bounds]
+        if condition is not None:
+            checks.append(condition)
+        expression = _Expression(model=cls)
+        params = {"TableName": table, "Key": key,
+                  "UpdateExpression": UpdateBuilder._render(updates,
+                                                            expression),
+                  "ConditionExpression": And(*checks)._render(expression),
+                  "ReturnValues": return_values}
+        expression.into(params)
+        try:
+            attributes = _call("UpdateItem", params).get("Attributes", {})
+        except ConditionalCheckFailedException:
+            if bounds:
+                cls._check_bounds(table, key, updates)
+            return None
+        if return_values in ("ALL_NEW", "ALL_OLD"):
+            return cls._from_item(attributes)
+        return cls._from_item(dict(attributes, **key))
+
+    @classmethod
+    def _check_bounds(cls, table, key, updates):
+        """After a refused update: ValidationError if an add() broke a
+        bound of the stored item (a missing item or a failed condition of
+        the caller's leaves update_one returning None)."""
+        item = _call("GetItem", {"TableName": table, "Key": key,
+                                 "ConsistentRead": True}).get("Item")
+        if item is None:
+            return
+        errors = {}
+        for update in updates:
+            if not isinstance(update, AddUpdate):
+                continue
+            av = _value_at(item, update.field.path)
+            current = None if av is None else update.field._load(av)
+            broken = update._broken_bound(current)
+            if broken:
+                errors[_path_text(update.field.path)] = [broken]
+        if errors:
+            raise ValidationError(f"{cls.__name__}: update refused: "
+                                  f"{_describe(errors)}", errors)
+
+    @classmethod
+    def update_from_dict(cls, item):
+        """Set every field ``item`` names on the stored item with the same
+        key (``None`` removes); return the updated instance, or None when
+        there is no such item."""
+        if not isinstance(item, dict):
+            raise ValidationError(f"{cls.__name__}.update_from_dict takes a "
+                                  f"dict, not {type(item).__name__}")
+        key_values = {name: item.get(name) for name in cls._key_names}
+        cls._key(key_values)  # the key must be there and valid
+        updates, errors = [], {}
+        for name, value in item.items():
+            field = cls._fields.get(name)
+            if field is None:
+                errors[name] = ["is not a field of the model"]
+            elif name not in cls._key_names:
+                try:
+                    updates.append(field.set(value))
+                except ValidationError as exc:
+                    errors.update(_located(exc, name).errors
+                                  if not exc.errors else exc.errors)
+        if errors:
+            raise ValidationError(f"{cls.__name__}.update_from_dict: "
+                                  f"{_describe(errors)}", errors)
+        if not updates:
+            raise ValidationError(f"{cls.__name__}.update_from_dict: the "
+                                  "item holds only the key: nothing to "
+                                  "update")
+        return cls.update_one(key_values, updates)
 
     @classmethod
     def _delete_item(cls, table, key, condition):

@@ -74,6 +74,7 @@ class Profile(Model):
     address = DictField(city=StringField(), zip=IntField(),
                         geo=DictField(lat=FloatField(), lng=FloatField()))
     tags = ListField(DictField(label=StringField(required=True)))
+    score = IntField(min_value=0, max_value=10)
 
 
 # Number keys: DynamoDB normalises their text.
@@ -1111,6 +1112,250 @@ def test_validation_errors_on_composite_models_write_nothing(contacts):
         Contacts.save_one({"user_id": "user_id_1", "email": "john@gmail.com"})
     assert set(caught.value.errors) == {"user_id"}
     assert raw_items(Contacts) == []
+
+
+# -- Updates -----------------------------------------------------------------
+
+def assert_update(updates, text, names, values):
+    assert dynamongo.UpdateBuilder.create(updates) == dict(
+        {"UpdateExpression": text},
+        **({"ExpressionAttributeNames": names} if names else {}),
+        **({"ExpressionAttributeValues": values} if values else {}))
+
+
+def test_update_builder_renders_every_kind():
+    assert_update(User.name.set("New"), "SET #n0 = :v0", {"#n0": "name"},
+                  {":v0": {"S": "New"}})
+    assert_update(User.name.set_if_not_exists("New"),
+                  "SET #n0 = if_not_exists(#n0, :v0)", {"#n0": "name"},
+                  {":v0": {"S": "New"}})
+    assert_update(User.year_of_birth.remove(), "REMOVE #n0",
+                  {"#n0": "year_of_birth"}, {})
+    assert_update(User.year_of_birth.set(None), "REMOVE #n0",
+                  {"#n0": "year_of_birth"}, {})
+    assert_update(User.cities_visited.append("A", "B"),
+                  "SET #n0 = list_append(if_not_exists(#n0, :v0), :v1)",
+                  {"#n0": "cities_visited"},
+                  {":v0": {"L": []}, ":v1": {"L": [{"S": "A"}, {"S": "B"}]}})
+    assert_update(User.cities_visited.prepend("Z"),
+                  "SET #n0 = list_append(:v1, if_not_exists(#n0, :v0))",
+                  {"#n0": "cities_visited"},
+                  {":v0": {"L": []}, ":v1": {"L": [{"S": "Z"}]}})
+    assert_update(Event.seq.add(2), "SET #n0 = if_not_exists(#n0, :v0) + :v1",
+                  {"#n0": "seq"}, {":v0": {"N": "0"}, ":v1": {"N": "2"}})
+    assert_update([Profile.address.city.set("N"), Profile.tags[1].remove(),
+                   Profile.status.set("on")],
+                  "SET #n0.#n1 = :v0, #n3 = :v1 REMOVE #n2[1]",
+                  {"#n0": "address", "#n1": "city", "#n2": "tags",
+                   "#n3": "status"},
+                  {":v0": {"S": "N"}, ":v1": {"S": "on"}})
+
+
+def test_add_guards_the_bounds():
+    # A missing score counts as 0, and 0 + 3 is within 0..10.
+    assert repr(Profile.score.add(3)._guard()) == (
+        "<Condition (attribute_not_exists(score)) OR ((score >= -3) AND "
+        "(score <= 7))>")
+    # A missing year counts as 0, and 0 + 3 is below 1900: it must exist.
+    assert repr(User.year_of_birth.add(3)._guard()) == (
+        "<Condition (year_of_birth >= 1897) AND (year_of_birth <= 2015)>")
+    assert User.year_of_birth.subtract(2).number == -2
+    assert Event.seq.add(5)._guard() is None  # no bounds, no guard
+    with pytest.raises(ValidationError, match="int"):
+        User.year_of_birth.add(1.5)
+    with pytest.raises(ValidationError, match="int"):
+        User.year_of_birth.add(True)
+    with pytest.raises(ValidationError, match="number"):
+        Reading.value.add("1")
+    assert Reading.value.add(1.5).delta == {"N": "1.5"}
+
+
+def test_update_values_are_validated_when_made():
+    with pytest.raises(ValidationError, match="name"):
+        User.name.set(5)
+    with pytest.raises(ValidationError, match="year_of_birth"):
+        User.year_of_birth.set(3000)
+    with pytest.raises(ValidationError, match=r"cities_visited\[1\]"):
+        User.cities_visited.append("A", 3)
+    with pytest.raises(ValidationError, match="required"):
+        User.name.set(None)
+    with pytest.raises(ValidationError, match="required"):
+        User.name.remove()
+    with pytest.raises(ValidationError, match="label"):
+        Profile.tags[0].label.remove()
+    with pytest.raises(ValidationError, match="at least one"):
+        User.cities_visited.append()
+    with pytest.raises(ValidationError, match="needs a value"):
+        User.name.set_if_not_exists(None)
+
+
+def test_update_one_example_from_the_issue(users, calls):
+    User.save_one(JOHN)
+    del calls[:]
+    updated = User.update_one(User.email == JOHN["email"], [
+        User.name.set("New"), User.cities_visited.append("B"),
+        User.year_of_birth.add(1)])
+    assert operations(calls) == ["UpdateItem"]
+    assert updated.name == "New"
+    assert updated.cities_visited == ["Nairobi", "New York", "B"]
+    assert updated.year_of_birth == 1991
+    assert User.get_one(JOHN["email"]) == updated
+    params = calls[0][1]
+    assert params["ConditionExpression"].startswith("(attribute_exists(#n")
+
+
+def test_update_one_each_kind(users):
+    User.save_one(JOHN)
+    email = JOHN["email"]
+    assert User.update_one(email, User.year_of_birth.subtract(10)) \
+        .year_of_birth == 1980
+    assert User.update_one(email, User.cities_visited.prepend("Z", "Y")) \
+        .cities_visited == ["Z", "Y", "Nairobi", "New York"]
+    assert User.update_one(email, User.name.set_if_not_exists("Other")) \
+        .name == "John Doe"
+    assert User.update_one(email, User.year_of_birth.remove()) \
+        .year_of_birth is None
+    assert User.update_one(email, User.year_of_birth.add(1950)) \
+        .year_of_birth == 1950  # a missing number counts as 0
+    assert User.update_one(email, User.year_of_birth.set_if_not_exists(
+        2000)).year_of_birth == 1950
+    assert User.update_one(email, User.cities_visited[1].set("Q")) \
+        .cities_visited == ["Z", "Q", "Nairobi", "New York"]
+    assert User.update_one(email, User.cities_visited[0].remove()) \
+        .cities_visited == ["Q", "Nairobi", "New York"]
+    User.update_one(email, User.cities_visited.remove())
+    assert User.update_one(email, User.cities_visited.append("A")) \
+        .cities_visited == ["A"]  # made when missing
+
+
+def test_update_one_reserved_words_and_nested_paths():
+    Profile.create_table()
+    Profile.save_one({"name": "n", "year": 1, "status": "new",
+                      "data": {"a.b": 1}, "address": {"city": "Nairobi"},
+                      "tags": [{"label": "x"}]})
+    updated = Profile.update_one(
+        (Profile.name == "n") & (Profile.address.city == "Nairobi"),
+        [Profile.year.add(1), Profile.status.set("active"),
+         Profile.data["a.b"].add(2), Profile.data["first-name"].set("F"),
+         Profile.address.city.set("Mombasa"),
+         Profile.address.geo.set({"lat": 1.5, "lng": -2.5}),
+         Profile.tags[0].label.set("y")])
+    assert updated.year == 2 and updated.status == "active"
+    assert updated.data == {"a.b": 3, "first-name": "F"}
+    assert updated.address == {"city": "Mombasa",
+                               "geo": {"lat": 1.5, "lng": -2.5}}
+    assert updated.tags == [{"label": "y"}]
+    assert Profile.get_one("n") == updated
+    assert Profile.update_one(Profile.name == "n",
+                              Profile.address.geo.lat.remove()).address == \
+        {"city": "Mombasa", "geo": {"lng": -2.5}}
+
+
+def test_update_one_return_values(users):
+    User.save_one(JOHN)
+    email = JOHN["email"]
+    old = User.update_one(email, User.name.set("A"), return_values="ALL_OLD")
+    assert old.name == "John Doe" and old.year_of_birth == 1990
+    new = User.update_one(email, User.name.set("B"),
+                          return_values="UPDATED_NEW")
+    assert new.to_dict() == {"email": email, "name": "B"}
+    was = User.update_one(email, User.name.set("C"),
+                          return_values="UPDATED_OLD")
+    assert was.to_dict() == {"email": email, "name": "B"}
+    key_only = User.update_one(email, User.name.set("D"),
+                               return_values="NONE")
+    assert key_only.to_dict() == {"email": email}
+    assert User.get_one(email).name == "D"
+    with pytest.raises(ValidationError, match="return_values"):
+        User.update_one(email, User.name.set("E"), return_values="ALL")
+
+
+def test_update_one_never_creates_and_honours_conditions(users):
+    assert User.update_one("nobody@b.io", User.name.set("x")) is None
+    assert raw_items(User) == []
+    User.save_one(JOHN)
+    assert User.update_one((User.email == JOHN["email"])
+                           & (User.year_of_birth > 2000),
+                           User.name.set("Young")) is None
+    assert User.get_one(JOHN["email"]).name == "John Doe"
+    assert User.update_one((User.email == JOHN["email"])
+                           & User.cities_visited.contains("Nairobi"),
+                           User.name.set("Traveller")).name == "Traveller"
+
+
+def test_update_one_add_out_of_bounds_names_the_bound(users):
+    User.save_one(JOHN)  # born 1990, max_value 2018
+    with pytest.raises(ValidationError, match="above max_value 2018") \
+            as caught:
+        User.update_one(JOHN["email"], [User.year_of_birth.add(29),
+                                        User.name.set("Changed")])
+    assert list(caught.value.errors) == ["year_of_birth"]
+    with pytest.raises(ValidationError, match="below min_value 1900"):
+        User.update_one(JOHN["email"], User.year_of_birth.subtract(91))
+    stored = User.get_one(JOHN["email"])
+    assert (stored.year_of_birth, stored.name) == (1990, "John Doe")
+    assert User.update_one(JOHN["email"], User.year_of_birth.add(28)) \
+        .year_of_birth == 2018
+    # A failed condition of the caller's is not a bound: None.
+    assert User.update_one((User.email == JOHN["email"])
+                           & (User.name == "Someone"),
+                           User.year_of_birth.subtract(1)) is None
+    assert User.update_one("nobody@b.io", User.year_of_birth.add(1)) is None
+
+
+def test_update_one_refusals_before_any_request(users, calls):
+    User.save_one(JOHN)
+    del calls[:]
+    email = JOHN["email"]
+    for updates, error, message in (
+            ([], ValidationError, "empty"),
+            ("name", ValidationError, "Update"),
+            ([User.name.set("a"), "x"], ValidationError, "Update"),
+            ([User.name.set("a"), User.name.set("b")], ExpressionError,
+             "overlapping"),
+            ([User.cities_visited.set(["a"]), User.cities_visited[0].set("b")],
+             ExpressionError, "overlapping"),
+            ([User.email.set("new@b.io")], ValidationError, "key"),
+            ([Contacts.email.set("a@b.io")], ExpressionError, "Contacts")):
+        with pytest.raises(error, match=message):
+            User.update_one(email, updates)
+    with pytest.raises(ExpressionError, match="overlapping"):
+        Profile.update_one("n", [Profile.address.set({"city": "x"}),
+                                 Profile.address.city.set("y")])
+    with pytest.raises(ExpressionError, match="ORed"):
+        User.update_one((User.email == email) | (User.name == "x"),
+                        User.name.set("y"))
+    assert calls == []
+    assert User.get_one(email).name == "John Doe"
+
+
+def test_update_from_dict(users):
+    User.save_one(JOHN)
+    updated = User.update_from_dict({"email": JOHN["email"], "name": "Jo",
+                                     "year_of_birth": None,
+                                     "cities_visited": ["Lima"]})
+    assert updated.to_dict() == {
+        "email": JOHN["email"], "name": "Jo", "cities_visited": ["Lima"],
+        "created_at": updated.created_at}
+    assert updated.year_of_birth is None
+    assert User.get_one(JOHN["email"]) == updated
+    assert User.update_from_dict({"email": "nobody@b.io", "name": "x"}) is None
+    assert raw_items(User) == [raw_items(User)[0]]
+
+
+def test_update_from_dict_refusals_write_nothing(users, calls):
+    User.save_one(JOHN)
+    del calls[:]
+    for item, message in (({"name": "x"}, "email"),
+                          ({"email": JOHN["email"], "name": None}, "name"),
+                          ({"email": JOHN["email"], "shoe": 3}, "shoe"),
+                          ({"email": JOHN["email"], "year_of_birth": 1800},
+                           "year_of_birth"),
+                          ({"email": JOHN["email"]}, "nothing to update"),
+                          ("john", "dict")):
+        with pytest.raises(ValidationError, match=message):
+            User.update_from_dict(item)
+    assert calls == []
 
 
 # -- Many-item operations ----------------------------------------------------
