@@ -50,8 +50,10 @@ __all__ = [
     "TableNotFoundError",
     "ThrottlingError",
     "TimedeltaField",
+    "TruthValueError",
     "URLField",
     "UUIDField",
+    "UnknownFieldError",
     "UnprocessedError",
     "Update",
     "UpdateBuilder",
@@ -87,6 +89,7 @@ _NUMBER_TEXT = re.compile(r"\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*")
 _TABLE_NAME = re.compile(r"[A-Za-z0-9_.\-]{3,255}")
 _TABLE_NAME_CHARS = re.compile(r"[A-Za-z0-9_.\-]*")
 _MAX_IN_VALUES = 100  # DynamoDB's limit on the operands of IN
+_MAX_ITEM_BYTES = 400 * 1024  # DynamoDB's limit on the size of an item
 _KEY_TYPES = ("S", "N")
 _BILLING_MODES = ("PROVISIONED", "PAY_PER_REQUEST")
 _DEFAULT_REGION = "us-east-2"
@@ -121,6 +124,14 @@ class ExpressionError(DynamongoError):
     """A condition or update cannot be used the way it was given."""
 
 
+class UnknownFieldError(ExpressionError, AttributeError):
+    """A model or map field has no field of that name (``User.shoe_size``)."""
+
+
+class TruthValueError(ExpressionError, TypeError):
+    """A condition was used as a bool (``not c``, ``c and d``, ``if c``)."""
+
+
 class ValidationError(DynamongoError):
     """A value does not fit its field.
 
@@ -153,6 +164,7 @@ class DynamoDBError(DynamongoError):
         self.response = response or {}
         self.status = self.response.get("ResponseMetadata", {}).get(
             "HTTPStatusCode")
+        self.maybe_applied = False  # see _call
 
 
 class ConditionalCheckFailedException(DynamoDBError):
@@ -303,9 +315,37 @@ def _generic_from_av(av):
     return value  # B, SS, NS, BS: stored by someone else; hand back as is
 
 
+def _av_size(av):
+    """Bytes DynamoDB counts for an AttributeValue (numbers rounded up)."""
+    (kind, value), = av.items()
+    if kind == "S":
+        return len(value) if value.isascii() else len(value.encode())
+    if kind == "N":
+        return len(value) // 2 + 2
+    if kind == "L":
+        return 3 + sum(1 + _av_size(item) for item in value)
+    if kind == "M":
+        return 3 + sum(1 + len(name.encode()) + _av_size(item)
+                       for name, item in value.items())
+    if kind in ("BOOL", "NULL"):
+        return 1
+    if kind in ("SS", "BS"):
+        return sum(len(item.encode()) if kind == "SS" else len(item)
+                   for item in value)
+    if kind == "NS":
+        return sum(len(item) // 2 + 2 for item in value)
+    return len(value)  # B
+
+
 def _key_text(key):
     """"email='a@b.io', year=3" for a key's AttributeValues."""
     return ", ".join(f"{name}={_av_text(av)}" for name, av in key.items())
+
+
+def _keys_text(keys, most=10):
+    """The first ``most`` keys, for messages."""
+    shown = "; ".join(_key_text(key) for key in keys[:most])
+    return shown + (" ..." if len(keys) > most else "")
 
 
 def _av_text(av):
@@ -1159,9 +1199,13 @@ class DictField(Field):
         return bound
 
     def __getattr__(self, name):
-        if name.startswith("_") or name not in self.__dict__.get("fields",
-                                                                 ()):
+        fields = self.__dict__.get("fields")
+        if name.startswith("_") or fields is None:
             raise AttributeError(name)
+        if name not in fields:
+            raise UnknownFieldError(
+                f"{_path_text(self.path) or 'this DictField'} has no "
+                f"sub-field {name!r}; it has {', '.join(fields) or 'none'}")
         return self[name]
 
     def _each(self, value, convert):
@@ -1238,9 +1282,9 @@ class Condition:
         return Not(self)
 
     def __bool__(self):
-        raise TypeError("a dynamongo condition has no truth value: combine "
-                        "conditions with & (and), | (or) and ~ (not), not "
-                        "with Python's and/or/not")
+        raise TruthValueError(
+            "a dynamongo condition has no truth value: combine conditions "
+            "with & (and), | (or) and ~ (not), not with Python's and/or/not")
 
     def __repr__(self):
         return f"<Condition {self._render(_Expression(inline=True))}>"
@@ -1615,12 +1659,19 @@ def _call(operation, params):
     exceptions naming the operation and table.
     """
     attempts = Connection.settings(masked=False)["max_attempts"]
+    maybe_applied = False
     for attempt in range(attempts):
         try:
             return _send(operation, params)
         except Exception as exc:
             error = _translate_error(exc, operation, params)
-            if attempt + 1 < attempts and _is_transient(error):
+            if isinstance(error, DynamoDBError):
+                # A refusal after an attempt that may have been applied (its
+                # answer was lost) may be a refusal of our own write.
+                error.maybe_applied = maybe_applied
+            transient, applied = _failure_kind(error)
+            if attempt + 1 < attempts and transient:
+                maybe_applied = maybe_applied or applied
                 _pause(attempt)
                 continue
             if error is exc:
@@ -1628,12 +1679,34 @@ def _call(operation, params):
             raise error from exc
 
 
-def _is_transient(error):
+def _failure_kind(error):
+    """(worth retrying, may have been applied) of a failed attempt."""
     if isinstance(error, DynamoDBError):
-        return error.code in _RETRY_CODES or (error.status or 0) >= 500
+        server_error = (error.status or 0) >= 500
+        return error.code in _RETRY_CODES or server_error, server_error
     from botocore.exceptions import ConnectionError, HTTPClientError
 
-    return isinstance(error, (ConnectionError, HTTPClientError))
+    # ConnectionError: never reached the server. HTTPClientError (a closed
+    # connection, a read timeout): the server may have acted.
+    if isinstance(error, HTTPClientError):
+        return True, True
+    return isinstance(error, ConnectionError), False
+
+
+def _normal(av):
+    """An AttributeValue as comparable Python data (numbers by value)."""
+    (kind, value), = av.items()
+    if kind == "N":
+        return decimal.Decimal(value)
+    if kind == "L":
+        return [_normal(item) for item in value]
+    if kind == "M":
+        return {name: _normal(item) for name, item in value.items()}
+    if kind == "NS":
+        return frozenset(decimal.Decimal(number) for number in value)
+    if kind in ("SS", "BS"):
+        return frozenset(value)
+    return value
 
 
 def _pause(attempt):
@@ -1723,7 +1796,14 @@ def _batch_get(table, keys, consistent_read=False):
         request["ConsistentRead"] = True
     items = []
     for attempt in range(attempts):
-        response = _call("BatchGetItem", {"RequestItems": {table: request}})
+        try:
+            response = _call("BatchGetItem",
+                             {"RequestItems": {table: request}})
+        except Exception as exc:
+            raise UnprocessedError(
+                f"BatchGetItem on table {table!r} could not read "
+                f"{len(request['Keys'])} keys ({exc}): "
+                f"{_keys_text(request['Keys'])}", request["Keys"]) from exc
         items.extend(response.get("Responses", {}).get(table, ()))
         request = response.get("UnprocessedKeys", {}).get(table)
         if not request:
@@ -1731,11 +1811,9 @@ def _batch_get(table, keys, consistent_read=False):
         if attempt + 1 < attempts:
             _pause(attempt)
     missing = request["Keys"]
-    shown = "; ".join(_key_text(key) for key in missing[:10])
     raise UnprocessedError(
         f"BatchGetItem on table {table!r} left {len(missing)} keys unread "
-        f"after {attempts} attempts: {shown}"
-        + (" ..." if len(missing) > 10 else ""), missing)
+        f"after {attempts} attempts: {_keys_text(missing)}", missing)
 
 
 def _pages(operation, params):
@@ -2023,6 +2101,14 @@ class _ModelMeta(type):
     """Collects fields, checks the schema and compiles the per-model
     converters once, when the model class is made."""
 
+    def __getattr__(cls, name):
+        # Only reached when normal lookup fails: an unknown field.
+        if name.startswith("_"):
+            raise AttributeError(name)
+        raise UnknownFieldError(
+            f"{cls.__name__} has no field {name!r}; its fields are "
+            f"{', '.join(cls.__dict__.get('_fields', ())) or 'none'}")
+
     def __new__(mcs, name, bases, namespace):
         cls = super().__new__(mcs, name, bases, namespace)
         fields = {}
@@ -2198,6 +2284,16 @@ class Model(metaclass=_ModelMeta):
         if errors:
             raise ValidationError(f"{cls.__name__}: invalid item: "
                                   f"{_describe(errors)}", errors)
+        sizes = {name: len(name.encode()) + _av_size(av)
+                 for name, av in wire.items()}
+        if sum(sizes.values()) > _MAX_ITEM_BYTES:
+            largest = sorted(sizes, key=sizes.get, reverse=True)[:3]
+            raise ValidationError(
+                f"{cls.__name__}: the item is about {sum(sizes.values())} "
+                f"bytes, over DynamoDB's limit of {_MAX_ITEM_BYTES} (400 KB); "
+                "largest: " + ", ".join(f"{name} ({sizes[name]} bytes)"
+                                        for name in largest),
+                {largest[0]: ["makes the item larger than 400 KB"]})
         return native, wire
 
     @classmethod
@@ -2381,9 +2477,31 @@ class Model(metaclass=_ModelMeta):
         table = cls.table_name()
         condition = cls._overwrite_condition(overwrite)
         native, wire = cls._validate_item(item)
-        _call("PutItem", cls._with_condition(
-            {"TableName": table, "Item": wire}, condition))
+        cls._put_item(table, wire, condition)
         return cls._from_native(native)
+
+    @classmethod
+    def _put_item(cls, table, wire, condition):
+        """PutItem. A conditional put whose answer was lost and whose retry
+        then failed its condition succeeded if the item is stored exactly
+        as sent: that is our own write, not a refusal."""
+        try:
+            _call("PutItem", cls._with_condition(
+                {"TableName": table, "Item": wire}, condition))
+        except ConditionalCheckFailedException as exc:
+            if not exc.maybe_applied:
+                raise
+            key = {name: wire[name] for name in cls._key_names}
+            stored = cls._read_item(table, key)
+            if stored is None or _normal({"M": stored}) != _normal(
+                    {"M": wire}):
+                raise
+
+    @classmethod
+    def _read_item(cls, table, key, consistent_read=True):
+        return _call("GetItem", {"TableName": table, "Key": key,
+                                 "ConsistentRead": consistent_read}
+                     ).get("Item")
 
     @classmethod
     def _overwrite_condition(cls, overwrite):
@@ -2407,10 +2525,7 @@ class Model(metaclass=_ModelMeta):
             raise ExpressionError(
                 f"{cls.__name__}.get_one takes a key only; {condition!r} is "
                 "not part of the key (use get_many to filter)")
-        params = {"TableName": table, "Key": key}
-        if consistent_read:
-            params["ConsistentRead"] = True
-        item = _call("GetItem", params).get("Item")
+        item = cls._read_item(table, key, consistent_read)
         if item is None:
             raise cls.DoesNotExist(f"{cls.__name__} with {_key_text(key)} "
                                    "does not exist")
@@ -2488,8 +2603,7 @@ class Model(metaclass=_ModelMeta):
         """After a refused update: ValidationError if an add() broke a
         bound of the stored item (a missing item or a failed condition of
         the caller's leaves update_one returning None)."""
-        item = _call("GetItem", {"TableName": table, "Key": key,
-                                 "ConsistentRead": True}).get("Item")
+        item = cls._read_item(table, key)
         if item is None:
             return
         errors = {}
@@ -2542,7 +2656,14 @@ class Model(metaclass=_ModelMeta):
         params = cls._with_condition(
             {"TableName": table, "Key": key, "ReturnValues": "ALL_OLD"},
             condition)
-        return _call("DeleteItem", params).get("Attributes")
+        try:
+            return _call("DeleteItem", params).get("Attributes")
+        except ConditionalCheckFailedException as exc:
+            # An earlier attempt whose answer was lost may have deleted it;
+            # its attributes are gone with that answer: only the key is left.
+            if exc.maybe_applied and cls._read_item(table, key) is None:
+                return key
+            raise
 
     @classmethod
     def _with_condition(cls, params, condition):
@@ -2695,11 +2816,9 @@ class Model(metaclass=_ModelMeta):
             _batch_write(table, list(writes.values()), cls._key_names, result)
             return result
         for write in writes.values():
-            params = cls._with_condition(
-                {"TableName": table,
-                 "Item": write.request["PutRequest"]["Item"]}, condition)
             try:
-                _call("PutItem", params)
+                cls._put_item(table, write.request["PutRequest"]["Item"],
+                              condition)
             except Exception as exc:
                 result.fail.append(Failure(write.given, exc))
             else:
