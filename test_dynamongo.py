@@ -220,27 +220,50 @@ def client_error(code, status=400, operation="BatchWriteItem"):
 
 class Faults:
     """Sits where dynamongo sends requests (dynamongo._send) and, at the
-    rates given, throttles requests, answers 500 and hands back a share of
-    every batch as unprocessed, from a seeded random generator."""
+    rates given and from a seeded random generator: throttles requests,
+    answers 500, drops the connection before the request reaches the server
+    or after the server acted (the answer is lost), and hands back a share
+    of every batch as unprocessed. ``enabled = False`` lets requests
+    through untouched."""
 
     def __init__(self, monkeypatch, seed=0, unprocessed=0.0, throttle=0.0,
-                 server_error=0.0):
+                 server_error=0.0, drop_before=0.0, drop_after=0.0):
         self.random = random.Random(seed)
         self.unprocessed, self.throttle = unprocessed, throttle
         self.server_error = server_error
+        self.drop_before, self.drop_after = drop_before, drop_after
         self.injected = collections.Counter()
+        self.enabled = True
         self.send = dynamongo._send
         monkeypatch.setattr(dynamongo, "_send", self)
 
     def __call__(self, operation, params):
+        from botocore.exceptions import ConnectionClosedError
+
+        if not self.enabled:
+            return self.send(operation, params)
         draw = self.random.random()
-        if draw < self.throttle:
-            self.injected["throttle"] += 1
+        for kind, rate in (("throttle", self.throttle),
+                           ("500", self.server_error),
+                           ("drop before", self.drop_before),
+                           ("drop after", self.drop_after)):
+            if draw < rate:
+                break
+            draw -= rate
+        else:
+            kind = None
+        if kind:
+            self.injected[kind] += 1
+        if kind == "throttle":
             raise client_error("ProvisionedThroughputExceededException",
                                operation=operation)
-        if draw < self.throttle + self.server_error:
-            self.injected["500"] += 1
+        if kind == "500":
             raise client_error("InternalServerError", 500, operation)
+        if kind == "drop before":
+            raise ConnectionClosedError(endpoint_url="http://127.0.0.1:1")
+        if kind == "drop after":
+            self.send(operation, params)
+            raise ConnectionClosedError(endpoint_url="http://127.0.0.1:1")
         if operation == "BatchWriteItem":
             (table, requests), = params["RequestItems"].items()
             sent, held = self._split(requests)
@@ -1775,6 +1798,163 @@ def test_connection_errors_are_retried_and_client_errors_are_not(
     with pytest.raises(ConditionalCheckFailedException):
         User.save_one(JOHN, overwrite=False)
     assert attempts == ["PutItem"]  # a refusal is not retried
+
+
+# -- Faults: nothing lost ----------------------------------------------------
+
+FAULT_RUNS = 20
+FAULT_TOTALS = collections.Counter()
+ABSENT = "absent"
+
+
+class Oracle:
+    """What each key may hold, given what dynamongo reported: a success
+    pins the state, a failure other than a refused condition leaves it
+    open (the write may or may not have landed)."""
+
+    def __init__(self):
+        self.possible = collections.defaultdict(lambda: {ABSENT})
+
+    @staticmethod
+    def state(item):
+        return ABSENT if item is None else repr(sorted(
+            dynamongo._normal({"M": item}).items()))
+
+    def wrote(self, key, item, done, refused=False):
+        if done:
+            self.possible[key] = {self.state(item)}
+        elif not refused:
+            self.possible[key].add(self.state(item))
+
+    def deleted(self, key, done, refused=False):
+        self.wrote(key, None, done, refused)
+
+
+def wire(item):
+    return Event._validate_item(item)[1]
+
+
+def test_faults_hard_case_conditional_put_answer_lost(monkeypatch, no_sleep):
+    Event.create_table()
+    send = dynamongo._send
+    dropped = []
+
+    def drop_first_answer(operation, params):
+        from botocore.exceptions import ConnectionClosedError
+
+        response = send(operation, params)
+        if not dropped:
+            dropped.append(operation)
+            raise ConnectionClosedError(endpoint_url="http://127.0.0.1:1")
+        return response
+
+    monkeypatch.setattr(dynamongo, "_send", drop_first_answer)
+    saved = Event.save_one({"user": "ann", "seq": 1, "kind": "k"},
+                           overwrite=False)
+    assert dropped == ["PutItem"]
+    assert Event.get_one(("ann", 1)) == saved
+    # A real refusal after a lost answer is still a refusal.
+    del dropped[:]
+    with pytest.raises(ConditionalCheckFailedException):
+        Event.save_one({"user": "ann", "seq": 1, "kind": "other"},
+                       overwrite=False)
+    assert Event.get_one(("ann", 1)).kind == "k"
+    del dropped[:]
+    deleted = Event.delete_one((Event.user == "ann") & (Event.seq == 1)
+                               & (Event.kind == "k"))
+    assert (deleted.user, deleted.seq) == ("ann", 1)
+    assert raw_items(Event) == []
+
+
+@pytest.mark.parametrize("seed", range(FAULT_RUNS))
+def test_faults_lose_nothing(seed, monkeypatch, no_sleep, capsys):
+    Event.create_table()
+    Connection.set_config(max_attempts=10)
+    faults = Faults(monkeypatch, seed=seed, unprocessed=0.3, throttle=0.08,
+                    server_error=0.04, drop_before=0.04, drop_after=0.05)
+    chance = random.Random(seed)
+    user = f"user{seed}"
+    oracle = Oracle()
+
+    def make(seq, tag):
+        return {"user": user, "seq": seq, "kind": tag,
+                "payload": "".join(chance.choice("ab✓ ") for _ in range(
+                    chance.randrange(0, 40)))}
+
+    # Unconditional batch writes.
+    items = [make(seq, "first") for seq in range(300)]
+    result = Event.save_many(items)
+    assert result.success_count + result.fail_count == len(items)
+    failed = {id(failure.item) for failure in result.fail}
+    for item in items:
+        oracle.wrote(item["seq"], wire(item), id(item) not in failed)
+    # Conditional writes: 60 new keys, and 20 keys written above.
+    fresh = [make(seq, "fresh") for seq in range(300, 360)]
+    clash = [make(seq, "clash") for seq in range(20)]
+    result = Event.save_many(fresh + clash, overwrite=False)
+    assert result.success_count + result.fail_count == 80
+    refused = {id(failure.item) for failure in result.fail
+               if isinstance(failure.error, ConditionalCheckFailedException)}
+    failed = {id(failure.item) for failure in result.fail}
+    for item in fresh:
+        assert id(item) not in refused, "our own lost write seen as a refusal"
+    for item in fresh + clash:
+        oracle.wrote(item["seq"], wire(item), id(item) not in failed,
+                     refused=id(item) in refused)
+    # Batch deletes, and conditional deletes.
+    plain = [(user, seq) for seq in range(200, 260)]
+    conditional = [(Event.user == user) & (Event.seq == seq)
+                   & (Event.kind == "first") for seq in range(100, 110)]
+    result = Event.delete_many(plain + conditional)
+    assert result.success_count + result.fail_count == 70
+    outcome = {(item.user, item.seq) for item in result.success}
+    refusals = {index for index, failure in enumerate(result.fail)
+                if isinstance(failure.error, ConditionalCheckFailedException)}
+    refused_keys = set()
+    for index, failure in enumerate(result.fail):
+        if index in refusals:
+            key = Event._strategy(failure.item)[0]
+            refused_keys.add(int(key["seq"]["N"]))
+    for seq in range(200, 260):
+        oracle.deleted(seq, (user, seq) in outcome)
+    for seq in range(100, 110):
+        oracle.deleted(seq, (user, seq) in outcome,
+                       refused=seq in refused_keys)
+
+    # What the table holds, read without faults.
+    faults.enabled = False
+    stored = {int(item["seq"]["N"]): item for item in raw_items(Event)}
+    lost = [seq for seq in range(360)
+            if oracle.state(stored.get(seq)) not in oracle.possible[seq]]
+    assert lost == []
+    # Reads under faults return every stored item or name what they missed.
+    faults.enabled = True
+    keys = [(user, seq) for seq in range(360)]
+    try:
+        found = Event.get_many(keys)
+    except UnprocessedError as error:
+        assert error.keys and str(error.keys[0]["seq"]["N"]) in str(error)
+    else:
+        assert {item.seq: wire(item.to_dict()) for item in found} == \
+            {seq: wire(Event._from_item(item).to_dict())
+             for seq, item in stored.items()}
+    found = Event.get_many(Event.user == user)
+    assert [item.seq for item in found] == sorted(stored)
+    # Bounded: no request paused longer than the cap, and not forever.
+    assert max(no_sleep, default=0) <= 5.0 and len(no_sleep) < 2000
+
+    FAULT_TOTALS["runs"] += 1
+    FAULT_TOTALS["items"] += 360
+    FAULT_TOTALS["lost"] += len(lost)
+    FAULT_TOTALS.update(faults.injected)
+    if seed == FAULT_RUNS - 1:
+        with capsys.disabled():
+            injected = ", ".join(f"{FAULT_TOTALS[kind]} {kind}" for kind in (
+                "unprocessed", "throttle", "500", "drop before",
+                "drop after"))
+            print(f"\nfault suite: {FAULT_TOTALS['runs']} seeded runs, "
+                  f"{FAULT_TOTALS['items']} items, faults injected: "
+                  f"{injected}; items lost = {FAULT_TOTALS['lost']}")
 
 
 # -- The manual's quickstart -------------------------------------------------
