@@ -297,7 +297,8 @@ def _generic_to_av(value, where):
 
 
 def _generic_from_av(av):
-    """Inverse of _generic_to_av; numbers come back as int when integral."""
+    """Inverse of _generic_to_av. DynamoDB keeps no int/float distinction:
+    an integral number comes back as an int, any other as a float."""
     (kind, value), = av.items()
     if kind == "S" or kind == "BOOL":
         return value
@@ -346,6 +347,13 @@ def _keys_text(keys, most=10):
     """The first ``most`` keys, for messages."""
     shown = "; ".join(_key_text(key) for key in keys[:most])
     return shown + (" ..." if len(keys) > most else "")
+
+
+def _order_key(av):
+    """How DynamoDB orders a number or string AttributeValue: numbers by
+    value, strings by their UTF-8 bytes."""
+    (kind, value), = av.items()
+    return decimal.Decimal(value) if kind == "N" else value.encode()
 
 
 def _av_text(av):
@@ -511,9 +519,15 @@ class Field:
         return In(self, [self._operand(value) for value in values])
 
     def between(self, low, high):
-        """``low <= field <= high``."""
+        """``low <= field <= high``; ``low`` must not be above ``high``."""
         self._check_ordered("between")
-        return Between(self, self._operand(low), self._operand(high))
+        low, high = self._operand(low), self._operand(high)
+        if _order_key(low) > _order_key(high):
+            raise ExpressionError(
+                f"{_path_text(self.path)}.between({_av_text(low)}, "
+                f"{_av_text(high)}): the low bound is above the high one "
+                "(DynamoDB refuses it)")
+        return Between(self, low, high)
 
     def begins_with(self, prefix):
         """The string attribute starts with ``prefix`` (a plain string,

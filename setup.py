@@ -18,7 +18,7 @@ setup(
     py_modules=["dynamongo"],
     python_requires=">=3.10",
     install_requires=["boto3"],
-    extras_require={"test": ["pytest", "moto[server]>=5"]},
+    extras_require={"test": ["pytest", "moto[server]>=5", "hypothesis"]},
     classifiers=[
         "License :: OSI Approved :: MIT License",
         "Programming Language :: Python :: 3",
