@@ -1206,20 +1206,17 @@ class DictField(Field):
         if bound is None:
             field = self.fields.get(name)
             if field is None:
-                raise ExpressionError(f"{_path_text(self.path)} has no "
-                                      f"sub-field {name!r}")
+                raise UnknownFieldError(
+                    f"{_path_text(self.path) or 'this DictField'} has no "
+                    f"sub-field {name!r}; it has "
+                    f"{', '.join(self.fields) or 'none'}")
             bound = self._bound[name] = field._bind(self.model,
                                                     self.path + (name,))
         return bound
 
     def __getattr__(self, name):
-        fields = self.__dict__.get("fields")
-        if name.startswith("_") or fields is None:
+        if name.startswith("_") or "fields" not in self.__dict__:
             raise AttributeError(name)
-        if name not in fields:
-            raise UnknownFieldError(
-                f"{_path_text(self.path) or 'this DictField'} has no "
-                f"sub-field {name!r}; it has {', '.join(fields) or 'none'}")
         return self[name]
 
     def _each(self, value, convert):
@@ -1868,12 +1865,39 @@ def _settings_from_environment():
 def _boto3_session(settings):
     import boto3.session  # deferred: importing boto3 costs ~200 ms
 
+    _hide_session_tokens()
     return boto3.session.Session(
         aws_access_key_id=settings["access_key_id"],
         aws_secret_access_key=settings["secret_access_key"],
         aws_session_token=settings["session_token"],
         region_name=settings["region"],
         profile_name=settings["profile_name"])
+
+
+_TOKEN_HEADER = re.compile(r"(x-amz-security-token(?:': b?'|:))[^'\n]*",
+                           re.IGNORECASE)
+
+
+def _hide_session_tokens():
+    """botocore logs each request's headers (endpoint) and canonical
+    request (auth) at DEBUG, session token included: mask it there."""
+    import logging
+
+    for name in ("botocore.endpoint", "botocore.auth"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(known, _TokenMask) for known in logger.filters):
+            logger.addFilter(_TokenMask())
+
+
+class _TokenMask:
+    """A logging filter masking X-Amz-Security-Token header values."""
+
+    def filter(self, record):
+        text = record.getMessage()
+        masked = _TOKEN_HEADER.sub(r"\1****", text)
+        if masked != text:
+            record.msg, record.args = masked, ()
+        return True
 
 
 class Connection:
@@ -1958,15 +1982,18 @@ class Connection:
 
     @classmethod
     def settings(cls, masked=True):
-        """The settings in force; the secret key is shown as ``'****'``."""
+        """The settings in force; the secret key and session token are
+        shown as ``'****'``."""
         settings = cls._settings
         if settings is None:
             with cls._lock:
                 if cls._settings is None:
                     cls._settings = _settings_from_environment()
                 settings = cls._settings
-        if masked and settings["secret_access_key"]:
-            settings = dict(settings, secret_access_key="****")
+        if masked:
+            settings = dict(settings, **{
+                name: "****" for name in ("secret_access_key", "session_token")
+                if settings[name]})
         return settings
 
     @classmethod

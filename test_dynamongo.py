@@ -33,7 +33,8 @@ from dynamongo import (
     DateTimeField, DictField, DoesNotExist, DynamoDBError, EmailField,
     ExpressionError, FloatField, IntField, IPAddressField, ListField,
     Model, SchemaError, StringField, TableNotFoundError, ThrottlingError,
-    TimedeltaField, UnprocessedError, URLField, UUIDField, ValidationError)
+    TimedeltaField, TruthValueError, UnknownFieldError, UnprocessedError,
+    URLField, UUIDField, ValidationError)
 
 ENDPOINT = os.environ.get("DYNAMONGO_TEST_ENDPOINT")
 # Which server ENDPOINT is ("dynalite", "moto server", ...), for its gaps.
@@ -675,9 +676,9 @@ def test_condition_misuse_raises_expression_error():
         User.year_of_birth.begins_with("19")
     with pytest.raises(ExpressionError, match="None"):
         User.year_of_birth > None
-    with pytest.raises(ExpressionError, match="sub-field"):
+    with pytest.raises(UnknownFieldError, match="sub-field 'country'"):
         Profile.address["country"]
-    with pytest.raises(AttributeError):
+    with pytest.raises(AttributeError):  # UnknownFieldError is one
         Profile.address.country
     with pytest.raises(ExpressionError, match="of Contacts, not of User"):
         (Contacts.email == "a@b.io")._render(dynamongo._Expression(User))
@@ -2289,6 +2290,219 @@ def test_empty_string_comparisons():
             (Profile.status != "", ["x"])):
         found = Profile.get_many(condition)
         assert sorted(item.name for item in found) == expected, condition
+
+
+# -- Every misuse gets a clear error -----------------------------------------
+
+X = JOHN["email"]
+MISUSES = [
+    # (call, exception, text its message must hold)
+    ("Model(unknown=...)", lambda: User(shoe_size=9), ValidationError,
+     "shoe_size"),
+    ("save_one(list)", lambda: User.save_one(["x"]), ValidationError, "dict"),
+    ("save_one(unknown field)", lambda: User.save_one(dict(JOHN, shoe=1)),
+     ValidationError, "shoe"),
+    ("save_one(None key)", lambda: User.save_one(dict(JOHN, email=None)),
+     ValidationError, "email"),
+    ("save_one(key missing)", lambda: User.save_one({"name": "x"}),
+     ValidationError, "email"),
+    ("save_one(wrong type)", lambda: User.save_one(dict(
+        JOHN, year_of_birth="old")), ValidationError, "year_of_birth"),
+    ("save_one(over 400 KB)", lambda: User.save_one(dict(
+        JOHN, name="x" * 410_000)), ValidationError, "name"),
+    ("save_one(set of mixed types)", lambda: Everything.save_one(
+        {"id": uuid.uuid4(), "free": {"s": {1, "a"}}}), ValidationError,
+     "free.s"),
+    ("save_one(overwrite='no')", lambda: User.save_one(JOHN, overwrite="no"),
+     ValidationError, "overwrite"),
+    ("save_one(overwrite=unknown attribute)", lambda: User.save_one(
+        JOHN, overwrite=User.shoe_size == 9), UnknownFieldError, "shoe_size"),
+    ("save_one(overwrite=other model)", lambda: User.save_one(
+        JOHN, overwrite=Contacts.email == "a@b.io"), ExpressionError,
+     "Contacts"),
+    ("save_one(existing, overwrite=False)", lambda: User.save_one(
+        JOHN, overwrite=False), ConditionalCheckFailedException, "PutItem"),
+    ("save_many(dict)", lambda: User.save_many(JOHN), ValidationError,
+     "save_many"),
+    ("save_many([])", lambda: User.save_many([]), ValidationError,
+     "at least one"),
+    ("save_many(bad item)", lambda: User.save_many([JOHN, {"email": "x"}]),
+     ValidationError, "[1].email"),
+    ("save_many(over 400 KB)", lambda: User.save_many([dict(
+        JOHN, name="x" * 410_000)]), ValidationError, "[0].name"),
+    ("get_one(None)", lambda: User.get_one(None), ValidationError, "email"),
+    ("get_one(int)", lambda: User.get_one(5), ValidationError, "email"),
+    ("get_one(dict without key)", lambda: User.get_one({"name": "x"}),
+     ValidationError, "email"),
+    ("get_one('')", lambda: User.get_one(""), ValidationError, "email"),
+    ("get_one(missing)", lambda: User.get_one("no@b.io"), User.DoesNotExist,
+     "no@b.io"),
+    ("get_one(not condition)", lambda: User.get_one(not (User.email == X)),
+     TruthValueError, "~"),
+    ("get_one(unknown attribute)", lambda: User.get_one(User.shoe_size == 9),
+     UnknownFieldError, "shoe_size"),
+    ("get_one(extra condition)", lambda: User.get_one(
+        (User.email == X) & (User.name == "x")), ExpressionError, "get_many"),
+    ("get_one(scalar on composite key)", lambda: Contacts.get_one(
+        uuid.uuid4()), ValidationError, "user_id"),
+    ("get_one(table missing)", lambda: Contacts.get_one(
+        (uuid.uuid4(), "a@b.io")), TableNotFoundError, "user-contacts"),
+    ("get_many(str)", lambda: User.get_many(X), ValidationError, "get_many"),
+    ("get_many([])", lambda: User.get_many([]), ValidationError,
+     "at least one"),
+    ("get_many([None])", lambda: User.get_many([None]), ValidationError,
+     "email"),
+    ("get_many(limit=0)", lambda: User.get_many([X], limit=0),
+     ValidationError, "limit"),
+    ("get_many(in_ 101 values)", lambda: User.get_many(User.email.in_(
+        [f"u{i}@b.io" for i in range(101)])), ExpressionError, "100"),
+    ("get_many([key & filter])", lambda: User.get_many(
+        [(User.email == X) & (User.name == "x")]), ExpressionError,
+     "entry 0"),
+    ("get_many(unknown attribute)", lambda: User.get_many(
+        User.shoe_size > 1), UnknownFieldError, "shoe_size"),
+    ("get_many(and)", lambda: User.get_many((User.name == "a")
+                                            and (User.name == "b")),
+     TruthValueError, "&"),
+    ("delete_one(None)", lambda: User.delete_one(None), ValidationError,
+     "email"),
+    ("delete_one(ORed)", lambda: User.delete_one(
+        (User.email == X) | (User.name == "x")), ExpressionError, "ORed"),
+    ("delete_many(dict)", lambda: User.delete_many({"email": X}),
+     ValidationError, "delete_many"),
+    ("delete_many([])", lambda: User.delete_many([]), ValidationError,
+     "at least one"),
+    ("delete_many([int])", lambda: User.delete_many([5]), ValidationError,
+     "email"),
+    ("update_one([])", lambda: User.update_one(X, []), ValidationError,
+     "empty"),
+    ("update_one('name')", lambda: User.update_one(X, "name"),
+     ValidationError, "Update"),
+    ("update_one(bad value)", lambda: User.update_one(X, User.name.set(5)),
+     ValidationError, "name"),
+    ("update_one(unknown field)", lambda: User.update_one(
+        X, User.shoe_size.set(9)), UnknownFieldError, "shoe_size"),
+    ("update_one(remove required)", lambda: User.update_one(
+        X, User.name.remove()), ValidationError, "name"),
+    ("update_one(key field)", lambda: User.update_one(
+        X, User.email.set("new@b.io")), ValidationError, "email"),
+    ("update_one(overlapping)", lambda: User.update_one(
+        X, [User.cities_visited.set([]), User.cities_visited[0].set("a")]),
+     ExpressionError, "cities_visited"),
+    ("update_one(return_values)", lambda: User.update_one(
+        X, User.name.set("a"), return_values="ALL"), ValidationError,
+     "return_values"),
+    ("update_one(add str)", lambda: User.update_one(
+        X, User.year_of_birth.add("1")), ValidationError, "year_of_birth"),
+    ("update_one(add past max)", lambda: User.update_one(
+        X, User.year_of_birth.add(100)), ValidationError, "max_value"),
+    ("update_one(None key)", lambda: User.update_one(
+        None, User.name.set("a")), ValidationError, "email"),
+    ("update_from_dict(list)", lambda: User.update_from_dict([X]),
+     ValidationError, "dict"),
+    ("update_from_dict(no key)", lambda: User.update_from_dict(
+        {"name": "a"}), ValidationError, "email"),
+    ("update_from_dict(unknown)", lambda: User.update_from_dict(
+        {"email": X, "shoe_size": 9}), ValidationError, "shoe_size"),
+    ("update_from_dict(None required)", lambda: User.update_from_dict(
+        {"email": X, "name": None}), ValidationError, "name"),
+    ("keys_in(str)", lambda: User.keys_in(X), ValidationError, "keys_in"),
+    ("keys_in(scalar on composite)", lambda: Contacts.keys_in(
+        [uuid.uuid4()]), ValidationError, "user_id"),
+    ("between(high, low)", lambda: User.year_of_birth.between(2000, 1990),
+     ExpressionError, "year_of_birth"),
+    ("begins_with(on int)", lambda: User.year_of_birth.begins_with("19"),
+     ExpressionError, "year_of_birth"),
+    ("compare(wrong type)", lambda: User.year_of_birth > "old",
+     ValidationError, "year_of_birth"),
+    ("sub-field unknown", lambda: Profile.address.country == "KE",
+     UnknownFieldError, "country"),
+    ("set_config(table_prefix='a b')", lambda: Connection.set_config(
+        table_prefix="a b"), SchemaError, "table_prefix"),
+    ("set_config(max_attempts=0)", lambda: Connection.set_config(
+        max_attempts=0), ValidationError, "max_attempts"),
+    ("create_table(twice)", lambda: User.create_table(), DynamoDBError,
+     "CreateTable"),
+]
+
+
+@pytest.mark.parametrize("call, error, text", [row[1:] for row in MISUSES],
+                         ids=[row[0] for row in MISUSES])
+def test_misuse_raises_a_clear_dynamongo_error(users, call, error, text):
+    User.save_one(JOHN)
+    before = raw_items(User)
+    with pytest.raises(dynamongo.DynamongoError) as caught:
+        call()
+    assert isinstance(caught.value, error)
+    assert text in str(caught.value)
+    assert raw_items(User) == before  # nothing written
+
+
+def test_misuse_table_covers_every_public_method():
+    called = " ".join(row[0] for row in MISUSES)
+    for method in ("save_one", "save_many", "get_one", "get_many",
+                   "delete_one", "delete_many", "update_one",
+                   "update_from_dict", "keys_in", "create_table",
+                   "set_config", "Model("):
+        assert method in called, method
+
+
+# -- Security ------------------------------------------------------------------
+
+def test_expression_injection_is_impossible():
+    hostile = "x) OR (attribute_exists(#n0)) OR (:v0 = :v0"
+    Hostile = property_model([hostile], ["str"])
+    Hostile.create_table()
+    Hostile.save_one({"run": "r", "n": 1, hostile: "on"})
+    field = getattr(Hostile, hostile)
+    expression = dynamongo._Expression()
+    condition = (field == hostile) | field.not_exists()
+    assert condition._render(expression) == \
+        "(#n0 = :v0) OR (attribute_not_exists(#n0))"
+    assert expression.names == {"#n0": hostile}
+    assert expression.values == {":v0": {"S": hostile}}
+    assert Hostile.get_many(field == hostile) == []
+    assert getattr(Hostile.update_one(("r", 1), field.set(hostile)),
+                   hostile) == hostile
+    assert Hostile.get_many(field == hostile)[0].n == 1
+
+
+def test_table_names_cannot_escape_their_prefix():
+    for table in ("../users", "users/x", "a b", "users;drop", "ü-table",
+                  "x" * 256):
+        with pytest.raises(SchemaError):
+            type("Escaping", (Model,), {"__table__": table,
+                                        "__hash_key__": "id",
+                                        "id": IntField()})
+    Connection.set_config(table_prefix="tenant-a.")
+    assert User.table_name() == "tenant-a.users"
+    for prefix in ("tenant/", "a b", "x:"):
+        with pytest.raises(SchemaError):
+            Connection.set_config(table_prefix=prefix)
+    assert User.table_name() == "tenant-a.users"
+
+
+def test_credentials_never_shown_in_errors_or_logs(users, caplog,
+                                                   monkeypatch, no_sleep):
+    secret = "SECRETsecretSECRET9876"
+    token = "TOKENtokenTOKEN5432"
+    Connection.set_config(secret_access_key=secret, session_token=token)
+    caplog.set_level(logging.DEBUG)
+    texts = [repr(Connection.settings()), str(Connection.settings())]
+    for call in (lambda: Contacts.get_one((uuid.uuid4(), "a@b.io")),
+                 lambda: User.get_one("nobody@b.io"),
+                 lambda: User.save_one({"email": "bad"})):
+        with pytest.raises(dynamongo.DynamongoError) as caught:
+            call()
+        texts += [str(caught.value), repr(caught.value),
+                  repr(getattr(caught.value, "response", ""))]
+    Faults(monkeypatch, unprocessed=1.0)
+    Connection.set_config(batch_attempts=2)
+    result = User.save_many([JOHN])
+    texts += [repr(result.fail), str(result.fail[0].error)]
+    texts.append(caplog.text)
+    for text in texts:
+        assert secret not in text and token not in text
 
 
 # -- The manual's quickstart -------------------------------------------------
