@@ -66,12 +66,14 @@ import datetime
 import decimal
 import ipaddress
 import itertools
+import json
 import math
 import os
 import re
 import threading
 import time
 import uuid
+import zlib
 from urllib.parse import urlsplit
 
 
@@ -1646,8 +1648,9 @@ class _Expression:
 
 # -- The wire ----------------------------------------------------------------
 #
-# Layers, bottom up: _send makes one HTTP request (botocore's own retries are
-# off); _call retries throttling, 5xx and connection errors with exponential
+# Layers, bottom up: _send makes one HTTP request, through the fast path
+# (_FastWire) or a plain boto3 client (_ClientWire), neither retrying;
+# _call retries throttling, 5xx and connection errors with exponential
 # backoff and full jitter; the batch helpers resend unprocessed items and
 # keys the same way and report whatever is still left.
 
@@ -1656,8 +1659,108 @@ _sleep = time.sleep  # tests replace it to run retries without waiting
 
 def _send(operation, params):
     """One request, as it goes on the wire; returns the parsed response."""
-    client = Connection._wire or Connection._wire_client()
-    return getattr(client, _OPERATIONS[operation])(**params)
+    return (Connection._wire or Connection._wire_client())(operation, params)
+
+
+class _ClientWire:
+    """Requests through a boto3 client (botocore serializes, validates and
+    parses); set_config(fast_path=False) chooses it."""
+
+    def __init__(self, client):
+        self.client = client
+
+    def __call__(self, operation, params):
+        return getattr(self.client, _OPERATIONS[operation])(**params)
+
+
+class _FastWire:
+    """Requests without botocore's serializer and parser, which cost most
+    of a boto3 client's time: the JSON body is built here, signed with
+    botocore's SigV4 signer and the credentials botocore resolves (its whole
+    chain: environment, profile, IAM role, SSO), sent on botocore's pooled
+    urllib3 session (endpoint, timeouts, proxies, CA bundle), and parsed with
+    json.loads. botocore's ``before-send`` event is emitted first, and a
+    handler's response stands in for the server's, as in botocore itself
+    (this is how moto's mock_aws answers)."""
+
+    _TARGET = "DynamoDB_20120810."
+
+    def __init__(self, session, settings):
+        import socket
+
+        import botocore
+        from botocore.auth import SigV4Auth
+        from botocore.awsrequest import AWSRequest
+        from botocore.httpsession import URLLib3Session
+        from botocore.utils import get_environ_proxies
+
+        region = settings["region"]
+        self.region = region
+        self.url = (settings["endpoint_url"] or (
+            f"https://dynamodb.{region}.amazonaws.com"
+            + (".cn" if region.startswith("cn-") else ""))).rstrip("/") + "/"
+        self.credentials = session.get_credentials()
+        self.events = session.events
+        self.http = URLLib3Session(
+            verify=session._session.get_config_variable("ca_bundle") or True,
+            proxies=get_environ_proxies(self.url),
+            timeout=(settings["connect_timeout"], settings["read_timeout"]),
+            max_pool_connections=settings["max_pool_connections"],
+            # As botocore does: without TCP_NODELAY, Nagle's algorithm and
+            # delayed ACKs stall small requests for ~40 ms.
+            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
+        self.user_agent = (f"dynamongo/{__version__} "
+                           f"botocore/{botocore.__version__}")
+        self.sign, self.request = SigV4Auth, AWSRequest
+
+    def __call__(self, operation, params):
+        from botocore.exceptions import ClientError, NoCredentialsError
+
+        if self.credentials is None:
+            raise NoCredentialsError()
+        request = self.request(
+            "POST", self.url,
+            data=json.dumps(params, separators=(",", ":"),
+                            ensure_ascii=False).encode(),
+            headers={"Content-Type": "application/x-amz-json-1.0",
+                     "X-Amz-Target": self._TARGET + operation,
+                     "User-Agent": self.user_agent})
+        self.sign(self.credentials.get_frozen_credentials(), "dynamodb",
+                  self.region).add_auth(request)
+        request = request.prepare()
+        _, response = self.events.emit_until_response(
+            f"before-send.dynamodb.{operation}", request=request)
+        if response is None:
+            response = self.http.send(request)
+        body, status = response.content, response.status_code
+        checksum = response.headers.get("x-amz-crc32")
+        if status == 200 and (checksum is None
+                              or zlib.crc32(body) == int(checksum)):
+            return json.loads(body) if body else {}
+        raise ClientError(self._error(body, status, response.headers,
+                                      checksum), operation)
+
+    @staticmethod
+    def _error(body, status, headers, checksum):
+        """A botocore-shaped error response from a refusal's body."""
+        if status == 200:  # the body does not match its checksum
+            code, message, extra = "CRC32CheckFailed", "corrupted answer", {}
+            status = 500  # the request may have been applied: retry
+        else:
+            try:
+                extra = json.loads(body)
+            except ValueError:
+                extra = {}
+            if not isinstance(extra, dict):
+                extra = {}
+            code = str(extra.pop("__type", status)).rpartition("#")[2]
+            message = extra.pop("message", None) or extra.pop(
+                "Message", None) or body[:200].decode("utf-8", "replace")
+        return dict(extra, Error={"Code": code, "Message": message},
+                    ResponseMetadata={
+                        "HTTPStatusCode": status,
+                        "RequestId": headers.get("x-amzn-RequestId"),
+                        "HTTPHeaders": dict(headers)})
 
 
 def _call(operation, params):
@@ -1850,7 +1953,9 @@ def _settings_from_environment():
         "region": (env("AWS_REGION_NAME") or env("AWS_REGION")
                    or env("AWS_DEFAULT_REGION") or _DEFAULT_REGION),
         "table_prefix": env("AWS_TABLE_PREFIX") or "",
-        "endpoint_url": env("AWS_ENDPOINT_URL") or None,
+        "endpoint_url": (env("AWS_ENDPOINT_URL_DYNAMODB")
+                         or env("AWS_ENDPOINT_URL") or None),
+        "fast_path": True,
         "profile_name": None,
         "connect_timeout": 5,
         "read_timeout": 30,
@@ -1926,7 +2031,7 @@ class Connection:
                    connect_timeout=None, read_timeout=None,
                    max_attempts=None, batch_attempts=None,
                    backoff_base=None, backoff_cap=None,
-                   max_pool_connections=None):
+                   max_pool_connections=None, fast_path=None):
         """Merge the settings given over the current ones (an argument left
         at None changes nothing); the next request uses them.
 
@@ -1940,6 +2045,9 @@ class Connection:
         :param backoff_base: seconds before the first retry (default 0.05),
             doubling each time up to ``backoff_cap`` (default 5); each pause
             is drawn at random below that ceiling (full jitter).
+        :param fast_path: ``True`` (default) sends dynamongo's requests
+            without botocore's serializer and parser; ``False`` sends them
+            through a plain boto3 client.
         """
         given = dict(access_key_id=access_key_id,
                      secret_access_key=secret_access_key, region=region,
@@ -1949,7 +2057,8 @@ class Connection:
                      read_timeout=read_timeout, max_attempts=max_attempts,
                      batch_attempts=batch_attempts,
                      backoff_base=backoff_base, backoff_cap=backoff_cap,
-                     max_pool_connections=max_pool_connections)
+                     max_pool_connections=max_pool_connections,
+                     fast_path=fast_path)
         given = {key: value for key, value in given.items()
                  if value is not None}
         if "table_prefix" in given and (
@@ -2049,10 +2158,16 @@ class Connection:
 
     @classmethod
     def _wire_client(cls):
-        """The client behind dynamongo's requests: botocore's retries are
-        off, since _call retries (the same way on every path)."""
-        return cls._once("_wire", lambda settings: cls._boto3(
-            "client", settings, botocore_retries=False))
+        """What sends dynamongo's requests: the fast path, or a boto3
+        client with botocore's retries off (_call retries, the same way on
+        both paths)."""
+        def make(settings):
+            if settings["fast_path"]:
+                return _FastWire(cls._once("_session", _boto3_session),
+                                 settings)
+            return _ClientWire(cls._boto3("client", settings,
+                                          botocore_retries=False))
+        return cls._once("_wire", make)
 
     @classmethod
     def get_table(cls, name):

@@ -13,6 +13,7 @@ import collections
 import datetime
 import decimal
 import ipaddress
+import json
 import logging
 import math
 import os
@@ -37,6 +38,8 @@ from dynamongo import (
     URLField, UUIDField, ValidationError)
 
 ENDPOINT = os.environ.get("DYNAMONGO_TEST_ENDPOINT")
+# "0" runs the suite on the plain boto3 client path instead of the fast one.
+FAST_PATH = os.environ.get("DYNAMONGO_TEST_FAST_PATH", "1") != "0"
 # Which server ENDPOINT is ("dynalite", "moto server", ...), for its gaps.
 BACKEND = os.environ.get("DYNAMONGO_TEST_BACKEND",
                          "server" if ENDPOINT else "moto")
@@ -177,7 +180,8 @@ def backend(monkeypatch):
         monkeypatch.delenv(name, raising=False)
     prefix = f"t{uuid.uuid4().hex[:12]}-"
     settings = dict(access_key_id="testing", secret_access_key="testing",
-                    region="us-east-1", table_prefix=prefix)
+                    region="us-east-1", table_prefix=prefix,
+                    fast_path=FAST_PATH)
     if ENDPOINT:
         Connection.set_config(endpoint_url=ENDPOINT, **settings)
         yield prefix
@@ -768,6 +772,58 @@ def test_client_creation_is_thread_safe():
 def test_endpoint_url_is_used():
     Connection.set_config(endpoint_url="http://127.0.0.1:1")
     assert Connection.client().meta.endpoint_url == "http://127.0.0.1:1"
+
+
+def test_wire_path_follows_the_setting(users):
+    Connection.set_config(fast_path=True)
+    assert isinstance(Connection._wire_client(), dynamongo._FastWire)
+    User.save_one(JOHN)
+    Connection.set_config(fast_path=False)
+    assert isinstance(Connection._wire_client(), dynamongo._ClientWire)
+    assert User.get_one(JOHN["email"]).name == "John Doe"
+
+
+def fake_answers(monkeypatch, answers):
+    """Answer the fast path's next requests with ``answers`` (status,
+    headers, body), through botocore's before-send event, then let requests
+    through."""
+    from botocore.awsrequest import AWSResponse
+
+    class Raw:
+        def __init__(self, body):
+            self.body = body
+
+        def stream(self, **_):
+            yield self.body
+
+    def answer(request, **_):
+        if answers:
+            status, headers, body = answers.pop(0)
+            return AWSResponse(request.url, status, headers, Raw(body))
+        return None
+
+    Connection._session.events.register("before-send.dynamodb", answer)
+
+
+def test_fast_path_errors_and_checksums(users, no_sleep, monkeypatch):
+    if not FAST_PATH:
+        pytest.skip("checks the fast path's own parsing")
+    User.save_one(JOHN)
+    answers = [(502, {}, b"<html>Bad Gateway</html>"),
+               (200, {"x-amz-crc32": "1"}, b'{"Item": {}}')]
+    fake_answers(monkeypatch, answers)
+    assert User.get_one(JOHN["email"]).name == "John Doe"  # third try
+    assert answers == [] and len(no_sleep) == 2
+    answers += [(400, {}, json.dumps({
+        "__type": "com.amazonaws.dynamodb.v20120810#ValidationException",
+        "message": "One or more parameter values were invalid"}).encode())]
+    with pytest.raises(DynamoDBError, match="parameter values") as caught:
+        User.get_one(JOHN["email"])
+    assert caught.value.code == "ValidationException"
+    assert caught.value.status == 400
+    assert type(caught.value.__cause__).__name__ == "ClientError"
+    assert caught.value.__cause__.response["Error"]["Code"] == \
+        "ValidationException"
 
 
 def test_import_does_not_import_boto3():
