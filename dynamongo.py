@@ -1863,41 +1863,60 @@ class _Write:
 
 
 def _batch_write(table, writes, key_names, result):
-    """Send ``writes`` in BatchWriteItem requests of 25, resending what
-    comes back unprocessed; what still fails goes to ``result.fail``."""
+    """Send ``writes`` in BatchWriteItem requests of 25, on the worker pool,
+    resending what comes back unprocessed; what still fails goes to
+    ``result.fail``."""
+    for done, failed in _parallel(
+            lambda chunk: _write_chunk(table, chunk, key_names),
+            list(_chunks(writes, 25))):
+        result.success.extend(done)
+        result.fail.extend(failed)
+
+
+def _write_chunk(table, pending, key_names):
+    """(done, failures) of one BatchWriteItem chunk and its resends."""
     attempts = Connection.settings(masked=False)["batch_attempts"]
-    for pending in _chunks(writes, 25):
-        for attempt in range(attempts):
-            try:
-                response = _call("BatchWriteItem", {"RequestItems": {
-                    table: [write.request for write in pending]}})
-            except Exception as exc:
-                result.fail.extend(Failure(write.given, exc)
-                                   for write in pending)
-                break
-            unprocessed = {
-                _key_identity(request.get("PutRequest", {}).get("Item")
-                              or request["DeleteRequest"]["Key"], key_names)
-                for request in response.get("UnprocessedItems", {}).get(
-                    table, ())}
-            left = []
-            for write in pending:
-                if write.identity in unprocessed:
-                    left.append(write)
-                else:
-                    result.success.append(write.done)
-            pending = left
-            if not pending:
-                break
-            if attempt + 1 < attempts:
-                _pause(attempt)
-        else:
-            error = UnprocessedError(
-                f"BatchWriteItem on table {table!r} left {len(pending)} "
-                f"items unprocessed after {attempts} attempts",
-                [write.identity for write in pending])
-            result.fail.extend(Failure(write.given, error)
-                               for write in pending)
+    done = []
+    for attempt in range(attempts):
+        try:
+            response = _call("BatchWriteItem", {"RequestItems": {
+                table: [write.request for write in pending]}})
+        except Exception as exc:
+            return done, [Failure(write.given, exc) for write in pending]
+        unprocessed = {_key_identity(_request_key(request), key_names)
+                       for request in response.get(
+                           "UnprocessedItems", {}).get(table, ())}
+        left = []
+        for write in pending:
+            if write.identity in unprocessed:
+                left.append(write)
+            else:
+                done.append(write.done)
+        pending = left
+        if not pending:
+            return done, []
+        if attempt + 1 < attempts:
+            _pause(attempt)
+    error = UnprocessedError(
+        f"BatchWriteItem on table {table!r} left {len(pending)} items "
+        f"unprocessed after {attempts} attempts",
+        [{name: _request_key(write.request)[name] for name in key_names}
+         for write in pending])
+    return done, [Failure(write.given, error) for write in pending]
+
+
+def _request_key(request):
+    """The item (for a put) or key (for a delete) of a write request."""
+    put = request.get("PutRequest")
+    return put["Item"] if put else request["DeleteRequest"]["Key"]
+
+
+def _parallel(function, tasks):
+    """``[function(task) for task in tasks]``, run on the worker pool
+    (``concurrency`` threads) when there is more than one task."""
+    if len(tasks) < 2 or Connection.settings(masked=False)["concurrency"] < 2:
+        return [function(task) for task in tasks]
+    return list(Connection._pool().map(function, tasks))
 
 
 def _batch_get(table, keys, consistent_read=False):
@@ -1928,6 +1947,17 @@ def _batch_get(table, keys, consistent_read=False):
     raise UnprocessedError(
         f"BatchGetItem on table {table!r} left {len(missing)} keys unread "
         f"after {attempts} attempts: {_keys_text(missing)}", missing)
+
+
+def _read_pages(requests, limit=None):
+    """The items of several Query/Scan requests, in request order: read in
+    parallel, or one after another (stopping early) under a limit."""
+    if limit is None and len(requests) > 1:
+        return [item for items in _parallel(
+            lambda request: list(_pages(*request)), requests)
+            for item in items]
+    return list(itertools.islice(itertools.chain.from_iterable(
+        _pages(operation, params) for operation, params in requests), limit))
 
 
 def _pages(operation, params):
@@ -1964,6 +1994,8 @@ def _settings_from_environment():
         "backoff_base": 0.05,
         "backoff_cap": 5.0,
         "max_pool_connections": 32,
+        "concurrency": 16,
+        "scan_segments": 1,
     }
 
 
@@ -2022,7 +2054,8 @@ class Connection:
     _session = None
     _client = None
     _resource = None
-    _wire = None  # the client dynamongo's own requests use
+    _wire = None  # what sends dynamongo's own requests
+    _workers = None  # the thread pool of many-item calls
 
     @classmethod
     def set_config(cls, access_key_id=None, secret_access_key=None,
@@ -2031,7 +2064,8 @@ class Connection:
                    connect_timeout=None, read_timeout=None,
                    max_attempts=None, batch_attempts=None,
                    backoff_base=None, backoff_cap=None,
-                   max_pool_connections=None, fast_path=None):
+                   max_pool_connections=None, fast_path=None,
+                   concurrency=None, scan_segments=None):
         """Merge the settings given over the current ones (an argument left
         at None changes nothing); the next request uses them.
 
@@ -2048,6 +2082,10 @@ class Connection:
         :param fast_path: ``True`` (default) sends dynamongo's requests
             without botocore's serializer and parser; ``False`` sends them
             through a plain boto3 client.
+        :param concurrency: threads sending the chunks of one many-item
+            call at once (default 16; 1 sends them one after another).
+        :param scan_segments: segments of a parallel Scan (default 1: a
+            plain Scan); each segment is read by its own thread.
         """
         given = dict(access_key_id=access_key_id,
                      secret_access_key=secret_access_key, region=region,
@@ -2058,7 +2096,8 @@ class Connection:
                      batch_attempts=batch_attempts,
                      backoff_base=backoff_base, backoff_cap=backoff_cap,
                      max_pool_connections=max_pool_connections,
-                     fast_path=fast_path)
+                     fast_path=fast_path, concurrency=concurrency,
+                     scan_segments=scan_segments)
         given = {key: value for key, value in given.items()
                  if value is not None}
         if "table_prefix" in given and (
@@ -2066,8 +2105,8 @@ class Connection:
                 or not _TABLE_NAME_CHARS.fullmatch(table_prefix)):
             raise SchemaError(f"table_prefix {table_prefix!r} may hold only "
                               "letters, digits, '_', '-' and '.'")
-        for key in ("max_attempts", "batch_attempts",
-                    "max_pool_connections"):
+        for key in ("max_attempts", "batch_attempts", "max_pool_connections",
+                    "concurrency", "scan_segments"):
             if key in given and (type(given[key]) is not int
                                  or given[key] < 1):
                 raise ValidationError(f"{key} must be an int >= 1, not "
@@ -2112,7 +2151,20 @@ class Connection:
 
     @classmethod
     def _drop_clients(cls):
+        if cls._workers is not None:
+            cls._workers.shutdown(wait=False)
         cls._session = cls._client = cls._resource = cls._wire = None
+        cls._workers = None
+
+    @classmethod
+    def _pool(cls):
+        """The thread pool that sends the chunks of many-item calls."""
+        def make(settings):
+            from concurrent.futures import ThreadPoolExecutor
+
+            return ThreadPoolExecutor(settings["concurrency"],
+                                      thread_name_prefix="dynamongo")
+        return cls._workers or cls._once("_workers", make)
 
     @classmethod
     def _once(cls, attribute, make):
@@ -2871,10 +2923,11 @@ class Model(metaclass=_ModelMeta):
 
     @classmethod
     def _plan(cls, table, strategy, descending=False, consistent_read=False,
-              limit=None, keys_only=False):
+              limit=None, keys_only=False, segments=1):
         """How to find the items of a KeysIn or condition strategy:
         ``(keys, None)`` to read by BatchGetItem, or ``(None, requests)``,
-        the Query or Scan requests as (operation, params)."""
+        the Query or Scan requests as (operation, params); a Scan in
+        ``segments`` parallel segments."""
         if isinstance(strategy, KeysIn):
             if not issubclass(cls, strategy.model):
                 raise ValidationError(
@@ -2884,9 +2937,11 @@ class Model(metaclass=_ModelMeta):
         hash_name, range_name = cls._key_names[0], cls.__range_key__
         parts = strategy._conjuncts()
 
-        def request(operation, key_parts, rest):
+        def request(operation, key_parts, rest, segment=0):
             expression = _Expression(model=cls)
             params = {"TableName": table}
+            if segments > 1:
+                params["Segment"], params["TotalSegments"] = segment, segments
             if operation == "Query":
                 params["KeyConditionExpression"] = _and_all(
                     key_parts)._render(expression)
@@ -2927,7 +2982,8 @@ class Model(metaclass=_ModelMeta):
             if rest is None or not any(field.path[0] in cls._key_names
                                        for field in rest._fields()):
                 return None, [request("Query", key_parts, rest)]
-        return None, [request("Scan", None, strategy)]
+        return None, [request("Scan", None, strategy, segment)
+                      for segment in range(segments)]
 
     @classmethod
     def save_many(cls, items, overwrite=True):
@@ -2983,7 +3039,7 @@ class Model(metaclass=_ModelMeta):
 
     @classmethod
     def get_many(cls, strategy, descending=False, limit=None,
-                 consistent_read=False):
+                 consistent_read=False, segments=None):
         """The items a strategy names, as a list of instances.
 
         - a list of single-item strategies (key values, tuples, dicts,
@@ -2998,25 +3054,34 @@ class Model(metaclass=_ModelMeta):
 
         Queries and scans read every page. ``limit`` caps the number of
         items returned; ``descending`` orders a Query by range key from the
-        highest.
+        highest; ``segments`` splits a Scan into that many segments read in
+        parallel (default: the ``scan_segments`` setting).
         """
         table = cls.table_name()
         if limit is not None and (type(limit) is not int or limit < 1):
             raise ValidationError(f"limit must be an int >= 1 or None, not "
                                   f"{limit!r}")
+        segments = cls._segments(segments)
         if isinstance(strategy, (Condition, KeysIn)):
             keys, requests = cls._plan(table, strategy, descending,
-                                       consistent_read, limit)
+                                       consistent_read, limit, segments=segments)
         else:
             keys, requests = [key for key, _, _ in
                               cls._entries(strategy, "get_many")], None
         if keys is None:
-            items = itertools.islice(itertools.chain.from_iterable(
-                _pages(operation, params) for operation, params in requests),
-                limit)
+            items = _read_pages(requests, limit)
         else:
             items = cls._get_in_order(table, keys, consistent_read, limit)
         return [cls._from_item(item) for item in items]
+
+    @staticmethod
+    def _segments(segments):
+        if segments is None:
+            return Connection.settings(masked=False)["scan_segments"]
+        if type(segments) is not int or segments < 1:
+            raise ValidationError(f"segments must be an int >= 1, not "
+                                  f"{segments!r}")
+        return segments
 
     @classmethod
     def _get_in_order(cls, table, keys, consistent_read, limit):
@@ -3025,38 +3090,47 @@ class Model(metaclass=_ModelMeta):
         unique = {}
         for key in keys:
             unique.setdefault(_key_identity(key, names), key)
+        chunks = list(_chunks(list(unique.items()), 100))
+        # With a limit, read a window of chunks at a time and stop early.
+        window = (Connection.settings(masked=False)["concurrency"] if limit
+                  else len(chunks))
         items = []
-        for chunk in _chunks(list(unique.items()), 100):
-            found = {_key_identity(item, names): item for item in _batch_get(
-                table, [key for _, key in chunk], consistent_read)}
-            for identity, _ in chunk:
-                item = found.get(identity)
-                if item is not None:
-                    items.append(item)
-                    if len(items) == limit:
-                        return items
+        for start in range(0, len(chunks), window):
+            batch = chunks[start:start + window]
+            answers = _parallel(lambda chunk: _batch_get(
+                table, [key for _, key in chunk], consistent_read), batch)
+            for chunk, answer in zip(batch, answers, strict=True):
+                found = {_key_identity(item, names): item for item in answer}
+                for identity, _ in chunk:
+                    item = found.get(identity)
+                    if item is not None:
+                        items.append(item)
+                        if len(items) == limit:
+                            return items
         return items
 
     @classmethod
-    def delete_many(cls, strategy):
+    def delete_many(cls, strategy, segments=None):
         """Delete the items a strategy names (as for get_many); return a
         BatchResult.
 
         Plain keys are deleted by BatchWriteItem (25 per request); list
         entries carrying extra conditions by a conditional DeleteItem each
         (one whose condition fails goes to ``fail``); a condition finds the
-        matching keys first (Query or Scan, keys only). ``success`` holds
-        the deleted items (key attributes only for batch deletes).
+        matching keys first (Query or Scan, keys only; ``segments`` as for
+        get_many). ``success`` holds the deleted items (key attributes only
+        for batch deletes).
         """
         table = cls.table_name()
+        segments = cls._segments(segments)
         names = cls._key_names
         conditional = []
         if isinstance(strategy, (Condition, KeysIn)):
-            keys, requests = cls._plan(table, strategy, keys_only=True)
+            keys, requests = cls._plan(table, strategy, keys_only=True,
+                                       segments=segments)
             if keys is None:
                 keys = [{name: item[name] for name in names}
-                        for operation, params in requests
-                        for item in _pages(operation, params)]
+                        for item in _read_pages(requests)]
             entries = [(key, key) for key in keys]
         else:
             entries = []

@@ -255,7 +255,8 @@ class Faults:
 
     def __init__(self, monkeypatch, seed=0, unprocessed=0.0, throttle=0.0,
                  server_error=0.0, drop_before=0.0, drop_after=0.0):
-        self.random = random.Random(seed)
+        self.seed, self.seen = seed, collections.Counter()
+        self.lock = threading.Lock()
         self.unprocessed, self.throttle = unprocessed, throttle
         self.server_error = server_error
         self.drop_before, self.drop_after = drop_before, drop_after
@@ -269,7 +270,15 @@ class Faults:
 
         if not self.enabled:
             return self.send(operation, params)
-        draw = self.random.random()
+        # Draws depend on the request and how often it was seen, not on
+        # the order threads send requests in: runs repeat exactly.
+        request = f"{operation} {json.dumps(params, sort_keys=True)}" \
+            .replace(Connection.table_prefix(), "")  # random per test
+        with self.lock:
+            self.seen[request] += 1
+            chance = random.Random(
+                f"{self.seed} {self.seen[request]} {request}")
+        draw = chance.random()
         for kind, rate in (("throttle", self.throttle),
                            ("500", self.server_error),
                            ("drop before", self.drop_before),
@@ -280,7 +289,8 @@ class Faults:
         else:
             kind = None
         if kind:
-            self.injected[kind] += 1
+            with self.lock:
+                self.injected[kind] += 1
         if kind == "throttle":
             raise client_error("ProvisionedThroughputExceededException",
                                operation=operation)
@@ -293,24 +303,25 @@ class Faults:
             raise ConnectionClosedError(endpoint_url="http://127.0.0.1:1")
         if operation == "BatchWriteItem":
             (table, requests), = params["RequestItems"].items()
-            sent, held = self._split(requests)
+            sent, held = self._split(requests, chance)
             response = self._send_part(operation, table, sent)
             return self._hold(response, "UnprocessedItems", table, held)
         if operation == "BatchGetItem":
             (table, request), = params["RequestItems"].items()
-            sent, held = self._split(request["Keys"])
+            sent, held = self._split(request["Keys"], chance)
             response = self._send_part(operation, table,
                                        dict(request, Keys=sent))
             return self._hold(response, "UnprocessedKeys", table,
                               dict(request, Keys=held) if held else None)
         return self.send(operation, params)
 
-    def _split(self, entries):
+    def _split(self, entries, chance):
         sent, held = [], []
         for entry in entries:
-            (held if self.random.random() < self.unprocessed
+            (held if chance.random() < self.unprocessed
              else sent).append(entry)
-        self.injected["unprocessed"] += len(held)
+        with self.lock:
+            self.injected["unprocessed"] += len(held)
         return sent, held
 
     def _send_part(self, operation, table, part):
@@ -1772,6 +1783,54 @@ def test_ten_thousand_items_round_trip(calls):
     result = Event.delete_many(Event.user.in_(["ann", "bob"]))
     assert result.success_count == 10_000 and result.fail == []
     assert raw_items(Event) == []
+
+
+def test_parallel_scan_reads_every_segment(calls):
+    Event.create_table()
+    Event.save_many(events("ann", 120) + events("bob", 80))
+    del calls[:]
+    found = Event.get_many(Event.kind == "odd", segments=4)
+    assert sorted((item.user, item.seq) for item in found) == sorted(
+        [("ann", seq) for seq in range(1, 120, 2)]
+        + [("bob", seq) for seq in range(1, 80, 2)])
+    scans = [params for operation, params in calls if operation == "Scan"]
+    assert sorted(params["Segment"] for params in scans
+                  if "ExclusiveStartKey" not in params) == [0, 1, 2, 3]
+    assert {params["TotalSegments"] for params in scans} == {4}
+    Connection.set_config(scan_segments=3)
+    del calls[:]
+    assert len(Event.get_many(Event.kind == "even", limit=7)) == 7
+    assert {params["TotalSegments"] for _, params in calls} == {3}
+    result = Event.delete_many(Event.kind == "even")
+    assert result.success_count == 100
+    assert sorted(item.seq for item in Event.get_many(
+        Event.user == "bob")) == list(range(1, 80, 2))
+    for segments in (0, "2", 1.5):
+        with pytest.raises(ValidationError, match="segments"):
+            Event.get_many(Event.kind == "odd", segments=segments)
+
+
+def test_chunks_are_sent_by_a_bounded_pool(monkeypatch, calls):
+    Event.create_table()
+    threads = set()
+    send = dynamongo._send
+
+    def recording(operation, params):
+        threads.add(threading.current_thread().name)
+        return send(operation, params)
+
+    monkeypatch.setattr(dynamongo, "_send", recording)
+    Connection.set_config(concurrency=4)
+    Event.save_many(events("ann", 400))
+    workers = {name for name in threads if name.startswith("dynamongo")}
+    assert 1 < len(workers) <= 4
+    assert len(Event.get_many([("ann", seq) for seq in range(400)])) == 400
+    Connection.set_config(concurrency=1)
+    threads.clear()
+    result = Event.delete_many([("ann", seq) for seq in range(400)])
+    assert result.success_count == 400
+    assert threads == {threading.current_thread().name}
+    assert Connection._workers is None
 
 
 # -- Retries -----------------------------------------------------------------
