@@ -68,6 +68,7 @@ import ipaddress
 import itertools
 import json
 import math
+import operator
 import os
 import re
 import threading
@@ -92,6 +93,11 @@ _TABLE_NAME = re.compile(r"[A-Za-z0-9_.\-]{3,255}")
 _TABLE_NAME_CHARS = re.compile(r"[A-Za-z0-9_.\-]*")
 _MAX_IN_VALUES = 100  # DynamoDB's limit on the operands of IN
 _MAX_ITEM_BYTES = 400 * 1024  # DynamoDB's limit on the size of an item
+# Numbers a converter passes on sight: every int within 38 digits, every
+# float within DynamoDB's range.
+_FAST_INT_LIMIT = 10 ** 38 - 1
+_FAST_FLOAT_LIMIT = 9.999999999999999e125
+_FAST_FLOAT_TINY = 1e-130
 _KEY_TYPES = ("S", "N")
 _BILLING_MODES = ("PROVISIONED", "PAY_PER_REQUEST")
 _DEFAULT_REGION = "us-east-2"
@@ -320,9 +326,10 @@ def _generic_from_av(av):
 
 def _av_size(av):
     """Bytes DynamoDB counts for an AttributeValue (numbers rounded up)."""
+    text = av.get("S")
+    if text is not None:
+        return len(text) if text.isascii() else len(text.encode())
     (kind, value), = av.items()
-    if kind == "S":
-        return len(value) if value.isascii() else len(value.encode())
     if kind == "N":
         return len(value) // 2 + 2
     if kind == "L":
@@ -371,6 +378,12 @@ _EMAIL_LOCAL = re.compile(rf"{_EMAIL_ATOM}(\.{_EMAIL_ATOM})*")
 _HOST_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _TOP_LEVEL_DOMAIN = re.compile(r"[A-Za-z]{2,63}|xn--[A-Za-z0-9-]{1,59}")
 _URL_SCHEMES = ("http", "https", "ftp", "ftps")
+# A plain ASCII address of at most 254 characters: surely valid (others go
+# through _is_email).
+_ASCII_EMAIL = re.compile(
+    r"(?=.{3,254}\Z)(?=[^@]{1,64}@)[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+    r"(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@"
+    r"([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}")
 
 
 def _is_hostname(host, require_tld=True):
@@ -496,6 +509,26 @@ class Field:
             return self._dump(self.to_native(value))
         except ValidationError as exc:
             raise _located(exc, _path_text(path or self.path)) from None
+
+    # Compiled converters. A model calls these on its hot paths; they are
+    # made once per field when the model is defined, and subclasses return
+    # faster ones for their common cases.
+
+    small = False  # whether values stay far below DynamoDB's item limit
+
+    def _converter(self):
+        """A function ``value -> (native value, AttributeValue)`` that
+        validates exactly as validate() does."""
+        validate, dump = self.validate, self._dump
+
+        def convert(value):
+            native = validate(value)
+            return native, dump(native)
+        return convert
+
+    def _loader(self):
+        """A function ``AttributeValue -> native value``."""
+        return self._load
 
     def _default_value(self):
         default = self.default
@@ -650,11 +683,19 @@ class _NumberField(Field):
     """Shared range checks of IntField and FloatField."""
 
     wire_type = "N"
+    small = True
 
     def __init__(self, min_value=None, max_value=None, **kwargs):
         super().__init__(**kwargs)
         self.min_value = min_value
         self.max_value = max_value
+
+    def _fast_range(self, limit):
+        """The bounds within which a value needs no check but its type."""
+        low = -limit if self.min_value is None else max(-limit,
+                                                         self.min_value)
+        high = limit if self.max_value is None else min(limit, self.max_value)
+        return low, high
 
     def validate(self, value):
         value = self.to_native(value)
@@ -713,6 +754,14 @@ class _NumberField(Field):
         return value
 
 
+def _load_int(av):
+    text = av["N"]
+    try:
+        return int(text)
+    except ValueError:  # an integral number written by others as 1E+3
+        return int(decimal.Decimal(text))
+
+
 class IntField(_NumberField):
     """An integer (stored as a DynamoDB number, at most 38 digits)."""
 
@@ -738,11 +787,20 @@ class IntField(_NumberField):
         return {"N": str(value)}
 
     def _load(self, av):
-        text = av["N"]
-        try:
-            return int(text)
-        except ValueError:
-            return int(decimal.Decimal(text))
+        return _load_int(av)
+
+    def _loader(self):
+        return _load_int
+
+    def _converter(self):
+        slow = super()._converter()
+        low, high = self._fast_range(_FAST_INT_LIMIT)
+
+        def convert(value):
+            if type(value) is int and low <= value <= high:
+                return value, {"N": str(value)}
+            return slow(value)
+        return convert
 
 
 class FloatField(_NumberField):
@@ -768,6 +826,17 @@ class FloatField(_NumberField):
     def _load(self, av):
         return float(av["N"])
 
+    def _converter(self):
+        slow = super()._converter()
+        low, high = self._fast_range(_FAST_FLOAT_LIMIT)
+
+        def convert(value):
+            if type(value) is float and low <= value <= high and (
+                    value == 0.0 or abs(value) >= _FAST_FLOAT_TINY):
+                return value, {"N": repr(value)}
+            return slow(value)
+        return convert
+
 
 class BooleanField(Field):
     """True or False."""
@@ -775,7 +844,7 @@ class BooleanField(Field):
     wire_type = "BOOL"
 
     def to_native(self, value):
-        if type(value) is not bool:
+        if value is not True and value is not False:
             raise _wrong_type("a bool", value)
         return value
 
@@ -784,6 +853,18 @@ class BooleanField(Field):
 
     def _load(self, av):
         return av["BOOL"]
+
+    small = True
+
+    def _converter(self):
+        def convert(value):
+            if value is True or value is False:
+                return value, {"BOOL": value}
+            raise _wrong_type("a bool", value)
+        return convert
+
+    def _loader(self):
+        return operator.itemgetter("BOOL")
 
 
 class StringField(Field):
@@ -831,9 +912,45 @@ class StringField(Field):
     def _load(self, av):
         return av["S"]
 
+    @property
+    def small(self):
+        return self.max_length is not None and self.max_length <= 1024
+
+    def _converter(self, fast_pattern=None):
+        """Any string passes on sight when nothing constrains it; with a
+        format, those matching ``fast_pattern`` (surely valid) do."""
+        slow = super()._converter()
+        if self.regex is not None or self.min_length is not None \
+                or self.max_length is not None:
+            return slow
+        if fast_pattern is None:
+            if type(self)._check_format is not StringField._check_format:
+                return slow
+
+            def convert(value):
+                if type(value) is str:
+                    return value, {"S": value}
+                return slow(value)
+            return convert
+        match = fast_pattern.fullmatch
+
+        def convert(value):
+            if type(value) is str and match(value):
+                return value, {"S": value}
+            return slow(value)
+        return convert
+
+    def _loader(self):
+        return operator.itemgetter("S")
+
 
 class EmailField(StringField):
     """An e-mail address (``local@domain.tld``)."""
+
+    small = True
+
+    def _converter(self):
+        return super()._converter(fast_pattern=_ASCII_EMAIL)
 
     def _check_format(self, value):
         if not _is_email(value):
@@ -858,6 +975,8 @@ class URLField(StringField):
 
 class IPAddressField(StringField):
     """An IPv4 or IPv6 address, stored as the text given."""
+
+    small = True
 
     def to_native(self, value):
         if isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
@@ -893,6 +1012,17 @@ class UUIDField(Field):
 
     def _load(self, av):
         return uuid.UUID(av["S"])
+
+    small = True
+
+    def _converter(self):
+        slow = super()._converter()
+
+        def convert(value):
+            if type(value) is uuid.UUID:
+                return value, {"S": str(value)}
+            return slow(value)
+        return convert
 
 
 _TIME_ZONE_POLICIES = ("allow", "utc", "reject", "require")
@@ -990,6 +1120,29 @@ class DateTimeField(Field):
             return datetime.datetime.strptime(av["S"], self.serialized_format)
         return datetime.datetime.fromisoformat(av["S"])
 
+    small = True
+
+    def _loader(self):
+        if self.serialized_format:
+            return self._load
+        parse = datetime.datetime.fromisoformat
+        return lambda av: parse(av["S"])
+
+    def _converter(self):
+        slow = super()._converter()
+        if (self.serialized_format or self.tzd != "allow" or self.convert_tz
+                or self.drop_tzinfo):
+            return slow
+
+        def convert(value):
+            if type(value) is datetime.datetime:
+                # isoformat() shows microseconds when they are not 0, and
+                # is quicker without the timespec argument.
+                return value, {"S": value.isoformat() if value.microsecond
+                               else value.isoformat(timespec="microseconds")}
+            return slow(value)
+        return convert
+
 
 class DateField(Field):
     """A date, stored as ISO 8601 text (``YYYY-MM-DD``).
@@ -1032,6 +1185,8 @@ class DateField(Field):
 
     def _load(self, av):
         return datetime.date.fromisoformat(av["S"])
+
+    small = True
 
 
 _MICROSECONDS = {
@@ -1096,6 +1251,8 @@ class TimedeltaField(Field):
         return datetime.timedelta(microseconds=int(
             micro.to_integral_value(decimal.ROUND_HALF_EVEN)))
 
+    small = True
+
 
 def _field_instance(field, where):
     """A Field instance from a Field or Field subclass, else SchemaError."""
@@ -1158,6 +1315,25 @@ class ListField(Field):
     def _load(self, av):
         load = self.field._load
         return [load(item) for item in av["L"]]
+
+    def _converter(self):
+        slow = super()._converter()
+        item = self.field._converter()
+
+        def convert(value):
+            if type(value) is list:
+                try:
+                    pairs = [item(element) for element in value]
+                except ValidationError:
+                    return slow(value)  # for the full account of errors
+                return ([native for native, _ in pairs],
+                        {"L": [av for _, av in pairs]})
+            return slow(value)
+        return convert
+
+    def _loader(self):
+        load = self.field._loader()
+        return lambda av: [load(item) for item in av["L"]]
 
     def append(self, *values):
         """Add ``values`` (validated by the item field) at the end of the
@@ -2385,6 +2561,26 @@ class _ModelMeta(type):
                                   f"not {units!r}")
         cls._key_fields = tuple(keys)
         cls._key_names = tuple(name for name, _ in keys)
+        _ModelMeta._compile(cls)
+
+    @staticmethod
+    def _compile(cls):
+        """The per-model converters the hot paths use: no per-value
+        dispatch left when items are saved or read."""
+        cls._converters = tuple(
+            (name, field._converter(),
+             field if field.default is not None else None,
+             field.required or name in cls._key_names)
+            for name, field in cls._fields.items())
+        cls._loaders = tuple((name, field._loader())
+                             for name, field in cls._fields.items())
+        # Fields that stay small bound the item size without a count; only
+        # the others are measured against DynamoDB's 400 KB.
+        cls._small_bytes = sum(len(name.encode()) + 4 * 1024 + 64
+                               for name, field in cls._fields.items()
+                               if field.small)
+        cls._large_fields = tuple(name for name, field in cls._fields.items()
+                                  if not field.small)
 
 
 class Model(metaclass=_ModelMeta):
@@ -2444,13 +2640,13 @@ class Model(metaclass=_ModelMeta):
     def _from_item(cls, item):
         """An instance from a DynamoDB item (attributes the model does not
         declare are ignored)."""
-        instance = cls.__new__(cls)
-        values = instance.__dict__
-        fields = cls._fields
-        for name, av in item.items():
-            field = fields.get(name)
-            if field is not None:
-                values[name] = field._load(av)
+        values = {}
+        for name, load in cls._loaders:
+            av = item.get(name)
+            if av is not None:
+                values[name] = load(av)
+        instance = object.__new__(cls)
+        instance.__dict__ = values
         return instance
 
     @classmethod
@@ -2462,36 +2658,47 @@ class Model(metaclass=_ModelMeta):
             unknown = ()
         elif isinstance(item, dict):
             values = item
-            unknown = [name for name in item if name not in cls._fields]
+            unknown = () if item.keys() <= cls._fields.keys() else [
+                name for name in item if name not in cls._fields]
         else:
             raise ValidationError(
                 f"{cls.__name__}: an item must be a dict or a "
                 f"{cls.__name__} instance, not {type(item).__name__}")
         errors = {name: ["is not a field of the model"] for name in unknown}
         native, wire = {}, {}
-        key_names = cls._key_names
-        for name, field in cls._fields.items():
-            value = values.get(name)
-            if value is None and field.default is not None:
-                value = field._default_value()
+        get = values.get
+        for name, convert, defaulted, required in cls._converters:
+            value = get(name)
+            if value is None and defaulted is not None:
+                value = defaulted._default_value()
             if value is None:
-                if field.required or name in key_names:
+                if required:
                     errors[name] = ["is required"]
                 continue
             try:
-                value = field.validate(value)
-                av = field._dump(value)
+                native[name], wire[name] = convert(value)
             except ValidationError as exc:
                 errors.update(_located(exc, name).errors)
-                continue
-            if av.get("S") == "" and name in key_names:
+        for name in cls._key_names:
+            av = wire.get(name)
+            if av is not None and av.get("S") == "":
                 errors[name] = ["is a key, so it must not be empty"]
-                continue
-            native[name] = value
-            wire[name] = av
         if errors:
             raise ValidationError(f"{cls.__name__}: invalid item: "
                                   f"{_describe(errors)}", errors)
+        bound = cls._small_bytes
+        for name in cls._large_fields:
+            av = wire.get(name)
+            if av is not None:
+                bound += len(name) + _av_size(av)
+        if bound > _MAX_ITEM_BYTES:
+            cls._check_size(wire)
+        return native, wire
+
+    @classmethod
+    def _check_size(cls, wire):
+        """ValidationError naming the largest attributes of an item over
+        DynamoDB's 400 KB."""
         sizes = {name: len(name.encode()) + _av_size(av)
                  for name, av in wire.items()}
         if sum(sizes.values()) > _MAX_ITEM_BYTES:
@@ -2502,12 +2709,11 @@ class Model(metaclass=_ModelMeta):
                 "largest: " + ", ".join(f"{name} ({sizes[name]} bytes)"
                                         for name in largest),
                 {largest[0]: ["makes the item larger than 400 KB"]})
-        return native, wire
 
     @classmethod
     def _from_native(cls, native):
-        instance = cls.__new__(cls)
-        instance.__dict__.update(native)
+        instance = object.__new__(cls)
+        instance.__dict__ = native
         return instance
 
     # -- keys and strategies

@@ -1,0 +1,515 @@
+"""dynamongo against hand-written boto3 client code and PynamoDB.
+
+    pip install -e '.[test]' -r benchmarks/requirements.txt
+    npm ci
+    python benchmarks/bench.py [--items 3000] [--bulk 10000] [--plot FILE]
+
+Starts its own dynalite (from node_modules) and, for the bulk test, a
+loopback proxy in another process that holds every request 5 ms. Client
+figures are this process's CPU time (the servers run in other processes),
+so they measure what a caller pays, not the server. Prints a table of
+microseconds per item and the ratios the project aims for.
+"""
+
+import argparse
+import datetime
+import http.client
+import http.server
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import timeit
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+
+CREDENTIALS = dict(region_name="us-east-1", aws_access_key_id="bench",
+                   aws_secret_access_key="bench")
+GROUP = "bench"
+
+
+# -- Servers -----------------------------------------------------------------
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for(port):
+    for _ in range(200):
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing listens on port {port}")
+
+
+def start_dynalite():
+    cli = os.path.join(ROOT, "node_modules", "dynalite", "cli.js")
+    if not os.path.exists(cli):
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=ROOT,
+                       check=True)
+    port = free_port()
+    server = subprocess.Popen(
+        ["node", cli, "--port", str(port), "--createTableMs", "0",
+         "--deleteTableMs", "0"], stdout=subprocess.DEVNULL)
+    wait_for(port)
+    return server, f"http://127.0.0.1:{port}"
+
+
+class SlowProxy(http.server.BaseHTTPRequestHandler):
+    """Forwards each request to the target after holding it 5 ms."""
+
+    protocol_version = "HTTP/1.1"
+    target = None
+    local = threading.local()
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        time.sleep(0.005)
+        connection = getattr(self.local, "connection", None)
+        if connection is None:
+            connection = self.local.connection = http.client.HTTPConnection(
+                *self.target)
+        headers = {name: value for name, value in self.headers.items()
+                   if name.lower() != "host"}
+        connection.request("POST", self.path, body, headers)
+        response = connection.getresponse()
+        answer = response.read()
+        self.send_response(response.status)
+        for name, value in response.getheaders():
+            if name.lower() not in ("connection", "keep-alive",
+                                    "transfer-encoding", "date"):
+                self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, *args):
+        pass
+
+
+def run_proxy(port, target_port):
+    SlowProxy.target = ("127.0.0.1", target_port)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), SlowProxy)
+    server.daemon_threads = True
+    server.serve_forever()
+
+
+def start_proxy(endpoint):
+    port = free_port()
+    target_port = endpoint.rsplit(":", 1)[1]
+    proxy = subprocess.Popen([sys.executable, __file__, "--proxy", str(port),
+                              target_port])
+    wait_for(port)
+    return proxy, f"http://127.0.0.1:{port}"
+
+
+# -- The three contenders ----------------------------------------------------
+
+def make_items(count):
+    moment = datetime.datetime(2024, 5, 6, 7, 8, 9, 123456,
+                               tzinfo=datetime.timezone.utc)
+    return [{"group": GROUP, "email": f"user{number:06d}@example.com",
+             "name": f"User Number {number}",
+             "year_of_birth": 1950 + number % 60,
+             "cities_visited": ["Nairobi", "New York", "Lima"][:number % 4],
+             "created_at": moment + datetime.timedelta(seconds=number)}
+            for number in range(count)]
+
+
+def dynamongo_model(endpoint, table):
+    import dynamongo as dm
+
+    dm.Connection.set_config(endpoint_url=endpoint, access_key_id="bench",
+                             secret_access_key="bench", region="us-east-1",
+                             table_prefix="")
+
+    class BenchUser(dm.Model):
+        __table__ = table
+        __hash_key__ = "group"
+        __range_key__ = "email"
+        __billing_mode__ = "PAY_PER_REQUEST"
+
+        group = dm.StringField(required=True)
+        email = dm.EmailField(required=True)
+        name = dm.StringField(required=True)
+        year_of_birth = dm.IntField(min_value=1900, max_value=2018)
+        cities_visited = dm.ListField(dm.StringField)
+        created_at = dm.DateTimeField()
+
+    return BenchUser
+
+
+def pynamodb_model(endpoint, table):
+    from pynamodb.attributes import (ListAttribute, NumberAttribute,
+                                     UnicodeAttribute, UTCDateTimeAttribute)
+    from pynamodb.models import Model
+
+    class PynamoUser(Model):
+        class Meta:
+            table_name = table
+            host = endpoint
+            region = "us-east-1"
+            aws_access_key_id = "bench"
+            aws_secret_access_key = "bench"
+            billing_mode = "PAY_PER_REQUEST"
+
+        group = UnicodeAttribute(hash_key=True)
+        email = UnicodeAttribute(range_key=True)
+        name = UnicodeAttribute()
+        year_of_birth = NumberAttribute(null=True)
+        cities_visited = ListAttribute(of=UnicodeAttribute, null=True)
+        created_at = UTCDateTimeAttribute(null=True)
+
+    return PynamoUser
+
+
+def to_av(item):
+    """The hand-written conversion boto3 users write."""
+    return {"group": {"S": item["group"]}, "email": {"S": item["email"]},
+            "name": {"S": item["name"]},
+            "year_of_birth": {"N": str(item["year_of_birth"])},
+            "cities_visited": {"L": [{"S": city}
+                                     for city in item["cities_visited"]]},
+            "created_at": {"S": item["created_at"].isoformat()}}
+
+
+def from_av(item):
+    return {"group": item["group"]["S"], "email": item["email"]["S"],
+            "name": item["name"]["S"],
+            "year_of_birth": int(item["year_of_birth"]["N"]),
+            "cities_visited": [city["S"]
+                               for city in item["cities_visited"]["L"]],
+            "created_at": datetime.datetime.fromisoformat(
+                item["created_at"]["S"])}
+
+
+def boto3_write(client, table, items):
+    requests = [{"PutRequest": {"Item": to_av(item)}} for item in items]
+    for start in range(0, len(requests), 25):
+        pending = {table: requests[start:start + 25]}
+        while pending:
+            pending = client.batch_write_item(
+                RequestItems=pending)["UnprocessedItems"]
+
+
+def boto3_query(client, table):
+    items, params = [], dict(
+        TableName=table, KeyConditionExpression="#g = :g",
+        ExpressionAttributeNames={"#g": "group"},
+        ExpressionAttributeValues={":g": {"S": GROUP}})
+    while True:
+        page = client.query(**params)
+        items.extend(from_av(item) for item in page["Items"])
+        if "LastEvaluatedKey" not in page:
+            return items
+        params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def cpu(function, repeat=3):
+    """Least process CPU seconds of ``repeat`` calls (all threads)."""
+    best = None
+    for _ in range(repeat):
+        start = time.process_time()
+        function()
+        spent = time.process_time() - start
+        best = spent if best is None else min(best, spent)
+    return best
+
+
+def per_item(seconds, count):
+    return seconds / count * 1e6
+
+
+# -- Measurements ------------------------------------------------------------
+
+def measure_requests(endpoint, count):
+    import boto3
+
+    items = make_items(count)
+    client = boto3.client("dynamodb", endpoint_url=endpoint, **CREDENTIALS)
+    Dyn = dynamongo_model(endpoint, "bench-dynamongo")
+    Pyn = pynamodb_model(endpoint, "bench-pynamodb")
+    Dyn.create_table(exist_ok=True)
+    if not Pyn.exists():
+        Pyn.create_table(wait=True)
+    client.create_table(
+        TableName="bench-boto3", BillingMode="PAY_PER_REQUEST",
+        KeySchema=[{"AttributeName": "group", "KeyType": "HASH"},
+                   {"AttributeName": "email", "KeyType": "RANGE"}],
+        AttributeDefinitions=[{"AttributeName": "group", "AttributeType": "S"},
+                              {"AttributeName": "email",
+                               "AttributeType": "S"}])
+
+    def pynamodb_write():
+        with Pyn.batch_write() as batch:
+            for item in items:
+                batch.save(Pyn(**item))
+
+    writes = {
+        "boto3": cpu(lambda: boto3_write(client, "bench-boto3", items)),
+        "PynamoDB": cpu(pynamodb_write),
+        "dynamongo": cpu(lambda: Dyn.save_many(items)),
+    }
+    reads = {
+        "boto3": cpu(lambda: boto3_query(client, "bench-boto3")),
+        "PynamoDB": cpu(lambda: list(Pyn.query(GROUP))),
+        "dynamongo": cpu(lambda: Dyn.get_many(Dyn.group == GROUP)),
+    }
+    assert len(Dyn.get_many(Dyn.group == GROUP)) == count
+    assert len(list(Pyn.query(GROUP))) == count
+    assert len(boto3_query(client, "bench-boto3")) == count
+    return ({name: per_item(spent, count) for name, spent in writes.items()},
+            {name: per_item(spent, count) for name, spent in reads.items()})
+
+
+def measure_conversion(endpoint, count=2000):
+    from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+
+    items = make_items(count)
+    avs = [to_av(item) for item in items]
+    Dyn = dynamongo_model(endpoint, "bench-dynamongo")
+    Pyn = pynamodb_model(endpoint, "bench-pynamodb")
+    serializer, deserializer = TypeSerializer(), TypeDeserializer()
+
+    def timed(function, data):
+        runs = timeit.repeat(lambda: [function(value) for value in data],
+                             number=1, repeat=5)
+        return per_item(min(runs), len(data))
+
+    return {
+        "serialize": {
+            "hand-written": timed(to_av, items),
+            "boto3 TypeSerializer": timed(lambda item: {
+                name: serializer.serialize(value if name != "created_at"
+                                           else value.isoformat())
+                for name, value in item.items()}, items),
+            "PynamoDB": timed(lambda item: Pyn(**item).serialize(), items),
+            "dynamongo (validated)": timed(Dyn._validate_item, items),
+        },
+        "deserialize": {
+            "hand-written": timed(from_av, avs),
+            "boto3 TypeDeserializer": timed(lambda item: {
+                name: deserializer.deserialize(value)
+                for name, value in item.items()}, avs),
+            "PynamoDB": timed(Pyn.from_raw_data, [
+                Pyn(**item).serialize() for item in items]),
+            "dynamongo (to instances)": timed(Dyn._from_item, avs),
+        },
+    }
+
+
+def measure_bulk(endpoint, count):
+    """Wall seconds for ``count`` items through the 5 ms proxy."""
+    import boto3
+
+    proxy, slow = start_proxy(endpoint)
+    try:
+        items = make_items(count)
+        Dyn = dynamongo_model(slow, "bench-bulk-dynamongo")
+        Dyn.create_table(exist_ok=True)
+        resource = boto3.resource("dynamodb", endpoint_url=slow,
+                                  **CREDENTIALS)
+        client = resource.meta.client
+        resource.create_table(
+            TableName="bench-bulk-boto3", BillingMode="PAY_PER_REQUEST",
+            KeySchema=[{"AttributeName": "group", "KeyType": "HASH"},
+                       {"AttributeName": "email", "KeyType": "RANGE"}],
+            AttributeDefinitions=[
+                {"AttributeName": "group", "AttributeType": "S"},
+                {"AttributeName": "email", "AttributeType": "S"}])
+        table = resource.Table("bench-bulk-boto3")
+        keys = [{"group": GROUP, "email": item["email"]} for item in items]
+
+        def wall(function):
+            start = time.perf_counter()
+            function()
+            return time.perf_counter() - start
+
+        def batch_writer_put():
+            with table.batch_writer() as batch:
+                for item in items:
+                    batch.put_item(Item=dict(
+                        item, created_at=item["created_at"].isoformat()))
+
+        def batch_get_loop():
+            found = 0
+            for start in range(0, len(keys), 100):
+                pending = {"bench-bulk-boto3": {"Keys": keys[start:start
+                                                              + 100]}}
+                while pending:
+                    answer = resource.batch_get_item(RequestItems=pending)
+                    found += len(answer["Responses"]["bench-bulk-boto3"])
+                    pending = answer["UnprocessedKeys"]
+            assert found == count
+
+        def batch_writer_delete():
+            with table.batch_writer() as batch:
+                for key in keys:
+                    batch.delete_item(Key=key)
+
+        def dynamongo_get():
+            assert len(Dyn.get_many([(GROUP, item["email"])
+                                     for item in items])) == count
+
+        def dynamongo_delete():
+            assert Dyn.delete_many([(GROUP, item["email"])
+                                    for item in items]).fail_count == 0
+
+        results = {
+            "write": (wall(batch_writer_put), wall(lambda: Dyn.save_many(
+                items))),
+            "read": (wall(batch_get_loop), wall(dynamongo_get)),
+            "delete": (wall(batch_writer_delete), wall(dynamongo_delete)),
+        }
+        assert client.scan(TableName="bench-bulk-boto3")["Count"] == 0
+        return results
+    finally:
+        proxy.terminate()
+
+
+def measure_import():
+    def least(code, runs=9):
+        times = []
+        for _ in range(runs):
+            out = subprocess.run(
+                [sys.executable, "-c", "import time; t = time.perf_counter()"
+                 f"; {code}; print(time.perf_counter() - t)"],
+                cwd=ROOT, capture_output=True, text=True, check=True)
+            times.append(float(out.stdout))
+        return min(times) * 1e3
+
+    import dynamongo as dm
+
+    def define():
+        class Defined(dm.Model):
+            __table__ = "defined"
+            __hash_key__ = "email"
+            email = dm.EmailField(required=True)
+            name = dm.StringField(required=True)
+            year_of_birth = dm.IntField(max_value=2018, min_value=1900)
+            cities_visited = dm.ListField(dm.StringField)
+            created_at = dm.DateTimeField(default=datetime.datetime.now)
+
+    define_ms = min(timeit.repeat(define, number=100, repeat=5)) * 10
+    return {"import dynamongo": least("import dynamongo"),
+            "import boto3": least("import boto3"),
+            "import pynamodb.models": least("import pynamodb.models"),
+            "define a model": define_ms}
+
+
+# -- Report ------------------------------------------------------------------
+
+def report(args):
+    server, endpoint = start_dynalite()
+    try:
+        writes, reads = measure_requests(endpoint, args.items)
+        conversion = measure_conversion(endpoint)
+        bulk = measure_bulk(endpoint, args.bulk) if args.bulk else None
+    finally:
+        server.terminate()
+    imports = measure_import()
+    lines = [f"dynamongo benchmark, {datetime.date.today()}, "
+             f"{os.cpu_count()} cores, Python {sys.version.split()[0]}",
+             "", f"Client CPU per item, {args.items} items, dynalite "
+             "(target: dynamongo <= 0.4x boto3 writing, <= 0.3x reading, "
+             "<= 0.3x PynamoDB):",
+             f"  {'':12} {'write us':>9} {'read us':>9}"]
+    for name in ("boto3", "PynamoDB", "dynamongo"):
+        lines.append(f"  {name:12} {writes[name]:9.1f} {reads[name]:9.1f}")
+    ratios = {
+        "write vs boto3": writes["dynamongo"] / writes["boto3"],
+        "read vs boto3": reads["dynamongo"] / reads["boto3"],
+        "write vs PynamoDB": writes["dynamongo"] / writes["PynamoDB"],
+        "read vs PynamoDB": reads["dynamongo"] / reads["PynamoDB"],
+    }
+    lines += [f"  ratio {name}: {value:.2f}x"
+              for name, value in ratios.items()]
+    lines += ["", "Conversion alone, us per item (target: dynamongo <= 2x "
+              "hand-written):"]
+    for kind, figures in conversion.items():
+        hand = figures["hand-written"]
+        for name, value in figures.items():
+            lines.append(f"  {kind:12} {name:26} {value:7.2f} "
+                         f"({value / hand:.2f}x)")
+    lines += ["", "Import and definition (target: import <= 15 ms, a model "
+              "< 1 ms):"]
+    lines += [f"  {name:24} {value:8.2f} ms" for name, value in
+              imports.items()]
+    if bulk:
+        lines += ["", f"Bulk wall time, {args.bulk} items through a 5 ms "
+                  "proxy (target: >= 8x faster than boto3):"]
+        for name, (boto3_seconds, ours) in bulk.items():
+            lines.append(f"  {name:7} boto3 {boto3_seconds:6.2f} s  "
+                         f"dynamongo {ours:6.2f} s  "
+                         f"{boto3_seconds / ours:5.1f}x faster")
+    print("\n".join(lines))
+    figures = {"writes": writes, "reads": reads, "ratios": ratios,
+               "conversion": conversion, "imports": imports,
+               "bulk": bulk}
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump(figures, out, indent=2)
+    if args.plot:
+        plot(figures, args.plot)
+
+
+def plot(figures, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = ["boto3", "PynamoDB", "dynamongo"]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    width = 0.38
+    places = range(len(names))
+    left.bar([p - width / 2 for p in places],
+             [figures["writes"][n] for n in names], width, label="write")
+    left.bar([p + width / 2 for p in places],
+             [figures["reads"][n] for n in names], width, label="read")
+    left.set_xticks(list(places), names)
+    left.set_ylabel("client CPU, us per item (lower is better)")
+    left.set_title("Requests against dynalite")
+    left.legend()
+    if figures["bulk"]:
+        kinds = list(figures["bulk"])
+        right.bar([p - width / 2 for p in range(len(kinds))],
+                  [figures["bulk"][k][0] for k in kinds], width,
+                  label="boto3")
+        right.bar([p + width / 2 for p in range(len(kinds))],
+                  [figures["bulk"][k][1] for k in kinds], width,
+                  label="dynamongo")
+        right.set_xticks(list(range(len(kinds))), kinds)
+        right.set_ylabel("wall seconds (lower is better)")
+        right.set_title("Bulk items through a 5 ms proxy")
+        right.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--items", type=int, default=3000)
+    parser.add_argument("--bulk", type=int, default=10000,
+                        help="items of the bulk test (0 skips it)")
+    parser.add_argument("--json", help="also write the figures here")
+    parser.add_argument("--plot", help="also draw them in this PNG")
+    parser.add_argument("--proxy", nargs=2, type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.proxy:
+        run_proxy(*args.proxy)
+    else:
+        report(args)
+
+
+if __name__ == "__main__":
+    main()
