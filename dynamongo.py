@@ -1849,15 +1849,81 @@ class _ClientWire:
         return getattr(self.client, _OPERATIONS[operation])(**params)
 
 
+class _SigV4:
+    """AWS Signature Version 4 of dynamongo's requests (POST to "/", JSON
+    body), computed as botocore's SigV4Auth computes it -- the tests compare
+    the two byte for byte -- but keeping each day's signing key instead of
+    deriving it, and building the canonical request directly, which is
+    several times cheaper per request."""
+
+    def __init__(self, region, url):
+        import hashlib
+        import hmac
+
+        self.region = region
+        self.host = _host_of(url)
+        self.sha256, self.hmac = hashlib.sha256, hmac.new
+        self.keys = {}  # (secret key, day) -> signing key
+
+    def headers(self, credentials, target, body, moment=None):
+        """The headers that sign ``body`` for ``target``."""
+        moment = moment or time.gmtime()
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", moment)
+        day = stamp[:8]
+        headers = {"Content-Type": "application/x-amz-json-1.0",
+                   "X-Amz-Date": stamp, "X-Amz-Target": target}
+        signed = ("content-type;host;x-amz-date;x-amz-security-token;"
+                  "x-amz-target" if credentials.token else
+                  "content-type;host;x-amz-date;x-amz-target")
+        token = (f"x-amz-security-token:{credentials.token}\n"
+                 if credentials.token else "")
+        canonical = (f"POST\n/\n\ncontent-type:application/x-amz-json-1.0\n"
+                     f"host:{self.host}\nx-amz-date:{stamp}\n{token}"
+                     f"x-amz-target:{target}\n\n{signed}\n"
+                     f"{self.sha256(body).hexdigest()}")
+        scope = f"{day}/{self.region}/dynamodb/aws4_request"
+        to_sign = (f"AWS4-HMAC-SHA256\n{stamp}\n{scope}\n"
+                   f"{self.sha256(canonical.encode()).hexdigest()}")
+        signature = self.hmac(self._key(credentials.secret_key, day),
+                              to_sign.encode(), "sha256").hexdigest()
+        headers["Authorization"] = (
+            f"AWS4-HMAC-SHA256 Credential={credentials.access_key}/{scope}, "
+            f"SignedHeaders={signed}, Signature={signature}")
+        if credentials.token:
+            headers["X-Amz-Security-Token"] = credentials.token
+        return headers
+
+    def _key(self, secret, day):
+        key = self.keys.get((secret, day))
+        if key is None:
+            key = ("AWS4" + secret).encode()
+            for part in (day, self.region, "dynamodb", "aws4_request"):
+                key = self.hmac(key, part.encode(), "sha256").digest()
+            if len(self.keys) > 4:  # old days, rotated secrets
+                self.keys.clear()
+            self.keys[(secret, day)] = key
+        return key
+
+
+def _host_of(url):
+    """The Host header of ``url``: its port only when not the scheme's
+    default (as botocore signs it)."""
+    parts = urlsplit(url)
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    host = parts.hostname if ":" not in (parts.hostname or "") \
+        else f"[{parts.hostname}]"
+    return host if parts.port in (None, default) else f"{host}:{parts.port}"
+
+
 class _FastWire:
     """Requests without botocore's serializer and parser, which cost most
-    of a boto3 client's time: the JSON body is built here, signed with
-    botocore's SigV4 signer and the credentials botocore resolves (its whole
-    chain: environment, profile, IAM role, SSO), sent on botocore's pooled
-    urllib3 session (endpoint, timeouts, proxies, CA bundle), and parsed with
-    json.loads. botocore's ``before-send`` event is emitted first, and a
-    handler's response stands in for the server's, as in botocore itself
-    (this is how moto's mock_aws answers)."""
+    of a boto3 client's time: the JSON body is built here, signed (_SigV4)
+    with the credentials botocore resolves (its whole chain: environment,
+    profile, IAM role, SSO), sent on botocore's pooled urllib3 session
+    (endpoint, timeouts, proxies, CA bundle), and parsed with json.loads.
+    botocore's ``before-send`` event is emitted first, and a handler's
+    response stands in for the server's, as in botocore itself (this is how
+    moto's mock_aws answers)."""
 
     _TARGET = "DynamoDB_20120810."
 
@@ -1865,8 +1931,7 @@ class _FastWire:
         import socket
 
         import botocore
-        from botocore.auth import SigV4Auth
-        from botocore.awsrequest import AWSRequest
+        from botocore.awsrequest import AWSPreparedRequest
         from botocore.httpsession import URLLib3Session
         from botocore.utils import get_environ_proxies
 
@@ -1887,23 +1952,22 @@ class _FastWire:
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
         self.user_agent = (f"dynamongo/{__version__} "
                            f"botocore/{botocore.__version__}")
-        self.sign, self.request = SigV4Auth, AWSRequest
+        self.signer = _SigV4(region, self.url)
+        self.request = AWSPreparedRequest
 
     def __call__(self, operation, params):
         from botocore.exceptions import ClientError, NoCredentialsError
 
         if self.credentials is None:
             raise NoCredentialsError()
-        request = self.request(
-            "POST", self.url,
-            data=json.dumps(params, separators=(",", ":"),
-                            ensure_ascii=False).encode(),
-            headers={"Content-Type": "application/x-amz-json-1.0",
-                     "X-Amz-Target": self._TARGET + operation,
-                     "User-Agent": self.user_agent})
-        self.sign(self.credentials.get_frozen_credentials(), "dynamodb",
-                  self.region).add_auth(request)
-        request = request.prepare()
+        body = json.dumps(params, separators=(",", ":"),
+                          ensure_ascii=False).encode()
+        headers = self.signer.headers(
+            self.credentials.get_frozen_credentials(),
+            self._TARGET + operation, body)
+        headers["User-Agent"] = self.user_agent
+        headers["Content-Length"] = str(len(body))
+        request = self.request("POST", self.url, headers, body, False, {})
         _, response = self.events.emit_until_response(
             f"before-send.dynamodb.{operation}", request=request)
         if response is None:

@@ -837,6 +837,38 @@ def test_fast_path_errors_and_checksums(users, no_sleep, monkeypatch):
         "ValidationException"
 
 
+@pytest.mark.parametrize("url, token, body", [
+    ("https://dynamodb.us-east-1.amazonaws.com/", None, b'{"TableName":"t"}'),
+    ("https://dynamodb.eu-west-1.amazonaws.com/", "FwoGZXIvYXdzEJr//token=",
+     '{"Item":{"name":{"S":"Zoë ✓"}}}'.encode()),
+    ("http://127.0.0.1:8000/", None, b"{}"),
+    ("http://localhost:80/", "t", b'{"Key":{"k":{"N":"1"}}}'),
+    ("https://[::1]:8443/", None, b"{}"),
+])
+def test_signature_matches_botocore(monkeypatch, url, token, body):
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    credentials = Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfi",
+                              token).get_frozen_credentials()
+    region = url.split(".")[1] if "amazonaws" in url else "us-east-1"
+    moment = datetime.datetime(2026, 11, 27, 3, 4, 5)
+    monkeypatch.setattr("botocore.auth.get_current_datetime", lambda: moment)
+    request = AWSRequest("POST", url, data=body, headers={
+        "Content-Type": "application/x-amz-json-1.0",
+        "X-Amz-Target": "DynamoDB_20120810.PutItem",
+        "User-Agent": "anything"})
+    SigV4Auth(credentials, "dynamodb", region).add_auth(request)
+    ours = dynamongo._SigV4(region, url).headers(
+        credentials, "DynamoDB_20120810.PutItem", body,
+        moment.timetuple())
+    assert ours["Authorization"] == request.headers["Authorization"]
+    assert ours["X-Amz-Date"] == request.headers["X-Amz-Date"]
+    assert ours.get("X-Amz-Security-Token") == \
+        request.headers.get("X-Amz-Security-Token")
+
+
 def test_import_does_not_import_boto3():
     code = ("import sys, dynamongo; "
             "assert 'boto3' not in sys.modules, 'boto3'; "
