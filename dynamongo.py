@@ -1915,6 +1915,159 @@ def _host_of(url):
     return host if parts.port in (None, default) else f"{host}:{parts.port}"
 
 
+def _answer_of(response):
+    """(status, headers with lower-case names, body) of a botocore
+    AWSResponse."""
+    return (response.status_code,
+            {name.lower(): value for name, value in response.headers.items()},
+            response.content)
+
+
+class _Http:
+    """A small HTTP/1.1 client for the fast path: one kept-alive connection
+    per thread, the request written in a single send, the answer read by
+    Content-Length (or chunks). Its failures are botocore's exceptions, so
+    _call tells apart a request that never left (EndpointConnectionError,
+    ConnectTimeoutError) from one whose answer was lost
+    (ConnectionClosedError, ReadTimeoutError)."""
+
+    def __init__(self, url, connect_timeout, read_timeout, ca_bundle=None):
+        parts = urlsplit(url)
+        self.url = url
+        self.tls = parts.scheme == "https"
+        self.address = (parts.hostname, parts.port or (443 if self.tls
+                                                       else 80))
+        self.head = (f"POST {parts.path or '/'} HTTP/1.1\r\n"
+                     f"Host: {_host_of(url)}\r\n").encode()
+        self.connect_timeout, self.read_timeout = connect_timeout, read_timeout
+        self.ca_bundle = ca_bundle
+        self.local = threading.local()
+        self.context = None
+
+    def post(self, request):
+        """(status, headers with lower-case names, body) of a POST."""
+        from botocore import exceptions
+
+        connection = self._connection()
+        message = self.head + "".join(
+            f"{name}: {value}\r\n" for name, value in request.headers.items()
+        ).encode() + b"\r\n" + request.body
+        try:
+            connection.sendall(message)
+        except OSError as error:
+            self._close()
+            raise exceptions.ConnectionClosedError(endpoint_url=self.url,
+                                                   error=error) from error
+        try:
+            return self._read(self.local.reader)
+        except TimeoutError as error:
+            self._close()
+            raise exceptions.ReadTimeoutError(endpoint_url=self.url,
+                                              error=error) from error
+        except (OSError, ValueError) as error:
+            self._close()
+            raise exceptions.ConnectionClosedError(endpoint_url=self.url,
+                                                   error=error) from error
+
+    def _read(self, reader):
+        line = reader.readline(65537)
+        if not line:
+            raise ConnectionError("the server closed the connection")
+        status = int(line.split(None, 2)[1])
+        headers = {}
+        while True:
+            line = reader.readline(65537)
+            if line in (b"\r\n", b"\n", b""):
+                break
+            name, _, value = line.decode("latin-1").partition(":")
+            headers[name.strip().lower()] = value.strip()
+        if headers.get("transfer-encoding", "").lower() == "chunked":
+            chunks = []
+            while True:
+                size = int(reader.readline(65537).split(b";")[0], 16)
+                if size == 0:
+                    while reader.readline(65537) not in (b"\r\n", b"\n",
+                                                         b""):
+                        pass  # trailers
+                    break
+                chunks.append(reader.read(size))
+                reader.readline(65537)
+            body = b"".join(chunks)
+        elif "content-length" in headers:
+            length = int(headers["content-length"])
+            body = reader.read(length)
+            if len(body) != length:
+                raise ConnectionError("the answer was cut short")
+        else:
+            body = reader.read()
+            headers["connection"] = "close"
+        if headers.get("connection", "").lower() == "close":
+            self._close()
+        return status, headers, body
+
+    def _connection(self):
+        """This thread's connection, made anew when the server closed it."""
+        import select
+
+        connection = getattr(self.local, "connection", None)
+        if connection is not None:
+            # Readable while idle means closed (or garbage): start over.
+            if select.select([connection], [], [], 0)[0]:
+                self._close()
+                connection = None
+        if connection is None:
+            connection = self._connect()
+            self.local.connection = connection
+            self.local.reader = connection.makefile("rb")
+        return connection
+
+    def _connect(self):
+        import socket
+
+        from botocore import exceptions
+
+        try:
+            connection = socket.create_connection(self.address,
+                                                  self.connect_timeout)
+        except TimeoutError as error:
+            raise exceptions.ConnectTimeoutError(endpoint_url=self.url,
+                                                 error=error) from error
+        except OSError as error:
+            raise exceptions.EndpointConnectionError(
+                endpoint_url=self.url, error=error) from error
+        connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        connection.settimeout(self.read_timeout)
+        if self.tls:
+            try:
+                connection = self._tls().wrap_socket(
+                    connection, server_hostname=self.address[0])
+            except OSError as error:
+                connection.close()
+                raise exceptions.SSLError(endpoint_url=self.url,
+                                          error=error) from error
+        return connection
+
+    def _tls(self):
+        if self.context is None:
+            import ssl
+
+            from botocore.httpsession import get_cert_path
+
+            self.context = ssl.create_default_context(
+                cafile=get_cert_path(self.ca_bundle or True))
+        return self.context
+
+    def _close(self):
+        connection = getattr(self.local, "connection", None)
+        self.local.connection = None
+        if connection is not None:
+            try:
+                self.local.reader.close()
+                connection.close()
+            except OSError:
+                pass
+
+
 class _FastWire:
     """Requests without botocore's serializer and parser, which cost most
     of a boto3 client's time: the JSON body is built here, signed (_SigV4)
@@ -1942,14 +2095,19 @@ class _FastWire:
             + (".cn" if region.startswith("cn-") else ""))).rstrip("/") + "/"
         self.credentials = session.get_credentials()
         self.events = session.events
-        self.http = URLLib3Session(
-            verify=session._session.get_config_variable("ca_bundle") or True,
-            proxies=get_environ_proxies(self.url),
-            timeout=(settings["connect_timeout"], settings["read_timeout"]),
-            max_pool_connections=settings["max_pool_connections"],
-            # As botocore does: without TCP_NODELAY, Nagle's algorithm and
-            # delayed ACKs stall small requests for ~40 ms.
-            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
+        ca_bundle = session._session.get_config_variable("ca_bundle")
+        timeouts = (settings["connect_timeout"], settings["read_timeout"])
+        proxies = get_environ_proxies(self.url)
+        if proxies:  # urllib3 knows proxies, CONNECT tunnels and their auth
+            session = URLLib3Session(
+                verify=ca_bundle or True, proxies=proxies, timeout=timeouts,
+                max_pool_connections=settings["max_pool_connections"],
+                # As botocore does: without TCP_NODELAY, Nagle's algorithm
+                # and delayed ACKs stall small requests for ~40 ms.
+                socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
+            self.post = lambda request: _answer_of(session.send(request))
+        else:
+            self.post = _Http(self.url, *timeouts, ca_bundle).post
         self.user_agent = (f"dynamongo/{__version__} "
                            f"botocore/{botocore.__version__}")
         self.signer = _SigV4(region, self.url)
@@ -1970,15 +2128,14 @@ class _FastWire:
         request = self.request("POST", self.url, headers, body, False, {})
         _, response = self.events.emit_until_response(
             f"before-send.dynamodb.{operation}", request=request)
-        if response is None:
-            response = self.http.send(request)
-        body, status = response.content, response.status_code
-        checksum = response.headers.get("x-amz-crc32")
+        status, headers, body = (self.post(request) if response is None
+                                 else _answer_of(response))
+        checksum = headers.get("x-amz-crc32")
         if status == 200 and (checksum is None
                               or zlib.crc32(body) == int(checksum)):
             return json.loads(body) if body else {}
-        raise ClientError(self._error(body, status, response.headers,
-                                      checksum), operation)
+        raise ClientError(self._error(body, status, headers, checksum),
+                          operation)
 
     @staticmethod
     def _error(body, status, headers, checksum):
@@ -3210,7 +3367,7 @@ class Model(metaclass=_ModelMeta):
         def request(operation, key_parts, rest, segment=0):
             expression = _Expression(model=cls)
             params = {"TableName": table}
-            if segments > 1:
+            if operation == "Scan" and segments > 1:
                 params["Segment"], params["TotalSegments"] = segment, segments
             if operation == "Query":
                 params["KeyConditionExpression"] = _and_all(

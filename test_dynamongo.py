@@ -22,6 +22,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 import uuid
 
 import pytest
@@ -867,6 +868,173 @@ def test_signature_matches_botocore(monkeypatch, url, token, body):
     assert ours["X-Amz-Date"] == request.headers["X-Amz-Date"]
     assert ours.get("X-Amz-Security-Token") == \
         request.headers.get("X-Amz-Security-Token")
+
+
+class ScriptedServer:
+    """A loopback server answering each request with the next scripted
+    reply: bytes to send, "close" to drop the connection unanswered,
+    "silence" to keep it open unanswered, or ("then close", bytes) to answer
+    and then drop the connection as an idle server does."""
+
+    def __init__(self, replies, tls=None):
+        import socket
+
+        self.replies, self.connections = list(replies), 0
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen()
+        self.tls = tls
+        port = self.listener.getsockname()[1]
+        self.url = (f"https://localhost:{port}/" if tls  # the certificate's
+                    else f"http://127.0.0.1:{port}/")
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._answer, args=(connection,),
+                             daemon=True).start()
+
+    def _answer(self, connection):
+        if self.tls:
+            try:
+                connection = self.tls.wrap_socket(connection,
+                                                  server_side=True)
+            except OSError:
+                return connection.close()
+        reader = connection.makefile("rb")
+        while True:
+            head = b""
+            while not head.endswith(b"\r\n\r\n"):
+                line = reader.readline()
+                if not line:
+                    return connection.close()
+                head += line
+            length = int(re.search(rb"Content-Length: (\d+)", head)[1])
+            reader.read(length)
+            reply = self.replies.pop(0) if self.replies else "close"
+            if reply == "close":
+                return connection.close()
+            if reply == "silence":
+                time.sleep(2)
+                return connection.close()
+            if isinstance(reply, tuple):
+                connection.sendall(reply[1])
+                time.sleep(0.05)
+                return connection.close()
+            connection.sendall(reply)
+            if b"Connection: close" in reply:
+                return connection.close()
+
+    def close(self):
+        self.listener.close()
+
+
+def http_reply(body, headers=""):
+    return (f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n"
+            f"{headers}\r\n").encode() + body
+
+
+def post(client, body=b"{}"):
+    from botocore.awsrequest import AWSPreparedRequest
+
+    return client.post(AWSPreparedRequest(
+        "POST", client.url, {"Content-Length": str(len(body))}, body, False))
+
+
+def test_http_client_keeps_alive_and_reads_every_framing():
+    chunked = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"4\r\n{\"a\"\r\n3;ext=1\r\n:1}\r\n0\r\n\r\n")
+    server = ScriptedServer([http_reply(b'{"n":1}'), chunked,
+                             http_reply(b"{}", "Connection: close\r\n"),
+                             http_reply(b'{"n":2}')])
+    client = dynamongo._Http(server.url, 1, 1)
+    assert post(client) == (200, {"content-length": "7"}, b'{"n":1}')
+    status, headers, body = post(client)
+    assert (status, body) == (200, b'{"a":1}')
+    assert post(client)[2] == b"{}"
+    assert post(client)[2] == b'{"n":2}'  # on a new connection
+    assert server.connections == 2
+    server.close()
+
+
+def test_http_client_failures_are_botocore_errors():
+    from botocore import exceptions
+
+    server = ScriptedServer([http_reply(b"{}"), "close",
+                             b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n"
+                             b"Connection: close\r\n\r\n{}", "silence"])
+    client = dynamongo._Http(server.url, 1, 0.3)
+    assert post(client)[2] == b"{}"
+    with pytest.raises(exceptions.ConnectionClosedError):
+        post(client)  # answer lost: the server may have acted
+    with pytest.raises(exceptions.ConnectionClosedError):
+        post(client)  # cut short
+    with pytest.raises(exceptions.ReadTimeoutError):
+        post(client)
+    server.close()
+    import socket
+
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    with pytest.raises(exceptions.EndpointConnectionError):  # never sent
+        post(dynamongo._Http(f"http://127.0.0.1:{port}/", 1, 1))
+
+
+def test_http_client_verifies_tls(tmp_path):
+    import shutil
+    import ssl
+
+    from botocore import exceptions
+
+    if not shutil.which("openssl"):
+        pytest.skip("openssl is not installed to make a test certificate")
+    certificate, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048",
+                    "-nodes", "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost",
+                    "-keyout", str(key), "-out", str(certificate)],
+                   check=True, capture_output=True)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(certificate, key)
+    server = ScriptedServer([http_reply(b'{"tls":1}')] * 2, tls=context)
+    trusted = dynamongo._Http(server.url, 1, 1, ca_bundle=str(certificate))
+    assert post(trusted)[2] == b'{"tls":1}'
+    with pytest.raises(exceptions.SSLError):  # not signed by a known CA
+        post(dynamongo._Http(server.url, 1, 1))
+    server.close()
+
+
+def test_fast_path_sends_through_a_configured_proxy(monkeypatch):
+    server = ScriptedServer([http_reply(b'{"TableNames":[]}')])
+    monkeypatch.setenv("HTTP_PROXY", server.url)  # a proxy sees the request
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    Connection.set_config(endpoint_url="http://dynamodb.invalid:8000",
+                          fast_path=True)
+    wire = Connection._wire_client()
+    assert not isinstance(getattr(wire.post, "__self__", None),
+                          dynamongo._Http)
+    assert dynamongo._send("ListTables", {}) == {"TableNames": []}
+    assert server.connections == 1
+    server.close()
+    monkeypatch.delenv("HTTP_PROXY")  # before the backend's cleanup
+
+
+def test_http_client_reconnects_after_an_idle_close():
+    server = ScriptedServer([("then close", http_reply(b"{}")),
+                             http_reply(b'{"again":1}')])
+    client = dynamongo._Http(server.url, 1, 1)
+    assert post(client)[2] == b"{}"
+    time.sleep(0.2)  # the server has dropped the idle connection
+    assert post(client)[2] == b'{"again":1}'
+    assert server.connections == 2
+    server.close()
 
 
 def test_import_does_not_import_boto3():
