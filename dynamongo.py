@@ -2068,6 +2068,11 @@ class _Http:
                 pass
 
 
+# Requests hold plain trees of dicts, lists and strings: no cycle check.
+_encode_json = json.JSONEncoder(ensure_ascii=False, check_circular=False,
+                                separators=(",", ":")).encode
+
+
 class _FastWire:
     """Requests without botocore's serializer and parser, which cost most
     of a boto3 client's time: the JSON body is built here, signed (_SigV4)
@@ -2118,8 +2123,7 @@ class _FastWire:
 
         if self.credentials is None:
             raise NoCredentialsError()
-        body = json.dumps(params, separators=(",", ":"),
-                          ensure_ascii=False).encode()
+        body = _encode_json(params).encode()
         headers = self.signer.headers(
             self.credentials.get_frozen_credentials(),
             self._TARGET + operation, body)
@@ -2911,7 +2915,9 @@ class Model(metaclass=_ModelMeta):
         for name in cls._large_fields:
             av = wire.get(name)
             if av is not None:
-                bound += len(name) + _av_size(av)
+                text = av.get("S")  # most are strings: 4 bytes a character
+                bound += len(name) + (4 * len(text) if text is not None
+                                      else _av_size(av))
         if bound > _MAX_ITEM_BYTES:
             cls._check_size(wire)
         return native, wire
