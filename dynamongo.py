@@ -714,8 +714,9 @@ class _NumberField(Field):
         kind = int if isinstance(self, IntField) else (int, float)
         if type(number) is bool or not isinstance(number, kind):
             raise ValidationError(
-                f"{where}: add() takes {'an int' if kind is int else 'a number'}"
-                f", not {number!r}", {where: ["add() needs a number"]})
+                f"{where}: add() takes "
+                f"{'an int' if kind is int else 'a number'}, not {number!r}",
+                {where: ["add() needs a number"]})
         delta = self._operand(number)  # the delta is not held to the bounds
         low, high = self.min_value, self.max_value
         guard = []
@@ -3497,7 +3498,8 @@ class Model(metaclass=_ModelMeta):
         segments = cls._segments(segments)
         if isinstance(strategy, (Condition, KeysIn)):
             keys, requests = cls._plan(table, strategy, descending,
-                                       consistent_read, limit, segments=segments)
+                                       consistent_read, limit,
+                                       segments=segments)
         else:
             keys, requests = [key for key, _, _ in
                               cls._entries(strategy, "get_many")], None

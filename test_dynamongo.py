@@ -1,12 +1,16 @@
 """Tests of dynamongo, in the module's order.
 
-Sections: fixtures and helpers; errors and helpers; validators; fields;
-conditions and the expression compiler; connection; model schema; tables;
-single-item operations; the manual's quickstart.
+Sections: fixture models; fixtures and helpers (the fault injector among
+them); errors and helpers; validators; fields; conditions and the expression
+compiler; connection and the wire (signing, the HTTP client); model schema;
+tables; single-item operations; updates; many-item operations; retries;
+faults; property tests; misuse; security; the manual's quickstart.
 
 Every test gets a fresh backend and its own table prefix: moto in-process
 by default, or the DynamoDB server at DYNAMONGO_TEST_ENDPOINT
-(``http://127.0.0.1:PORT``: dynalite, moto server, DynamoDB Local).
+(``http://127.0.0.1:PORT``: dynalite, moto server, DynamoDB Local), named by
+DYNAMONGO_TEST_BACKEND for its known gaps. DYNAMONGO_TEST_FAST_PATH=0 runs
+everything on the plain boto3 client path.
 """
 
 import collections
@@ -715,7 +719,7 @@ def test_expression_sends_no_empty_maps():
                                    {"#n0": "name"}}
 
 
-# -- Connection --------------------------------------------------------------
+# -- Connection and the wire ------------------------------------------------
 
 def test_settings_from_environment(monkeypatch):
     Connection.reset()
@@ -2297,8 +2301,11 @@ def test_faults_lose_nothing(seed, monkeypatch, no_sleep, capsys):
 
 # -- Property tests ----------------------------------------------------------
 
-PROPERTIES = settings(max_examples=int(os.environ.get("PROPERTY_EXAMPLES", 40)), deadline=None, suppress_health_check=[
-    HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+# PROPERTY_EXAMPLES=1000 runs more cases than CI's 40 per property.
+PROPERTIES = settings(
+    max_examples=int(os.environ.get("PROPERTY_EXAMPLES", 40)), deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture,
+                           HealthCheck.too_slow])
 
 dynamo_ints = st.integers(-(10 ** 38 - 1), 10 ** 38 - 1)
 dynamo_floats = st.floats(allow_nan=False, allow_infinity=False).filter(
@@ -2762,7 +2769,7 @@ def test_misuse_table_covers_every_public_method():
         assert method in called, method
 
 
-# -- Security ------------------------------------------------------------------
+# -- Security ----------------------------------------------------------------
 
 def test_expression_injection_is_impossible():
     hostile = "x) OR (attribute_exists(#n0)) OR (:v0 = :v0"
