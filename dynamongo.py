@@ -530,6 +530,10 @@ class Field:
         """A function ``AttributeValue -> native value``."""
         return self._load
 
+    def _measure(self):
+        """A function ``(native, AttributeValue) -> bytes at most``."""
+        return lambda native, av: _av_size(av)
+
     def _default_value(self):
         default = self.default
         if callable(default):
@@ -944,6 +948,9 @@ class StringField(Field):
     def _loader(self):
         return operator.itemgetter("S")
 
+    def _measure(self):
+        return lambda native, av: 4 * len(native)  # 4 bytes a character
+
 
 class EmailField(StringField):
     """An e-mail address (``local@domain.tld``)."""
@@ -1335,6 +1342,13 @@ class ListField(Field):
     def _loader(self):
         load = self.field._loader()
         return lambda av: [load(item) for item in av["L"]]
+
+    def _measure(self):
+        if isinstance(self.field, StringField):
+            # 3 bytes for the list, 1 and 4 a character for each string
+            return lambda native, av: (3 + len(native)
+                                       + 4 * sum(map(len, native)))
+        return super()._measure()
 
     def append(self, *values):
         """Add ``values`` (validated by the item field) at the end of the
@@ -2691,6 +2705,16 @@ def _value_at(item, path):
     return av
 
 
+def _key_converter(convert):
+    """``convert``, refusing the empty string DynamoDB refuses in keys."""
+    def convert_key(value):
+        native, av = convert(value)
+        if av["S"] == "":
+            raise ValidationError("is a key, so it must not be empty")
+        return native, av
+    return convert_key
+
+
 def _is_list_like(value):
     """A list, tuple, set or generator of entries (not a str, dict, model
     instance or condition, which are iterable or single strategies)."""
@@ -2793,20 +2817,22 @@ class _ModelMeta(type):
     def _compile(cls):
         """The per-model converters the hot paths use: no per-value
         dispatch left when items are saved or read."""
+        # (name, converter, field giving the default, required, measure):
+        # a measure bounds the bytes of a value that may be large; fields
+        # that stay small count for a fixed bound instead.
         cls._converters = tuple(
-            (name, field._converter(),
+            (name, _key_converter(field._converter())
+             if name in cls._key_names and field.wire_type == "S"
+             else field._converter(),
              field if field.default is not None else None,
-             field.required or name in cls._key_names)
+             field.required or name in cls._key_names,
+             None if field.small else field._measure())
             for name, field in cls._fields.items())
         cls._loaders = tuple((name, field._loader())
                              for name, field in cls._fields.items())
-        # Fields that stay small bound the item size without a count; only
-        # the others are measured against DynamoDB's 400 KB.
         cls._small_bytes = sum(len(name.encode()) + 4 * 1024 + 64
                                for name, field in cls._fields.items()
                                if field.small)
-        cls._large_fields = tuple(name for name, field in cls._fields.items()
-                                  if not field.small)
 
 
 class Model(metaclass=_ModelMeta):
@@ -2893,32 +2919,28 @@ class Model(metaclass=_ModelMeta):
         errors = {name: ["is not a field of the model"] for name in unknown}
         native, wire = {}, {}
         get = values.get
-        for name, convert, defaulted, required in cls._converters:
+        bound = cls._small_bytes
+        for name, convert, defaulted, required, measure in cls._converters:
             value = get(name)
-            if value is None and defaulted is not None:
-                value = defaulted._default_value()
             if value is None:
-                if required:
-                    errors[name] = ["is required"]
-                continue
+                if defaulted is not None:
+                    value = defaulted._default_value()
+                if value is None:
+                    if required:
+                        errors[name] = ["is required"]
+                    continue
             try:
-                native[name], wire[name] = convert(value)
+                value, av = convert(value)
             except ValidationError as exc:
                 errors.update(_located(exc, name).errors)
-        for name in cls._key_names:
-            av = wire.get(name)
-            if av is not None and av.get("S") == "":
-                errors[name] = ["is a key, so it must not be empty"]
+                continue
+            native[name] = value
+            wire[name] = av
+            if measure is not None:
+                bound += len(name) + measure(value, av)
         if errors:
             raise ValidationError(f"{cls.__name__}: invalid item: "
                                   f"{_describe(errors)}", errors)
-        bound = cls._small_bytes
-        for name in cls._large_fields:
-            av = wire.get(name)
-            if av is not None:
-                text = av.get("S")  # most are strings: 4 bytes a character
-                bound += len(name) + (4 * len(text) if text is not None
-                                      else _av_size(av))
         if bound > _MAX_ITEM_BYTES:
             cls._check_size(wire)
         return native, wire
