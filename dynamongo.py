@@ -1326,7 +1326,20 @@ class ListField(Field):
 
     def _converter(self):
         slow = super()._converter()
-        item = self.field._converter()
+        field = self.field
+        if type(field) is StringField and field.regex is None \
+                and field.min_length is None and field.max_length is None:
+            def convert(value):  # the common list of plain strings
+                if type(value) is list:
+                    avs = []
+                    for element in value:
+                        if type(element) is not str:
+                            return slow(value)
+                        avs.append({"S": element})
+                    return list(value), {"L": avs}
+                return slow(value)
+            return convert
+        item = field._converter()
 
         def convert(value):
             if type(value) is list:
@@ -2255,14 +2268,21 @@ def _chunks(sequence, size):
         yield sequence[start:start + size]
 
 
-def _key_identity(item, key_names):
-    """A hashable identity of an item's key that matches numbers by value
-    (DynamoDB returns ``1.0`` as ``1``)."""
-    identity = []
-    for name in key_names:
-        (kind, value), = item[name].items()
-        identity.append(decimal.Decimal(value) if kind == "N" else value)
-    return tuple(identity)
+def _key_identity(key_fields):
+    """A function giving a hashable identity of an item's key, numbers
+    matched by value (DynamoDB returns ``1.0`` as ``1``)."""
+    parts = [(name, field.wire_type) for name, field in key_fields]
+
+    def value(av, kind):
+        return decimal.Decimal(av["N"]) if kind == "N" else av["S"]
+    if len(parts) == 1:
+        (name, kind), = parts
+        if kind == "S":
+            return lambda item: item[name]["S"]
+        return lambda item: value(item[name], kind)
+    (hash_name, hash_kind), (range_name, range_kind) = parts
+    return lambda item: (value(item[hash_name], hash_kind),
+                         value(item[range_name], range_kind))
 
 
 class _Write:
@@ -2278,18 +2298,18 @@ class _Write:
         self.done = done
 
 
-def _batch_write(table, writes, key_names, result):
+def _batch_write(table, writes, model, result):
     """Send ``writes`` in BatchWriteItem requests of 25, on the worker pool,
     resending what comes back unprocessed; what still fails goes to
     ``result.fail``."""
     for done, failed in _parallel(
-            lambda chunk: _write_chunk(table, chunk, key_names),
+            lambda chunk: _write_chunk(table, chunk, model),
             list(_chunks(writes, 25))):
         result.success.extend(done)
         result.fail.extend(failed)
 
 
-def _write_chunk(table, pending, key_names):
+def _write_chunk(table, pending, model):
     """(done, failures) of one BatchWriteItem chunk and its resends."""
     attempts = Connection.settings(masked=False)["batch_attempts"]
     done = []
@@ -2299,7 +2319,7 @@ def _write_chunk(table, pending, key_names):
                 table: [write.request for write in pending]}})
         except Exception as exc:
             return done, [Failure(write.given, exc) for write in pending]
-        unprocessed = {_key_identity(_request_key(request), key_names)
+        unprocessed = {model._identity(_request_key(request))
                        for request in response.get(
                            "UnprocessedItems", {}).get(table, ())}
         left = []
@@ -2316,7 +2336,8 @@ def _write_chunk(table, pending, key_names):
     error = UnprocessedError(
         f"BatchWriteItem on table {table!r} left {len(pending)} items "
         f"unprocessed after {attempts} attempts",
-        [{name: _request_key(write.request)[name] for name in key_names}
+        [{name: _request_key(write.request)[name]
+          for name in model._key_names}
          for write in pending])
     return done, [Failure(write.given, error) for write in pending]
 
@@ -2830,6 +2851,7 @@ class _ModelMeta(type):
             for name, field in cls._fields.items())
         cls._loaders = tuple((name, field._loader())
                              for name, field in cls._fields.items())
+        cls._identity = staticmethod(_key_identity(cls._key_fields))
         cls._small_bytes = sum(len(name.encode()) + 4 * 1024 + 64
                                for name, field in cls._fields.items()
                                if field.small)
@@ -3470,7 +3492,7 @@ class Model(metaclass=_ModelMeta):
             except ValidationError as exc:
                 errors.update(_located(exc, f"[{index}]").errors)
                 continue
-            identity = _key_identity(wire, cls._key_names)
+            identity = cls._identity(wire)
             writes.pop(identity, None)  # the last duplicate wins
             writes[identity] = _Write(identity, {"PutRequest": {"Item": wire}},
                                       item, cls._from_native(native))
@@ -3481,7 +3503,7 @@ class Model(metaclass=_ModelMeta):
             raise ValidationError(f"{where} needs at least one item")
         result = BatchResult()
         if condition is None:
-            _batch_write(table, list(writes.values()), cls._key_names, result)
+            _batch_write(table, list(writes.values()), cls, result)
             return result
         for write in writes.values():
             try:
@@ -3543,10 +3565,9 @@ class Model(metaclass=_ModelMeta):
     @classmethod
     def _get_in_order(cls, table, keys, consistent_read, limit):
         """BatchGetItem of ``keys`` (each sent once), items in key order."""
-        names = cls._key_names
         unique = {}
         for key in keys:
-            unique.setdefault(_key_identity(key, names), key)
+            unique.setdefault(cls._identity(key), key)
         chunks = list(_chunks(list(unique.items()), 100))
         # With a limit, read a window of chunks at a time and stop early.
         window = (Connection.settings(masked=False)["concurrency"] if limit
@@ -3557,7 +3578,7 @@ class Model(metaclass=_ModelMeta):
             answers = _parallel(lambda chunk: _batch_get(
                 table, [key for _, key in chunk], consistent_read), batch)
             for chunk, answer in zip(batch, answers, strict=True):
-                found = {_key_identity(item, names): item for item in answer}
+                found = {cls._identity(item): item for item in answer}
                 for identity, _ in chunk:
                     item = found.get(identity)
                     if item is not None:
@@ -3599,13 +3620,13 @@ class Model(metaclass=_ModelMeta):
                     conditional.append((key, condition, entry))
         writes = {}
         for key, given in entries:
-            identity = _key_identity(key, names)
+            identity = cls._identity(key)
             if identity not in writes:
                 writes[identity] = _Write(identity,
                                           {"DeleteRequest": {"Key": key}},
                                           given, cls._from_item(key))
         result = BatchResult()
-        _batch_write(table, list(writes.values()), names, result)
+        _batch_write(table, list(writes.values()), cls, result)
         for key, condition, entry in conditional:
             try:
                 old = cls._delete_item(table, key, condition)
