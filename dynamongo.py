@@ -2726,6 +2726,44 @@ def _value_at(item, path):
     return av
 
 
+def _item_converter(converters, small_bytes):
+    """One function converting a whole item, written out field by field
+    from ``converters`` (what a loop over them would do, without the
+    loop's cost): ``values, errors -> (native, wire, size bound)``, each
+    invalid field's messages added to ``errors``."""
+    lines = ["def convert_item(values, errors):",
+             "    get = values.get",
+             "    native, wire, bound = {}, {}, small_bytes"]
+    scope = {"small_bytes": small_bytes, "ValidationError": ValidationError,
+             "located": _located}
+    for index, (name, convert, defaulted, required, measure) in enumerate(
+            converters):
+        scope[f"convert{index}"] = convert
+        lines.append(f"    value = get({name!r})")
+        if defaulted is not None:
+            scope[f"default{index}"] = defaulted
+            lines += ["    if value is None:",
+                      f"        value = default{index}._default_value()"]
+        if required:
+            lines += ["    if value is None:",
+                      f"        errors[{name!r}] = ['is required']"]
+        lines += ["    if value is not None:",
+                  "        try:",
+                  f"            value, av = convert{index}(value)",
+                  "        except ValidationError as exc:",
+                  f"            errors.update(located(exc, {name!r}).errors)",
+                  "        else:",
+                  f"            native[{name!r}] = value",
+                  f"            wire[{name!r}] = av"]
+        if measure is not None:
+            scope[f"measure{index}"] = measure
+            lines.append(f"            bound += {len(name)} + "
+                         f"measure{index}(value, av)")
+    lines.append("    return native, wire, bound")
+    exec("\n".join(lines), scope)  # noqa: S102 -- our own source, above
+    return scope["convert_item"]
+
+
 def _key_converter(convert):
     """``convert``, refusing the empty string DynamoDB refuses in keys."""
     def convert_key(value):
@@ -2855,6 +2893,8 @@ class _ModelMeta(type):
         cls._small_bytes = sum(len(name.encode()) + 4 * 1024 + 64
                                for name, field in cls._fields.items()
                                if field.small)
+        cls._convert_item = staticmethod(_item_converter(cls._converters,
+                                                         cls._small_bytes))
 
 
 class Model(metaclass=_ModelMeta):
@@ -2939,27 +2979,7 @@ class Model(metaclass=_ModelMeta):
                 f"{cls.__name__}: an item must be a dict or a "
                 f"{cls.__name__} instance, not {type(item).__name__}")
         errors = {name: ["is not a field of the model"] for name in unknown}
-        native, wire = {}, {}
-        get = values.get
-        bound = cls._small_bytes
-        for name, convert, defaulted, required, measure in cls._converters:
-            value = get(name)
-            if value is None:
-                if defaulted is not None:
-                    value = defaulted._default_value()
-                if value is None:
-                    if required:
-                        errors[name] = ["is required"]
-                    continue
-            try:
-                value, av = convert(value)
-            except ValidationError as exc:
-                errors.update(_located(exc, name).errors)
-                continue
-            native[name] = value
-            wire[name] = av
-            if measure is not None:
-                bound += len(name) + measure(value, av)
+        native, wire, bound = cls._convert_item(values, errors)
         if errors:
             raise ValidationError(f"{cls.__name__}: invalid item: "
                                   f"{_describe(errors)}", errors)
