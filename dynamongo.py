@@ -530,6 +530,12 @@ class Field:
         """A function ``AttributeValue -> native value``."""
         return self._load
 
+    def _load_expression(self, av):
+        """Python source reading the value out of the AttributeValue named
+        ``av``, for fields simple enough to be read inline (it may use
+        fromisoformat, UUID and load_int); else None."""
+        return None
+
     def _measure(self):
         """A function ``(native, AttributeValue) -> bytes at most``."""
         return lambda native, av: _av_size(av)
@@ -797,6 +803,9 @@ class IntField(_NumberField):
     def _loader(self):
         return _load_int
 
+    def _load_expression(self, av):
+        return f"load_int({av})"
+
     def _converter(self):
         slow = super()._converter()
         low, high = self._fast_range(_FAST_INT_LIMIT)
@@ -830,6 +839,9 @@ class FloatField(_NumberField):
 
     def _load(self, av):
         return float(av["N"])
+
+    def _load_expression(self, av):
+        return f"float({av}['N'])"
 
     def _converter(self):
         slow = super()._converter()
@@ -870,6 +882,9 @@ class BooleanField(Field):
 
     def _loader(self):
         return operator.itemgetter("BOOL")
+
+    def _load_expression(self, av):
+        return f"{av}['BOOL']"
 
 
 class StringField(Field):
@@ -948,6 +963,9 @@ class StringField(Field):
     def _loader(self):
         return operator.itemgetter("S")
 
+    def _load_expression(self, av):
+        return f"{av}['S']"
+
     def _measure(self):
         return lambda native, av: 4 * len(native)  # 4 bytes a character
 
@@ -1020,6 +1038,9 @@ class UUIDField(Field):
 
     def _load(self, av):
         return uuid.UUID(av["S"])
+
+    def _load_expression(self, av):
+        return f"UUID({av}['S'])"
 
     small = True
 
@@ -1135,6 +1156,9 @@ class DateTimeField(Field):
             return self._load
         parse = datetime.datetime.fromisoformat
         return lambda av: parse(av["S"])
+
+    def _load_expression(self, av):
+        return None if self.serialized_format else f"fromisoformat({av}['S'])"
 
     def _converter(self):
         slow = super()._converter()
@@ -1355,6 +1379,11 @@ class ListField(Field):
     def _loader(self):
         load = self.field._loader()
         return lambda av: [load(item) for item in av["L"]]
+
+    def _load_expression(self, av):
+        element = f"{av}_item"  # distinct at every level of nesting
+        item = self.field._load_expression(element)
+        return None if item is None else f"[{item} for {element} in {av}['L']]"
 
     def _measure(self):
         if isinstance(self.field, StringField):
@@ -2764,6 +2793,25 @@ def _item_converter(converters, small_bytes):
     return scope["convert_item"]
 
 
+def _item_loader(fields):
+    """One function reading a whole item, written out field by field:
+    ``item -> native values``, attributes the model lacks ignored."""
+    lines = ["def load_item(item):", "    values = {}", "    get = item.get"]
+    scope = {"fromisoformat": datetime.datetime.fromisoformat,
+             "UUID": uuid.UUID, "load_int": _load_int}
+    for index, (name, field) in enumerate(fields.items()):
+        expression = field._load_expression("av")
+        if expression is None:
+            scope[f"load{index}"] = field._loader()
+            expression = f"load{index}(av)"
+        lines += [f"    av = get({name!r})",
+                  "    if av is not None:",
+                  f"        values[{name!r}] = {expression}"]
+    lines.append("    return values")
+    exec("\n".join(lines), scope)  # noqa: S102 -- our own source, above
+    return scope["load_item"]
+
+
 def _key_converter(convert):
     """``convert``, refusing the empty string DynamoDB refuses in keys."""
     def convert_key(value):
@@ -2887,8 +2935,7 @@ class _ModelMeta(type):
              field.required or name in cls._key_names,
              None if field.small else field._measure())
             for name, field in cls._fields.items())
-        cls._loaders = tuple((name, field._loader())
-                             for name, field in cls._fields.items())
+        cls._load_item = staticmethod(_item_loader(cls._fields))
         cls._identity = staticmethod(_key_identity(cls._key_fields))
         cls._small_bytes = sum(len(name.encode()) + 4 * 1024 + 64
                                for name, field in cls._fields.items()
@@ -2954,13 +3001,8 @@ class Model(metaclass=_ModelMeta):
     def _from_item(cls, item):
         """An instance from a DynamoDB item (attributes the model does not
         declare are ignored)."""
-        values = {}
-        for name, load in cls._loaders:
-            av = item.get(name)
-            if av is not None:
-                values[name] = load(av)
         instance = object.__new__(cls)
-        instance.__dict__ = values
+        instance.__dict__ = cls._load_item(item)
         return instance
 
     @classmethod

@@ -166,6 +166,7 @@ class Everything(Model):
     span = TimedeltaField()
     span_weeks = TimedeltaField(precision="weeks")
     numbers = ListField(IntField())
+    matrix = ListField(ListField(UUIDField))
     nested = DictField(items=ListField(FloatField), when=DateTimeField())
     free = DictField()
 
@@ -1395,6 +1396,7 @@ def test_every_field_type_round_trips_exactly():
         "span": datetime.timedelta(days=-1, microseconds=5),
         "span_weeks": datetime.timedelta(weeks=3, microseconds=1),
         "numbers": [0, -1, 10 ** 20],
+        "matrix": [[uuid.UUID(int=1)], [], [uuid.UUID(int=2)] * 2],
         "nested": {"items": [1.5, 5e-130, 1.7976931348623157e+125],
                    "when": datetime.datetime(2020, 1, 1, 0, 0, 0, 1)},
         "free": {"a": [1, "two", None, True, {"b": 2.5}], "c": {}},
@@ -2343,6 +2345,7 @@ VALID = {
     "span": st.timedeltas(),
     "span_weeks": st.timedeltas(),
     "numbers": st.lists(dynamo_ints, max_size=5),
+    "matrix": st.lists(st.lists(st.uuids(), max_size=3), max_size=3),
     "nested": st.fixed_dictionaries({}, optional={
         "items": st.lists(dynamo_floats, max_size=4),
         "when": st.datetimes()}),
