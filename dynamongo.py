@@ -530,6 +530,10 @@ class Field:
         """A function ``AttributeValue -> native value``."""
         return self._load
 
+    def _plain_string(self):
+        """Whether every str is valid here, as it is."""
+        return False
+
     def _load_expression(self, av):
         """Python source reading the value out of the AttributeValue named
         ``av``, for fields simple enough to be read inline (it may use
@@ -944,7 +948,7 @@ class StringField(Field):
                 or self.max_length is not None:
             return slow
         if fast_pattern is None:
-            if type(self)._check_format is not StringField._check_format:
+            if not self._plain_string():
                 return slow
 
             def convert(value):
@@ -965,6 +969,11 @@ class StringField(Field):
 
     def _load_expression(self, av):
         return f"{av}['S']"
+
+    def _plain_string(self):
+        return (self.regex is None and self.min_length is None
+                and self.max_length is None
+                and type(self)._check_format is StringField._check_format)
 
     def _measure(self):
         return lambda native, av: 4 * len(native)  # 4 bytes a character
@@ -1351,8 +1360,7 @@ class ListField(Field):
     def _converter(self):
         slow = super()._converter()
         field = self.field
-        if type(field) is StringField and field.regex is None \
-                and field.min_length is None and field.max_length is None:
+        if field._plain_string():
             def convert(value):  # the common list of plain strings
                 if type(value) is list:
                     avs = []
@@ -2765,8 +2773,8 @@ def _item_converter(converters, small_bytes):
              "    native, wire, bound = {}, {}, small_bytes"]
     scope = {"small_bytes": small_bytes, "ValidationError": ValidationError,
              "located": _located}
-    for index, (name, convert, defaulted, required, measure) in enumerate(
-            converters):
+    for index, (name, convert, defaulted, required, measure,
+                plain) in enumerate(converters):
         scope[f"convert{index}"] = convert
         lines.append(f"    value = get({name!r})")
         if defaulted is not None:
@@ -2776,17 +2784,26 @@ def _item_converter(converters, small_bytes):
         if required:
             lines += ["    if value is None:",
                       f"        errors[{name!r}] = ['is required']"]
-        lines += ["    if value is not None:",
-                  "        try:",
-                  f"            value, av = convert{index}(value)",
-                  "        except ValidationError as exc:",
-                  f"            errors.update(located(exc, {name!r}).errors)",
-                  "        else:",
-                  f"            native[{name!r}] = value",
-                  f"            wire[{name!r}] = av"]
+        lines.append("    if value is not None:")
+        indent = "        "
+        if plain:  # most strings: no call at all (a key's must not be "")
+            lines += [f"        if type(value) is str"
+                      f"{' and value' if required else ''}:",
+                      f"            native[{name!r}] = value",
+                      f"            wire[{name!r}] = {{'S': value}}",
+                      f"            bound += {len(name)} + 4 * len(value)",
+                      "        else:"]
+            indent += "    "
+        lines += [f"{indent}try:",
+                  f"{indent}    value, av = convert{index}(value)",
+                  f"{indent}except ValidationError as exc:",
+                  f"{indent}    errors.update(located(exc, {name!r}).errors)",
+                  f"{indent}else:",
+                  f"{indent}    native[{name!r}] = value",
+                  f"{indent}    wire[{name!r}] = av"]
         if measure is not None:
             scope[f"measure{index}"] = measure
-            lines.append(f"            bound += {len(name)} + "
+            lines.append(f"{indent}    bound += {len(name)} + "
                          f"measure{index}(value, av)")
     lines.append("    return native, wire, bound")
     exec("\n".join(lines), scope)  # noqa: S102 -- our own source, above
@@ -2924,16 +2941,17 @@ class _ModelMeta(type):
     def _compile(cls):
         """The per-model converters the hot paths use: no per-value
         dispatch left when items are saved or read."""
-        # (name, converter, field giving the default, required, measure):
-        # a measure bounds the bytes of a value that may be large; fields
-        # that stay small count for a fixed bound instead.
+        # (name, converter, field giving the default, required, measure,
+        # any string passes): a measure bounds the bytes of a value that
+        # may be large; fields that stay small count for a fixed bound.
         cls._converters = tuple(
             (name, _key_converter(field._converter())
              if name in cls._key_names and field.wire_type == "S"
              else field._converter(),
              field if field.default is not None else None,
              field.required or name in cls._key_names,
-             None if field.small else field._measure())
+             None if field.small else field._measure(),
+             field._plain_string())
             for name, field in cls._fields.items())
         cls._load_item = staticmethod(_item_loader(cls._fields))
         cls._identity = staticmethod(_key_identity(cls._key_fields))
