@@ -213,7 +213,7 @@ def boto3_query(client, table):
         params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
-def cpu(function, repeat=5):
+def cpu(function, repeat=7):
     """Least process CPU seconds of ``repeat`` calls (all threads)."""
     best = None
     for _ in range(repeat):
@@ -281,7 +281,7 @@ def measure_conversion(endpoint, count=2000):
 
     def timed(function, data):
         runs = timeit.repeat(lambda: [function(value) for value in data],
-                             number=1, repeat=5)
+                             number=1, repeat=9)
         return per_item(min(runs), len(data))
 
     return {
