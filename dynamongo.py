@@ -2077,7 +2077,14 @@ class _Http:
         connection = getattr(self.local, "connection", None)
         if connection is not None:
             # Readable while idle means closed (or garbage): start over.
-            if select.select([connection], [], [], 0)[0]:
+            # poll, unlike select, takes descriptors above 1024.
+            if hasattr(select, "poll"):
+                poller = select.poll()
+                poller.register(connection, select.POLLIN)
+                readable = poller.poll(0)
+            else:
+                readable = select.select([connection], [], [], 0)[0]
+            if readable:
                 self._close()
                 connection = None
         if connection is None:
