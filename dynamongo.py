@@ -68,7 +68,6 @@ import ipaddress
 import itertools
 import json
 import math
-import operator
 import os
 import re
 import threading
@@ -526,10 +525,6 @@ class Field:
             return native, dump(native)
         return convert
 
-    def _loader(self):
-        """A function ``AttributeValue -> native value``."""
-        return self._load
-
     def _plain_string(self):
         """Whether every str is valid here, as it is."""
         return False
@@ -804,9 +799,6 @@ class IntField(_NumberField):
     def _load(self, av):
         return _load_int(av)
 
-    def _loader(self):
-        return _load_int
-
     def _load_expression(self, av):
         return f"load_int({av})"
 
@@ -884,9 +876,6 @@ class BooleanField(Field):
             raise _wrong_type("a bool", value)
         return convert
 
-    def _loader(self):
-        return operator.itemgetter("BOOL")
-
     def _load_expression(self, av):
         return f"{av}['BOOL']"
 
@@ -917,7 +906,7 @@ class StringField(Field):
         value = self.to_native(value)
         if self.min_length is not None and len(value) < self.min_length:
             raise ValidationError(f"must have at least {self.min_length} "
-                           "characters")
+                                  "characters")
         if self.max_length is not None and len(value) > self.max_length:
             raise ValidationError(f"must have at most {self.max_length} "
                                   "characters")
@@ -963,9 +952,6 @@ class StringField(Field):
                 return value, {"S": value}
             return slow(value)
         return convert
-
-    def _loader(self):
-        return operator.itemgetter("S")
 
     def _load_expression(self, av):
         return f"{av}['S']"
@@ -1159,12 +1145,6 @@ class DateTimeField(Field):
         return datetime.datetime.fromisoformat(av["S"])
 
     small = True
-
-    def _loader(self):
-        if self.serialized_format:
-            return self._load
-        parse = datetime.datetime.fromisoformat
-        return lambda av: parse(av["S"])
 
     def _load_expression(self, av):
         return None if self.serialized_format else f"fromisoformat({av}['S'])"
@@ -1384,10 +1364,6 @@ class ListField(Field):
             return slow(value)
         return convert
 
-    def _loader(self):
-        load = self.field._loader()
-        return lambda av: [load(item) for item in av["L"]]
-
     def _load_expression(self, av):
         element = f"{av}_item"  # distinct at every level of nesting
         item = self.field._load_expression(element)
@@ -1505,6 +1481,16 @@ class DictField(Field):
         fields = self.fields
         return {"M": {name: fields[name]._dump(item)
                       for name, item in value.items()}}
+
+    def _converter(self):
+        if self.fields:
+            return super()._converter()
+
+        def convert(value):  # a free-form map: its type check is its dump
+            if not isinstance(value, dict):
+                raise _wrong_type("a dict", value)
+            return dict(value), _generic_to_av(value, "")
+        return convert
 
     def _load(self, av):
         if not self.fields:
@@ -2826,7 +2812,7 @@ def _item_loader(fields):
     for index, (name, field) in enumerate(fields.items()):
         expression = field._load_expression("av")
         if expression is None:
-            scope[f"load{index}"] = field._loader()
+            scope[f"load{index}"] = field._load
             expression = f"load{index}(av)"
         lines += [f"    av = get({name!r})",
                   "    if av is not None:",
@@ -2900,6 +2886,7 @@ class _ModelMeta(type):
         cls._key_fields = cls._key_names = None  # set on concrete models
         if not namespace.get("__abstract__", False):
             mcs._check_schema(cls)
+            mcs._compile(cls)
         return cls
 
     @staticmethod
@@ -2942,7 +2929,6 @@ class _ModelMeta(type):
                                   f"not {units!r}")
         cls._key_fields = tuple(keys)
         cls._key_names = tuple(name for name, _ in keys)
-        _ModelMeta._compile(cls)
 
     @staticmethod
     def _compile(cls):
@@ -2951,7 +2937,7 @@ class _ModelMeta(type):
         # (name, converter, field giving the default, required, measure,
         # any string passes): a measure bounds the bytes of a value that
         # may be large; fields that stay small count for a fixed bound.
-        cls._converters = tuple(
+        converters = tuple(
             (name, _key_converter(field._converter())
              if name in cls._key_names and field.wire_type == "S"
              else field._converter(),
@@ -2965,7 +2951,7 @@ class _ModelMeta(type):
         cls._small_bytes = sum(len(name.encode()) + 4 * 1024 + 64
                                for name, field in cls._fields.items()
                                if field.small)
-        cls._convert_item = staticmethod(_item_converter(cls._converters,
+        cls._convert_item = staticmethod(_item_converter(converters,
                                                          cls._small_bytes))
 
 
