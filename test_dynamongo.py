@@ -1277,6 +1277,21 @@ def test_get_one_strategies(users, calls):
                for _, params in calls)
 
 
+def test_consistent_reads_are_asked_for(users, calls):
+    User.save_one(JOHN)
+    del calls[:]
+    assert User.get_one(JOHN["email"], consistent_read=True).name == \
+        "John Doe"
+    assert User.get_many([JOHN["email"]], consistent_read=True)[0].name == \
+        "John Doe"
+    assert len(User.get_many(User.name == "John Doe",
+                             consistent_read=True)) == 1
+    get, batch, scan = (params for _, params in calls)
+    assert get["ConsistentRead"] is True
+    assert batch["RequestItems"][User.table_name()]["ConsistentRead"] is True
+    assert scan["ConsistentRead"] is True
+
+
 def test_get_one_missing_raises_does_not_exist(users):
     with pytest.raises(User.DoesNotExist, match="nobody@b.io"):
         User.get_one("nobody@b.io")
