@@ -377,12 +377,12 @@ _EMAIL_LOCAL = re.compile(rf"{_EMAIL_ATOM}(\.{_EMAIL_ATOM})*")
 _HOST_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _TOP_LEVEL_DOMAIN = re.compile(r"[A-Za-z]{2,63}|xn--[A-Za-z0-9-]{1,59}")
 _URL_SCHEMES = ("http", "https", "ftp", "ftps")
-# A plain ASCII address of at most 254 characters: surely valid (others go
-# through _is_email).
+# A plain ASCII address: surely valid when it has at most 254 characters
+# (others go through _is_email).
 _ASCII_EMAIL = re.compile(
-    r"(?=.{3,254}\Z)(?=[^@]{1,64}@)[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-    r"(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@"
-    r"([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}")
+    r"(?=[^@]{1,64}@)[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+    r"(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@"
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}")
 
 
 def _is_hostname(host, require_tld=True):
@@ -509,35 +509,48 @@ class Field:
         except ValidationError as exc:
             raise _located(exc, _path_text(path or self.path)) from None
 
-    # Compiled converters. A model calls these on its hot paths; they are
-    # made once per field when the model is defined, and subclasses return
-    # faster ones for their common cases.
+    # Compiled converters. When a model is defined it writes these sources
+    # out, field by field, into the one function that converts its items
+    # and the one that reads them (see _item_converter): no per-value
+    # dispatch is left on its hot paths. Sources may use _SOURCE_NAMES.
 
     small = False  # whether values stay far below DynamoDB's item limit
 
+    def _dump_source(self, value):
+        """``(test, native, AttributeValue)``: Python source for the common
+        values of the variable named ``value`` that are valid when ``test``
+        holds, giving their native value and AttributeValue without a call;
+        None when every value goes through validate()."""
+        return None
+
+    def _size_source(self, native, av):
+        """Python source bounding the bytes of a value, for fields that are
+        not small."""
+        return f"av_size({av})"
+
+    def _load_expression(self, av):
+        """Python source reading the value out of the AttributeValue named
+        ``av``, for fields simple enough to be read inline; else None."""
+        return None
+
     def _converter(self):
         """A function ``value -> (native value, AttributeValue)`` that
-        validates exactly as validate() does."""
+        validates exactly as validate() does, without a call for the values
+        _dump_source covers."""
         validate, dump = self.validate, self._dump
 
         def convert(value):
             native = validate(value)
             return native, dump(native)
-        return convert
-
-    def _plain_string(self):
-        """Whether every str is valid here, as it is."""
-        return False
-
-    def _load_expression(self, av):
-        """Python source reading the value out of the AttributeValue named
-        ``av``, for fields simple enough to be read inline (it may use
-        fromisoformat, UUID and load_int); else None."""
-        return None
-
-    def _measure(self):
-        """A function ``(native, AttributeValue) -> bytes at most``."""
-        return lambda native, av: _av_size(av)
+        fast = self._dump_source("value")
+        if fast is None:
+            return convert
+        test, native, av = fast
+        return _compiled(["def fast(value):",
+                          f"    if {test}:",
+                          f"        return {native}, {av}",
+                          "    return convert(value)"],
+                         convert=convert)["fast"]
 
     def _default_value(self):
         default = self.default
@@ -699,12 +712,16 @@ class _NumberField(Field):
         self.min_value = min_value
         self.max_value = max_value
 
-    def _fast_range(self, limit):
-        """The bounds within which a value needs no check but its type."""
+    def _range_source(self, value, limit):
+        """Source testing that ``value`` lies where it needs no check but
+        its type: within ``limit`` and the field's bounds (None for bounds
+        that are not plain numbers)."""
         low = -limit if self.min_value is None else max(-limit,
                                                          self.min_value)
         high = limit if self.max_value is None else min(limit, self.max_value)
-        return low, high
+        if type(low) not in (int, float) or type(high) not in (int, float):
+            return None
+        return f"{low!r} <= {value} <= {high!r}"
 
     def validate(self, value):
         value = self.to_native(value)
@@ -802,15 +819,10 @@ class IntField(_NumberField):
     def _load_expression(self, av):
         return f"load_int({av})"
 
-    def _converter(self):
-        slow = super()._converter()
-        low, high = self._fast_range(_FAST_INT_LIMIT)
-
-        def convert(value):
-            if type(value) is int and low <= value <= high:
-                return value, {"N": str(value)}
-            return slow(value)
-        return convert
+    def _dump_source(self, value):
+        bounds = self._range_source(value, _FAST_INT_LIMIT)
+        return bounds and (f"type({value}) is int and {bounds}", value,
+                           f"{{'N': str({value})}}")
 
 
 class FloatField(_NumberField):
@@ -839,16 +851,12 @@ class FloatField(_NumberField):
     def _load_expression(self, av):
         return f"float({av}['N'])"
 
-    def _converter(self):
-        slow = super()._converter()
-        low, high = self._fast_range(_FAST_FLOAT_LIMIT)
-
-        def convert(value):
-            if type(value) is float and low <= value <= high and (
-                    value == 0.0 or abs(value) >= _FAST_FLOAT_TINY):
-                return value, {"N": repr(value)}
-            return slow(value)
-        return convert
+    def _dump_source(self, value):
+        bounds = self._range_source(value, _FAST_FLOAT_LIMIT)
+        return bounds and (f"type({value}) is float and {bounds} and ("
+                           f"{value} == 0.0 or abs({value}) >= "
+                           f"{_FAST_FLOAT_TINY!r})", value,
+                           f"{{'N': repr({value})}}")
 
 
 class BooleanField(Field):
@@ -869,12 +877,9 @@ class BooleanField(Field):
 
     small = True
 
-    def _converter(self):
-        def convert(value):
-            if value is True or value is False:
-                return value, {"BOOL": value}
-            raise _wrong_type("a bool", value)
-        return convert
+    def _dump_source(self, value):
+        return (f"{value} is True or {value} is False", value,
+                f"{{'BOOL': {value}}}")
 
     def _load_expression(self, av):
         return f"{av}['BOOL']"
@@ -929,49 +934,39 @@ class StringField(Field):
     def small(self):
         return self.max_length is not None and self.max_length <= 1024
 
-    def _converter(self, fast_pattern=None):
-        """Any string passes on sight when nothing constrains it; with a
-        format, those matching ``fast_pattern`` (surely valid) do."""
-        slow = super()._converter()
-        if self.regex is not None or self.min_length is not None \
-                or self.max_length is not None:
-            return slow
-        if fast_pattern is None:
-            if not self._plain_string():
-                return slow
+    # Source of a quick test of the str ``{value}`` passing only strings
+    # surely of the format (subclasses with a format; strings it does not
+    # pass go through _check_format).
+    _sure_format = None
 
-            def convert(value):
-                if type(value) is str:
-                    return value, {"S": value}
-                return slow(value)
-            return convert
-        match = fast_pattern.fullmatch
+    def _dump_source(self, value):
+        test = [f"type({value}) is str"]
+        if self.regex is not None or (
+                type(self)._check_format is not StringField._check_format
+                and self._sure_format is None):
+            return None
+        for limit, operator in ((self.min_length, ">="),
+                                (self.max_length, "<=")):
+            if limit is not None:
+                if type(limit) is not int:
+                    return None
+                test.append(f"len({value}) {operator} {limit}")
+        if self._sure_format:
+            test.append(self._sure_format.format(value=value))
+        return " and ".join(test), value, f"{{'S': {value}}}"
 
-        def convert(value):
-            if type(value) is str and match(value):
-                return value, {"S": value}
-            return slow(value)
-        return convert
+    def _size_source(self, native, av):
+        return f"4 * len({native})"  # at most 4 bytes a character
 
     def _load_expression(self, av):
         return f"{av}['S']"
-
-    def _plain_string(self):
-        return (self.regex is None and self.min_length is None
-                and self.max_length is None
-                and type(self)._check_format is StringField._check_format)
-
-    def _measure(self):
-        return lambda native, av: 4 * len(native)  # 4 bytes a character
 
 
 class EmailField(StringField):
     """An e-mail address (``local@domain.tld``)."""
 
     small = True
-
-    def _converter(self):
-        return super()._converter(fast_pattern=_ASCII_EMAIL)
+    _sure_format = "len({value}) <= 254 and plain_email({value})"
 
     def _check_format(self, value):
         if not _is_email(value):
@@ -1039,14 +1034,8 @@ class UUIDField(Field):
 
     small = True
 
-    def _converter(self):
-        slow = super()._converter()
-
-        def convert(value):
-            if type(value) is uuid.UUID:
-                return value, {"S": str(value)}
-            return slow(value)
-        return convert
+    def _dump_source(self, value):
+        return f"type({value}) is UUID", value, f"{{'S': str({value})}}"
 
 
 _TIME_ZONE_POLICIES = ("allow", "utc", "reject", "require")
@@ -1149,20 +1138,15 @@ class DateTimeField(Field):
     def _load_expression(self, av):
         return None if self.serialized_format else f"fromisoformat({av}['S'])"
 
-    def _converter(self):
-        slow = super()._converter()
+    def _dump_source(self, value):
         if (self.serialized_format or self.tzd != "allow" or self.convert_tz
                 or self.drop_tzinfo):
-            return slow
-
-        def convert(value):
-            if type(value) is datetime.datetime:
-                # isoformat() shows microseconds when they are not 0, and
-                # is quicker without the timespec argument.
-                return value, {"S": value.isoformat() if value.microsecond
-                               else value.isoformat(timespec="microseconds")}
-            return slow(value)
-        return convert
+            return None
+        # isoformat() shows microseconds when they are not 0, and is
+        # quicker without the timespec argument.
+        return (f"type({value}) is datetime", value,
+                f"{{'S': {value}.isoformat() if {value}.microsecond else "
+                f"{value}.isoformat(timespec='microseconds')}}")
 
 
 class DateField(Field):
@@ -1337,44 +1321,30 @@ class ListField(Field):
         load = self.field._load
         return [load(item) for item in av["L"]]
 
-    def _converter(self):
-        slow = super()._converter()
-        field = self.field
-        if field._plain_string():
-            def convert(value):  # the common list of plain strings
-                if type(value) is list:
-                    avs = []
-                    for element in value:
-                        if type(element) is not str:
-                            return slow(value)
-                        avs.append({"S": element})
-                    return list(value), {"L": avs}
-                return slow(value)
-            return convert
-        item = field._converter()
-
-        def convert(value):
-            if type(value) is list:
-                try:
-                    pairs = [item(element) for element in value]
-                except ValidationError:
-                    return slow(value)  # for the full account of errors
-                return ([native for native, _ in pairs],
-                        {"L": [av for _, av in pairs]})
-            return slow(value)
-        return convert
+    def _dump_source(self, value):
+        element = f"{value}_item"  # distinct at every level of nesting
+        fast = self.field._dump_source(element)
+        if fast is None:
+            return None
+        test, native, av = fast
+        # One pass converts the elements passing the test, into the
+        # variable {value}_avs; the list passes when they all do.
+        loop = f"for {element} in {value}"
+        return (f"type({value}) is list and len({value}_avs := "
+                f"[{av} {loop} if {test}]) == len({value})",
+                f"list({value})" if native == element
+                else f"[{native} {loop}]", f"{{'L': {value}_avs}}")
 
     def _load_expression(self, av):
-        element = f"{av}_item"  # distinct at every level of nesting
+        element = f"{av}_item"
         item = self.field._load_expression(element)
         return None if item is None else f"[{item} for {element} in {av}['L']]"
 
-    def _measure(self):
+    def _size_source(self, native, av):
         if isinstance(self.field, StringField):
             # 3 bytes for the list, 1 and 4 a character for each string
-            return lambda native, av: (3 + len(native)
-                                       + 4 * sum(map(len, native)))
-        return super()._measure()
+            return f"3 + len({native}) + 4 * sum(map(len, {native}))"
+        return super()._size_source(native, av)
 
     def append(self, *values):
         """Add ``values`` (validated by the item field) at the end of the
@@ -1498,6 +1468,17 @@ class DictField(Field):
         fields = self.fields
         return {name: fields[name]._load(item)
                 for name, item in av["M"].items() if name in fields}
+
+
+# What the sources fields give (_dump_source, _size_source and
+# _load_expression) may use, besides builtins.
+_SOURCE_NAMES = {
+    "datetime": datetime.datetime, "fromisoformat":
+    datetime.datetime.fromisoformat, "UUID": uuid.UUID,
+    "load_int": _load_int, "plain_email": _ASCII_EMAIL.fullmatch,
+    "av_size": _av_size, "ValidationError": ValidationError,
+    "located": _located,
+}
 
 
 # -- Conditions --------------------------------------------------------------
@@ -2756,70 +2737,97 @@ def _value_at(item, path):
     return av
 
 
-def _item_converter(converters, small_bytes):
-    """One function converting a whole item, written out field by field
-    from ``converters`` (what a loop over them would do, without the
-    loop's cost): ``values, errors -> (native, wire, size bound)``, each
-    invalid field's messages added to ``errors``."""
-    lines = ["def convert_item(values, errors):",
+def _compiled(lines, **names):
+    """The names that running the source ``lines`` (our own, written out
+    from a model's fields) defines, with _SOURCE_NAMES and ``names`` in
+    scope."""
+    scope = dict(_SOURCE_NAMES, **names)
+    exec("\n".join(lines), scope)  # noqa: S102 -- generated here, not input
+    return scope
+
+
+def _item_validator(model):
+    """``model._validate_item``: one function validating and converting a
+    whole item, written out field by field (what a loop over the fields
+    would do, without the loop's cost, nor a call for the values their
+    _dump_source covers): ``item -> (native values, DynamoDB item)``, or a
+    ValidationError naming every invalid field."""
+    fields = model._fields
+    # Fields that stay small count for a fixed bound of bytes; the others
+    # are measured.
+    small_bytes = sum(len(name.encode()) + 4 * 1024 + 64
+                      for name, field in fields.items() if field.small)
+    lines = ["def validate_item(item):",
+             "    if type(item) is dict and item.keys() <= fields:",
+             "        values, errors = item, {}",
+             "    else:",
+             "        values, errors = values_of(item)",
              "    get = values.get",
-             "    native, wire, bound = {}, {}, small_bytes"]
-    scope = {"small_bytes": small_bytes, "ValidationError": ValidationError,
-             "located": _located}
-    for index, (name, convert, defaulted, required, measure,
-                plain) in enumerate(converters):
-        scope[f"convert{index}"] = convert
+             f"    native, wire, bound = {{}}, {{}}, {small_bytes}"]
+    names = {"fields": fields.keys(), "values_of": model._values_of}
+    for index, (name, field) in enumerate(fields.items()):
+        key = name in model._key_names
+        convert = field._converter()
+        if key and field.wire_type == "S":
+            convert = _key_converter(convert)
+        names[f"convert{index}"] = convert
+        size = "" if field.small else \
+            f"    bound += {len(name)} + {field._size_source('value', 'av')}"
         lines.append(f"    value = get({name!r})")
-        if defaulted is not None:
-            scope[f"default{index}"] = defaulted
+        if field.default is not None:
+            names[f"field{index}"] = field
             lines += ["    if value is None:",
-                      f"        value = default{index}._default_value()"]
-        if required:
+                      f"        value = field{index}._default_value()"]
+        if field.required or key:
             lines += ["    if value is None:",
                       f"        errors[{name!r}] = ['is required']"]
-        lines.append("    if value is not None:")
-        indent = "        "
-        if plain:  # most strings: no call at all (a key's must not be "")
-            lines += [f"        if type(value) is str"
-                      f"{' and value' if required else ''}:",
-                      f"            native[{name!r}] = value",
-                      f"            wire[{name!r}] = {{'S': value}}",
-                      f"            bound += {len(name)} + 4 * len(value)",
-                      "        else:"]
-            indent += "    "
-        lines += [f"{indent}try:",
-                  f"{indent}    value, av = convert{index}(value)",
-                  f"{indent}except ValidationError as exc:",
-                  f"{indent}    errors.update(located(exc, {name!r}).errors)",
-                  f"{indent}else:",
-                  f"{indent}    native[{name!r}] = value",
-                  f"{indent}    wire[{name!r}] = av"]
-        if measure is not None:
-            scope[f"measure{index}"] = measure
-            lines.append(f"{indent}    bound += {len(name)} + "
-                         f"measure{index}(value, av)")
-    lines.append("    return native, wire, bound")
-    exec("\n".join(lines), scope)  # noqa: S102 -- our own source, above
-    return scope["convert_item"]
+        fast = field._dump_source("value")
+        if fast is not None:
+            test, native, av = fast
+            if key and field.wire_type == "S":
+                test += " and value"  # keys must not be ""
+            lines += [f"    if {test}:",
+                      f"        native[{name!r}] = {native}",
+                      f"        wire[{name!r}] = av = {av}"]
+            if size:
+                lines.append("    " + size)
+            lines.append("    elif value is not None:")
+        else:
+            lines.append("    if value is not None:")
+        lines += ["        try:",
+                  f"            value, av = convert{index}(value)",
+                  "        except ValidationError as exc:",
+                  f"            errors.update(located(exc, {name!r}).errors)",
+                  "        else:",
+                  f"            native[{name!r}] = value",
+                  f"            wire[{name!r}] = av"]
+        if size:
+            lines.append("        " + size)
+    lines += ["    if errors:",
+              "        raise ValidationError(f'{model}: invalid item: '",
+              "                              f'{describe(errors)}', errors)",
+              f"    if bound > {_MAX_ITEM_BYTES}:",
+              "        check_size(wire)",
+              "    return native, wire"]
+    return _compiled(lines, model=model.__name__, describe=_describe,
+                     check_size=model._check_size, **names)["validate_item"]
 
 
 def _item_loader(fields):
     """One function reading a whole item, written out field by field:
     ``item -> native values``, attributes the model lacks ignored."""
     lines = ["def load_item(item):", "    values = {}", "    get = item.get"]
-    scope = {"fromisoformat": datetime.datetime.fromisoformat,
-             "UUID": uuid.UUID, "load_int": _load_int}
+    names = {}
     for index, (name, field) in enumerate(fields.items()):
         expression = field._load_expression("av")
         if expression is None:
-            scope[f"load{index}"] = field._load
+            names[f"load{index}"] = field._load
             expression = f"load{index}(av)"
         lines += [f"    av = get({name!r})",
                   "    if av is not None:",
                   f"        values[{name!r}] = {expression}"]
     lines.append("    return values")
-    exec("\n".join(lines), scope)  # noqa: S102 -- our own source, above
-    return scope["load_item"]
+    return _compiled(lines, **names)["load_item"]
 
 
 def _key_converter(convert):
@@ -2934,25 +2942,9 @@ class _ModelMeta(type):
     def _compile(cls):
         """The per-model converters the hot paths use: no per-value
         dispatch left when items are saved or read."""
-        # (name, converter, field giving the default, required, measure,
-        # any string passes): a measure bounds the bytes of a value that
-        # may be large; fields that stay small count for a fixed bound.
-        converters = tuple(
-            (name, _key_converter(field._converter())
-             if name in cls._key_names and field.wire_type == "S"
-             else field._converter(),
-             field if field.default is not None else None,
-             field.required or name in cls._key_names,
-             None if field.small else field._measure(),
-             field._plain_string())
-            for name, field in cls._fields.items())
         cls._load_item = staticmethod(_item_loader(cls._fields))
         cls._identity = staticmethod(_key_identity(cls._key_fields))
-        cls._small_bytes = sum(len(name.encode()) + 4 * 1024 + 64
-                               for name, field in cls._fields.items()
-                               if field.small)
-        cls._convert_item = staticmethod(_item_converter(converters,
-                                                         cls._small_bytes))
+        cls._validate_item = staticmethod(_item_validator(cls))
 
 
 class Model(metaclass=_ModelMeta):
@@ -3016,29 +3008,22 @@ class Model(metaclass=_ModelMeta):
         instance.__dict__ = cls._load_item(item)
         return instance
 
+    # _validate_item(item) -> (native values, DynamoDB item) of a dict or
+    # instance to save, every invalid field reported in one ValidationError,
+    # is written out for each model when it is defined (_item_validator).
+
     @classmethod
-    def _validate_item(cls, item):
-        """(native values, DynamoDB item) of a dict or instance to save;
-        every invalid field is reported in one ValidationError."""
+    def _values_of(cls, item):
+        """(values, errors) of an item to save that is not a plain dict of
+        fields: a dict's names that are not fields are errors."""
+        if isinstance(item, dict):
+            return item, {name: ["is not a field of the model"]
+                          for name in item if name not in cls._fields}
         if isinstance(item, cls):
-            values = item.__dict__
-            unknown = ()
-        elif isinstance(item, dict):
-            values = item
-            unknown = () if item.keys() <= cls._fields.keys() else [
-                name for name in item if name not in cls._fields]
-        else:
-            raise ValidationError(
-                f"{cls.__name__}: an item must be a dict or a "
-                f"{cls.__name__} instance, not {type(item).__name__}")
-        errors = {name: ["is not a field of the model"] for name in unknown}
-        native, wire, bound = cls._convert_item(values, errors)
-        if errors:
-            raise ValidationError(f"{cls.__name__}: invalid item: "
-                                  f"{_describe(errors)}", errors)
-        if bound > _MAX_ITEM_BYTES:
-            cls._check_size(wire)
-        return native, wire
+            return item.__dict__, {}
+        raise ValidationError(
+            f"{cls.__name__}: an item must be a dict or a {cls.__name__} "
+            f"instance, not {type(item).__name__}")
 
     @classmethod
     def _check_size(cls, wire):
