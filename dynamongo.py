@@ -535,22 +535,14 @@ class Field:
 
     def _converter(self):
         """A function ``value -> (native value, AttributeValue)`` that
-        validates exactly as validate() does, without a call for the values
-        _dump_source covers."""
+        validates exactly as validate() does (for the values _dump_source
+        does not cover)."""
         validate, dump = self.validate, self._dump
 
         def convert(value):
             native = validate(value)
             return native, dump(native)
-        fast = self._dump_source("value")
-        if fast is None:
-            return convert
-        test, native, av = fast
-        return _compiled(["def fast(value):",
-                          f"    if {test}:",
-                          f"        return {native}, {av}",
-                          "    return convert(value)"],
-                         convert=convert)["fast"]
+        return convert
 
     def _default_value(self):
         default = self.default
