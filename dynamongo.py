@@ -377,12 +377,12 @@ _EMAIL_LOCAL = re.compile(rf"{_EMAIL_ATOM}(\.{_EMAIL_ATOM})*")
 _HOST_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _TOP_LEVEL_DOMAIN = re.compile(r"[A-Za-z]{2,63}|xn--[A-Za-z0-9-]{1,59}")
 _URL_SCHEMES = ("http", "https", "ftp", "ftps")
-# A plain ASCII address: surely valid when it has at most 254 characters
-# (others go through _is_email).
+# A plain ASCII address, surely valid when it has at most 64 characters
+# (so no part is too long) and no label ends in "-" (no "-."); others go
+# through _is_email.
 _ASCII_EMAIL = re.compile(
-    r"(?=[^@]{1,64}@)[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-    r"(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@"
-    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}")
+    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@(?:[A-Za-z0-9][A-Za-z0-9-]*\.)+[A-Za-z]{2,63}")
 
 
 def _is_hostname(host, require_tld=True):
@@ -958,7 +958,8 @@ class EmailField(StringField):
     """An e-mail address (``local@domain.tld``)."""
 
     small = True
-    _sure_format = "len({value}) <= 254 and plain_email({value})"
+    _sure_format = ("len({value}) <= 64 and '-.' not in {value} "
+                    "and plain_email({value})")
 
     def _check_format(self, value):
         if not _is_email(value):
@@ -1335,7 +1336,7 @@ class ListField(Field):
     def _size_source(self, native, av):
         if isinstance(self.field, StringField):
             # 3 bytes for the list, 1 and 4 a character for each string
-            return f"3 + len({native}) + 4 * sum(map(len, {native}))"
+            return f"3 + len({native}) + 4 * len(''.join({native}))"
         return super()._size_source(native, av)
 
     def append(self, *values):
@@ -2743,7 +2744,9 @@ def _item_validator(model):
     whole item, written out field by field (what a loop over the fields
     would do, without the loop's cost, nor a call for the values their
     _dump_source covers): ``item -> (native values, DynamoDB item)``, or a
-    ValidationError naming every invalid field."""
+    ValidationError naming every invalid field. The native values start as
+    a copy of the item's and change where a value does (converted, copied,
+    defaulted)."""
     fields = model._fields
     # Fields that stay small count for a fixed bound of bytes; the others
     # are measured.
@@ -2755,7 +2758,7 @@ def _item_validator(model):
              "    else:",
              "        values, errors = values_of(item)",
              "    get = values.get",
-             f"    native, wire, bound = {{}}, {{}}, {small_bytes}"]
+             f"    native, wire, bound = dict(values), {{}}, {small_bytes}"]
     names = {"fields": fields.keys(), "values_of": model._values_of}
     for index, (name, field) in enumerate(fields.items()):
         key = name in model._key_names
@@ -2778,9 +2781,10 @@ def _item_validator(model):
             test, native, av = fast
             if key and field.wire_type == "S":
                 test += " and value"  # keys must not be ""
-            lines += [f"    if {test}:",
-                      f"        native[{name!r}] = {native}",
-                      f"        wire[{name!r}] = av = {av}"]
+            lines.append(f"    if {test}:")
+            if native != "value" or field.default is not None:
+                lines.append(f"        native[{name!r}] = {native}")
+            lines.append(f"        wire[{name!r}] = av = {av}")
             if size:
                 lines.append("    " + size)
             lines.append("    elif value is not None:")

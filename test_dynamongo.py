@@ -2436,6 +2436,34 @@ def everything():
     return Everything
 
 
+class Mailbox(Model):
+    __table__ = "mailboxes"
+    __hash_key__ = "address"
+    address = EmailField(required=True)
+
+
+@pytest.fixture
+def mailboxes():
+    Mailbox.create_table()
+
+
+@PROPERTIES
+@given(text=st.text(alphabet="ab9-._+@", max_size=70)
+       | st.builds(lambda local, domain: f"{local}@{domain}",
+                   st.text(alphabet="ab9-._+", min_size=1, max_size=66),
+                   st.text(alphabet="ab9-.", min_size=1, max_size=70))
+       | st.builds(lambda local, label: f"{'a' * local}@{'b' * label}.cd",
+                   st.integers(1, 70), st.integers(1, 70)))
+def test_property_email_field_agrees_with_the_full_check(mailboxes, text):
+    # The model's quick test of plain addresses decides as _is_email does.
+    try:
+        Mailbox.save_one({"address": text})
+    except ValidationError:
+        assert not dynamongo._is_email(text)
+    else:
+        assert dynamongo._is_email(text)
+
+
 @PROPERTIES
 @given(values=st.fixed_dictionaries({"id": st.uuids()}, optional=VALID))
 def test_property_every_valid_value_round_trips(everything, values):
