@@ -2809,21 +2809,40 @@ def _item_validator(model):
                      check_size=model._check_size, **names)["validate_item"]
 
 
-def _item_loader(fields):
-    """One function reading a whole item, written out field by field:
-    ``item -> native values``, attributes the model lacks ignored."""
-    lines = ["def load_item(item):", "    values = {}", "    get = item.get"]
-    names = {}
-    for index, (name, field) in enumerate(fields.items()):
-        expression = field._load_expression("av")
+def _item_reader(model):
+    """``model._from_item``: one function reading a whole DynamoDB item into
+    an instance, written out field by field (attributes the model lacks are
+    ignored). An item holding every field and nothing else is read in one
+    expression."""
+    names = {"new": object.__new__, "model": model}
+    reads = []
+    for index, (name, field) in enumerate(model._fields.items()):
+        expression = field._load_expression(f"av{index}")
         if expression is None:
             names[f"load{index}"] = field._load
-            expression = f"load{index}(av)"
-        lines += [f"    av = get({name!r})",
-                  "    if av is not None:",
+            expression = f"load{index}(av{index})"
+        reads.append((name, f"av{index}", expression))
+    lines = ["def from_item(item):",
+             "    instance = new(model)",
+             f"    if len(item) == {len(reads)}:",
+             "        try:",
+             *(f"            {av} = item[{name!r}]" for name, av, _ in reads),
+             "        except KeyError:  # another attribute instead of one",
+             "            pass",
+             "        else:",
+             "            instance.__dict__ = {",
+             *(f"                {name!r}: {expression},"
+               for name, _, expression in reads),
+             "            }",
+             "            return instance",
+             "    values = instance.__dict__",
+             "    get = item.get"]
+    for name, av, expression in reads:
+        lines += [f"    {av} = get({name!r})",
+                  f"    if {av} is not None:",
                   f"        values[{name!r}] = {expression}"]
-    lines.append("    return values")
-    return _compiled(lines, **names)["load_item"]
+    lines.append("    return instance")
+    return _compiled(lines, **names)["from_item"]
 
 
 def _key_converter(convert):
@@ -2938,7 +2957,7 @@ class _ModelMeta(type):
     def _compile(cls):
         """The per-model converters the hot paths use: no per-value
         dispatch left when items are saved or read."""
-        cls._load_item = staticmethod(_item_loader(cls._fields))
+        cls._from_item = staticmethod(_item_reader(cls))
         cls._identity = staticmethod(_key_identity(cls._key_fields))
         cls._validate_item = staticmethod(_item_validator(cls))
 
@@ -2996,17 +3015,10 @@ class Model(metaclass=_ModelMeta):
 
     # -- converters
 
-    @classmethod
-    def _from_item(cls, item):
-        """An instance from a DynamoDB item (attributes the model does not
-        declare are ignored)."""
-        instance = object.__new__(cls)
-        instance.__dict__ = cls._load_item(item)
-        return instance
-
-    # _validate_item(item) -> (native values, DynamoDB item) of a dict or
-    # instance to save, every invalid field reported in one ValidationError,
-    # is written out for each model when it is defined (_item_validator).
+    # Written out for each model when it is defined: _from_item(item), an
+    # instance from a DynamoDB item (_item_reader), and _validate_item(item),
+    # the (native values, DynamoDB item) of a dict or instance to save,
+    # every invalid field reported in one ValidationError (_item_validator).
 
     @classmethod
     def _values_of(cls, item):

@@ -1277,6 +1277,32 @@ def test_get_one_strategies(users, calls):
                for _, params in calls)
 
 
+def test_reading_items_written_by_others(users):
+    # Attributes the model lacks are ignored, missing ones read as None,
+    # whether or not the item has as many attributes as the model fields.
+    moment = "2024-05-06T07:08:09.000001+00:00"
+    full = {"email": {"S": "a@b.io"}, "name": {"S": "A"},
+            "year_of_birth": {"N": "1990"},
+            "cities_visited": {"L": [{"S": "Lima"}]},
+            "created_at": {"S": moment}}
+    swapped = dict(full, email={"S": "b@b.io"}, nickname={"S": "bee"})
+    del swapped["created_at"]
+    sparse = {"email": {"S": "c@b.io"}, "age": {"N": "3"}}
+    client = Connection.client()
+    for item in (full, swapped, sparse):
+        client.put_item(TableName=User.table_name(), Item=item)
+    a, b, c = User.get_many(["a@b.io", "b@b.io", "c@b.io"])
+    assert a.to_dict() == {
+        "email": "a@b.io", "name": "A", "year_of_birth": 1990,
+        "cities_visited": ["Lima"],
+        "created_at": datetime.datetime.fromisoformat(moment)}
+    assert b.to_dict() == {"email": "b@b.io", "name": "A",
+                           "year_of_birth": 1990,
+                           "cities_visited": ["Lima"]}
+    assert b.created_at is None and not hasattr(b, "nickname")
+    assert c.to_dict() == {"email": "c@b.io"}
+
+
 def test_consistent_reads_are_asked_for(users, calls):
     User.save_one(JOHN)
     del calls[:]
