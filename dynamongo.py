@@ -524,8 +524,9 @@ class Field:
         return None
 
     def _size_source(self, native, av):
-        """Python source bounding the bytes of a value, for fields that are
-        not small."""
+        """Python source bounding the size of a value (of a field that is
+        not small) in characters, each of which DynamoDB counts as at most
+        4 bytes; bytes are a bound too."""
         return f"av_size({av})"
 
     def _load_expression(self, av):
@@ -948,7 +949,7 @@ class StringField(Field):
         return " and ".join(test), value, f"{{'S': {value}}}"
 
     def _size_source(self, native, av):
-        return f"4 * len({native})"  # at most 4 bytes a character
+        return f"len({native})"
 
     def _load_expression(self, av):
         return f"{av}['S']"
@@ -1336,7 +1337,7 @@ class ListField(Field):
     def _size_source(self, native, av):
         if isinstance(self.field, StringField):
             # 3 bytes for the list, 1 and 4 a character for each string
-            return f"3 + len({native}) + 4 * len(''.join({native}))"
+            return f"1 + len({native}) + len(''.join({native}))"
         return super()._size_source(native, av)
 
     def append(self, *values):
@@ -2744,22 +2745,24 @@ def _item_validator(model):
     whole item, written out field by field (what a loop over the fields
     would do, without the loop's cost, nor a call for the values their
     _dump_source covers): ``item -> (native values, DynamoDB item)``, or a
-    ValidationError naming every invalid field. The native values start as
-    a copy of the item's and change where a value does (converted, copied,
-    defaulted)."""
+    ValidationError naming every invalid field.
+
+    The native values start as a copy of the item's and change where a
+    value does (converted, copied, defaulted). Names that are not fields
+    are looked for only when the item has more names than fields with a
+    value. The item is measured exactly only when a bound of its size,
+    summed as it is converted, could pass DynamoDB's limit."""
     fields = model._fields
-    # Fields that stay small count for a fixed bound of bytes; the others
-    # are measured.
-    small_bytes = sum(len(name.encode()) + 4 * 1024 + 64
-                      for name, field in fields.items() if field.small)
+    # Small fields count for a fixed number of bytes; the others for their
+    # name and 4 bytes for each character _size_source counts.
+    fixed = sum(len(name.encode()) + (4 * 1024 + 64 if field.small else 0)
+                for name, field in fields.items())
     lines = ["def validate_item(item):",
-             "    if type(item) is dict and item.keys() <= fields:",
-             "        values, errors = item, {}",
-             "    else:",
-             "        values, errors = values_of(item)",
+             "    values = item if type(item) is dict else values_of(item)",
              "    get = values.get",
-             f"    native, wire, bound = dict(values), {{}}, {small_bytes}"]
-    names = {"fields": fields.keys(), "values_of": model._values_of}
+             "    native, wire, errors = dict(values), {}, {}",
+             "    absent = chars = 0"]
+    names = {"values_of": model._values_of, "unknown": model._unknown_names}
     for index, (name, field) in enumerate(fields.items()):
         key = name in model._key_names
         convert = field._converter()
@@ -2767,15 +2770,17 @@ def _item_validator(model):
             convert = _key_converter(convert)
         names[f"convert{index}"] = convert
         size = "" if field.small else \
-            f"    bound += {len(name)} + {field._size_source('value', 'av')}"
-        lines.append(f"    value = get({name!r})")
+            f"    chars += {field._size_source('value', 'av')}"
+        lines += [f"    value = get({name!r})",
+                  "    if value is None:",
+                  "        absent += 1"]
         if field.default is not None:
             names[f"field{index}"] = field
-            lines += ["    if value is None:",
-                      f"        value = field{index}._default_value()"]
+            lines.append(f"        value = field{index}._default_value()")
         if field.required or key:
-            lines += ["    if value is None:",
-                      f"        errors[{name!r}] = ['is required']"]
+            if field.default is not None:
+                lines.append("    if value is None:")
+            lines.append(f"        errors[{name!r}] = ['is required']")
         fast = field._dump_source("value")
         if fast is not None:
             test, native, av = fast
@@ -2799,10 +2804,12 @@ def _item_validator(model):
                   f"            wire[{name!r}] = av"]
         if size:
             lines.append("        " + size)
-    lines += ["    if errors:",
+    lines += [f"    if len(values) + absent > {len(fields)} and values is item:",
+              "        errors.update(unknown(item))",
+              "    if errors:",
               "        raise ValidationError(f'{model}: invalid item: '",
               "                              f'{describe(errors)}', errors)",
-              f"    if bound > {_MAX_ITEM_BYTES}:",
+              f"    if chars > {(_MAX_ITEM_BYTES - fixed) // 4}:",
               "        check_size(wire)",
               "    return native, wire"]
     return _compiled(lines, model=model.__name__, describe=_describe,
@@ -3022,16 +3029,20 @@ class Model(metaclass=_ModelMeta):
 
     @classmethod
     def _values_of(cls, item):
-        """(values, errors) of an item to save that is not a plain dict of
-        fields: a dict's names that are not fields are errors."""
+        """The values of an item to save that is not a plain dict."""
         if isinstance(item, dict):
-            return item, {name: ["is not a field of the model"]
-                          for name in item if name not in cls._fields}
+            return item
         if isinstance(item, cls):
-            return item.__dict__, {}
+            return item.__dict__
         raise ValidationError(
             f"{cls.__name__}: an item must be a dict or a {cls.__name__} "
             f"instance, not {type(item).__name__}")
+
+    @classmethod
+    def _unknown_names(cls, item):
+        """Errors naming the names of a dict that are not fields."""
+        return {name: ["is not a field of the model"]
+                for name in item if name not in cls._fields}
 
     @classmethod
     def _check_size(cls, wire):

@@ -279,14 +279,15 @@ def measure_conversion(endpoint, count=2000):
     Pyn = pynamodb_model(endpoint, "bench-pynamodb")
     serializer, deserializer = TypeSerializer(), TypeDeserializer()
 
-    def timed(contenders, rounds=15):
+    def timed(contenders, rounds=7):
         """Least µs per item of each ``name: (function, data)``, timed in
         turns so that all of them meet the machine in the same moods."""
         best = dict.fromkeys(contenders, float("inf"))
         for _ in range(rounds):
             for name, (function, data) in contenders.items():
-                spent = timeit.timeit(lambda: [function(value)
-                                               for value in data], number=1)
+                spent = min(timeit.repeat(lambda: [function(value)
+                                                   for value in data],
+                                          number=1, repeat=3))
                 best[name] = min(best[name], per_item(spent, len(data)))
         return best
 
