@@ -2276,37 +2276,19 @@ def _chunks(sequence, size):
 def _key_identity(key_fields):
     """A function giving a hashable identity of an item's key, numbers
     matched by value (DynamoDB returns ``1.0`` as ``1``)."""
-    parts = [(name, field.wire_type) for name, field in key_fields]
-
-    def value(av, kind):
-        return decimal.Decimal(av["N"]) if kind == "N" else av["S"]
-    if len(parts) == 1:
-        (name, kind), = parts
-        if kind == "S":
-            return lambda item: item[name]["S"]
-        return lambda item: value(item[name], kind)
-    (hash_name, hash_kind), (range_name, range_kind) = parts
-    return lambda item: (value(item[hash_name], hash_kind),
-                         value(item[range_name], range_kind))
-
-
-class _Write:
-    """One entry of a BatchWriteItem: its request, what the caller gave,
-    and what goes to BatchResult.success when it is done."""
-
-    __slots__ = ("identity", "request", "given", "done")
-
-    def __init__(self, identity, request, given, done):
-        self.identity = identity
-        self.request = request
-        self.given = given
-        self.done = done
+    parts = [f"Decimal(item[{name!r}]['N'])" if field.wire_type == "N"
+             else f"item[{name!r}]['S']" for name, field in key_fields]
+    return _compiled(["def identity(item):",
+                      f"    return ({', '.join(parts)}"
+                      f"{')' if len(parts) > 1 else ',)[0]'}"],
+                     Decimal=decimal.Decimal)["identity"]
 
 
 def _batch_write(table, writes, model, result):
     """Send ``writes`` in BatchWriteItem requests of 25, on the worker pool,
     resending what comes back unprocessed; what still fails goes to
-    ``result.fail``."""
+    ``result.fail``. A write is a tuple ``(key identity, write request, what
+    the caller gave, what goes to result.success when it is done)``."""
     for done, failed in _parallel(
             lambda chunk: _write_chunk(table, chunk, model),
             list(_chunks(writes, 25))):
@@ -2321,30 +2303,27 @@ def _write_chunk(table, pending, model):
     for attempt in range(attempts):
         try:
             response = _call("BatchWriteItem", {"RequestItems": {
-                table: [write.request for write in pending]}})
+                table: [request for _, request, _, _ in pending]}})
         except Exception as exc:
-            return done, [Failure(write.given, exc) for write in pending]
+            return done, [Failure(given, exc) for _, _, given, _ in pending]
         unprocessed = {model._identity(_request_key(request))
                        for request in response.get(
                            "UnprocessedItems", {}).get(table, ())}
-        left = []
-        for write in pending:
-            if write.identity in unprocessed:
-                left.append(write)
-            else:
-                done.append(write.done)
-        pending = left
-        if not pending:
+        if unprocessed:
+            done += [write[3] for write in pending
+                     if write[0] not in unprocessed]
+            pending = [write for write in pending if write[0] in unprocessed]
+        else:
+            done += [write[3] for write in pending]
             return done, []
         if attempt + 1 < attempts:
             _pause(attempt)
     error = UnprocessedError(
         f"BatchWriteItem on table {table!r} left {len(pending)} items "
         f"unprocessed after {attempts} attempts",
-        [{name: _request_key(write.request)[name]
-          for name in model._key_names}
-         for write in pending])
-    return done, [Failure(write.given, error) for write in pending]
+        [{name: _request_key(request)[name] for name in model._key_names}
+         for _, request, _, _ in pending])
+    return done, [Failure(given, error) for _, _, given, _ in pending]
 
 
 def _request_key(request):
@@ -3571,8 +3550,8 @@ class Model(metaclass=_ModelMeta):
                 continue
             identity = cls._identity(wire)
             writes.pop(identity, None)  # the last duplicate wins
-            writes[identity] = _Write(identity, {"PutRequest": {"Item": wire}},
-                                      item, cls._from_native(native))
+            writes[identity] = (identity, {"PutRequest": {"Item": wire}},
+                                item, cls._from_native(native))
         if errors:
             raise ValidationError(f"{where}: invalid items: "
                                   f"{_describe(errors)}", errors)
@@ -3582,14 +3561,14 @@ class Model(metaclass=_ModelMeta):
         if condition is None:
             _batch_write(table, list(writes.values()), cls, result)
             return result
-        for write in writes.values():
+        for _, request, given, done in writes.values():
             try:
-                cls._put_item(table, write.request["PutRequest"]["Item"],
+                cls._put_item(table, request["PutRequest"]["Item"],
                               condition)
             except Exception as exc:
-                result.fail.append(Failure(write.given, exc))
+                result.fail.append(Failure(given, exc))
             else:
-                result.success.append(write.done)
+                result.success.append(done)
         return result
 
     @classmethod
@@ -3699,9 +3678,8 @@ class Model(metaclass=_ModelMeta):
         for key, given in entries:
             identity = cls._identity(key)
             if identity not in writes:
-                writes[identity] = _Write(identity,
-                                          {"DeleteRequest": {"Key": key}},
-                                          given, cls._from_item(key))
+                writes[identity] = (identity, {"DeleteRequest": {"Key": key}},
+                                    given, cls._from_item(key))
         result = BatchResult()
         _batch_write(table, list(writes.values()), cls, result)
         for key, condition, entry in conditional:
