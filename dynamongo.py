@@ -510,9 +510,10 @@ class Field:
             raise _located(exc, _path_text(path or self.path)) from None
 
     # Compiled converters. When a model is defined it writes these sources
-    # out, field by field, into the one function that converts its items
-    # and the one that reads them (see _item_converter): no per-value
-    # dispatch is left on its hot paths. Sources may use _SOURCE_NAMES.
+    # out, field by field, into the one function that validates and
+    # converts its items and the one that reads them (_item_validator,
+    # _item_reader): no per-value dispatch is left on its hot paths.
+    # Sources may use _SOURCE_NAMES.
 
     small = False  # whether values stay far below DynamoDB's item limit
 
@@ -814,8 +815,10 @@ class IntField(_NumberField):
 
     def _dump_source(self, value):
         bounds = self._range_source(value, _FAST_INT_LIMIT)
-        return bounds and (f"type({value}) is int and {bounds}", value,
-                           f"{{'N': str({value})}}")
+        if bounds is None:
+            return None
+        return f"type({value}) is int and {bounds}", value, \
+            f"{{'N': str({value})}}"
 
 
 class FloatField(_NumberField):
@@ -846,10 +849,11 @@ class FloatField(_NumberField):
 
     def _dump_source(self, value):
         bounds = self._range_source(value, _FAST_FLOAT_LIMIT)
-        return bounds and (f"type({value}) is float and {bounds} and ("
-                           f"{value} == 0.0 or abs({value}) >= "
-                           f"{_FAST_FLOAT_TINY!r})", value,
-                           f"{{'N': repr({value})}}")
+        if bounds is None:
+            return None
+        tiny = f"{value} == 0.0 or abs({value}) >= {_FAST_FLOAT_TINY!r}"
+        return (f"type({value}) is float and {bounds} and ({tiny})", value,
+                f"{{'N': repr({value})}}")
 
 
 class BooleanField(Field):
@@ -933,11 +937,11 @@ class StringField(Field):
     _sure_format = None
 
     def _dump_source(self, value):
-        test = [f"type({value}) is str"]
         if self.regex is not None or (
                 type(self)._check_format is not StringField._check_format
                 and self._sure_format is None):
             return None
+        test = [f"type({value}) is str"]
         for limit, operator in ((self.min_length, ">="),
                                 (self.max_length, "<=")):
             if limit is not None:
@@ -1138,9 +1142,9 @@ class DateTimeField(Field):
             return None
         # isoformat() shows microseconds when they are not 0, and is
         # quicker without the timespec argument.
-        return (f"type({value}) is datetime", value,
-                f"{{'S': {value}.isoformat() if {value}.microsecond else "
-                f"{value}.isoformat(timespec='microseconds')}}")
+        text = (f"{value}.isoformat() if {value}.microsecond else "
+                f"{value}.isoformat(timespec='microseconds')")
+        return f"type({value}) is datetime", value, f"{{'S': {text}}}"
 
 
 class DateField(Field):
@@ -1324,10 +1328,11 @@ class ListField(Field):
         # One pass converts the elements passing the test, into the
         # variable {value}_avs; the list passes when they all do.
         loop = f"for {element} in {value}"
-        return (f"type({value}) is list and len({value}_avs := "
-                f"[{av} {loop} if {test}]) == len({value})",
-                f"list({value})" if native == element
-                else f"[{native} {loop}]", f"{{'L': {value}_avs}}")
+        test = (f"type({value}) is list and "
+                f"len({value}_avs := [{av} {loop} if {test}]) == len({value})")
+        native = f"list({value})" if native == element \
+            else f"[{native} {loop}]"
+        return test, native, f"{{'L': {value}_avs}}"
 
     def _load_expression(self, av):
         element = f"{av}_item"
@@ -1467,10 +1472,13 @@ class DictField(Field):
 # What the sources fields give (_dump_source, _size_source and
 # _load_expression) may use, besides builtins.
 _SOURCE_NAMES = {
-    "datetime": datetime.datetime, "fromisoformat":
-    datetime.datetime.fromisoformat, "UUID": uuid.UUID,
-    "load_int": _load_int, "plain_email": _ASCII_EMAIL.fullmatch,
-    "av_size": _av_size, "ValidationError": ValidationError,
+    "datetime": datetime.datetime,
+    "fromisoformat": datetime.datetime.fromisoformat,
+    "UUID": uuid.UUID,
+    "load_int": _load_int,
+    "plain_email": _ASCII_EMAIL.fullmatch,
+    "av_size": _av_size,
+    "ValidationError": ValidationError,
     "located": _located,
 }
 
@@ -2278,9 +2286,8 @@ def _key_identity(key_fields):
     matched by value (DynamoDB returns ``1.0`` as ``1``)."""
     parts = [f"Decimal(item[{name!r}]['N'])" if field.wire_type == "N"
              else f"item[{name!r}]['S']" for name, field in key_fields]
-    return _compiled(["def identity(item):",
-                      f"    return ({', '.join(parts)}"
-                      f"{')' if len(parts) > 1 else ',)[0]'}"],
+    identity = parts[0] if len(parts) == 1 else f"({', '.join(parts)})"
+    return _compiled(["def identity(item):", f"    return {identity}"],
                      Decimal=decimal.Decimal)["identity"]
 
 
@@ -2309,13 +2316,11 @@ def _write_chunk(table, pending, model):
         unprocessed = {model._identity(_request_key(request))
                        for request in response.get(
                            "UnprocessedItems", {}).get(table, ())}
-        if unprocessed:
-            done += [write[3] for write in pending
-                     if write[0] not in unprocessed]
-            pending = [write for write in pending if write[0] in unprocessed]
-        else:
-            done += [write[3] for write in pending]
+        done += [written for identity, _, _, written in pending
+                 if identity not in unprocessed]
+        if not unprocessed:
             return done, []
+        pending = [write for write in pending if write[0] in unprocessed]
         if attempt + 1 < attempts:
             _pause(attempt)
     error = UnprocessedError(

@@ -1277,6 +1277,22 @@ def test_get_one_strategies(users, calls):
                for _, params in calls)
 
 
+def test_item_size_limit(users):
+    # An item just under DynamoDB's 400 KB is stored; one over it is
+    # refused before anything is sent, naming its largest attribute.
+    User.save_one(dict(JOHN, name="x" * 400_000))
+    assert len(User.get_one(JOHN["email"]).name) == 400_000
+    for too_big, largest in (
+            ({"cities_visited": ["y" * 1000] * 410}, "cities_visited"),
+            ({"name": "\u20ac" * 140_000}, "name")):  # 3 bytes each
+        with pytest.raises(ValidationError) as caught:
+            User.save_many([dict(JOHN, email="b@b.io"),
+                            dict(JOHN, email="c@b.io", **too_big)])
+        assert list(caught.value.errors) == [f"[1].{largest}"]
+    assert [user.email for user in User.get_many(User.email.exists())] \
+        == [JOHN["email"]]
+
+
 def test_reading_items_written_by_others(users):
     # Attributes the model lacks are ignored, missing ones read as None,
     # whether or not the item has as many attributes as the model fields.
