@@ -74,15 +74,23 @@ class SlowProxy(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         body = self.rfile.read(int(self.headers["Content-Length"]))
         time.sleep(0.005)
-        connection = getattr(self.local, "connection", None)
-        if connection is None:
-            connection = self.local.connection = http.client.HTTPConnection(
-                *self.target)
         headers = {name: value for name, value in self.headers.items()
                    if name.lower() != "host"}
-        connection.request("POST", self.path, body, headers)
-        response = connection.getresponse()
-        answer = response.read()
+        for attempt in range(2):  # the server may have closed an idle one
+            connection = getattr(self.local, "connection", None)
+            if connection is None:
+                connection = self.local.connection = \
+                    http.client.HTTPConnection(*self.target)
+            try:
+                connection.request("POST", self.path, body, headers)
+                response = connection.getresponse()
+                answer = response.read()
+                break
+            except (ConnectionError, http.client.HTTPException):
+                connection.close()
+                self.local.connection = None
+                if attempt:
+                    raise
         self.send_response(response.status)
         for name, value in response.getheaders():
             if name.lower() not in ("connection", "keep-alive",
