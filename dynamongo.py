@@ -2291,44 +2291,53 @@ def _key_identity(key_fields):
                      Decimal=decimal.Decimal)["identity"]
 
 
-def _batch_write(table, writes, model, result):
-    """Send ``writes`` in BatchWriteItem requests of 25, on the worker pool,
-    resending what comes back unprocessed; what still fails goes to
-    ``result.fail``. A write is a tuple ``(key identity, write request, what
-    the caller gave, what goes to result.success when it is done)``."""
-    for done, failed in _parallel(
-            lambda chunk: _write_chunk(table, chunk, model),
-            list(_chunks(writes, 25))):
-        result.success.extend(done)
-        result.fail.extend(failed)
+def _batch_write(table, request, avs, model):
+    """Send ``avs`` -- key identity -> item to put (``request`` is
+    "PutRequest") or key to delete ("DeleteRequest") -- in BatchWriteItem
+    requests of 25, on the worker pool, resending what comes back
+    unprocessed. Returns (identities written, [(identity, exception)] of
+    those that were not)."""
+    done, failed = [], []
+    for written, left in _parallel(
+            lambda chunk: _write_chunk(table, request, chunk, avs, model),
+            list(_chunks(list(avs), 25))):
+        done += written
+        failed += left
+    return done, failed
 
 
-def _write_chunk(table, pending, model):
-    """(done, failures) of one BatchWriteItem chunk and its resends."""
+def _write_chunk(table, request, pending, avs, model):
+    """(identities written, failures) of one chunk of identities of
+    ``avs``, resent while some come back unprocessed. The requests are
+    made as they are sent, so that no more objects than needed outlive
+    them."""
     attempts = Connection.settings(masked=False)["batch_attempts"]
+    field = "Item" if request == "PutRequest" else "Key"
     done = []
     for attempt in range(attempts):
         try:
             response = _call("BatchWriteItem", {"RequestItems": {
-                table: [request for _, request, _, _ in pending]}})
+                table: [{request: {field: avs[identity]}}
+                        for identity in pending]}})
         except Exception as exc:
-            return done, [Failure(given, exc) for _, _, given, _ in pending]
+            return done, [(identity, exc) for identity in pending]
         unprocessed = {model._identity(_request_key(request))
                        for request in response.get(
                            "UnprocessedItems", {}).get(table, ())}
-        done += [written for identity, _, _, written in pending
+        done += [identity for identity in pending
                  if identity not in unprocessed]
         if not unprocessed:
             return done, []
-        pending = [write for write in pending if write[0] in unprocessed]
+        pending = [identity for identity in pending
+                   if identity in unprocessed]
         if attempt + 1 < attempts:
             _pause(attempt)
     error = UnprocessedError(
         f"BatchWriteItem on table {table!r} left {len(pending)} items "
         f"unprocessed after {attempts} attempts",
-        [{name: _request_key(request)[name] for name in model._key_names}
-         for _, request, _, _ in pending])
-    return done, [Failure(given, error) for _, _, given, _ in pending]
+        [{name: avs[identity][name] for name in model._key_names}
+         for identity in pending])
+    return done, [(identity, error) for identity in pending]
 
 
 def _request_key(request):
@@ -2667,9 +2676,9 @@ class BatchResult:
     ``Failure(item, error)`` for each item that was not, with the reason.
     """
 
-    def __init__(self):
-        self.success = []
-        self.fail = []
+    def __init__(self, success=None, fail=None):
+        self.success = [] if success is None else success
+        self.fail = [] if fail is None else fail
 
     @property
     def success_count(self):
@@ -3546,7 +3555,9 @@ class Model(metaclass=_ModelMeta):
         if not _is_list_like(items):
             raise ValidationError(f"{where} takes a list of items, not "
                                   f"{type(items).__name__}")
-        writes, errors = {}, {}
+        # By key identity: the DynamoDB item, what the caller gave, and the
+        # native values.
+        wires, givens, natives, errors = {}, {}, {}, {}
         for index, item in enumerate(items):
             try:
                 native, wire = cls._validate_item(item)
@@ -3554,27 +3565,28 @@ class Model(metaclass=_ModelMeta):
                 errors.update(_located(exc, f"[{index}]").errors)
                 continue
             identity = cls._identity(wire)
-            writes.pop(identity, None)  # the last duplicate wins
-            writes[identity] = (identity, {"PutRequest": {"Item": wire}},
-                                item, cls._from_native(native))
+            wires.pop(identity, None)  # the last duplicate wins
+            wires[identity], givens[identity] = wire, item
+            natives[identity] = native
         if errors:
             raise ValidationError(f"{where}: invalid items: "
                                   f"{_describe(errors)}", errors)
-        if not writes:
+        if not wires:
             raise ValidationError(f"{where} needs at least one item")
-        result = BatchResult()
         if condition is None:
-            _batch_write(table, list(writes.values()), cls, result)
-            return result
-        for _, request, given, done in writes.values():
-            try:
-                cls._put_item(table, request["PutRequest"]["Item"],
-                              condition)
-            except Exception as exc:
-                result.fail.append(Failure(given, exc))
-            else:
-                result.success.append(done)
-        return result
+            done, failed = _batch_write(table, "PutRequest", wires, cls)
+        else:
+            done, failed = [], []
+            for identity, wire in wires.items():
+                try:
+                    cls._put_item(table, wire, condition)
+                except Exception as exc:
+                    failed.append((identity, exc))
+                else:
+                    done.append(identity)
+        return BatchResult(
+            [cls._from_native(natives[identity]) for identity in done],
+            [Failure(givens[identity], error) for identity, error in failed])
 
     @classmethod
     def get_many(cls, strategy, descending=False, limit=None,
@@ -3679,14 +3691,15 @@ class Model(metaclass=_ModelMeta):
                     entries.append((key, entry))
                 else:
                     conditional.append((key, condition, entry))
-        writes = {}
+        keys, givens = {}, {}  # by key identity
         for key, given in entries:
             identity = cls._identity(key)
-            if identity not in writes:
-                writes[identity] = (identity, {"DeleteRequest": {"Key": key}},
-                                    given, cls._from_item(key))
-        result = BatchResult()
-        _batch_write(table, list(writes.values()), cls, result)
+            if identity not in keys:
+                keys[identity], givens[identity] = key, given
+        done, failed = _batch_write(table, "DeleteRequest", keys, cls)
+        result = BatchResult(
+            [cls._from_item(keys[identity]) for identity in done],
+            [Failure(givens[identity], error) for identity, error in failed])
         for key, condition, entry in conditional:
             try:
                 old = cls._delete_item(table, key, condition)
