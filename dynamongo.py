@@ -95,7 +95,7 @@ _MAX_ITEM_BYTES = 400 * 1024  # DynamoDB's limit on the size of an item
 # Numbers a converter passes on sight: every int within 38 digits, every
 # float within DynamoDB's range.
 _FAST_INT_LIMIT = 10 ** 38 - 1
-_FAST_FLOAT_LIMIT = 9.999999999999999e125
+_FAST_FLOAT_LIMIT = math.nextafter(1e126, 0)  # the float 1e126 is out
 _FAST_FLOAT_TINY = 1e-130
 _KEY_TYPES = ("S", "N")
 _BILLING_MODES = ("PROVISIONED", "PAY_PER_REQUEST")
@@ -232,6 +232,11 @@ def _translate_error(exc, operation, params):
 
 
 # -- Helpers -----------------------------------------------------------------
+
+# Requests hold plain trees of dicts, lists and strings: no cycle check.
+_encode_json = json.JSONEncoder(ensure_ascii=False, check_circular=False,
+                                separators=(",", ":")).encode
+
 
 def _path_text(path):
     """('address', 'city') -> 'address.city'; ('cities', 0) -> 'cities[0]'."""
@@ -534,6 +539,15 @@ class Field:
         """Python source reading the value out of the AttributeValue named
         ``av``, for fields simple enough to be read inline; else None."""
         return None
+
+    def _json_source(self, av):
+        """Python source giving the JSON text of the AttributeValue named
+        ``av`` (what the fast path sends)."""
+        if self.wire_type == "S":  # every S field's AttributeValue
+            return f"""'{{"S":' + json_string({av}['S']) + '}}'"""
+        if self.wire_type == "N":  # number text needs no escapes
+            return f"""'{{"N":"' + {av}['N'] + '"}}'"""
+        return f"json({av})"
 
     def _converter(self):
         """A function ``value -> (native value, AttributeValue)`` that
@@ -1339,6 +1353,12 @@ class ListField(Field):
         item = self.field._load_expression(element)
         return None if item is None else f"[{item} for {element} in {av}['L']]"
 
+    def _json_source(self, av):
+        element = f"{av}_item"
+        item = self.field._json_source(element)
+        return (f"""'{{"L":[' + ','.join([{item} for {element} in """
+                f"""{av}['L']]) + ']}}'""")
+
     def _size_source(self, native, av):
         if isinstance(self.field, StringField):
             # 3 bytes for the list, 1 and 4 a character for each string
@@ -1472,6 +1492,8 @@ class DictField(Field):
 # What the sources fields give (_dump_source, _size_source and
 # _load_expression) may use, besides builtins.
 _SOURCE_NAMES = {
+    "json": _encode_json,
+    "json_string": json.encoder.encode_basestring,
     "datetime": datetime.datetime,
     "fromisoformat": datetime.datetime.fromisoformat,
     "UUID": uuid.UUID,
@@ -2109,9 +2131,16 @@ class _Http:
                 pass
 
 
-# Requests hold plain trees of dicts, lists and strings: no cycle check.
-_encode_json = json.JSONEncoder(ensure_ascii=False, check_circular=False,
-                                separators=(",", ":")).encode
+class _Encoded(dict):
+    """Request parameters that carry their JSON body, written by a model's
+    own writer: the fast path sends the body, everything else (the boto3
+    client path, request stubs) sees the parameters."""
+
+    __slots__ = ("body",)
+
+    def __init__(self, params, body):
+        super().__init__(params)
+        self.body = body
 
 
 class _FastWire:
@@ -2164,7 +2193,8 @@ class _FastWire:
 
         if self.credentials is None:
             raise NoCredentialsError()
-        body = _encode_json(params).encode()
+        body = (params.body if type(params) is _Encoded
+                else _encode_json(params)).encode()
         headers = self.signer.headers(
             self.credentials.get_frozen_credentials(),
             self._TARGET + operation, body)
@@ -2311,14 +2341,24 @@ def _write_chunk(table, request, pending, avs, model):
     ``avs``, resent while some come back unprocessed. The requests are
     made as they are sent, so that no more objects than needed outlive
     them."""
-    attempts = Connection.settings(masked=False)["batch_attempts"]
+    settings = Connection.settings(masked=False)
+    attempts = settings["batch_attempts"]
     field = "Item" if request == "PutRequest" else "Key"
+    # Puts on the fast path carry their body, written by the model.
+    write_json = model._item_json if field == "Item" \
+        and settings["fast_path"] else None
     done = []
     for attempt in range(attempts):
+        params = {"RequestItems": {table: [{request: {field: avs[identity]}}
+                                           for identity in pending]}}
+        if write_json is not None:
+            params = _Encoded(params, "".join([
+                '{"RequestItems":{', json.encoder.encode_basestring(table),
+                ':[', ",".join([f'{{"PutRequest":{{"Item":'
+                                f'{write_json(avs[identity])}}}}}'
+                                for identity in pending]), "]}}"]))
         try:
-            response = _call("BatchWriteItem", {"RequestItems": {
-                table: [{request: {field: avs[identity]}}
-                        for identity in pending]}})
+            response = _call("BatchWriteItem", params)
         except Exception as exc:
             return done, [(identity, exc) for identity in pending]
         unprocessed = {model._identity(_request_key(request))
@@ -2845,6 +2885,30 @@ def _item_reader(model):
     return _compiled(lines, **names)["from_item"]
 
 
+def _item_writer(model):
+    """``model._item_json``: the JSON text of a DynamoDB item of the model
+    (as _validate_item makes it), written out field by field; the fast path
+    sends it instead of encoding the item's dicts one by one. An item with
+    a value for every field is written in one expression."""
+    writes = [(name, json.encoder.encode_basestring(name) + ":",
+               f"av{index}", field._json_source(f"av{index}"))
+              for index, (name, field) in enumerate(model._fields.items())]
+    lines = ["def item_json(wire):",
+             f"    if len(wire) == {len(writes)}:",
+             *(f"        {av} = wire[{name!r}]" for name, _, av, _ in writes),
+             "        return ''.join([",
+             *(f"            {(',' if index else '{') + key!r}, {text},"
+               for index, (_, key, _, text) in enumerate(writes)),
+             "            '}'])",
+             "    parts = []"]
+    for name, key, av, text in writes:
+        lines += [f"    {av} = wire.get({name!r})",
+                  f"    if {av} is not None:",
+                  f"        parts.append({key!r} + {text})"]
+    lines.append("    return '{' + ','.join(parts) + '}'")
+    return _compiled(lines)["item_json"]
+
+
 def _key_converter(convert):
     """``convert``, refusing the empty string DynamoDB refuses in keys."""
     def convert_key(value):
@@ -2960,6 +3024,7 @@ class _ModelMeta(type):
         cls._from_item = staticmethod(_item_reader(cls))
         cls._identity = staticmethod(_key_identity(cls._key_fields))
         cls._validate_item = staticmethod(_item_validator(cls))
+        cls._item_json = staticmethod(_item_writer(cls))
 
 
 class Model(metaclass=_ModelMeta):
