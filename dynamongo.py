@@ -2311,11 +2311,11 @@ def _chunks(sequence, size):
         yield sequence[start:start + size]
 
 
-def _key_identity(key_fields):
-    """A function giving a hashable identity of an item's key, numbers
+def _key_identity(model):
+    """``model._identity``: a hashable identity of an item's key, numbers
     matched by value (DynamoDB returns ``1.0`` as ``1``)."""
     parts = [f"Decimal(item[{name!r}]['N'])" if field.wire_type == "N"
-             else f"item[{name!r}]['S']" for name, field in key_fields]
+             else f"item[{name!r}]['S']" for name, field in model._key_fields]
     identity = parts[0] if len(parts) == 1 else f"({', '.join(parts)})"
     return _compiled(["def identity(item):", f"    return {identity}"],
                      Decimal=decimal.Decimal)["identity"]
@@ -2935,6 +2935,20 @@ def _is_range_key_condition(condition):
         and condition.function == "begins_with")
 
 
+class _WrittenOnFirstUse:
+    """A model's own function, written out by ``write(model)`` when it is
+    first used: defining a model costs little, and a cold start pays only
+    for the functions of the models it uses."""
+
+    def __init__(self, name, write):
+        self.name, self.write = name, write
+
+    def __get__(self, instance, model):
+        function = self.write(model)
+        setattr(model, self.name, staticmethod(function))
+        return function
+
+
 class _ModelMeta(type):
     """Collects fields, checks the schema and compiles the per-model
     converters once, when the model class is made."""
@@ -3019,12 +3033,13 @@ class _ModelMeta(type):
 
     @staticmethod
     def _compile(cls):
-        """The per-model converters the hot paths use: no per-value
-        dispatch left when items are saved or read."""
-        cls._from_item = staticmethod(_item_reader(cls))
-        cls._identity = staticmethod(_key_identity(cls._key_fields))
-        cls._validate_item = staticmethod(_item_validator(cls))
-        cls._item_json = staticmethod(_item_writer(cls))
+        """The per-model functions the hot paths use: no per-value dispatch
+        is left when items are saved or read."""
+        for name, write in (("_validate_item", _item_validator),
+                            ("_from_item", _item_reader),
+                            ("_item_json", _item_writer),
+                            ("_identity", _key_identity)):
+            setattr(cls, name, _WrittenOnFirstUse(name, write))
 
 
 class Model(metaclass=_ModelMeta):
