@@ -2837,7 +2837,8 @@ def _item_validator(model):
                   f"            wire[{name!r}] = av"]
         if size:
             lines.append("        " + size)
-    lines += [f"    if len(values) + absent > {len(fields)} and values is item:",
+    lines += [f"    if len(values) + absent > {len(fields)} "
+              "and values is item:",
               "        errors.update(unknown(item))",
               "    if errors:",
               "        raise ValidationError(f'{model}: invalid item: '",
