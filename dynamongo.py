@@ -514,10 +514,10 @@ class Field:
         except ValidationError as exc:
             raise _located(exc, _path_text(path or self.path)) from None
 
-    # Compiled converters. When a model is defined it writes these sources
-    # out, field by field, into the one function that validates and
-    # converts its items and the one that reads them (_item_validator,
-    # _item_reader): no per-value dispatch is left on its hot paths.
+    # Compiled converters. A model writes these sources out, field by
+    # field, into its own functions that validate and convert its items,
+    # read them and write their JSON (_item_validator, _item_reader,
+    # _item_writer): no per-value dispatch is left on its hot paths.
     # Sources may use _SOURCE_NAMES.
 
     small = False  # whether values stay far below DynamoDB's item limit
@@ -1348,16 +1348,19 @@ class ListField(Field):
             else f"[{native} {loop}]"
         return test, native, f"{{'L': {value}_avs}}"
 
-    def _load_expression(self, av):
+    def _each_element(self, av, source):
+        """``[source of each element of the list AttributeValue av]``, or
+        None when the item field gives no such source."""
         element = f"{av}_item"
-        item = self.field._load_expression(element)
+        item = source(element)
         return None if item is None else f"[{item} for {element} in {av}['L']]"
 
+    def _load_expression(self, av):
+        return self._each_element(av, self.field._load_expression)
+
     def _json_source(self, av):
-        element = f"{av}_item"
-        item = self.field._json_source(element)
-        return (f"""'{{"L":[' + ','.join([{item} for {element} in """
-                f"""{av}['L']]) + ']}}'""")
+        items = self._each_element(av, self.field._json_source)
+        return f"""'{{"L":[' + ','.join({items}) + ']}}'"""
 
     def _size_source(self, native, av):
         if isinstance(self.field, StringField):
@@ -1489,8 +1492,8 @@ class DictField(Field):
                 for name, item in av["M"].items() if name in fields}
 
 
-# What the sources fields give (_dump_source, _size_source and
-# _load_expression) may use, besides builtins.
+# What the sources fields give (_dump_source, _size_source,
+# _load_expression and _json_source) may use, besides builtins.
 _SOURCE_NAMES = {
     "json": _encode_json,
     "json_string": json.encoder.encode_basestring,
@@ -2131,24 +2134,34 @@ class _Http:
                 pass
 
 
-class _Encoded(dict):
-    """Request parameters that carry their JSON body, written by a model's
-    own writer: the fast path sends the body, everything else (the boto3
+class _BatchPut(dict):
+    """BatchWriteItem parameters putting items of one model, whose JSON the
+    model writes itself (``item_json``): the fast path sends body(), which
+    is quicker than encoding the items' dicts; everything else (the boto3
     client path, request stubs) sees the parameters."""
 
-    __slots__ = ("body",)
+    __slots__ = ("item_json",)
 
-    def __init__(self, params, body):
+    def __init__(self, params, item_json):
         super().__init__(params)
-        self.body = body
+        self.item_json = item_json
+
+    def body(self):
+        (table, requests), = self["RequestItems"].items()
+        return "".join([
+            '{"RequestItems":{', json.encoder.encode_basestring(table), ":[",
+            ",".join([f'{{"PutRequest":{{"Item":'
+                      f'{self.item_json(request["PutRequest"]["Item"])}}}}}'
+                      for request in requests]), "]}}"])
 
 
 class _FastWire:
     """Requests without botocore's serializer and parser, which cost most
     of a boto3 client's time: the JSON body is built here, signed (_SigV4)
     with the credentials botocore resolves (its whole chain: environment,
-    profile, IAM role, SSO), sent on botocore's pooled urllib3 session
-    (endpoint, timeouts, proxies, CA bundle), and parsed with json.loads.
+    profile, IAM role, SSO), sent on a kept-alive connection per thread
+    (_Http; botocore's urllib3 session behind a proxy) honouring the
+    endpoint, timeouts and CA bundle, and parsed with json.loads.
     botocore's ``before-send`` event is emitted first, and a handler's
     response stands in for the server's, as in botocore itself (this is how
     moto's mock_aws answers)."""
@@ -2193,7 +2206,7 @@ class _FastWire:
 
         if self.credentials is None:
             raise NoCredentialsError()
-        body = (params.body if type(params) is _Encoded
+        body = (params.body() if type(params) is _BatchPut
                 else _encode_json(params)).encode()
         headers = self.signer.headers(
             self.credentials.get_frozen_credentials(),
@@ -2341,28 +2354,20 @@ def _write_chunk(table, request, pending, avs, model):
     ``avs``, resent while some come back unprocessed. The requests are
     made as they are sent, so that no more objects than needed outlive
     them."""
-    settings = Connection.settings(masked=False)
-    attempts = settings["batch_attempts"]
+    attempts = Connection.settings(masked=False)["batch_attempts"]
     field = "Item" if request == "PutRequest" else "Key"
-    # Puts on the fast path carry their body, written by the model.
-    write_json = model._item_json if field == "Item" \
-        and settings["fast_path"] else None
     done = []
     for attempt in range(attempts):
         params = {"RequestItems": {table: [{request: {field: avs[identity]}}
                                            for identity in pending]}}
-        if write_json is not None:
-            params = _Encoded(params, "".join([
-                '{"RequestItems":{', json.encoder.encode_basestring(table),
-                ':[', ",".join([f'{{"PutRequest":{{"Item":'
-                                f'{write_json(avs[identity])}}}}}'
-                                for identity in pending]), "]}}"]))
+        if field == "Item":
+            params = _BatchPut(params, model._item_json)
         try:
             response = _call("BatchWriteItem", params)
         except Exception as exc:
             return done, [(identity, exc) for identity in pending]
-        unprocessed = {model._identity(_request_key(request))
-                       for request in response.get(
+        unprocessed = {model._identity(_request_key(entry))
+                       for entry in response.get(
                            "UnprocessedItems", {}).get(table, ())}
         done += [identity for identity in pending
                  if identity not in unprocessed]
@@ -2475,7 +2480,7 @@ def _settings_from_environment():
 
 
 def _boto3_session(settings):
-    import boto3.session  # deferred: importing boto3 costs ~200 ms
+    import boto3.session  # deferred: importing boto3 costs ~100 ms
 
     _hide_session_tokens()
     return boto3.session.Session(
@@ -2518,10 +2523,11 @@ class Connection:
     Settings come from the environment (``AWS_ACCESS_KEY_ID``,
     ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_REGION_NAME`` then
     ``AWS_REGION`` then ``AWS_DEFAULT_REGION`` (default ``us-east-2``),
-    ``AWS_TABLE_PREFIX``, ``AWS_ENDPOINT_URL``); ``set_config`` overrides
-    them. Without keys, boto3's default credential chain is used (an IAM
-    role in Lambda, a profile, SSO). boto3 objects are made on first use,
-    once, and shared by all threads.
+    ``AWS_TABLE_PREFIX``, ``AWS_ENDPOINT_URL_DYNAMODB`` then
+    ``AWS_ENDPOINT_URL``); ``set_config`` overrides them. Without keys,
+    boto3's default credential chain is used (an IAM role in Lambda, a
+    profile, SSO). boto3 objects are made on first use, once, and shared by
+    all threads.
     """
 
     _lock = threading.RLock()
@@ -2798,8 +2804,9 @@ def _item_validator(model):
     names = {"values_of": model._values_of, "unknown": model._unknown_names}
     for index, (name, field) in enumerate(fields.items()):
         key = name in model._key_names
+        string_key = key and field.wire_type == "S"  # must not be ""
         convert = field._converter()
-        if key and field.wire_type == "S":
+        if string_key:
             convert = _key_converter(convert)
         names[f"convert{index}"] = convert
         size = "" if field.small else \
@@ -2817,8 +2824,8 @@ def _item_validator(model):
         fast = field._dump_source("value")
         if fast is not None:
             test, native, av = fast
-            if key and field.wire_type == "S":
-                test += " and value"  # keys must not be ""
+            if string_key:
+                test += " and value"
             lines.append(f"    if {test}:")
             if native != "value" or field.default is not None:
                 lines.append(f"        native[{name!r}] = {native}")
@@ -2936,6 +2943,16 @@ def _is_range_key_condition(condition):
         and condition.function == "begins_with")
 
 
+# Each model's own functions, written out from its fields:
+# _validate_item(item) -> (native values, DynamoDB item) of a dict or
+# instance to save, every invalid field reported in one ValidationError;
+# _from_item(item) -> an instance; _item_json(item) -> the JSON text of a
+# DynamoDB item; _identity(item or key) -> a hashable identity of its key.
+_MODEL_FUNCTIONS = {"_validate_item": _item_validator,
+                    "_from_item": _item_reader, "_item_json": _item_writer,
+                    "_identity": _key_identity}
+
+
 class _WrittenOnFirstUse:
     """A model's own function, written out by ``write(model)`` when it is
     first used: defining a model costs little, and a cold start pays only
@@ -2951,8 +2968,9 @@ class _WrittenOnFirstUse:
 
 
 class _ModelMeta(type):
-    """Collects fields, checks the schema and compiles the per-model
-    converters once, when the model class is made."""
+    """Collects fields and checks the schema when the model class is made;
+    the model's own functions (_MODEL_FUNCTIONS) are written out when they
+    are first used."""
 
     def __getattr__(cls, name):
         # Only reached when normal lookup fails: an unknown field.
@@ -3036,10 +3054,7 @@ class _ModelMeta(type):
     def _compile(cls):
         """The per-model functions the hot paths use: no per-value dispatch
         is left when items are saved or read."""
-        for name, write in (("_validate_item", _item_validator),
-                            ("_from_item", _item_reader),
-                            ("_item_json", _item_writer),
-                            ("_identity", _key_identity)):
+        for name, write in _MODEL_FUNCTIONS.items():
             setattr(cls, name, _WrittenOnFirstUse(name, write))
 
 
@@ -3094,12 +3109,7 @@ class Model(metaclass=_ModelMeta):
         return {name: values[name] for name in self._fields
                 if values.get(name) is not None}
 
-    # -- converters
-
-    # Written out for each model when it is defined: _from_item(item), an
-    # instance from a DynamoDB item (_item_reader), and _validate_item(item),
-    # the (native values, DynamoDB item) of a dict or instance to save,
-    # every invalid field reported in one ValidationError (_item_validator).
+    # -- converters (besides _MODEL_FUNCTIONS)
 
     @classmethod
     def _values_of(cls, item):
@@ -3411,8 +3421,8 @@ class Model(metaclass=_ModelMeta):
                 raise ValidationError(
                     f"{cls.__name__}.{update.field.path[0]} is part of the "
                     "key: it cannot be updated (save a new item instead)")
-        bounds = [update._guard() for update in updates
-                  if update._guard() is not None]
+        bounds = [guard for guard in (update._guard() for update in updates)
+                  if guard is not None]
         # The item must exist (UpdateItem would create it), keep its
         # bounds, and meet the caller's condition.
         checks = [getattr(cls, cls._key_names[0]).exists(), *bounds]
@@ -3772,14 +3782,14 @@ class Model(metaclass=_ModelMeta):
                     entries.append((key, entry))
                 else:
                     conditional.append((key, condition, entry))
-        keys, givens = {}, {}  # by key identity
+        batch_keys, givens = {}, {}  # by key identity
         for key, given in entries:
             identity = cls._identity(key)
-            if identity not in keys:
-                keys[identity], givens[identity] = key, given
-        done, failed = _batch_write(table, "DeleteRequest", keys, cls)
+            if identity not in batch_keys:
+                batch_keys[identity], givens[identity] = key, given
+        done, failed = _batch_write(table, "DeleteRequest", batch_keys, cls)
         result = BatchResult(
-            [cls._from_item(keys[identity]) for identity in done],
+            [cls._from_item(batch_keys[identity]) for identity in done],
             [Failure(givens[identity], error) for identity, error in failed])
         for key, condition, entry in conditional:
             try:
