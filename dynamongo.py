@@ -2244,7 +2244,7 @@ class _FastWire:
         return dict(extra, Error={"Code": code, "Message": message},
                     ResponseMetadata={
                         "HTTPStatusCode": status,
-                        "RequestId": headers.get("x-amzn-RequestId"),
+                        "RequestId": headers.get("x-amzn-requestid"),
                         "HTTPHeaders": dict(headers)})
 
 
@@ -3801,5 +3801,5 @@ class Model(metaclass=_ModelMeta):
         return result
 
 
-_RESERVED_NAMES = frozenset(name for name in dir(Model)
+_RESERVED_NAMES = frozenset(name for name in [*dir(Model), *_MODEL_FUNCTIONS]
                             if not name.startswith("__"))

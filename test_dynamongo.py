@@ -831,13 +831,14 @@ def test_fast_path_errors_and_checksums(users, no_sleep, monkeypatch):
     fake_answers(monkeypatch, answers)
     assert User.get_one(JOHN["email"]).name == "John Doe"  # third try
     assert answers == [] and len(no_sleep) == 2
-    answers += [(400, {}, json.dumps({
+    answers += [(400, {"x-amzn-RequestId": "R1"}, json.dumps({
         "__type": "com.amazonaws.dynamodb.v20120810#ValidationException",
         "message": "One or more parameter values were invalid"}).encode())]
     with pytest.raises(DynamoDBError, match="parameter values") as caught:
         User.get_one(JOHN["email"])
     assert caught.value.code == "ValidationException"
     assert caught.value.status == 400
+    assert caught.value.response["ResponseMetadata"]["RequestId"] == "R1"
     assert type(caught.value.__cause__).__name__ == "ClientError"
     assert caught.value.__cause__.response["Error"]["Code"] == \
         "ValidationException"
@@ -1104,6 +1105,12 @@ def test_schema_errors_when_the_class_is_made():
             __hash_key__ = "id"
             id = IntField()
             table = StringField()
+    with pytest.raises(SchemaError, match="'_identity'"):
+        class ShadowingItsOwnFunction(Model):
+            __table__ = "shadowing"
+            __hash_key__ = "id"
+            id = IntField()
+            _identity = StringField()
     with pytest.raises(SchemaError, match="__billing_mode__"):
         class Billing(Model):
             __table__ = "billing"
