@@ -2169,6 +2169,7 @@ class _FastWire:
     _TARGET = "DynamoDB_20120810."
 
     def __init__(self, session, settings):
+        import inspect
         import socket
 
         import botocore
@@ -2199,7 +2200,15 @@ class _FastWire:
         self.user_agent = (f"dynamongo/{__version__} "
                            f"botocore/{botocore.__version__}")
         self.signer = _SigV4(region, self.url)
-        self.request = AWSPreparedRequest
+        # botocore 1.35 and later give each request a context of its own
+        # (handlers of before-send may read it); 1.34 has none.
+        url = self.url
+        if "context" in inspect.signature(AWSPreparedRequest).parameters:
+            self.request = lambda headers, body: AWSPreparedRequest(
+                "POST", url, headers, body, False, context={})
+        else:
+            self.request = lambda headers, body: AWSPreparedRequest(
+                "POST", url, headers, body, False)
 
     def __call__(self, operation, params):
         from botocore.exceptions import ClientError, NoCredentialsError
@@ -2213,7 +2222,7 @@ class _FastWire:
             self._TARGET + operation, body)
         headers["User-Agent"] = self.user_agent
         headers["Content-Length"] = str(len(body))
-        request = self.request("POST", self.url, headers, body, False, {})
+        request = self.request(headers, body)
         _, response = self.events.emit_until_response(
             f"before-send.dynamodb.{operation}", request=request)
         status, headers, body = (self.post(request) if response is None

@@ -17,7 +17,7 @@ setup(
     license="MIT",
     py_modules=["dynamongo"],
     python_requires=">=3.10",
-    install_requires=["boto3"],
+    install_requires=["boto3>=1.34"],
     extras_require={"test": ["pytest", "moto[server]>=5", "hypothesis"]},
     classifiers=[
         "License :: OSI Approved :: MIT License",

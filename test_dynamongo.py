@@ -861,7 +861,18 @@ def test_signature_matches_botocore(monkeypatch, url, token, body):
                               token).get_frozen_credentials()
     region = url.split(".")[1] if "amazonaws" in url else "us-east-1"
     moment = datetime.datetime(2026, 11, 27, 3, 4, 5)
-    monkeypatch.setattr("botocore.auth.get_current_datetime", lambda: moment)
+    import botocore.auth
+
+    if hasattr(botocore.auth, "get_current_datetime"):
+        monkeypatch.setattr(botocore.auth, "get_current_datetime",
+                            lambda: moment)
+    else:  # botocore 1.34 asks datetime.datetime.utcnow()
+        class Clock(datetime.datetime):
+            @classmethod
+            def utcnow(cls):
+                return moment
+
+        monkeypatch.setattr(botocore.auth.datetime, "datetime", Clock)
     request = AWSRequest("POST", url, data=body, headers={
         "Content-Type": "application/x-amz-json-1.0",
         "X-Amz-Target": "DynamoDB_20120810.PutItem",
