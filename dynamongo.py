@@ -61,15 +61,18 @@ __all__ = [
 ]
 
 import collections
+import contextvars
 import copy
 import datetime
 import decimal
+import functools
 import ipaddress
 import itertools
 import json
 import math
 import os
 import re
+import sys
 import threading
 import time
 import uuid
@@ -120,7 +123,15 @@ _OPERATIONS = {
 # -- Errors ------------------------------------------------------------------
 
 class DynamongoError(Exception):
-    """Base class of every exception dynamongo raises."""
+    """Base class of every exception dynamongo raises.
+
+    ``result``: when save_many, delete_many or get_many stop on an error
+    that fails every item alike (a missing table, denied access, no
+    credentials, an unreachable endpoint), the BatchResult of what was done
+    and not done so far (for get_many, None).
+    """
+
+    result = None
 
 
 class SchemaError(DynamongoError):
@@ -174,6 +185,18 @@ class DynamoDBError(DynamongoError):
         self.maybe_applied = False  # see _call
 
 
+class DynamoDBConnectionError(DynamoDBError):
+    """DynamoDB could not be reached, or did not answer in time, after
+    every attempt; ``endpoint`` is where dynamongo sent the request."""
+
+    endpoint = None
+
+
+class CredentialsError(DynamongoError):
+    """No AWS credentials were found, or they could not be loaded (a
+    missing profile, a failing credential process or SSO login)."""
+
+
 class ConditionalCheckFailedException(DynamoDBError):
     """The condition of a write did not hold; nothing was written."""
 
@@ -213,22 +236,71 @@ _ERROR_CODES = {
 }
 
 
-def _translate_error(exc, operation, params):
-    """Turn a botocore error into the matching dynamongo exception."""
+# botocore's exceptions for credentials that are missing or cannot be
+# loaded (looked up by name: not every botocore has each).
+_CREDENTIAL_ERRORS = (
+    "NoCredentialsError", "PartialCredentialsError",
+    "CredentialRetrievalError", "ProfileNotFound", "SSOError",
+    "TokenRetrievalError", "UnauthorizedSSOTokenError", "InvalidConfigError",
+    "ConfigParseError", "ConfigNotFound")
+
+
+class _BadAnswer(Exception):
+    """What came back is not a DynamoDB answer (not HTTP, not a JSON
+    object, cut short, or failing its checksum: ``corrupted``, which a
+    retry may mend)."""
+
+    def __init__(self, message, corrupted=False):
+        super().__init__(message)
+        self.corrupted = corrupted
+
+
+def _translate_error(exc, operation, params, endpoint=None):
+    """(the dynamongo exception, worth retrying, may have been applied) of
+    a failed attempt: botocore's errors and Python's become dynamongo's,
+    naming the operation and table."""
+    if isinstance(exc, DynamongoError):
+        return exc, False, False
     table = params.get("TableName") or next(iter(params.get("RequestItems",
                                                             ())), None)
     where = f"{operation} on table {table!r}" if table else operation
+    request = dict(operation=operation, table=table)
     response = getattr(exc, "response", None)
     if isinstance(response, dict) and "Error" in response:
         code = response["Error"].get("Code")
         text = response["Error"].get("Message") or code
-        error_class = _ERROR_CODES.get(code, DynamoDBError)
-        return error_class(f"{where} failed: {code}: {text}", code=code,
-                           operation=operation, table=table,
-                           response=response)
-    if type(exc).__name__ == "ParamValidationError":
-        return ValidationError(f"{where}: invalid request: {exc}")
-    return exc
+        error = _ERROR_CODES.get(code, DynamoDBError)(
+            f"{where} failed: {code}: {text}", code=code, response=response,
+            **request)
+        server_error = (error.status or 0) >= 500
+        return error, code in _RETRY_CODES or server_error, server_error
+    if isinstance(exc, _BadAnswer):
+        return DynamoDBError(f"{where} failed: the answer from {endpoint} is "
+                             f"not DynamoDB's: {exc}", **request), \
+            exc.corrupted, exc.corrupted
+    exceptions = sys.modules.get("botocore.exceptions")
+    kind = type(exc).__name__
+    if exceptions is not None:
+        if isinstance(exc, (exceptions.ConnectionError,
+                            exceptions.HTTPClientError)):
+            error = DynamoDBConnectionError(
+                f"{where} failed: no answer from {endpoint}: {exc}",
+                **request)
+            error.endpoint = endpoint
+            # ConnectionError: the request never reached the server; the
+            # others (a closed connection, a read timeout): it may have.
+            return error, True, not isinstance(exc, exceptions.ConnectionError)
+        if any(isinstance(exc, getattr(exceptions, name, ()))
+               for name in _CREDENTIAL_ERRORS):
+            return CredentialsError(
+                f"{where}: no usable AWS credentials ({kind}: {exc}); set "
+                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a profile "
+                "(AWS_PROFILE) or Connection.set_config(access_key_id=..., "
+                "secret_access_key=...)"), False, False
+        if kind == "ParamValidationError":
+            return ValidationError(f"{where}: invalid request: {exc}"), \
+                False, False
+    return DynamongoError(f"{where} failed: {kind}: {exc}"), False, False
 
 
 # -- Helpers -----------------------------------------------------------------
@@ -1894,7 +1966,38 @@ _sleep = time.sleep  # tests replace it to run retries without waiting
 
 def _send(operation, params):
     """One request, as it goes on the wire; returns the parsed response."""
-    return (Connection._wire or Connection._wire_client())(operation, params)
+    state = _state()
+    return (state._wire or state.wire())(operation, params)
+
+
+def _endpoint_of(settings):
+    """The URL dynamongo's requests go to."""
+    region = settings["region"]
+    return (settings["endpoint_url"] or (
+        f"https://dynamodb.{region}.amazonaws.com"
+        + (".cn" if region.startswith("cn-") else ""))).rstrip("/") + "/"
+
+
+def _answer_json(headers, body):
+    """The parsed body of a 200 answer (``headers`` in lower case), or
+    _BadAnswer when it is cut short, fails its checksum or is not a JSON
+    object."""
+    checksum = headers.get("x-amz-crc32")
+    if checksum is not None and zlib.crc32(body) != int(checksum):
+        raise _BadAnswer("the body does not match its CRC32 checksum",
+                         corrupted=True)
+    length = headers.get("content-length")
+    if length is not None and int(length) != len(body):
+        raise _BadAnswer(f"the body was cut short ({len(body)} of {length} "
+                         "bytes)", corrupted=True)
+    try:
+        answer = json.loads(body) if body else {}
+    except ValueError:
+        answer = None
+    if type(answer) is not dict:
+        raise _BadAnswer(f"expected a JSON object, got "
+                         f"{body[:80].decode('utf-8', 'replace')!r}")
+    return answer
 
 
 class _ClientWire:
@@ -1903,9 +2006,19 @@ class _ClientWire:
 
     def __init__(self, client):
         self.client = client
+        # botocore reads a 200 answer whose body is not JSON as an empty
+        # answer ("no such item"): check the body it parsed.
+        client.meta.events.register("after-call.dynamodb", self._check)
 
     def __call__(self, operation, params):
         return getattr(self.client, _OPERATIONS[operation])(**params)
+
+    @staticmethod
+    def _check(http_response, **_):
+        if http_response.status_code == 200:
+            _answer_json({name.lower(): value for name, value
+                          in http_response.headers.items()},
+                         http_response.content)
 
 
 class _SigV4:
@@ -2032,7 +2145,12 @@ class _Http:
         line = reader.readline(65537)
         if not line:
             raise ConnectionError("the server closed the connection")
-        status = int(line.split(None, 2)[1])
+        parts = line.split(None, 2)
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/") \
+                or not parts[1].isdigit():
+            self._close()
+            raise _BadAnswer(f"not an HTTP answer: {line[:80]!r}")
+        status = int(parts[1])
         headers = {}
         while True:
             line = reader.readline(65537)
@@ -2179,9 +2297,7 @@ class _FastWire:
 
         region = settings["region"]
         self.region = region
-        self.url = (settings["endpoint_url"] or (
-            f"https://dynamodb.{region}.amazonaws.com"
-            + (".cn" if region.startswith("cn-") else ""))).rstrip("/") + "/"
+        self.url = _endpoint_of(settings)
         self.credentials = session.get_credentials()
         self.events = session.events
         ca_bundle = session._session.get_config_variable("ca_bundle")
@@ -2200,7 +2316,7 @@ class _FastWire:
         self.user_agent = (f"dynamongo/{__version__} "
                            f"botocore/{botocore.__version__}")
         self.signer = _SigV4(region, self.url)
-        # botocore 1.35 and later give each request a context of its own
+        # Newer botocore releases give each request a context of its own
         # (handlers of before-send may read it); 1.34 has none.
         url = self.url
         if "context" in inspect.signature(AWSPreparedRequest).parameters:
@@ -2227,29 +2343,22 @@ class _FastWire:
             f"before-send.dynamodb.{operation}", request=request)
         status, headers, body = (self.post(request) if response is None
                                  else _answer_of(response))
-        checksum = headers.get("x-amz-crc32")
-        if status == 200 and (checksum is None
-                              or zlib.crc32(body) == int(checksum)):
-            return json.loads(body) if body else {}
-        raise ClientError(self._error(body, status, headers, checksum),
-                          operation)
+        if status == 200:
+            return _answer_json(headers, body)
+        raise ClientError(self._error(body, status, headers), operation)
 
     @staticmethod
-    def _error(body, status, headers, checksum):
+    def _error(body, status, headers):
         """A botocore-shaped error response from a refusal's body."""
-        if status == 200:  # the body does not match its checksum
-            code, message, extra = "CRC32CheckFailed", "corrupted answer", {}
-            status = 500  # the request may have been applied: retry
-        else:
-            try:
-                extra = json.loads(body)
-            except ValueError:
-                extra = {}
-            if not isinstance(extra, dict):
-                extra = {}
-            code = str(extra.pop("__type", status)).rpartition("#")[2]
-            message = extra.pop("message", None) or extra.pop(
-                "Message", None) or body[:200].decode("utf-8", "replace")
+        try:
+            extra = json.loads(body)
+        except ValueError:
+            extra = {}
+        if not isinstance(extra, dict):
+            extra = {}
+        code = str(extra.pop("__type", status)).rpartition("#")[2]
+        message = extra.pop("message", None) or extra.pop(
+            "Message", None) or body[:200].decode("utf-8", "replace")
         return dict(extra, Error={"Code": code, "Message": message},
                     ResponseMetadata={
                         "HTTPStatusCode": status,
@@ -2266,39 +2375,26 @@ def _call(operation, params):
     ``max_attempts`` attempts in all; errors come out as dynamongo
     exceptions naming the operation and table.
     """
-    attempts = Connection.settings(masked=False)["max_attempts"]
+    state = _state()
+    attempts = state.settings["max_attempts"]
     maybe_applied = False
     for attempt in range(attempts):
         try:
             return _send(operation, params)
         except Exception as exc:
-            error = _translate_error(exc, operation, params)
-            if isinstance(error, DynamoDBError):
-                # A refusal after an attempt that may have been applied (its
-                # answer was lost) may be a refusal of our own write.
-                error.maybe_applied = maybe_applied
-            transient, applied = _failure_kind(error)
+            error, transient, applied = _translate_error(
+                exc, operation, params, _endpoint_of(state.settings))
             if attempt + 1 < attempts and transient:
                 maybe_applied = maybe_applied or applied
                 _pause(attempt)
                 continue
+            if isinstance(error, DynamoDBError):
+                # A refusal after an attempt that may have been applied (its
+                # answer was lost) may be a refusal of our own write.
+                error.maybe_applied = maybe_applied or applied
             if error is exc:
                 raise
             raise error from exc
-
-
-def _failure_kind(error):
-    """(worth retrying, may have been applied) of a failed attempt."""
-    if isinstance(error, DynamoDBError):
-        server_error = (error.status or 0) >= 500
-        return error.code in _RETRY_CODES or server_error, server_error
-    from botocore.exceptions import ConnectionError, HTTPClientError
-
-    # ConnectionError: never reached the server. HTTPClientError (a closed
-    # connection, a read timeout): the server may have acted.
-    if isinstance(error, HTTPClientError):
-        return True, True
-    return isinstance(error, ConnectionError), False
 
 
 def _normal(av):
@@ -2322,7 +2418,7 @@ def _pause(attempt):
     ceiling (``backoff_base`` doubling up to ``backoff_cap`` seconds)."""
     import random
 
-    settings = Connection.settings(masked=False)
+    settings = _state().settings
     ceiling = min(settings["backoff_cap"],
                   settings["backoff_base"] * 2 ** attempt)
     _sleep(random.uniform(0, ceiling))
@@ -2343,16 +2439,45 @@ def _key_identity(model):
                      Decimal=decimal.Decimal)["identity"]
 
 
+def _stops_batch(error):
+    """Whether ``error`` fails every item of a batch alike, so that no
+    retry and no other item could fare better (a missing table, denied
+    access, no credentials, an unreachable endpoint, a request refused as a
+    whole): the batch stops and raises it. Other errors -- a failed
+    condition, throttling or a server error after every retry, items left
+    unprocessed -- are the items' own, reported in BatchResult.fail."""
+    if isinstance(error, DynamoDBConnectionError):
+        return True
+    if isinstance(error, (ConditionalCheckFailedException, ThrottlingError,
+                          UnprocessedError)):
+        return False
+    if isinstance(error, DynamoDBError):
+        return (error.status or 0) < 500 and error.code not in _ITEM_CODES
+    return True
+
+
+# Refusals of a write that concern its own item, not the whole batch.
+_ITEM_CODES = frozenset({"TransactionConflictException",
+                         "ItemCollectionSizeLimitExceededException"})
+
+
 def _batch_write(table, request, avs, model):
     """Send ``avs`` -- key identity -> item to put (``request`` is
     "PutRequest") or key to delete ("DeleteRequest") -- in BatchWriteItem
     requests of 25, on the worker pool, resending what comes back
     unprocessed. Returns (identities written, [(identity, exception)] of
-    those that were not)."""
-    done, failed = [], []
-    for written, left in _parallel(
-            lambda chunk: _write_chunk(table, request, chunk, avs, model),
-            list(_chunks(list(avs), 25))):
+    those that were not); after an error that stops the batch
+    (_stops_batch) no further chunk is sent, and its items fail with it."""
+    done, failed, stopped = [], [], []
+
+    def write(chunk):
+        if stopped:
+            return [], [(identity, stopped[0]) for identity in chunk]
+        written, left = _write_chunk(table, request, chunk, avs, model)
+        stopped.extend(error for _, error in left[:1] if _stops_batch(error))
+        return written, left
+
+    for written, left in _parallel(write, list(_chunks(list(avs), 25))):
         done += written
         failed += left
     return done, failed
@@ -2363,7 +2488,7 @@ def _write_chunk(table, request, pending, avs, model):
     ``avs``, resent while some come back unprocessed. The requests are
     made as they are sent, so that no more objects than needed outlive
     them."""
-    attempts = Connection.settings(masked=False)["batch_attempts"]
+    attempts = _state().settings["batch_attempts"]
     field = "Item" if request == "PutRequest" else "Key"
     done = []
     for attempt in range(attempts):
@@ -2373,7 +2498,7 @@ def _write_chunk(table, request, pending, avs, model):
             params = _BatchPut(params, model._item_json)
         try:
             response = _call("BatchWriteItem", params)
-        except Exception as exc:
+        except DynamongoError as exc:
             return done, [(identity, exc) for identity in pending]
         unprocessed = {model._identity(_request_key(entry))
                        for entry in response.get(
@@ -2394,6 +2519,33 @@ def _write_chunk(table, request, pending, avs, model):
     return done, [(identity, error) for identity in pending]
 
 
+def _one_by_one(write, entries):
+    """Apply ``write`` to each value of ``entries`` (a dict), one request
+    each: (``[(key, what write returned)]`` of those done, ``[(key,
+    exception)]`` of the others). After an error that stops the batch
+    (_stops_batch), the rest fail with it unsent."""
+    done, failed = [], []
+    for key, entry in entries.items():
+        if failed and _stops_batch(failed[-1][1]):
+            failed.append((key, failed[-1][1]))
+            continue
+        try:
+            done.append((key, write(entry)))
+        except DynamongoError as exc:
+            failed.append((key, exc))
+    return done, failed
+
+
+def _finished(result):
+    """The BatchResult of a many-item write, or the error that stopped it
+    (_stops_batch), raised with ``result`` attached."""
+    for failure in result.fail:
+        if _stops_batch(failure.error):
+            failure.error.result = result
+            raise failure.error
+    return result
+
+
 def _request_key(request):
     """The item (for a put) or key (for a delete) of a write request."""
     put = request.get("PutRequest")
@@ -2402,17 +2554,23 @@ def _request_key(request):
 
 def _parallel(function, tasks):
     """``[function(task) for task in tasks]``, run on the worker pool
-    (``concurrency`` threads) when there is more than one task."""
-    if len(tasks) < 2 or Connection.settings(masked=False)["concurrency"] < 2:
+    (``concurrency`` threads) when there is more than one task, each in a
+    copy of the caller's context: on the caller's connection state."""
+    state = _state()
+    if len(tasks) < 2 or state.settings["concurrency"] < 2:
         return [function(task) for task in tasks]
-    return list(Connection._pool().map(function, tasks))
+    pool = state.pool()
+    futures = [pool.submit(contextvars.copy_context().run, function, task)
+               for task in tasks]
+    return [future.result() for future in futures]
 
 
 def _batch_get(table, keys, consistent_read=False):
     """The stored items among ``keys`` (at most 100) by BatchGetItem,
     resending unprocessed keys; raises UnprocessedError naming the keys
-    still unread after every attempt."""
-    attempts = Connection.settings(masked=False)["batch_attempts"]
+    still unread after every attempt, and an error that no retry could
+    mend (_stops_batch) as it is."""
+    attempts = _state().settings["batch_attempts"]
     request = {"Keys": keys}
     if consistent_read:
         request["ConsistentRead"] = True
@@ -2421,7 +2579,9 @@ def _batch_get(table, keys, consistent_read=False):
         try:
             response = _call("BatchGetItem",
                              {"RequestItems": {table: request}})
-        except Exception as exc:
+        except DynamongoError as exc:
+            if _stops_batch(exc):
+                raise
             raise UnprocessedError(
                 f"BatchGetItem on table {table!r} could not read "
                 f"{len(request['Keys'])} keys ({exc}): "
@@ -2463,29 +2623,99 @@ def _pages(operation, params):
 
 # -- Connection --------------------------------------------------------------
 
-def _settings_from_environment():
-    env = os.environ.get
-    return {
-        "access_key_id": env("AWS_ACCESS_KEY_ID") or None,
-        "secret_access_key": env("AWS_SECRET_ACCESS_KEY") or None,
-        "session_token": env("AWS_SESSION_TOKEN") or None,
-        "region": (env("AWS_REGION_NAME") or env("AWS_REGION")
-                   or env("AWS_DEFAULT_REGION") or _DEFAULT_REGION),
-        "table_prefix": env("AWS_TABLE_PREFIX") or "",
-        "endpoint_url": (env("AWS_ENDPOINT_URL_DYNAMODB")
-                         or env("AWS_ENDPOINT_URL") or None),
-        "fast_path": True,
-        "profile_name": None,
-        "connect_timeout": 5,
-        "read_timeout": 30,
-        "max_attempts": 8,
-        "batch_attempts": 16,
-        "backoff_base": 0.05,
-        "backoff_cap": 5.0,
-        "max_pool_connections": 32,
-        "concurrency": 16,
-        "scan_segments": 1,
-    }
+# Each setting with its default, and the environment variables that give it,
+# in order of precedence (set_config's value comes first, then these).
+_DEFAULT_SETTINGS = {
+    "access_key_id": None, "secret_access_key": None, "session_token": None,
+    "region": _DEFAULT_REGION, "table_prefix": "", "endpoint_url": None,
+    "profile_name": None, "fast_path": True, "connect_timeout": 5,
+    "read_timeout": 30, "max_attempts": 8, "batch_attempts": 16,
+    "backoff_base": 0.05, "backoff_cap": 5.0, "max_pool_connections": 32,
+    "concurrency": 16, "scan_segments": 1,
+}
+_SETTING_VARIABLES = {
+    "access_key_id": ("AWS_ACCESS_KEY_ID",),
+    "secret_access_key": ("AWS_SECRET_ACCESS_KEY",),
+    "session_token": ("AWS_SESSION_TOKEN",),
+    "region": ("AWS_REGION_NAME", "AWS_REGION", "AWS_DEFAULT_REGION"),
+    "table_prefix": ("AWS_TABLE_PREFIX",),
+    "endpoint_url": ("AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL"),
+    "profile_name": ("AWS_PROFILE", "AWS_DEFAULT_PROFILE"),
+}
+_SECRET_SETTINGS = ("secret_access_key", "session_token")
+
+
+def _resolve_settings(given):
+    """The settings in force and where each came from (``sources``):
+    set_config's value (``given``), else the environment's variables, else
+    -- for the region and the endpoint -- the AWS profile's configuration
+    as botocore reads it, else the default."""
+    env = os.environ
+    settings, sources = {}, {}
+    for name, default in _DEFAULT_SETTINGS.items():
+        if name in given:
+            settings[name], sources[name] = given[name], "set_config"
+            continue
+        settings[name], sources[name] = default, "default"
+        for variable in _SETTING_VARIABLES.get(name, ()):
+            if env.get(variable):
+                settings[name], sources[name] = env[variable], variable
+                break
+    profile = settings["profile_name"] or "default"
+    config, where = _profile_config(profile)
+    # botocore's switch for endpoints configured outside the code.
+    ignore = (env.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")
+              or config.get("ignore_configured_endpoint_urls", ""))
+    if ignore.lower() == "true" and sources["endpoint_url"] != "set_config":
+        settings["endpoint_url"], sources["endpoint_url"] = None, "default"
+        config = dict(config, endpoint_url=None, services=None)
+    if sources["region"] == "default" and config.get("region"):
+        settings["region"] = config["region"]
+        sources["region"] = f"{where}: region"
+    if sources["endpoint_url"] == "default":
+        service = _nested(_profile_config(f"services {config['services']}",
+                                          section=True)[0].get("dynamodb")
+                          ) if config.get("services") else {}
+        if service.get("endpoint_url"):
+            settings["endpoint_url"] = service["endpoint_url"]
+            sources["endpoint_url"] = (f"{where}: services "
+                                       f"{config['services']}, dynamodb")
+        elif config.get("endpoint_url"):
+            settings["endpoint_url"] = config["endpoint_url"]
+            sources["endpoint_url"] = f"{where}: endpoint_url"
+    settings["sources"] = sources
+    return settings
+
+
+def _profile_config(profile, section=False):
+    """(values, description) of a profile (or, with ``section``, of a
+    section named in full) of the AWS config file: ``AWS_CONFIG_FILE``,
+    else ``~/.aws/config``. ``({}, None)`` when there is none."""
+    import configparser
+
+    path = os.path.expanduser(os.environ.get("AWS_CONFIG_FILE")
+                              or "~/.aws/config")
+    parser = configparser.RawConfigParser()
+    try:
+        if not parser.read(path, encoding="utf-8"):
+            return {}, None
+    except (configparser.Error, UnicodeDecodeError) as exc:
+        raise DynamongoError(f"cannot read the AWS config file {path}: "
+                             f"{exc}") from exc
+    names = [profile] if section else [f"profile {profile}"] + (
+        ["default"] if profile == "default" else [])
+    for name in names:
+        if parser.has_section(name):
+            return dict(parser.items(name)), f"[{name}] of {path}"
+    return {}, None
+
+
+def _nested(value):
+    """The settings of a nested value of the AWS config file ("dynamodb ="
+    followed by indented "name = value" lines) as a dict."""
+    pairs = (line.partition("=") for line in (value or "").splitlines())
+    return {name.strip(): text.strip() for name, equals, text in pairs
+            if equals}
 
 
 def _boto3_session(settings):
@@ -2526,26 +2756,121 @@ class _TokenMask:
         return True
 
 
+class _Connected:
+    """What one set of settings makes, each part on first use: the boto3
+    session and clients, the wire sending dynamongo's requests and the
+    worker pool. A call runs on one of these from start to end: set_config
+    and reset make a new one for the calls that start after them, and a
+    forked process makes its own (it must not share its parent's sockets
+    or wait on its parent's threads)."""
+
+    def __init__(self, settings):
+        self.settings = settings
+        self._lock = threading.RLock()
+        self._session = self._client = self._resource = None
+        self._wire = self._pool = None
+
+    def _made(self, attribute, make):
+        """The object in ``attribute``, made by one thread while the others
+        wait."""
+        made = getattr(self, attribute)
+        if made is None:
+            with self._lock:
+                made = getattr(self, attribute)
+                if made is None:
+                    made = make()
+                    setattr(self, attribute, made)
+        return made
+
+    def session(self):
+        return self._session or self._made(
+            "_session", lambda: _boto3_session(self.settings))
+
+    def boto3(self, kind, botocore_retries=True):
+        """A new boto3 client or resource of these settings."""
+        from botocore.config import Config
+
+        settings = self.settings
+        retries = ({"mode": "standard",
+                    "max_attempts": settings["max_attempts"]}
+                   if botocore_retries else {"total_max_attempts": 1})
+        config = Config(connect_timeout=settings["connect_timeout"],
+                        read_timeout=settings["read_timeout"],
+                        max_pool_connections=settings["max_pool_connections"],
+                        retries=retries)
+        make = self.session().client if kind == "client" \
+            else self.session().resource
+        return make("dynamodb", endpoint_url=settings["endpoint_url"],
+                    config=config)
+
+    def client(self):
+        return self._client or self._made("_client",
+                                          lambda: self.boto3("client"))
+
+    def resource(self):
+        return self._resource or self._made("_resource",
+                                            lambda: self.boto3("resource"))
+
+    def wire(self):
+        """What sends dynamongo's requests: the fast path, or a boto3 client
+        with botocore's retries off (_call retries, the same way on both
+        paths)."""
+        def make():
+            if self.settings["fast_path"]:
+                return _FastWire(self.session(), self.settings)
+            return _ClientWire(self.boto3("client", botocore_retries=False))
+        return self._wire or self._made("_wire", make)
+
+    def pool(self):
+        """The thread pool that sends the chunks of many-item calls."""
+        def make():
+            from concurrent.futures import ThreadPoolExecutor
+
+            return ThreadPoolExecutor(self.settings["concurrency"],
+                                      thread_name_prefix="dynamongo")
+        return self._pool or self._made("_pool", make)
+
+
+# The connection state a call in progress runs on (see _one_connection).
+_pinned = contextvars.ContextVar("dynamongo_connection", default=None)
+
+
+def _state():
+    """The connection state of the call in progress, else the current one."""
+    return _pinned.get() or Connection._current or Connection._connect()
+
+
+def _one_connection(method):
+    """Run a model method on one connection state from start to end, its
+    worker threads included: a set_config or reset made meanwhile by
+    another thread applies to the calls that start after it."""
+    @functools.wraps(method)
+    def call(cls, *args, **kwargs):
+        if _pinned.get() is not None:
+            return method(cls, *args, **kwargs)
+        token = _pinned.set(_state())
+        try:
+            return method(cls, *args, **kwargs)
+        finally:
+            _pinned.reset(token)
+    return classmethod(call)
+
+
 class Connection:
     """Where dynamongo sends requests, and with which credentials.
 
-    Settings come from the environment (``AWS_ACCESS_KEY_ID``,
-    ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_REGION_NAME`` then
-    ``AWS_REGION`` then ``AWS_DEFAULT_REGION`` (default ``us-east-2``),
-    ``AWS_TABLE_PREFIX``, ``AWS_ENDPOINT_URL_DYNAMODB`` then
-    ``AWS_ENDPOINT_URL``); ``set_config`` overrides them. Without keys,
-    boto3's default credential chain is used (an IAM role in Lambda, a
-    profile, SSO). boto3 objects are made on first use, once, and shared by
-    all threads.
+    Each setting comes from ``set_config``, else from the environment, else
+    (region and endpoint) from the AWS profile, else its default; README's
+    Connection section lists them, and ``Connection.settings()["sources"]``
+    says where each came from. Without keys, boto3's credential chain is
+    used (an IAM role in Lambda, a profile, SSO). boto3 objects are made on
+    first use, once, and shared by all threads; a forked process makes its
+    own.
     """
 
     _lock = threading.RLock()
-    _settings = None
-    _session = None
-    _client = None
-    _resource = None
-    _wire = None  # what sends dynamongo's own requests
-    _workers = None  # the thread pool of many-item calls
+    _given = {}  # what set_config was given since the last reset
+    _current = None  # the _Connected of the settings in force
 
     @classmethod
     def set_config(cls, access_key_id=None, secret_access_key=None,
@@ -2556,12 +2881,28 @@ class Connection:
                    backoff_base=None, backoff_cap=None,
                    max_pool_connections=None, fast_path=None,
                    concurrency=None, scan_segments=None):
-        """Merge the settings given over the current ones (an argument left
-        at None changes nothing); the next request uses them.
+        """Merge the settings given over those set before (an argument left
+        at None changes nothing); calls that start afterwards use them, and
+        calls already running finish on the settings they began with.
 
-        :param table_prefix: prepended to every model's ``__table__``.
+        :param access_key_id: the AWS access key id (``AWS_ACCESS_KEY_ID``).
+        :param secret_access_key: its secret (``AWS_SECRET_ACCESS_KEY``).
+        :param region: the AWS region (``AWS_REGION_NAME``, ``AWS_REGION``,
+            ``AWS_DEFAULT_REGION``, the profile's ``region``; default
+            ``us-east-2``).
+        :param table_prefix: prepended to every model's ``__table__``
+            (``AWS_TABLE_PREFIX``).
         :param endpoint_url: a local DynamoDB (DynamoDB Local, dynalite,
-            moto server), e.g. ``"http://localhost:8000"``.
+            moto server), e.g. ``"http://localhost:8000"``
+            (``AWS_ENDPOINT_URL_DYNAMODB``, ``AWS_ENDPOINT_URL``, the
+            profile's ``endpoint_url``; default: AWS).
+        :param session_token: the session token of temporary credentials
+            (``AWS_SESSION_TOKEN``).
+        :param profile_name: the AWS profile giving credentials, region and
+            endpoint (``AWS_PROFILE``, ``AWS_DEFAULT_PROFILE``).
+        :param connect_timeout: seconds to wait for a connection (default
+            5).
+        :param read_timeout: seconds to wait for an answer (default 30).
         :param max_attempts: attempts per request on throttling, 5xx and
             connection errors (default 8).
         :param batch_attempts: rounds of sending a batch's unprocessed
@@ -2569,6 +2910,9 @@ class Connection:
         :param backoff_base: seconds before the first retry (default 0.05),
             doubling each time up to ``backoff_cap`` (default 5); each pause
             is drawn at random below that ceiling (full jitter).
+        :param backoff_cap: the longest pause between attempts, in seconds.
+        :param max_pool_connections: connections botocore's pools keep
+            (default 32).
         :param fast_path: ``True`` (default) sends dynamongo's requests
             without botocore's serializer and parser; ``False`` sends them
             through a plain boto3 client.
@@ -2595,6 +2939,11 @@ class Connection:
                 or not _TABLE_NAME_CHARS.fullmatch(table_prefix)):
             raise SchemaError(f"table_prefix {table_prefix!r} may hold only "
                               "letters, digits, '_', '-' and '.'")
+        for key in ("access_key_id", "secret_access_key", "region",
+                    "endpoint_url", "session_token", "profile_name"):
+            if key in given and not isinstance(given[key], str):
+                raise ValidationError(f"{key} must be a string, not "
+                                      f"{type(given[key]).__name__}")
         for key in ("max_attempts", "batch_attempts", "max_pool_connections",
                     "concurrency", "scan_segments"):
             if key in given and (type(given[key]) is not int
@@ -2607,114 +2956,72 @@ class Connection:
                                  or given[key] < 0):
                 raise ValidationError(f"{key} must be a number of seconds "
                                       f">= 0, not {given[key]!r}")
+        if "fast_path" in given and type(fast_path) is not bool:
+            raise ValidationError(f"fast_path must be True or False, not "
+                                  f"{fast_path!r}")
         with cls._lock:
-            cls._settings = dict(cls.settings(masked=False), **given)
-            cls._drop_clients()
+            cls._given = dict(cls._given, **given)
+            cls._current = None
 
     @classmethod
     def reset(cls):
-        """Forget ``set_config`` and go back to the environment's settings."""
+        """Forget ``set_config``: calls that start afterwards use the
+        environment's settings."""
         with cls._lock:
-            cls._settings = None
-            cls._drop_clients()
+            cls._given = {}
+            cls._current = None
 
     @classmethod
     def settings(cls, masked=True):
-        """The settings in force; the secret key and session token are
+        """The settings in force, with ``sources``: where each came from
+        (``"set_config"``, an environment variable, the AWS config file's
+        profile, or ``"default"``). The secret key and session token are
         shown as ``'****'``."""
-        settings = cls._settings
-        if settings is None:
-            with cls._lock:
-                if cls._settings is None:
-                    cls._settings = _settings_from_environment()
-                settings = cls._settings
+        settings = _state().settings
         if masked:
-            settings = dict(settings, **{
-                name: "****" for name in ("secret_access_key", "session_token")
-                if settings[name]})
+            settings = dict(settings, **{name: "****" for name in
+                                         _SECRET_SETTINGS if settings[name]})
         return settings
 
     @classmethod
     def table_prefix(cls):
         """The prefix of every table name ('' when none)."""
-        return cls.settings(masked=False)["table_prefix"]
+        return _state().settings["table_prefix"]
 
     @classmethod
-    def _drop_clients(cls):
-        if cls._workers is not None:
-            cls._workers.shutdown(wait=False)
-        cls._session = cls._client = cls._resource = cls._wire = None
-        cls._workers = None
+    def _connect(cls):
+        """The current connection state, made from the settings when there
+        is none."""
+        with cls._lock:
+            if cls._current is None:
+                cls._current = _Connected(_resolve_settings(cls._given))
+            return cls._current
 
     @classmethod
-    def _pool(cls):
-        """The thread pool that sends the chunks of many-item calls."""
-        def make(settings):
-            from concurrent.futures import ThreadPoolExecutor
-
-            return ThreadPoolExecutor(settings["concurrency"],
-                                      thread_name_prefix="dynamongo")
-        return cls._workers or cls._once("_workers", make)
-
-    @classmethod
-    def _once(cls, attribute, make):
-        """The boto3 object cached in ``attribute``, made on first use by
-        one thread while the others wait."""
-        made = getattr(cls, attribute)
-        if made is None:
-            with cls._lock:
-                made = getattr(cls, attribute)
-                if made is None:
-                    made = make(cls.settings(masked=False))
-                    setattr(cls, attribute, made)
-        return made
-
-    @classmethod
-    def _boto3(cls, kind, settings, botocore_retries=True):
-        from botocore.config import Config
-
-        session = cls._once("_session", _boto3_session)
-        retries = ({"mode": "standard",
-                    "max_attempts": settings["max_attempts"]}
-                   if botocore_retries else {"total_max_attempts": 1})
-        config = Config(connect_timeout=settings["connect_timeout"],
-                        read_timeout=settings["read_timeout"],
-                        max_pool_connections=settings["max_pool_connections"],
-                        retries=retries)
-        make = session.client if kind == "client" else session.resource
-        return make("dynamodb", endpoint_url=settings["endpoint_url"],
-                    config=config)
+    def _forget_in_child(cls):
+        """After fork: the child makes its own sockets, threads and locks."""
+        cls._lock = threading.RLock()
+        cls._current = None
 
     @classmethod
     def client(cls):
         """The low-level boto3 DynamoDB client (botocore's standard retries,
         ``max_attempts`` attempts), for requests of your own."""
-        return cls._client or cls._once(
-            "_client", lambda settings: cls._boto3("client", settings))
+        return _state().client()
 
     @classmethod
     def resource(cls):
         """The boto3 DynamoDB service resource."""
-        return cls._resource or cls._once(
-            "_resource", lambda settings: cls._boto3("resource", settings))
-
-    @classmethod
-    def _wire_client(cls):
-        """What sends dynamongo's requests: the fast path, or a boto3
-        client with botocore's retries off (_call retries, the same way on
-        both paths)."""
-        def make(settings):
-            if settings["fast_path"]:
-                return _FastWire(cls._once("_session", _boto3_session),
-                                 settings)
-            return _ClientWire(cls._boto3("client", settings,
-                                          botocore_retries=False))
-        return cls._once("_wire", make)
+        return _state().resource()
 
     @classmethod
     def get_table(cls, name):
         """The boto3 ``Table`` resource of the table called ``name``."""
         return cls.resource().Table(name)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=Connection._forget_in_child)
 
 
 # -- Model -------------------------------------------------------------------
@@ -3266,7 +3573,7 @@ class Model(metaclass=_ModelMeta):
         """The boto3 ``Table`` resource of this model's table."""
         return Connection.get_table(cls.table_name())
 
-    @classmethod
+    @_one_connection
     def create_table(cls, wait=True, exist_ok=False):
         """Create the model's table and wait until it is ACTIVE.
 
@@ -3293,7 +3600,7 @@ class Model(metaclass=_ModelMeta):
         if wait:
             cls._wait_for_table(lambda status: status == "ACTIVE")
 
-    @classmethod
+    @_one_connection
     def delete_table(cls, wait=True):
         """Delete the model's table and every item in it."""
         _call("DeleteTable", {"TableName": cls.table_name()})
@@ -3321,7 +3628,7 @@ class Model(metaclass=_ModelMeta):
 
     # -- single items
 
-    @classmethod
+    @_one_connection
     def save_one(cls, item, overwrite=True):
         """Validate and store one item (a dict or an instance); return the
         saved instance, defaults applied.
@@ -3370,7 +3677,7 @@ class Model(metaclass=_ModelMeta):
         raise ValidationError(f"overwrite must be True, False or a "
                               f"condition, not {overwrite!r}")
 
-    @classmethod
+    @_one_connection
     def get_one(cls, strategy, consistent_read=False):
         """The item named by ``strategy`` (a key value, a (hash, range)
         tuple, a dict, an instance or a key condition); raises
@@ -3387,7 +3694,7 @@ class Model(metaclass=_ModelMeta):
                                    "does not exist")
         return cls._from_item(item)
 
-    @classmethod
+    @_one_connection
     def delete_one(cls, strategy):
         """Delete the item named by ``strategy``; a key condition may AND
         further conditions, which must hold. Returns the deleted instance,
@@ -3400,7 +3707,7 @@ class Model(metaclass=_ModelMeta):
             return None
         return cls._from_item(old) if old else None
 
-    @classmethod
+    @_one_connection
     def update_one(cls, strategy, updates, return_values="ALL_NEW"):
         """Change one existing item in place; never creates one.
 
@@ -3475,7 +3782,7 @@ class Model(metaclass=_ModelMeta):
             raise ValidationError(f"{cls.__name__}: update refused: "
                                   f"{_describe(errors)}", errors)
 
-    @classmethod
+    @_one_connection
     def update_from_dict(cls, item):
         """Set every field ``item`` names on the stored item with the same
         key (``None`` removes); return the updated instance, or None when
@@ -3633,7 +3940,7 @@ class Model(metaclass=_ModelMeta):
         return None, [request("Scan", None, strategy, segment)
                       for segment in range(segments)]
 
-    @classmethod
+    @_one_connection
     def save_many(cls, items, overwrite=True):
         """Validate and store many items (dicts, instances or both); return
         a BatchResult.
@@ -3676,19 +3983,14 @@ class Model(metaclass=_ModelMeta):
         if condition is None:
             done, failed = _batch_write(table, "PutRequest", wires, cls)
         else:
-            done, failed = [], []
-            for identity, wire in wires.items():
-                try:
-                    cls._put_item(table, wire, condition)
-                except Exception as exc:
-                    failed.append((identity, exc))
-                else:
-                    done.append(identity)
-        return BatchResult(
+            done, failed = _one_by_one(
+                lambda wire: cls._put_item(table, wire, condition), wires)
+            done = [identity for identity, _ in done]
+        return _finished(BatchResult(
             [cls._from_native(natives[identity]) for identity in done],
-            [Failure(givens[identity], error) for identity, error in failed])
+            [Failure(givens[identity], error) for identity, error in failed]))
 
-    @classmethod
+    @_one_connection
     def get_many(cls, strategy, descending=False, limit=None,
                  consistent_read=False, segments=None):
         """The items a strategy names, as a list of instances.
@@ -3729,7 +4031,7 @@ class Model(metaclass=_ModelMeta):
     @staticmethod
     def _segments(segments):
         if segments is None:
-            return Connection.settings(masked=False)["scan_segments"]
+            return _state().settings["scan_segments"]
         if type(segments) is not int or segments < 1:
             raise ValidationError(f"segments must be an int >= 1, not "
                                   f"{segments!r}")
@@ -3743,7 +4045,7 @@ class Model(metaclass=_ModelMeta):
             unique.setdefault(cls._identity(key), key)
         chunks = list(_chunks(list(unique.items()), 100))
         # With a limit, read a window of chunks at a time and stop early.
-        window = (Connection.settings(masked=False)["concurrency"] if limit
+        window = (_state().settings["concurrency"] if limit
                   else len(chunks))
         items = []
         for start in range(0, len(chunks), window):
@@ -3760,7 +4062,7 @@ class Model(metaclass=_ModelMeta):
                             return items
         return items
 
-    @classmethod
+    @_one_connection
     def delete_many(cls, strategy, segments=None):
         """Delete the items a strategy names (as for get_many); return a
         BatchResult.
@@ -3800,14 +4102,15 @@ class Model(metaclass=_ModelMeta):
         result = BatchResult(
             [cls._from_item(batch_keys[identity]) for identity in done],
             [Failure(givens[identity], error) for identity, error in failed])
-        for key, condition, entry in conditional:
-            try:
-                old = cls._delete_item(table, key, condition)
-            except Exception as exc:
-                result.fail.append(Failure(entry, exc))
-            else:
-                result.success.append(cls._from_item(old or key))
-        return result
+        if not any(_stops_batch(failure.error) for failure in result.fail):
+            deleted, failed = _one_by_one(
+                lambda entry: cls._delete_item(table, entry[0], entry[1]),
+                dict(enumerate(conditional)))
+            result.success += [cls._from_item(old or conditional[index][0])
+                               for index, old in deleted]
+            result.fail += [Failure(conditional[index][2], error)
+                            for index, error in failed]
+        return _finished(result)
 
 
 _RESERVED_NAMES = frozenset(name for name in [*dir(Model), *_MODEL_FUNCTIONS]

@@ -793,10 +793,10 @@ def test_endpoint_url_is_used():
 
 def test_wire_path_follows_the_setting(users):
     Connection.set_config(fast_path=True)
-    assert isinstance(Connection._wire_client(), dynamongo._FastWire)
+    assert isinstance(dynamongo._state().wire(), dynamongo._FastWire)
     User.save_one(JOHN)
     Connection.set_config(fast_path=False)
-    assert isinstance(Connection._wire_client(), dynamongo._ClientWire)
+    assert isinstance(dynamongo._state().wire(), dynamongo._ClientWire)
     assert User.get_one(JOHN["email"]).name == "John Doe"
 
 
@@ -819,7 +819,8 @@ def fake_answers(monkeypatch, answers):
             return AWSResponse(request.url, status, headers, Raw(body))
         return None
 
-    Connection._session.events.register("before-send.dynamodb", answer)
+    dynamongo._state().session().events.register("before-send.dynamodb",
+                                                answer)
 
 
 def test_fast_path_errors_and_checksums(users, no_sleep, monkeypatch):
@@ -1034,7 +1035,7 @@ def test_fast_path_sends_through_a_configured_proxy(monkeypatch):
     monkeypatch.delenv("no_proxy", raising=False)
     Connection.set_config(endpoint_url="http://dynamodb.invalid:8000",
                           fast_path=True)
-    wire = Connection._wire_client()
+    wire = dynamongo._state().wire()
     assert not isinstance(getattr(wire.post, "__self__", None),
                           dynamongo._Http)
     assert dynamongo._send("ListTables", {}) == {"TableNames": []}
@@ -2111,7 +2112,7 @@ def test_chunks_are_sent_by_a_bounded_pool(monkeypatch, calls):
     result = Event.delete_many([("ann", seq) for seq in range(400)])
     assert result.success_count == 400
     assert threads == {threading.current_thread().name}
-    assert Connection._workers is None
+    assert dynamongo._state()._pool is None
 
 
 # -- Retries -----------------------------------------------------------------
