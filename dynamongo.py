@@ -274,11 +274,13 @@ def _translate_error(exc, operation, params, endpoint=None):
             **request)
         server_error = (error.status or 0) >= 500
         return error, code in _RETRY_CODES or server_error, server_error
+    exceptions = sys.modules.get("botocore.exceptions")
+    if exceptions is not None and isinstance(exc, exceptions.ChecksumError):
+        exc = _BadAnswer(str(exc), corrupted=True)  # older botocore's check
     if isinstance(exc, _BadAnswer):
         return DynamoDBError(f"{where} failed: the answer from {endpoint} is "
                              f"not DynamoDB's: {exc}", **request), \
             exc.corrupted, exc.corrupted
-    exceptions = sys.modules.get("botocore.exceptions")
     kind = type(exc).__name__
     if exceptions is not None:
         if isinstance(exc, (exceptions.ConnectionError,
@@ -2011,7 +2013,16 @@ class _ClientWire:
         client.meta.events.register("after-call.dynamodb", self._check)
 
     def __call__(self, operation, params):
-        return getattr(self.client, _OPERATIONS[operation])(**params)
+        try:
+            return getattr(self.client, _OPERATIONS[operation])(**params)
+        except (AttributeError, KeyError, IndexError, TypeError) as exc:
+            # botocore's parser fails on a JSON answer of another shape.
+            frame = exc.__traceback__
+            while frame.tb_next is not None:
+                frame = frame.tb_next
+            if frame.tb_frame.f_globals.get("__name__") != "botocore.parsers":
+                raise
+            raise _BadAnswer(f"botocore cannot read it ({exc})") from exc
 
     @staticmethod
     def _check(http_response, **_):
@@ -3753,13 +3764,63 @@ class Model(metaclass=_ModelMeta):
         expression.into(params)
         try:
             attributes = _call("UpdateItem", params).get("Attributes", {})
-        except ConditionalCheckFailedException:
-            if bounds:
-                cls._check_bounds(table, key, updates)
-            return None
+        except ConditionalCheckFailedException as exc:
+            attributes = cls._applied_update(
+                table, key, updates, return_values, exc) \
+                if exc.maybe_applied else None
+            if attributes is None:
+                if bounds:
+                    cls._check_bounds(table, key, updates)
+                return None
         if return_values in ("ALL_NEW", "ALL_OLD"):
             return cls._from_item(attributes)
         return cls._from_item(dict(attributes, **key))
+
+    @classmethod
+    def _applied_update(cls, table, key, updates, return_values, refusal):
+        """After an update whose answer was lost was refused on retry: the
+        attributes it would have returned when the stored item shows it
+        was applied (every value it sets is there, every attribute it
+        removes is gone), None when it shows it was not. When the item
+        cannot tell (an add or append is not seen twice) or the old values
+        were lost with the answer, the refusal is raised, marked
+        ``maybe_applied``."""
+        item = cls._read_item(table, key)
+        if item is None:  # an update never deletes the item
+            return None
+        unknown = []
+        for update in updates:
+            stored = _value_at(item, update.field.path)
+            if isinstance(update, RemoveUpdate):
+                if stored is not None:
+                    return None
+            elif isinstance(update, SetUpdate):
+                if stored is None or (not update.if_not_exists and _normal(
+                        stored) != _normal(update.value)):
+                    return None
+                if update.if_not_exists:
+                    unknown.append(update)
+            else:
+                unknown.append(update)
+        if len(unknown) == len(updates):
+            why = f"the stored item cannot tell ({unknown[0]!r})"
+        elif return_values in ("ALL_OLD", "UPDATED_OLD"):
+            why = "it was, but the old values were lost with the answer"
+        else:
+            why = None
+        if why:
+            error = ConditionalCheckFailedException(
+                f"{refusal} -- the update may have been applied before its "
+                f"answer was lost: {why}", code=refusal.code,
+                operation=refusal.operation, table=refusal.table,
+                response=refusal.response)
+            error.maybe_applied = True
+            raise error from refusal
+        if return_values == "ALL_NEW":
+            return item
+        names = {update.field.path[0] for update in updates}
+        return {name: av for name, av in item.items()
+                if name in names} if return_values == "UPDATED_NEW" else {}
 
     @classmethod
     def _check_bounds(cls, table, key, updates):

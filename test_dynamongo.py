@@ -176,14 +176,20 @@ class Everything(Model):
 AWS_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
                  "AWS_SESSION_TOKEN", "AWS_REGION_NAME", "AWS_REGION",
                  "AWS_DEFAULT_REGION", "AWS_TABLE_PREFIX", "AWS_ENDPOINT_URL",
-                 "AWS_PROFILE")
+                 "AWS_ENDPOINT_URL_DYNAMODB", "AWS_PROFILE",
+                 "AWS_DEFAULT_PROFILE", "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")
 
 
 @pytest.fixture(autouse=True)
-def backend(monkeypatch):
-    """A fresh backend and table prefix per test; Connection reset after."""
+def backend(monkeypatch, tmp_path):
+    """A fresh backend and table prefix per test; Connection reset after.
+    The machine's own AWS settings and files are out of the way."""
     for name in AWS_VARIABLES:
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE",
+                       str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     prefix = f"t{uuid.uuid4().hex[:12]}-"
     settings = dict(access_key_id="testing", secret_access_key="testing",
                     region="us-east-1", table_prefix=prefix,
@@ -191,6 +197,7 @@ def backend(monkeypatch):
     if ENDPOINT:
         Connection.set_config(endpoint_url=ENDPOINT, **settings)
         yield prefix
+        Connection.reset()
         Connection.set_config(endpoint_url=ENDPOINT, **settings)
         client = Connection.client()
         for name in client.list_tables()["TableNames"]:
@@ -898,6 +905,7 @@ class ScriptedServer:
         import socket
 
         self.replies, self.connections = list(replies), 0
+        self.requests = []  # the head of each request received
         self.listener = socket.socket()
         self.listener.bind(("127.0.0.1", 0))
         self.listener.listen()
@@ -934,6 +942,7 @@ class ScriptedServer:
                 head += line
             length = int(re.search(rb"Content-Length: (\d+)", head)[1])
             reader.read(length)
+            self.requests.append(head.decode("latin-1"))
             reply = self.replies.pop(0) if self.replies else "close"
             if reply == "close":
                 return connection.close()
@@ -950,6 +959,14 @@ class ScriptedServer:
 
     def close(self):
         self.listener.close()
+
+
+def unused_port():
+    import socket
+
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        return unused.getsockname()[1]
 
 
 def http_reply(body, headers=""):
@@ -1076,6 +1093,286 @@ def test_secret_key_never_shown(users, caplog):
     assert secret not in str(error) and secret not in repr(error)
     assert secret not in repr(error.response)
     assert secret not in caplog.text
+
+AWS_CONFIG = """\
+[default]
+region = eu-north-1
+
+[profile dev]
+region = ap-south-1
+services = dev-services
+
+[services dev-services]
+dynamodb =
+  endpoint_url = http://127.0.0.1:8111
+
+[profile plain]
+endpoint_url = http://127.0.0.1:8222
+"""
+
+
+def test_region_and_endpoint_come_from_the_aws_profile(monkeypatch,
+                                                       tmp_path):
+    config = tmp_path / "config"
+    config.write_text(AWS_CONFIG)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+
+    def resolved():
+        Connection.reset()
+        settings = Connection.settings()
+        return (settings["region"], settings["endpoint_url"],
+                settings["sources"]["region"],
+                settings["sources"]["endpoint_url"])
+
+    monkeypatch.setenv("AWS_PROFILE", "dev")
+    assert resolved() == (
+        "ap-south-1", "http://127.0.0.1:8111",
+        f"[profile dev] of {config}: region",
+        f"[profile dev] of {config}: services dev-services, dynamodb")
+    assert Connection.settings()["sources"]["profile_name"] == "AWS_PROFILE"
+    assert Connection.client().meta.region_name == "ap-south-1"
+    # The environment comes before the profile.
+    monkeypatch.setenv("AWS_REGION", "eu-west-2")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:8333")
+    assert resolved() == ("eu-west-2", "http://127.0.0.1:8333",
+                          "AWS_REGION", "AWS_ENDPOINT_URL")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", "http://127.0.0.1:8444")
+    assert resolved()[1::2] == ("http://127.0.0.1:8444",
+                                "AWS_ENDPOINT_URL_DYNAMODB")
+    # set_config comes before both.
+    Connection.set_config(region="us-west-1",
+                          endpoint_url="http://127.0.0.1:8555")
+    settings = Connection.settings()
+    assert (settings["region"], settings["endpoint_url"]) == (
+        "us-west-1", "http://127.0.0.1:8555")
+    assert settings["sources"]["region"] == "set_config"
+    for name in ("AWS_REGION", "AWS_ENDPOINT_URL",
+                 "AWS_ENDPOINT_URL_DYNAMODB"):
+        monkeypatch.delenv(name)
+    # A profile named by set_config: only its own settings count.
+    Connection.reset()
+    Connection.set_config(profile_name="plain")
+    settings = Connection.settings()
+    assert (settings["region"], settings["endpoint_url"]) == (
+        "us-east-2", "http://127.0.0.1:8222")
+    assert settings["sources"]["region"] == "default"
+    # botocore's switch for endpoints configured outside the code.
+    monkeypatch.setenv("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true")
+    assert resolved()[:2] == ("ap-south-1", None)
+    monkeypatch.delenv("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")
+    monkeypatch.delenv("AWS_PROFILE")
+    assert resolved()[::2] == ("eu-north-1", f"[default] of {config}: region")
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_requests_go_where_the_profile_says(monkeypatch, tmp_path,
+                                            fast_path):
+    server = ScriptedServer([http_reply(json.dumps({"Item": {
+        "email": {"S": "a@b.io"}, "name": {"S": "A"}}}).encode())])
+    config = tmp_path / "config"
+    config.write_text(f"[profile dev]\nregion = ap-south-1\n"
+                      f"endpoint_url = {server.url}\n")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    Connection.reset()
+    Connection.set_config(profile_name="dev", fast_path=fast_path,
+                          access_key_id="AKIDPROFILE",
+                          secret_access_key="secret")
+    assert User.get_one("a@b.io").name == "A"
+    head, = server.requests
+    assert "Credential=AKIDPROFILE/" in head
+    assert "/ap-south-1/dynamodb/aws4_request" in head
+    server.close()
+
+
+def test_settings_name_their_sources_and_hide_secrets(monkeypatch):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "very-secret")
+    monkeypatch.setenv("AWS_TABLE_PREFIX", "env-")
+    Connection.reset()
+    Connection.set_config(read_timeout=3)
+    settings = Connection.settings()
+    assert settings["secret_access_key"] == "****"
+    assert "very-secret" not in repr(settings)
+    assert settings["sources"]["secret_access_key"] == \
+        "AWS_SECRET_ACCESS_KEY"
+    assert settings["sources"]["table_prefix"] == "AWS_TABLE_PREFIX"
+    assert settings["sources"]["read_timeout"] == "set_config"
+    assert settings["sources"]["concurrency"] == "default"
+    assert set(settings["sources"]) == set(settings) - {"sources"}
+
+
+def test_a_broken_aws_config_file_is_a_dynamongo_error(monkeypatch,
+                                                       tmp_path):
+    config = tmp_path / "config"
+    config.write_text("[profile dev\nregion = x\n")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    Connection.reset()
+    with pytest.raises(dynamongo.DynamongoError, match="AWS config file"):
+        Connection.settings()
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_missing_credentials_raise_credentials_error(monkeypatch, fast_path):
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                 "AWS_SESSION_TOKEN"):
+        monkeypatch.setenv(name, "")  # (moto's mock_aws restores them)
+    Connection.reset()
+    Connection.set_config(region="us-east-1", table_prefix="nokeys-",
+                          endpoint_url=f"http://127.0.0.1:{unused_port()}",
+                          fast_path=fast_path)
+    with pytest.raises(dynamongo.CredentialsError,
+                       match="GetItem on table 'nokeys-users'.*credentials"
+                       ) as caught:
+        User.get_one("a@b.io")
+    assert type(caught.value.__cause__).__name__ == "NoCredentialsError"
+    # A batch raises it too, with what was done and not done.
+    with pytest.raises(dynamongo.CredentialsError) as caught:
+        User.save_many([JOHN, dict(JOHN, email="jane@example.com")])
+    result = caught.value.result
+    assert (result.success_count, result.fail_count) == (0, 2)
+    assert [failure.item["email"] for failure in result.fail] == [
+        JOHN["email"], "jane@example.com"]
+    # A profile that is not there.
+    Connection.set_config(profile_name="nowhere")
+    with pytest.raises(dynamongo.CredentialsError, match="nowhere"):
+        User.get_one("a@b.io")
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_an_unreachable_endpoint_raises_connection_error(no_sleep,
+                                                         fast_path):
+    port = unused_port()
+    Connection.set_config(endpoint_url=f"http://127.0.0.1:{port}",
+                          fast_path=fast_path, max_attempts=3)
+    with pytest.raises(dynamongo.DynamoDBConnectionError,
+                       match=rf"GetItem on table '\S+users'.*"
+                             rf"127.0.0.1:{port}") as caught:
+        User.get_one("a@b.io")
+    assert caught.value.endpoint == f"http://127.0.0.1:{port}/"
+    assert caught.value.operation == "GetItem"
+    assert type(caught.value.__cause__).__name__ == "EndpointConnectionError"
+    assert len(no_sleep) == 2  # retried first
+    assert isinstance(caught.value, DynamoDBError)
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_a_silent_endpoint_raises_connection_error(fast_path):
+    server = ScriptedServer(["silence"])
+    Connection.set_config(endpoint_url=server.url, fast_path=fast_path,
+                          max_attempts=1, read_timeout=0.3)
+    with pytest.raises(dynamongo.DynamoDBConnectionError) as caught:
+        User.get_one("a@b.io")
+    assert "Timeout" in type(caught.value.__cause__).__name__
+    assert caught.value.maybe_applied  # the server may have acted
+    server.close()
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+@pytest.mark.parametrize("reply", [
+    b"SSH-2.0-OpenSSH_9.6\r\n\r\n",  # not HTTP
+    http_reply(b"<html><body>Sign in to the Wi-Fi</body></html>"),
+    http_reply(b'["not", "an", "object"]'),
+    ("then close", b"HTTP/1.1 200 OK\r\nContent-Length: 60\r\n\r\n"
+                   b'{"Item": {"email": {"S": "a@b.io"}}'),  # cut short
+    http_reply(b'{"Item": {"email": {"S": "a@b.io"}, "name": {"S": "A"}}}',
+               "x-amz-crc32: 12345\r\n"),  # fails its checksum
+], ids=["not http", "html", "json array", "cut short", "checksum"])
+def test_a_malformed_answer_is_an_error_never_data(fast_path, reply):
+    server = ScriptedServer([reply])
+    Connection.set_config(endpoint_url=server.url, fast_path=fast_path,
+                          max_attempts=1)
+    with pytest.raises(DynamoDBError, match="GetItem on table") as caught:
+        User.get_one("a@b.io")
+    assert caught.value.__cause__ is not None
+    server.close()
+
+def test_forked_children_get_their_own_connections(users):
+    import multiprocessing
+
+    emails = [f"child{number}@example.com" for number in range(3)]
+    User.save_many([{"email": email, "name": email} for email in emails])
+    Connection.set_config(concurrency=4)
+    # The parent keeps a connection alive and starts its worker pool.
+    assert User.get_one(emails[0]).name == emails[0]
+    keys = emails + [f"nobody{number}@example.com" for number in range(200)]
+    assert len(User.get_many(keys)) == 3
+    context = multiprocessing.get_context("fork")
+    answers = context.Queue()
+
+    def child(email):
+        try:
+            names = [User.get_one(email).name for _ in range(20)]
+            found = sorted(user.email for user in User.get_many(keys))
+            answers.put((email, names, found))
+        except BaseException as exc:  # reported to the parent
+            answers.put((email, repr(exc), None))
+
+    children = [context.Process(target=child, args=(email,))
+                for email in emails]
+    for process in children:
+        process.start()
+    results = sorted(answers.get(timeout=60) for _ in children)
+    for process in children:
+        process.join(timeout=30)
+        assert process.exitcode == 0
+    assert results == [(email, [email] * 20, sorted(emails))
+                       for email in emails]
+    assert User.get_one(emails[1]).name == emails[1]  # the parent goes on
+
+
+def test_a_call_finishes_on_the_settings_it_began_with(monkeypatch):
+    Event.create_table()
+    began_with = Event.table_name()
+    Connection.set_config(concurrency=4)
+    tables = []
+    send = dynamongo._send
+
+    def switching(operation, params):
+        tables.append(next(iter(params["RequestItems"])))
+        # Another part of the program changes the settings meanwhile.
+        Connection.set_config(table_prefix="other-", batch_attempts=1)
+        return send(operation, params)
+
+    monkeypatch.setattr(dynamongo, "_send", switching)
+    result = Event.save_many(events("ann", 200))
+    assert result.success_count == 200 and result.fail == []
+    assert tables == [began_with] * 8
+    monkeypatch.setattr(dynamongo, "_send", send)
+    assert Event.table_name() == "other-events"
+    Connection.set_config(table_prefix=began_with[:-len("events")])
+    assert len(Event.get_many(Event.user == "ann")) == 200
+
+
+def test_set_config_from_another_thread_breaks_no_call():
+    Event.create_table()
+    errors, done = [], threading.Event()
+
+    def work(number):
+        try:
+            for _ in range(3):
+                items = events(f"user{number}", 60)
+                assert Event.save_many(items).success_count == 60
+                found = Event.get_many([(f"user{number}", seq)
+                                        for seq in range(60)])
+                assert [item.seq for item in found] == list(range(60))
+        except Exception as exc:  # collected: the test fails on any
+            errors.append(exc)
+
+    def configure():
+        while not done.is_set():
+            Connection.set_config(concurrency=random.choice([2, 4, 8]))
+            time.sleep(0.002)
+
+    workers = [threading.Thread(target=work, args=(number,))
+               for number in range(16)]
+    configurer = threading.Thread(target=configure)
+    configurer.start()
+    for thread in workers:
+        thread.start()
+    for thread in workers:
+        thread.join()
+    done.set()
+    configurer.join()
+    assert errors == []
 
 
 # -- Model schema ------------------------------------------------------------
@@ -2114,6 +2411,86 @@ def test_chunks_are_sent_by_a_bounded_pool(monkeypatch, calls):
     assert threads == {threading.current_thread().name}
     assert dynamongo._state()._pool is None
 
+def test_batches_on_a_missing_table_raise_with_their_result(calls):
+    items = [dict(JOHN, email=f"user{number}@example.com")
+             for number in range(60)]
+    with pytest.raises(TableNotFoundError) as caught:
+        User.save_many(items)
+    result = caught.value.result
+    assert (result.success_count, result.fail_count) == (0, 60)
+    assert sorted(failure.item["email"] for failure in result.fail) == \
+        sorted(item["email"] for item in items)
+    assert all(isinstance(failure.error, TableNotFoundError)
+               for failure in result.fail)
+    emails = [item["email"] for item in items]
+    for call in (lambda: User.delete_many(emails),
+                 lambda: User.get_many(emails),
+                 lambda: User.get_many(User.name == "x")):
+        with pytest.raises(TableNotFoundError):
+            call()
+    # One conditional request is enough to know.
+    del calls[:]
+    with pytest.raises(TableNotFoundError) as caught:
+        User.save_many(items, overwrite=False)
+    assert operations(calls) == ["PutItem"]
+    assert caught.value.result.fail_count == 60
+    del calls[:]
+    with pytest.raises(TableNotFoundError) as caught:
+        User.delete_many([(User.email == email) & User.name.exists()
+                          for email in emails])
+    assert operations(calls) == ["DeleteItem"]
+
+
+def test_a_batch_stops_at_an_error_that_fails_every_item(monkeypatch,
+                                                         users):
+    Connection.set_config(concurrency=1)
+    send, sent = dynamongo._send, []
+
+    def denying(operation, params):
+        sent.append(operation)
+        if len(sent) == 3:
+            raise client_error("AccessDeniedException")
+        return send(operation, params)
+
+    monkeypatch.setattr(dynamongo, "_send", denying)
+    items = [dict(JOHN, email=f"user{number:03}@example.com")
+             for number in range(100)]
+    with pytest.raises(DynamoDBError, match="AccessDenied") as caught:
+        User.save_many(items)
+    assert sent == ["BatchWriteItem"] * 3  # no chunk after the refusal
+    result = caught.value.result
+    assert sorted(user.email for user in result.success) == \
+        [item["email"] for item in items[:50]]
+    assert sorted(failure.item["email"] for failure in result.fail) == \
+        [item["email"] for item in items[50:]]
+    monkeypatch.setattr(dynamongo, "_send", send)
+    assert sorted(user.email for user in User.get_many(
+        User.email.exists())) == [item["email"] for item in items[:50]]
+
+
+def test_per_item_failures_stay_in_the_batch_result(monkeypatch, users,
+                                                    no_sleep):
+    User.save_one(JOHN)
+    Connection.set_config(max_attempts=2)
+    throttle = [client_error("ProvisionedThroughputExceededException",
+                             operation="PutItem")] * 2
+    send = dynamongo._send
+
+    def throttling(operation, params):
+        if throttle and params["Item"]["email"]["S"] == "jane@example.com":
+            raise throttle.pop()
+        return send(operation, params)
+
+    monkeypatch.setattr(dynamongo, "_send", throttling)
+    result = User.save_many([JOHN, dict(JOHN, email="jane@example.com"),
+                             dict(JOHN, email="ann@example.com")],
+                            overwrite=False)
+    assert [user.email for user in result.success] == ["ann@example.com"]
+    assert [(failure.item["email"], type(failure.error))
+            for failure in result.fail] == [
+        (JOHN["email"], ConditionalCheckFailedException),
+        ("jane@example.com", ThrottlingError)]
+
 
 # -- Retries -----------------------------------------------------------------
 
@@ -2218,6 +2595,82 @@ def test_connection_errors_are_retried_and_client_errors_are_not(
     with pytest.raises(ConditionalCheckFailedException):
         User.save_one(JOHN, overwrite=False)
     assert attempts == ["PutItem"]  # a refusal is not retried
+
+
+# Optimistic locking by a version number.
+class Doc(Model):
+    __table__ = "docs"
+    __hash_key__ = "id"
+
+    id = IntField(required=True)
+    version = IntField(required=True)
+    body = StringField()
+    hits = IntField()
+
+
+def lose_answers(monkeypatch, operation, before=None):
+    """The next ``operation`` request reaches the server and its answer is
+    lost; ``before`` runs first (another client's write)."""
+    from botocore.exceptions import ConnectionClosedError
+
+    send, left = dynamongo._send, [1]
+
+    def losing(name, params):
+        if name == operation and left:
+            left.pop()
+            if before:
+                before()
+            send(name, params)
+            raise ConnectionClosedError(endpoint_url="http://127.0.0.1:1")
+        return send(name, params)
+
+    monkeypatch.setattr(dynamongo, "_send", losing)
+
+
+def test_an_update_applied_before_its_answer_was_lost(monkeypatch,
+                                                      no_sleep):
+    Doc.create_table()
+    Doc.save_one({"id": 1, "version": 3, "body": "old", "hits": 0})
+    lose_answers(monkeypatch, "UpdateItem")
+    updated = Doc.update_one((Doc.id == 1) & (Doc.version == 3),
+                             [Doc.version.set(4), Doc.body.set("new"),
+                              Doc.hits.add(1)])
+    assert updated == Doc(id=1, version=4, body="new", hits=1)
+    assert Doc.get_one(1) == updated
+    # The partial return values still hold what was set.
+    lose_answers(monkeypatch, "UpdateItem")
+    assert Doc.update_one((Doc.id == 1) & (Doc.version == 4),
+                          [Doc.version.set(5), Doc.body.remove()],
+                          return_values="UPDATED_NEW") == Doc(id=1, version=5)
+    # A refusal with no lost answer is a refusal.
+    assert Doc.update_one((Doc.id == 1) & (Doc.version == 3),
+                          Doc.body.set("x")) is None
+
+
+def test_an_update_refused_after_a_lost_answer_is_told_apart(monkeypatch,
+                                                            no_sleep):
+    Doc.create_table()
+    Doc.save_one({"id": 1, "version": 3, "hits": 1})
+    # Another client's write fails the condition: not ours.
+    lose_answers(monkeypatch, "UpdateItem", before=lambda: Doc.save_one(
+        {"id": 1, "version": 9, "hits": 1}))
+    assert Doc.update_one((Doc.id == 1) & (Doc.version == 3),
+                          Doc.version.set(4)) is None
+    assert Doc.get_one(1).version == 9
+    # An add alone cannot tell whether it was applied: raised, marked.
+    lose_answers(monkeypatch, "UpdateItem")
+    with pytest.raises(ConditionalCheckFailedException,
+                       match="may have been applied") as caught:
+        Doc.update_one((Doc.id == 1) & (Doc.hits == 1), Doc.hits.add(1))
+    assert caught.value.maybe_applied
+    assert Doc.get_one(1).hits == 2
+    # Applied, but the old values went with the answer.
+    lose_answers(monkeypatch, "UpdateItem")
+    with pytest.raises(ConditionalCheckFailedException,
+                       match="old values were lost"):
+        Doc.update_one((Doc.id == 1) & (Doc.version == 9),
+                       Doc.version.set(10), return_values="ALL_OLD")
+    assert Doc.get_one(1).version == 10
 
 
 # -- Faults: nothing lost ----------------------------------------------------
