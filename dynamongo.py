@@ -95,6 +95,8 @@ _TABLE_NAME = re.compile(r"[A-Za-z0-9_.\-]{3,255}")
 _TABLE_NAME_CHARS = re.compile(r"[A-Za-z0-9_.\-]*")
 _MAX_IN_VALUES = 100  # DynamoDB's limit on the operands of IN
 _MAX_ITEM_BYTES = 400 * 1024  # DynamoDB's limit on the size of an item
+_KEY_BYTES = (2048, 1024)  # its limits on hash and range key values
+_MAX_DEPTH = 32  # and on the nesting of lists and maps
 # Numbers a converter passes on sight: every int within 38 digits, every
 # float within DynamoDB's range.
 _FAST_INT_LIMIT = 10 ** 38 - 1
@@ -352,11 +354,34 @@ def _number_text(number):
     return text
 
 
-def _generic_to_av(value, where):
+def _is_utf8(text):
+    """Whether ``text`` can be sent: a lone surrogate cannot."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check_utf8(text):
+    """ValidationError unless ``text`` can be encoded as UTF-8."""
+    if not text.isascii() and not _is_utf8(text):
+        position = next(index for index, char in enumerate(text)
+                        if "\ud800" <= char <= "\udfff")
+        raise ValidationError(f"holds a lone surrogate ({text[position]!r} "
+                              f"at {position}), which UTF-8 cannot encode")
+
+
+def _generic_to_av(value, where, depth=1):
     """AttributeValue of a free-form JSON-like value (DictField without
-    declared sub-fields); the declared fields never come through here."""
+    declared sub-fields) at nesting ``depth``; the declared fields never
+    come through here."""
     kind = type(value)
     if kind is str:
+        try:
+            _check_utf8(value)
+        except ValidationError as exc:
+            raise ValidationError(str(exc), {where: [str(exc)]}) from None
         return {"S": value}
     if kind is bool:
         return {"BOOL": value}
@@ -367,16 +392,21 @@ def _generic_to_av(value, where):
             return {"N": _number_text(value)}
         except ValueError as exc:
             raise ValidationError(str(exc), {where: [str(exc)]}) from None
+    if isinstance(value, (list, tuple, dict)) and depth > _MAX_DEPTH:
+        message = (f"nests lists and maps more than {_MAX_DEPTH} levels "
+                   "deep, which DynamoDB refuses")
+        raise ValidationError(message, {where: [message]})
     if isinstance(value, (list, tuple)):
-        return {"L": [_generic_to_av(item, f"{where}[{index}]")
+        return {"L": [_generic_to_av(item, f"{where}[{index}]", depth + 1)
                       for index, item in enumerate(value)]}
     if isinstance(value, dict):
         result = {}
         for key, item in value.items():
-            if not isinstance(key, str):
-                raise ValidationError(f"keys must be strings, not {key!r}",
+            if not isinstance(key, str) or not _is_utf8(key):
+                raise ValidationError(f"keys must be UTF-8 strings, not "
+                                      f"{key!r}",
                                       {where: ["keys must be strings"]})
-            result[key] = _generic_to_av(item, f"{where}.{key}")
+            result[key] = _generic_to_av(item, f"{where}.{key}", depth + 1)
         return {"M": result}
     message = f"cannot store a value of type {kind.__name__}"
     raise ValidationError(message, {where: [message]})
@@ -532,7 +562,6 @@ class Field:
     def __init__(self, required=False, default=None):
         self.required = required
         self.default = default
-        self.name = None
         self.path = ()
         self.model = None
 
@@ -551,7 +580,6 @@ class Field:
         bound = copy.copy(self)
         bound.model = model
         bound.path = path
-        bound.name = path[-1]
         return bound
 
     # Conversion. to_native coerces a Python value into the field's native
@@ -578,6 +606,24 @@ class Field:
     def _load(self, av):
         """Native value of an AttributeValue."""
         raise NotImplementedError
+
+    def _read_stored(self, av):
+        """The native value of an AttributeValue as anyone may have stored
+        it: None for NULL; a value of another type converted by to_native
+        (a number stored as text); else ValidationError."""
+        if "NULL" in av:
+            return None
+        try:
+            return self._load(av)
+        except Exception:
+            pass
+        try:
+            return self.to_native(_generic_from_av(av))
+        except (ValidationError, ValueError, TypeError, ArithmeticError):
+            (kind, _), = av.items()
+            raise ValidationError(
+                f"is stored as {kind} {_av_text(av)[:60]}, which a "
+                f"{type(self).__name__} cannot read") from None
 
     def _operand(self, value, path=None):
         """AttributeValue of a condition operand compared with this field
@@ -644,6 +690,30 @@ class Field:
 
     # Conditions: generated comparisons plus named functions.
     __hash__ = object.__hash__
+
+    def _misused(self, *_):
+        # & and | bind tighter than comparisons: a == "A" & b > 1 is
+        # a == ("A" & b) > 1, which lands here.
+        raise ExpressionError(
+            f"&, | and ~ combine conditions, not fields ({self._where()}): "
+            "put each comparison in parentheses, as in "
+            "(User.name == 'A') & (User.year_of_birth > 1990)")
+
+    __and__ = __rand__ = __or__ = __ror__ = __invert__ = _misused
+
+    def __contains__(self, value):
+        raise ExpressionError(f"'x in {self._where()}' cannot make a "
+                              f"condition: write "
+                              f"{self._where()}.contains({value!r})")
+
+    def __iter__(self):
+        raise ExpressionError(f"{self._where()} is a field, not a list of "
+                              "values: it cannot be iterated")
+
+    def _where(self):
+        """``User.address.city``: the field's model and path."""
+        path = _path_text(self.path)
+        return f"{self.model.__name__}.{path}" if self.model else path
 
     def in_(self, values):
         """``field IN (values)``; at most 100 values."""
@@ -775,11 +845,15 @@ def _wrong_type(expected, value):
 
 
 def _string_operand(value, field):
+    where = _path_text(field.path)
     if not isinstance(value, str):
         raise ValidationError(
-            f"{_path_text(field.path)}: the operand must be a string, "
-            f"not {type(value).__name__}",
-            {_path_text(field.path): ["the operand must be a string"]})
+            f"{where}: the operand must be a string, not "
+            f"{type(value).__name__}", {where: ["the operand must be a string"]})
+    try:
+        _check_utf8(value)
+    except ValidationError as exc:
+        raise ValidationError(f"{where}: {exc}", {where: [str(exc)]}) from None
     return {"S": value}
 
 
@@ -990,6 +1064,7 @@ class StringField(Field):
     def to_native(self, value):
         if not isinstance(value, str):
             raise _wrong_type("a string", value)
+        _check_utf8(value)
         return value
 
     def validate(self, value):
@@ -1029,7 +1104,8 @@ class StringField(Field):
                 type(self)._check_format is not StringField._check_format
                 and self._sure_format is None):
             return None
-        test = [f"type({value}) is str"]
+        test = [f"type({value}) is str",
+                f"({value}.isascii() or utf8({value}))"]
         for limit, operator in ((self.min_length, ">="),
                                 (self.max_length, "<=")):
             if limit is not None:
@@ -1508,7 +1584,7 @@ class DictField(Field):
         if not isinstance(value, dict):
             raise _wrong_type("a dict", value)
         if not self.fields:
-            _generic_to_av(value, "")  # type check only
+            _generic_to_av(value, "", len(self.path) or 1)  # a check only
             return dict(value)
         result, errors = {}, {}
         for name in value:
@@ -1543,7 +1619,7 @@ class DictField(Field):
 
     def _dump(self, value):
         if not self.fields:
-            return _generic_to_av(value, "")
+            return _generic_to_av(value, "", len(self.path) or 1)
         fields = self.fields
         return {"M": {name: fields[name]._dump(item)
                       for name, item in value.items()}}
@@ -1555,7 +1631,8 @@ class DictField(Field):
         def convert(value):  # a free-form map: its type check is its dump
             if not isinstance(value, dict):
                 raise _wrong_type("a dict", value)
-            return dict(value), _generic_to_av(value, "")
+            return dict(value), _generic_to_av(value, "",
+                                               len(self.path) or 1)
         return convert
 
     def _load(self, av):
@@ -1577,6 +1654,7 @@ _SOURCE_NAMES = {
     "load_int": _load_int,
     "plain_email": _ASCII_EMAIL.fullmatch,
     "av_size": _av_size,
+    "utf8": _is_utf8,
     "ValidationError": ValidationError,
     "located": _located,
 }
@@ -3134,7 +3212,8 @@ def _item_validator(model):
         string_key = key and field.wire_type == "S"  # must not be ""
         convert = field._converter()
         if string_key:
-            convert = _key_converter(convert)
+            limit = _KEY_BYTES[model._key_names.index(name)]
+            convert = _key_converter(convert, limit)
         names[f"convert{index}"] = convert
         size = "" if field.small else \
             f"    chars += {field._size_source('value', 'av')}"
@@ -3151,8 +3230,10 @@ def _item_validator(model):
         fast = field._dump_source("value")
         if fast is not None:
             test, native, av = fast
-            if string_key:
-                test += " and value"
+            if string_key and isinstance(field, StringField):
+                # Short enough to be surely within the limit. (The fast
+                # values of the other string fields are short, never "".)
+                test += f" and 0 < len(value) <= {limit // 4}"
             lines.append(f"    if {test}:")
             if native != "value" or field.default is not None:
                 lines.append(f"        native[{name!r}] = {native}")
@@ -3188,8 +3269,11 @@ def _item_reader(model):
     """``model._from_item``: one function reading a whole DynamoDB item into
     an instance, written out field by field (attributes the model lacks are
     ignored). An item holding every field and nothing else is read in one
-    expression."""
-    names = {"new": object.__new__, "model": model}
+    expression. An item the quick reads fail on -- a NULL attribute, or one
+    of another type, as other clients write them -- is read again by
+    ``model._read_stored``."""
+    names = {"new": object.__new__, "model": model,
+             "read_stored": model._read_stored}
     reads = []
     for index, (name, field) in enumerate(model._fields.items()):
         expression = field._load_expression(f"av{index}")
@@ -3202,21 +3286,23 @@ def _item_reader(model):
              f"    if len(item) == {len(reads)}:",
              "        try:",
              *(f"            {av} = item[{name!r}]" for name, av, _ in reads),
-             "        except KeyError:  # another attribute instead of one",
-             "            pass",
-             "        else:",
              "            instance.__dict__ = {",
              *(f"                {name!r}: {expression},"
                for name, _, expression in reads),
              "            }",
              "            return instance",
+             "        except Exception:  # another attribute, NULL, a type",
+             "            pass",
              "    values = instance.__dict__",
-             "    get = item.get"]
+             "    get = item.get",
+             "    try:"]
     for name, av, expression in reads:
-        lines += [f"    {av} = get({name!r})",
-                  f"    if {av} is not None:",
-                  f"        values[{name!r}] = {expression}"]
-    lines.append("    return instance")
+        lines += [f"        {av} = get({name!r})",
+                  f"        if {av} is not None:",
+                  f"            values[{name!r}] = {expression}"]
+    lines += ["    except Exception:",
+              "        instance.__dict__ = read_stored(item)",
+              "    return instance"]
     return _compiled(lines, **names)["from_item"]
 
 
@@ -3244,14 +3330,23 @@ def _item_writer(model):
     return _compiled(lines)["item_json"]
 
 
-def _key_converter(convert):
-    """``convert``, refusing the empty string DynamoDB refuses in keys."""
+def _key_converter(convert, limit):
+    """``convert``, refusing string key values DynamoDB refuses."""
     def convert_key(value):
         native, av = convert(value)
-        if av["S"] == "":
-            raise ValidationError("is a key, so it must not be empty")
+        _check_key_text(av["S"], limit)
         return native, av
     return convert_key
+
+
+def _check_key_text(text, limit):
+    """ValidationError unless DynamoDB takes ``text`` as a key value: not
+    empty, at most ``limit`` bytes of UTF-8."""
+    if not text:
+        raise ValidationError("is a key, so it must not be empty")
+    if len(text) * 4 > limit and len(text.encode()) > limit:
+        raise ValidationError(f"is a key of {len(text.encode())} bytes; "
+                              f"DynamoDB allows at most {limit}")
 
 
 def _is_list_like(value):
@@ -3313,6 +3408,10 @@ class _ModelMeta(type):
         for base in reversed(cls.__mro__[1:]):
             fields.update(getattr(base, "_fields", {}))
         for attr, value in namespace.items():
+            if isinstance(value, type) and issubclass(value, Field):
+                raise SchemaError(
+                    f"{name}.{attr} is the class {value.__name__}, not a "
+                    f"field: did you mean {value.__name__}()?")
             if isinstance(value, Field):
                 if attr in _RESERVED_NAMES:
                     raise SchemaError(f"{name}: a field cannot be called "
@@ -3471,6 +3570,30 @@ class Model(metaclass=_ModelMeta):
                 {largest[0]: ["makes the item larger than 400 KB"]})
 
     @classmethod
+    def _read_stored(cls, item):
+        """The values of a stored item whatever wrote it: NULL attributes
+        read as absent, a value of another type is converted when no
+        information is lost (a number stored as text), and any other raises
+        ValidationError naming the model, the key and the attribute."""
+        values = {}
+        for name, field in cls._fields.items():
+            av = item.get(name)
+            if av is None:
+                continue
+            try:
+                value = field._read_stored(av)
+            except ValidationError as exc:
+                key = {name: item[name] for name in cls._key_names
+                       if name in item}
+                errors = _located(exc, name).errors
+                raise ValidationError(
+                    f"{cls.__name__} item {_key_text(key)} as stored cannot "
+                    f"be read: {_describe(errors)}", errors) from None
+            if value is not None:
+                values[name] = value
+        return values
+
+    @classmethod
     def _from_native(cls, native):
         instance = object.__new__(cls)
         instance.__dict__ = native
@@ -3489,10 +3612,13 @@ class Model(metaclass=_ModelMeta):
                     f"{cls.__name__}: the key field {name!r} is missing",
                     {name: ["is required"]})
             av = field._operand(value)
-            if av.get("S") == "":
-                raise ValidationError(
-                    f"{cls.__name__}: the key field {name!r} is empty",
-                    {name: ["is a key, so it must not be empty"]})
+            if "S" in av:
+                try:
+                    _check_key_text(av["S"], _KEY_BYTES[len(key)])
+                except ValidationError as exc:
+                    raise ValidationError(
+                        f"{cls.__name__}: the key field {name!r} {exc}",
+                        {name: [str(exc)]}) from None
             key[name] = av
         return key
 
