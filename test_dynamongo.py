@@ -148,6 +148,18 @@ class Event(Model):
     payload = StringField()
 
 
+# String keys, for DynamoDB's limits on key sizes (2,048 and 1,024 bytes).
+class Page(Model):
+    __table__ = "pages"
+    __hash_key__ = "site"
+    __range_key__ = "path"
+    __billing_mode__ = "PAY_PER_REQUEST"
+
+    site = StringField(required=True)
+    path = StringField(required=True)
+    title = StringField()
+
+
 # One field of every type, for round trips.
 class Everything(Model):
     __table__ = "everything"
@@ -725,6 +737,22 @@ def test_expression_sends_no_empty_maps():
     User.name.exists()._render(expression)
     assert expression.into({}) == {"ExpressionAttributeNames":
                                    {"#n0": "name"}}
+
+
+def test_operators_misused_on_fields_say_what_to_write():
+    with pytest.raises(ExpressionError, match=r"parentheses.*\(User\.name "
+                                              r"== 'A'\) & "):
+        User.name == "A" & User.year_of_birth > 1990  # noqa: B015
+    with pytest.raises(ExpressionError, match="parentheses"):
+        User.name == "A" | User.year_of_birth  # noqa: B015
+    with pytest.raises(ExpressionError, match="combine conditions"):
+        ~User.name  # noqa: B018
+    with pytest.raises(ExpressionError,
+                       match=r"write User\.cities_visited\.contains"
+                             r"\('Nairobi'\)"):
+        "Nairobi" in User.cities_visited  # noqa: B015
+    with pytest.raises(ExpressionError, match="cannot be iterated"):
+        list(User.cities_visited)
 
 
 # -- Connection and the wire ------------------------------------------------
@@ -1479,6 +1507,32 @@ def test_instances_hold_values_without_checking_required():
         User(age=3)
 
 
+def test_a_field_declared_as_a_class_is_refused():
+    with pytest.raises(SchemaError,
+                       match=r"Person\.name is the class StringField, not a "
+                             r"field: did you mean StringField\(\)\?"):
+        class Person(Model):
+            __table__ = "people"
+            __hash_key__ = "id"
+            id = StringField(required=True)
+            name = StringField
+
+
+def test_map_sub_fields_named_like_field_attributes_are_reachable():
+    class Person(Model):
+        __table__ = "people"
+        __hash_key__ = "id"
+        id = StringField(required=True)
+        address = DictField(name=StringField(), path=StringField())
+
+    for field in (Person.address.name, Person.address["name"]):
+        assert_expression(field == "x", "#n0.#n1 = :v0",
+                          {"#n0": "address", "#n1": "name"},
+                          {":v0": {"S": "x"}})
+    assert_expression(Person.address["path"] == "p", "#n0.#n1 = :v0",
+                      {"#n0": "address", "#n1": "path"}, {":v0": {"S": "p"}})
+
+
 # -- Tables ------------------------------------------------------------------
 
 def test_create_table_provisioned_and_on_demand(calls):
@@ -1633,6 +1687,102 @@ def test_reading_items_written_by_others(users):
                            "cities_visited": ["Lima"]}
     assert b.created_at is None and not hasattr(b, "nickname")
     assert c.to_dict() == {"email": "c@b.io"}
+
+
+def test_reading_null_and_other_types_written_by_others(users):
+    # boto3's Table resource stores None as NULL.
+    Connection.resource().Table(User.table_name()).put_item(Item={
+        "email": "n@b.io", "name": None, "year_of_birth": None,
+        "cities_visited": None, "created_at": None})
+    assert User.get_one("n@b.io").to_dict() == {"email": "n@b.io"}
+    assert [user.email for user in User.get_many(User.name.not_exists()
+                                                 | User.email.exists())] \
+        == ["n@b.io"]
+    client = Connection.client()
+    # A number stored as text reads as the number it holds.
+    client.put_item(TableName=User.table_name(), Item={
+        "email": {"S": "t@b.io"}, "name": {"S": "T"},
+        "year_of_birth": {"S": "1990"}})
+    assert User.get_one("t@b.io").year_of_birth == 1990
+    Reading.create_table()
+    client.put_item(TableName=Reading.table_name(), Item={
+        "sensor": {"N": "1"}, "at": {"N": "2.5"}, "value": {"S": " 0.25 "}})
+    assert Reading.get_one((1, 2.5)).value == 0.25
+    # What cannot be read is named: model, key and attribute.
+    client.put_item(TableName=User.table_name(), Item={
+        "email": {"S": "w@b.io"}, "name": {"N": "7"}})
+    with pytest.raises(ValidationError,
+                       match=r"User item email='w@b\.io'.*name: is stored "
+                             r"as N 7, which a StringField") as caught:
+        User.get_one("w@b.io")
+    assert list(caught.value.errors) == ["name"]
+    with pytest.raises(ValidationError, match="w@b.io"):
+        User.get_many(User.email.exists())
+    client.put_item(TableName=Reading.table_name(), Item={
+        "sensor": {"N": "1"}, "at": {"N": "3"}, "value": {"S": "high"}})
+    with pytest.raises(ValidationError, match="sensor=1, at=3.*value"):
+        Reading.get_one((1, 3))
+    # Nested maps and lists: NULL sub-fields read as absent.
+    Profile.create_table()
+    client.put_item(TableName=Profile.table_name(), Item={
+        "name": {"S": "p"}, "address": {"M": {
+            "city": {"NULL": True}, "zip": {"S": "100"}}},
+        "tags": {"NULL": True}})
+    assert Profile.get_one("p").to_dict() == {"name": "p",
+                                              "address": {"zip": 100}}
+
+
+def test_key_values_within_dynamodbs_byte_limits():
+    Page.create_table()
+    site, path = "é" * 1024, "ü" * 512  # 2,048 and 1,024 bytes
+    Page.save_one({"site": site, "path": path, "title": "at the limit"})
+    assert Page.get_one((site, path)).title == "at the limit"
+    for too_long in ({"site": site + "x", "path": "p"},
+                     {"site": "s", "path": path + "x"}):
+        name = "site" if len(too_long["site"]) > 1 else "path"
+        with pytest.raises(ValidationError,
+                           match=f"{name}: is a key of 20(49|50)|"
+                                 f"{name}: is a key of 10(25|26)"):
+            Page.save_one(too_long)
+        with pytest.raises(ValidationError, match=f"key field '{name}'"):
+            Page.get_one((too_long["site"], too_long["path"]))
+    items = [{"site": "s", "path": f"p{number}"} for number in range(30)]
+    items[7]["site"] = "s" * 2049
+    with pytest.raises(ValidationError, match=r"\[7\]\.site: is a key"):
+        Page.save_many(items)
+    assert len(raw_items(Page)) == 1  # nothing of the batch was written
+
+
+def test_nesting_and_unicode_dynamodb_cannot_take_are_refused(users):
+    Everything.create_table()
+
+    def nested(levels):
+        value = "deep"
+        for _ in range(levels):
+            value = {"a": value}
+        return value
+
+    key = uuid.uuid4()
+    Everything.save_one({"id": key, "free": nested(32)})
+    assert Everything.get_one(key).free == nested(32)
+    with pytest.raises(ValidationError, match="more than 32 levels"):
+        Everything.save_one({"id": uuid.uuid4(), "free": nested(33)})
+    looped = {}
+    looped["self"] = looped
+    with pytest.raises(ValidationError, match="more than 32 levels"):
+        Everything.save_one({"id": uuid.uuid4(), "free": looped})
+    items = [{"email": f"u{number}@b.io", "name": "ok"}
+             for number in range(30)]
+    items[5]["name"] = "half \ud800 a pair"
+    with pytest.raises(ValidationError,
+                       match=r"\[5\]\.name: holds a lone surrogate"):
+        User.save_many(items)
+    with pytest.raises(ValidationError, match="lone surrogate"):
+        User.save_one({"email": "a@b.io", "name": "ok",
+                       "cities_visited": ["\udfff"]})
+    with pytest.raises(ValidationError, match="lone surrogate"):
+        User.get_many(User.name.begins_with("\ud800"))
+    assert raw_items(User) == []
 
 
 def test_consistent_reads_are_asked_for(users, calls):
