@@ -591,7 +591,8 @@ class Field:
         return value
 
     def validate(self, value):
-        """``to_native`` plus the field's constraints (bounds, patterns)."""
+        """``to_native(value)`` plus the field's constraints (bounds,
+        patterns)."""
         return self.to_native(value)
 
     def to_primitive(self, value):
@@ -747,8 +748,8 @@ class Field:
         return Function("begins_with", self, _string_operand(prefix, self))
 
     def contains(self, value):
-        """A string attribute holds the substring, or a list holds the
-        element."""
+        """A string attribute holds the substring ``value``, or a list holds
+        the element ``value``."""
         if self.wire_type != "S":
             raise ExpressionError(f"contains needs a string or list field; "
                                   f"{_path_text(self.path)} is not one")
@@ -946,7 +947,12 @@ def _load_int(av):
 
 
 class IntField(_NumberField):
-    """An integer (stored as a DynamoDB number, at most 38 digits)."""
+    """An integer (stored as a DynamoDB number, at most 38 digits).
+
+    :param min_value: the lowest value allowed.
+    :param max_value: the highest value allowed.
+    :param kwargs: ``required`` and ``default`` (see Field).
+    """
 
     def to_native(self, value):
         kind = type(value)
@@ -984,7 +990,12 @@ class IntField(_NumberField):
 
 
 class FloatField(_NumberField):
-    """A float, stored with full precision (shortest round-trip text)."""
+    """A float, stored with full precision (shortest round-trip text).
+
+    :param min_value: the lowest value allowed.
+    :param max_value: the highest value allowed.
+    :param kwargs: ``required`` and ``default`` (see Field).
+    """
 
     def to_native(self, value):
         kind = type(value)
@@ -1019,7 +1030,7 @@ class FloatField(_NumberField):
 
 
 class BooleanField(Field):
-    """True or False."""
+    """True or False. Takes ``required`` and ``default`` (see Field)."""
 
     wire_type = "BOOL"
 
@@ -1050,6 +1061,7 @@ class StringField(Field):
     :param regex: the whole string must match it.
     :param min_length: fewest characters allowed.
     :param max_length: most characters allowed.
+    :param kwargs: ``required`` and ``default`` (see Field).
     """
 
     wire_type = "S"
@@ -1124,7 +1136,9 @@ class StringField(Field):
 
 
 class EmailField(StringField):
-    """An e-mail address (``local@domain.tld``)."""
+    """An e-mail address (``local@domain.tld``). Takes StringField's
+    ``regex``, ``min_length`` and ``max_length`` and, as ``kwargs``,
+    ``required`` and ``default``."""
 
     small = True
     _sure_format = ("len({value}) <= 64 and '-.' not in {value} "
@@ -1140,6 +1154,8 @@ class URLField(StringField):
 
     :param fqdn: require a fully qualified host name (``example.com``, not
         ``localhost``); IP addresses are always accepted.
+    :param kwargs: StringField's ``regex``, ``min_length``,
+        ``max_length``, and ``required`` and ``default`` (see Field).
     """
 
     def __init__(self, fqdn=True, **kwargs):
@@ -1152,7 +1168,9 @@ class URLField(StringField):
 
 
 class IPAddressField(StringField):
-    """An IPv4 or IPv6 address, stored as the text given."""
+    """An IPv4 or IPv6 address, stored as the text given. Takes
+    StringField's ``regex``, ``min_length`` and ``max_length`` and, as
+    ``kwargs``, ``required`` and ``default``."""
 
     small = True
 
@@ -1167,7 +1185,8 @@ class IPAddressField(StringField):
 
 
 class UUIDField(Field):
-    """A UUID, stored as its canonical text and read back as uuid.UUID."""
+    """A UUID, stored as its canonical text and read back as uuid.UUID.
+    Takes ``required`` and ``default`` (see Field)."""
 
     wire_type = "S"
 
@@ -1219,6 +1238,7 @@ class DateTimeField(Field):
         or ``"reject"`` one.
     :param convert_tz: convert aware values to UTC.
     :param drop_tzinfo: drop the offset after any conversion.
+    :param kwargs: ``required`` and ``default`` (see Field).
     """
 
     wire_type = "S"
@@ -1316,6 +1336,7 @@ class DateField(Field):
 
     :param formats: strptime format(s) accepted for string input; ISO 8601
         when not given.
+    :param kwargs: ``required`` and ``default`` (see Field).
     """
 
     wire_type = "S"
@@ -1371,6 +1392,7 @@ class TimedeltaField(Field):
         ``"milliseconds"`` or ``"microseconds"``. Numbers given instead of
         timedeltas are read in this unit. Values round-trip to the
         microsecond whatever the unit.
+    :param kwargs: ``required`` and ``default`` (see Field).
     """
 
     wire_type = "N"
@@ -1432,7 +1454,8 @@ def _field_instance(field, where):
 
 
 class ListField(Field):
-    """A list whose items are validated by ``field``.
+    """A list whose items are validated by ``field`` (a field, or a field
+    class); ``kwargs`` are ``required`` and ``default`` (see Field).
 
     ``User.cities_visited[0]`` is the first element, for conditions and
     updates; ``User.cities_visited.contains("Nairobi")`` tests membership.
@@ -1546,6 +1569,10 @@ class DictField(Field):
     (``User.address.city``) or items (``User.address["city"]``). Without
     sub-fields, any dict of strings, numbers, bools, None, lists and dicts
     is stored as given.
+
+    :param required: as for Field.
+    :param default: as for Field.
+    :param fields: the sub-fields, by name.
     """
 
     wire_type = "M"
@@ -1854,7 +1881,8 @@ class Update:
 
 
 class SetUpdate(Update):
-    """``SET path = value`` (or only if the item lacks the attribute)."""
+    """``SET path = value`` of ``field`` (with ``if_not_exists``, only if
+    the item lacks the attribute)."""
 
     __slots__ = ("value", "if_not_exists")
 
@@ -1870,7 +1898,7 @@ class SetUpdate(Update):
 
 
 class RemoveUpdate(Update):
-    """``REMOVE path``."""
+    """``REMOVE path`` of ``field``."""
 
     __slots__ = ()
     action = "REMOVE"
@@ -1880,8 +1908,9 @@ class RemoveUpdate(Update):
 
 
 class ListExtendUpdate(Update):
-    """``SET path = list_append(...)``: add items at the end or the front,
-    starting from an empty list when the item has none."""
+    """``SET path = list_append(...)``: add ``values`` (a list
+    AttributeValue) to the list ``field`` at the end (``append``) or the
+    front, starting from an empty list when the item has none."""
 
     __slots__ = ("values", "append")
 
@@ -1900,7 +1929,9 @@ class ListExtendUpdate(Update):
 
 class AddUpdate(Update):
     """``SET path = if_not_exists(path, 0) + delta``: works on nested paths
-    too, and keeps the field's bounds through a guard condition."""
+    too, and keeps the field's bounds through a guard condition. Made by
+    ``field.add(number)``: ``delta`` is the number's AttributeValue,
+    ``guard`` the condition keeping the bounds."""
 
     __slots__ = ("delta", "number", "guard")
 
@@ -3065,7 +3096,7 @@ class Connection:
         """The settings in force, with ``sources``: where each came from
         (``"set_config"``, an environment variable, the AWS config file's
         profile, or ``"default"``). The secret key and session token are
-        shown as ``'****'``."""
+        shown as ``'****'`` unless ``masked`` is False."""
         settings = _state().settings
         if masked:
             settings = dict(settings, **{name: "****" for name in
@@ -3116,8 +3147,8 @@ if hasattr(os, "register_at_fork"):
 # -- Model -------------------------------------------------------------------
 
 Failure = collections.namedtuple("Failure", "item error")
-Failure.__doc__ = """An item a batch could not write: the item as given and
-the exception that stopped it."""
+Failure.__doc__ = """An item a batch could not write: ``item``, the item as
+given, and ``error``, the exception that stopped it."""
 
 
 class BatchResult:
@@ -3146,7 +3177,8 @@ class BatchResult:
 
 class KeysIn:
     """Keys named by ``Model.keys_in(values)``: a get_many/delete_many
-    strategy read by BatchGetItem."""
+    strategy read by BatchGetItem; ``model`` is the model they belong to,
+    ``keys`` the keys as DynamoDB takes them."""
 
     __slots__ = ("model", "keys")
 
@@ -3739,7 +3771,8 @@ class Model(metaclass=_ModelMeta):
 
     @_one_connection
     def delete_table(cls, wait=True):
-        """Delete the model's table and every item in it."""
+        """Delete the model's table and every item in it; with ``wait``,
+        return once DynamoDB has deleted it."""
         _call("DeleteTable", {"TableName": cls.table_name()})
         if wait:
             cls._wait_for_table(lambda status: status is None)
@@ -3818,7 +3851,8 @@ class Model(metaclass=_ModelMeta):
     def get_one(cls, strategy, consistent_read=False):
         """The item named by ``strategy`` (a key value, a (hash, range)
         tuple, a dict, an instance or a key condition); raises
-        ``Model.DoesNotExist`` when there is none."""
+        ``Model.DoesNotExist`` when there is none. ``consistent_read``
+        asks for a strongly consistent read."""
         table = cls.table_name()
         key, condition = cls._strategy(strategy)
         if condition is not None:
@@ -4194,7 +4228,8 @@ class Model(metaclass=_ModelMeta):
 
         Queries and scans read every page. ``limit`` caps the number of
         items returned; ``descending`` orders a Query by range key from the
-        highest; ``segments`` splits a Scan into that many segments read in
+        highest; ``consistent_read`` asks for strongly consistent reads;
+        ``segments`` splits a Scan into that many segments read in
         parallel (default: the ``scan_segments`` setting).
         """
         table = cls.table_name()

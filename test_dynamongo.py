@@ -3508,6 +3508,41 @@ def test_misuse_table_covers_every_public_method():
         assert method in called, method
 
 
+def public_callables():
+    """(name, callable) of every public class, function and method."""
+    import inspect
+
+    for name in dynamongo.__all__:
+        thing = getattr(dynamongo, name)
+        if not inspect.isclass(thing):
+            yield name, thing
+            continue
+        if not issubclass(thing, Exception):
+            yield name, thing
+        for attribute, member in vars(thing).items():
+            if not attribute.startswith("_") and callable(
+                    getattr(thing, attribute)):
+                yield f"{name}.{attribute}", getattr(thing, attribute)
+
+
+def test_every_public_parameter_is_documented():
+    import inspect
+
+    undocumented = {}
+    for name, thing in public_callables():
+        try:
+            parameters = inspect.signature(thing).parameters
+        except (TypeError, ValueError):
+            continue
+        doc = inspect.getdoc(thing) or ""
+        lacking = [parameter for parameter in parameters
+                   if parameter not in ("self", "cls")
+                   and f"{parameter}" not in doc]
+        if lacking:
+            undocumented[name] = lacking
+    assert undocumented == {}
+
+
 # -- Security ----------------------------------------------------------------
 
 def test_expression_injection_is_impossible():
