@@ -20,7 +20,6 @@ setup(
     install_requires=["boto3>=1.34"],
     extras_require={"test": ["pytest", "moto[server]>=5", "hypothesis"]},
     classifiers=[
-        "License :: OSI Approved :: MIT License",
         "Programming Language :: Python :: 3",
         "Topic :: Database",
     ],

@@ -2,11 +2,12 @@
 
     python examples/quickstart.py
 
-With AWS_ENDPOINT_URL set, it runs against that DynamoDB (DynamoDB Local,
-dynalite, moto server); with AWS credentials, against real AWS (it makes a
-small table and deletes it at the end). With neither, it starts a local
-DynamoDB in this process (moto's server, from ``pip install 'moto[server]'``)
-and says so.
+With an endpoint configured (AWS_ENDPOINT_URL_DYNAMODB, AWS_ENDPOINT_URL or
+the AWS profile's endpoint_url), it runs against that DynamoDB (DynamoDB
+Local, dynalite, moto server); with AWS credentials, against real AWS (it
+makes a small table and deletes it at the end). With neither, it starts a
+local DynamoDB in this process (moto's server, from
+``pip install 'moto[server]'``) and says so.
 """
 
 import datetime
@@ -35,18 +36,29 @@ class User(Model):
 
 def choose_backend():
     """Use the configured endpoint or AWS account, else start moto."""
-    if os.environ.get("AWS_ENDPOINT_URL"):
-        print(f"Using the DynamoDB at {os.environ['AWS_ENDPOINT_URL']}")
+    settings = Connection.settings()  # what dynamongo itself will use
+    sources = settings["sources"]
+    if settings["endpoint_url"]:
+        print(f"Using the DynamoDB at {settings['endpoint_url']} "
+              f"(from {sources['endpoint_url']})")
         return None
     import boto3.session
 
-    if boto3.session.Session().get_credentials() is not None:
-        print("Using AWS DynamoDB with your configured credentials, "
-              f"region {Connection.settings()['region']}")
+    session = boto3.session.Session(profile_name=settings["profile_name"])
+    if session.get_credentials() is not None:
+        print(f"Using AWS DynamoDB with your configured credentials, region "
+              f"{settings['region']} (from {sources['region']})")
         return None
     import logging
 
-    from moto.server import ThreadedMotoServer
+    try:
+        from moto.server import ThreadedMotoServer
+    except ImportError:
+        sys.exit("No DynamoDB endpoint or AWS credentials are configured, "
+                 "and moto is not installed to run a local one:\n"
+                 "    pip install 'moto[server]'\n"
+                 "or set AWS_ENDPOINT_URL_DYNAMODB to a local DynamoDB, or "
+                 "configure AWS credentials.")
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no request log
 
