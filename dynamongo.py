@@ -1583,6 +1583,14 @@ class DictField(Field):
                                                     f"{name!r}")
                        for name, field in fields.items()}
         self._bound = {}
+        # Sub-fields named like the field's own attributes and methods
+        # (path, default, set...) are reachable as items only.
+        shadowed = frozenset(name for name in self.fields
+                             if hasattr(type(self), name)
+                             or name in self.__dict__)
+        if shadowed:
+            self.__class__ = _guarding(type(self))
+            self._shadowed = shadowed
 
     def _bind(self, model, path):
         bound = super()._bind(model, path)
@@ -1668,6 +1676,30 @@ class DictField(Field):
         fields = self.fields
         return {name: fields[name]._load(item)
                 for name, item in av["M"].items() if name in fields}
+
+
+@functools.lru_cache(maxsize=None)
+def _guarding(field_class):
+    """A subclass of a DictField class whose instances, used outside this
+    module, refuse the attributes that a sub-field of the same name
+    shadows, saying to write ``field["name"]``: ``Person.address.path``
+    must not quietly be the field's own path."""
+    def __getattribute__(self, name):
+        if name in object.__getattribute__(self, "_shadowed") \
+                and sys._getframe(1).f_globals is not _MODULE_GLOBALS:
+            where = object.__getattribute__(self, "_where")()
+            raise ExpressionError(
+                f"{where}.{name} would be the field's own {name!r}, not its "
+                f"sub-field: write {where}[{name!r}]")
+        return object.__getattribute__(self, name)
+
+    return type(field_class.__name__, (field_class,),
+                {"__getattribute__": __getattribute__, "_shadowed": (),
+                 "__doc__": field_class.__doc__,
+                 "__module__": field_class.__module__})
+
+
+_MODULE_GLOBALS = globals()
 
 
 # What the sources fields give (_dump_source, _size_source,
@@ -2782,24 +2814,26 @@ def _resolve_settings(given):
                 settings[name], sources[name] = env[variable], variable
                 break
     profile = settings["profile_name"] or "default"
-    config, where = _profile_config(profile)
+    sections, path = _aws_config()
+    names = [f"profile {profile}"] + ["default"] * (profile == "default")
+    name = next((name for name in names if name in sections), None)
+    config, where = sections.get(name, {}), f"[{name}] of {path}"
     # botocore's switch for endpoints configured outside the code.
     ignore = (env.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")
               or config.get("ignore_configured_endpoint_urls", ""))
     if ignore.lower() == "true" and sources["endpoint_url"] != "set_config":
         settings["endpoint_url"], sources["endpoint_url"] = None, "default"
-        config = dict(config, endpoint_url=None, services=None)
+        config = {"region": config.get("region")}
     if sources["region"] == "default" and config.get("region"):
         settings["region"] = config["region"]
         sources["region"] = f"{where}: region"
     if sources["endpoint_url"] == "default":
-        service = _nested(_profile_config(f"services {config['services']}",
-                                          section=True)[0].get("dynamodb")
-                          ) if config.get("services") else {}
+        services = config.get("services")
+        service = _nested(sections.get(f"services {services}", {}).get(
+            "dynamodb"))
         if service.get("endpoint_url"):
             settings["endpoint_url"] = service["endpoint_url"]
-            sources["endpoint_url"] = (f"{where}: services "
-                                       f"{config['services']}, dynamodb")
+            sources["endpoint_url"] = f"{where}: services {services}, dynamodb"
         elif config.get("endpoint_url"):
             settings["endpoint_url"] = config["endpoint_url"]
             sources["endpoint_url"] = f"{where}: endpoint_url"
@@ -2807,27 +2841,21 @@ def _resolve_settings(given):
     return settings
 
 
-def _profile_config(profile, section=False):
-    """(values, description) of a profile (or, with ``section``, of a
-    section named in full) of the AWS config file: ``AWS_CONFIG_FILE``,
-    else ``~/.aws/config``. ``({}, None)`` when there is none."""
+def _aws_config():
+    """(sections, path) of the AWS config file: ``AWS_CONFIG_FILE``, else
+    ``~/.aws/config``; no sections when there is no such file."""
     import configparser
 
     path = os.path.expanduser(os.environ.get("AWS_CONFIG_FILE")
                               or "~/.aws/config")
     parser = configparser.RawConfigParser()
     try:
-        if not parser.read(path, encoding="utf-8"):
-            return {}, None
+        parser.read(path, encoding="utf-8")
     except (configparser.Error, UnicodeDecodeError) as exc:
         raise DynamongoError(f"cannot read the AWS config file {path}: "
                              f"{exc}") from exc
-    names = [profile] if section else [f"profile {profile}"] + (
-        ["default"] if profile == "default" else [])
-    for name in names:
-        if parser.has_section(name):
-            return dict(parser.items(name)), f"[{name}] of {path}"
-    return {}, None
+    return {name: dict(parser.items(name)) for name in parser.sections()}, \
+        path
 
 
 def _nested(value):

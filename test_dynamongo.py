@@ -1531,6 +1531,19 @@ def test_map_sub_fields_named_like_field_attributes_are_reachable():
                           {":v0": {"S": "x"}})
     assert_expression(Person.address["path"] == "p", "#n0.#n1 = :v0",
                       {"#n0": "address", "#n1": "path"}, {":v0": {"S": "p"}})
+    # The attribute form would reach the field's own path: refused.
+    with pytest.raises(ExpressionError,
+                       match=r"Person\.address\.path would be the field's own "
+                             r"'path'.*write Person\.address\['path'\]"):
+        Person.address.path == "p"  # noqa: B015
+    with pytest.raises(ExpressionError, match=r"Shadows\.box\['set'\]"):
+        class Shadows(Model):
+            __table__ = "shadows"
+            __hash_key__ = "id"
+            id = StringField(required=True)
+            box = DictField(set=IntField(), contains=StringField())
+
+        Shadows.box.set(1)
 
 
 # -- Tables ------------------------------------------------------------------
