@@ -209,6 +209,9 @@ def backend(monkeypatch, tmp_path):
     if ENDPOINT:
         Connection.set_config(endpoint_url=ENDPOINT, **settings)
         yield prefix
+        # Clean up with the machine-independent settings, whatever the
+        # test changed.
+        monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
         Connection.reset()
         Connection.set_config(endpoint_url=ENDPOINT, **settings)
         client = Connection.client()
