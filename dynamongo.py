@@ -363,13 +363,18 @@ def _is_utf8(text):
     return True
 
 
-def _check_utf8(text):
-    """ValidationError unless ``text`` can be encoded as UTF-8."""
+def _check_utf8(text, where=None):
+    """ValidationError unless ``text`` can be encoded as UTF-8; with
+    ``where``, the error is about that path."""
     if not text.isascii() and not _is_utf8(text):
         position = next(index for index, char in enumerate(text)
                         if "\ud800" <= char <= "\udfff")
-        raise ValidationError(f"holds a lone surrogate ({text[position]!r} "
-                              f"at {position}), which UTF-8 cannot encode")
+        message = (f"holds a lone surrogate ({text[position]!r} at "
+                   f"{position}), which UTF-8 cannot encode")
+        if where is None:
+            raise ValidationError(message)
+        raise ValidationError(f"{where}: {message}" if where else message,
+                              {where: [message]})
 
 
 def _generic_to_av(value, where, depth=1):
@@ -378,10 +383,7 @@ def _generic_to_av(value, where, depth=1):
     come through here."""
     kind = type(value)
     if kind is str:
-        try:
-            _check_utf8(value)
-        except ValidationError as exc:
-            raise ValidationError(str(exc), {where: [str(exc)]}) from None
+        _check_utf8(value, where)
         return {"S": value}
     if kind is bool:
         return {"BOOL": value}
@@ -851,10 +853,7 @@ def _string_operand(value, field):
         raise ValidationError(
             f"{where}: the operand must be a string, not "
             f"{type(value).__name__}", {where: ["the operand must be a string"]})
-    try:
-        _check_utf8(value)
-    except ValidationError as exc:
-        raise ValidationError(f"{where}: {exc}", {where: [str(exc)]}) from None
+    _check_utf8(value, where)
     return {"S": value}
 
 
@@ -4023,7 +4022,7 @@ class Model(metaclass=_ModelMeta):
             if not isinstance(update, AddUpdate):
                 continue
             av = _value_at(item, update.field.path)
-            current = None if av is None else update.field._load(av)
+            current = None if av is None else update.field._read_stored(av)
             broken = update._broken_bound(current)
             if broken:
                 errors[_path_text(update.field.path)] = [broken]
