@@ -62,11 +62,9 @@ __all__ = [
 
 import collections
 import contextvars
-import copy
 import datetime
 import decimal
 import functools
-import ipaddress
 import itertools
 import json
 import math
@@ -75,9 +73,6 @@ import re
 import sys
 import threading
 import time
-import uuid
-import zlib
-from urllib.parse import urlsplit
 
 
 # -- Constants ---------------------------------------------------------------
@@ -515,6 +510,8 @@ def _is_hostname(host, require_tld=True):
 
 
 def _is_ip_address(text):
+    import ipaddress
+
     try:
         ipaddress.ip_address(text)
     except ValueError:
@@ -529,6 +526,8 @@ def _is_email(text):
 
 
 def _is_url(text, fqdn=True):
+    from urllib.parse import urlsplit
+
     if any(char.isspace() for char in text):
         return False
     try:
@@ -547,6 +546,72 @@ def _is_url(text, fqdn=True):
 
 
 # -- Fields ------------------------------------------------------------------
+#
+# A field converts one attribute both ways with its plain methods
+# (to_native, validate, to_primitive, _dump, _load), and states its common
+# case once more, as source, in _fast_path: the model's codec writes that
+# source inline into the model's own functions (see _Metadata), and uses it
+# only while the field's class overrides none of the plain methods below
+# the class that wrote the fast path (_fast_path_of). A subclass that
+# changes conversion is then always converted by its own methods.
+
+# A field's fast path: each part is Python source over the variable names
+# _fast_path is given (``value``, ``av``), or None where there is none.
+#   test:   holds for values that ``native`` and ``stored`` convert exactly
+#           as validate() and _dump() would (other values call them);
+#   native: the native value of such a value;  stored: its AttributeValue;
+#   read:   the native value of the AttributeValue ``av``, as _load();
+#   json:   the JSON text of ``av``, as the encoder writes it;
+#   size:   a bound in bytes of any value the field stores, as DynamoDB
+#           counts it: an int, or source over the native ``value``
+#           (None: the item is measured).
+_FastPath = collections.namedtuple(
+    "_FastPath", "test native stored read json size", defaults=(None,) * 6)
+_NO_FAST_PATH = _FastPath()
+
+# The plain methods a fast path stands for.
+_PLAIN_METHODS = ("to_native", "validate", "to_primitive", "_dump", "_load",
+                  "_check_format")
+
+
+def _fast_path_of(field, value, av):
+    """``field._fast_path(value, av)``, or _NO_FAST_PATH when the field's
+    class overrides a plain method below the class that defined its fast
+    path (which then no longer says what the field does)."""
+    kind = type(field)
+    owner = next(base for base in kind.__mro__ if "_fast_path" in vars(base))
+    for name in _PLAIN_METHODS:
+        if getattr(kind, name, None) is not getattr(owner, name, None):
+            return _NO_FAST_PATH
+    return field._fast_path(value, av)
+
+
+def _string_json(av):
+    """Source of the JSON text of the string AttributeValue ``av``."""
+    return f"""'{{"S":' + json_string({av}['S']) + '}}'"""
+
+
+def _number_json(av):
+    """Source of the JSON text of the number AttributeValue ``av`` (number
+    text needs no escapes)."""
+    return f"""'{{"N":"' + {av}['N'] + '"}}'"""
+
+
+def _comparison(operator, ordered):
+    """A comparison operator of Field: ``field <operator> value``."""
+    def compare(self, value):
+        if value is None:
+            if operator == "=":
+                return self.not_exists()
+            if operator == "<>":
+                return self.exists()
+            raise ExpressionError(f"cannot compare {_path_text(self.path)} "
+                                  f"{operator} None")
+        if ordered:
+            self._check_ordered(operator)
+        return _Comparison(self, operator, self._operand(value))
+    return compare
+
 
 class Field:
     """Base class of model fields.
@@ -559,7 +624,7 @@ class Field:
         the item has no value for the field.
     """
 
-    wire_type = None  # the DynamoDB type the field stores: S, N, BOOL, L, M
+    attribute_type = None  # the DynamoDB type it stores: S, N, BOOL, L, M
 
     def __init__(self, required=False, default=None):
         self.required = required
@@ -579,6 +644,8 @@ class Field:
 
     def _bind(self, model, path):
         """A copy of this field placed at ``path`` of ``model``."""
+        import copy
+
         bound = copy.copy(self)
         bound.model = model
         bound.path = path
@@ -610,6 +677,11 @@ class Field:
         """Native value of an AttributeValue."""
         raise NotImplementedError
 
+    def _fast_path(self, value, av):
+        """The common case as source (see _FastPath); the plain methods
+        serve when it is _NO_FAST_PATH or a part is None."""
+        return _NO_FAST_PATH
+
     def _read_stored(self, av):
         """The native value of an AttributeValue as anyone may have stored
         it: None for NULL; a value of another type converted by to_native
@@ -637,61 +709,23 @@ class Field:
         except ValidationError as exc:
             raise _located(exc, _path_text(path or self.path)) from None
 
-    # Compiled converters. A model writes these sources out, field by
-    # field, into its own functions that validate and convert its items,
-    # read them and write their JSON (_item_validator, _item_reader,
-    # _item_writer): no per-value dispatch is left on its hot paths.
-    # Sources may use _SOURCE_NAMES.
-
-    small = False  # whether values stay far below DynamoDB's item limit
-
-    def _dump_source(self, value):
-        """``(test, native, AttributeValue)``: Python source for the common
-        values of the variable named ``value`` that are valid when ``test``
-        holds, giving their native value and AttributeValue without a call;
-        None when every value goes through validate()."""
-        return None
-
-    def _size_source(self, native, av):
-        """Python source bounding the size of a value (of a field that is
-        not small) in characters, each of which DynamoDB counts as at most
-        4 bytes; bytes are a bound too."""
-        return f"av_size({av})"
-
-    def _load_expression(self, av):
-        """Python source reading the value out of the AttributeValue named
-        ``av``, for fields simple enough to be read inline; else None."""
-        return None
-
-    def _json_source(self, av):
-        """Python source giving the JSON text of the AttributeValue named
-        ``av`` (what the fast path sends)."""
-        if self.wire_type == "S":  # every S field's AttributeValue
-            return f"""'{{"S":' + json_string({av}['S']) + '}}'"""
-        if self.wire_type == "N":  # number text needs no escapes
-            return f"""'{{"N":"' + {av}['N'] + '"}}'"""
-        return f"json({av})"
-
-    def _converter(self):
-        """A function ``value -> (native value, AttributeValue)`` that
-        validates exactly as validate() does (for the values _dump_source
-        does not cover)."""
-        validate, dump = self.validate, self._dump
-
-        def convert(value):
-            native = validate(value)
-            return native, dump(native)
-        return convert
-
     def _default_value(self):
         default = self.default
         if callable(default):
             return default()
         if isinstance(default, (list, dict, set)):
+            import copy
+
             return copy.deepcopy(default)
         return default
 
-    # Conditions: generated comparisons plus named functions.
+    # Conditions: comparisons, then named functions.
+    __eq__ = _comparison("=", ordered=False)
+    __ne__ = _comparison("<>", ordered=False)
+    __lt__ = _comparison("<", ordered=True)
+    __le__ = _comparison("<=", ordered=True)
+    __gt__ = _comparison(">", ordered=True)
+    __ge__ = _comparison(">=", ordered=True)
     __hash__ = object.__hash__
 
     def _misused(self, *_):
@@ -728,7 +762,7 @@ class Field:
             raise ExpressionError(
                 f"{_path_text(self.path)}.in_() got {len(values)} values; "
                 f"DynamoDB allows at most {_MAX_IN_VALUES}")
-        return In(self, [self._operand(value) for value in values])
+        return _In(self, [self._operand(value) for value in values])
 
     def between(self, low, high):
         """``low <= field <= high``; ``low`` must not be above ``high``."""
@@ -739,31 +773,31 @@ class Field:
                 f"{_path_text(self.path)}.between({_av_text(low)}, "
                 f"{_av_text(high)}): the low bound is above the high one "
                 "(DynamoDB refuses it)")
-        return Between(self, low, high)
+        return _Between(self, low, high)
 
     def begins_with(self, prefix):
         """The string attribute starts with ``prefix`` (a plain string,
         not held to the field's format)."""
-        if self.wire_type != "S":
+        if self.attribute_type != "S":
             raise ExpressionError(f"begins_with needs a string field; "
                                   f"{_path_text(self.path)} is not one")
-        return Function("begins_with", self, _string_operand(prefix, self))
+        return _Function("begins_with", self, _string_operand(prefix, self))
 
     def contains(self, value):
         """A string attribute holds the substring ``value``, or a list holds
         the element ``value``."""
-        if self.wire_type != "S":
+        if self.attribute_type != "S":
             raise ExpressionError(f"contains needs a string or list field; "
                                   f"{_path_text(self.path)} is not one")
-        return Function("contains", self, _string_operand(value, self))
+        return _Function("contains", self, _string_operand(value, self))
 
     def exists(self):
         """The item has this attribute."""
-        return Function("attribute_exists", self)
+        return _Function("attribute_exists", self)
 
     def not_exists(self):
         """The item lacks this attribute."""
-        return Function("attribute_not_exists", self)
+        return _Function("attribute_not_exists", self)
 
     # Updates, for update_one.
 
@@ -796,33 +830,10 @@ class Field:
             raise _located(exc, _path_text(self.path)) from None
 
     def _check_ordered(self, operator):
-        if self.wire_type not in _KEY_TYPES:
+        if self.attribute_type not in _KEY_TYPES:
             raise ExpressionError(
                 f"{operator} compares numbers or strings; "
                 f"{_path_text(self.path)} is a {type(self).__name__}")
-
-
-def _comparison(operator, ordered):
-    def compare(self, value):
-        if value is None:
-            if operator == "=":
-                return self.not_exists()
-            if operator == "<>":
-                return self.exists()
-            raise ExpressionError(f"cannot compare {_path_text(self.path)} "
-                                  f"{operator} None")
-        if ordered:
-            self._check_ordered(operator)
-        return Comparison(self, operator, self._operand(value))
-    return compare
-
-
-for _method, _operator, _ordered in (
-        ("__eq__", "=", False), ("__ne__", "<>", False),
-        ("__lt__", "<", True), ("__le__", "<=", True),
-        ("__gt__", ">", True), ("__ge__", ">=", True)):
-    setattr(Field, _method, _comparison(_operator, _ordered))
-del _method, _operator, _ordered
 
 
 def _located(exc, where):
@@ -860,8 +871,7 @@ def _string_operand(value, field):
 class _NumberField(Field):
     """Shared range checks of IntField and FloatField."""
 
-    wire_type = "N"
-    small = True
+    attribute_type = "N"
 
     def __init__(self, min_value=None, max_value=None, **kwargs):
         super().__init__(**kwargs)
@@ -977,15 +987,13 @@ class IntField(_NumberField):
     def _load(self, av):
         return _load_int(av)
 
-    def _load_expression(self, av):
-        return f"load_int({av})"
-
-    def _dump_source(self, value):
+    def _fast_path(self, value, av):
         bounds = self._range_source(value, _FAST_INT_LIMIT)
-        if bounds is None:
-            return None
-        return f"type({value}) is int and {bounds}", value, \
-            f"{{'N': str({value})}}"
+        return _FastPath(
+            test=bounds and f"type({value}) is int and {bounds}",
+            native=value, stored=f"{{'N': str({value})}}",
+            read=f"load_int({av})", json=_number_json(av),
+            size=66)  # 126 digits and a sign, the most DynamoDB takes
 
 
 class FloatField(_NumberField):
@@ -1016,22 +1024,21 @@ class FloatField(_NumberField):
     def _load(self, av):
         return float(av["N"])
 
-    def _load_expression(self, av):
-        return f"float({av}['N'])"
-
-    def _dump_source(self, value):
+    def _fast_path(self, value, av):
         bounds = self._range_source(value, _FAST_FLOAT_LIMIT)
-        if bounds is None:
-            return None
         tiny = f"{value} == 0.0 or abs({value}) >= {_FAST_FLOAT_TINY!r}"
-        return (f"type({value}) is float and {bounds} and ({tiny})", value,
-                f"{{'N': repr({value})}}")
+        return _FastPath(
+            test=bounds and f"type({value}) is float and {bounds} and "
+                            f"({tiny})",
+            native=value, stored=f"{{'N': repr({value})}}",
+            read=f"float({av}['N'])", json=_number_json(av),
+            size=16)  # repr() of a float writes at most 24 characters
 
 
 class BooleanField(Field):
     """True or False. Takes ``required`` and ``default`` (see Field)."""
 
-    wire_type = "BOOL"
+    attribute_type = "BOOL"
 
     def to_native(self, value):
         if value is not True and value is not False:
@@ -1044,14 +1051,13 @@ class BooleanField(Field):
     def _load(self, av):
         return av["BOOL"]
 
-    small = True
-
-    def _dump_source(self, value):
-        return (f"{value} is True or {value} is False", value,
-                f"{{'BOOL': {value}}}")
-
-    def _load_expression(self, av):
-        return f"{av}['BOOL']"
+    def _fast_path(self, value, av):
+        return _FastPath(
+            test=f"{value} is True or {value} is False", native=value,
+            stored=f"{{'BOOL': {value}}}", read=f"{av}['BOOL']",
+            json=f"""('{{"BOOL":true}}' if {av}['BOOL'] """
+                 f"""else '{{"BOOL":false}}')""",
+            size=1)
 
 
 class StringField(Field):
@@ -1063,7 +1069,7 @@ class StringField(Field):
     :param kwargs: ``required`` and ``default`` (see Field).
     """
 
-    wire_type = "S"
+    attribute_type = "S"
 
     def __init__(self, regex=None, min_length=None, max_length=None,
                  **kwargs):
@@ -1101,37 +1107,21 @@ class StringField(Field):
     def _load(self, av):
         return av["S"]
 
-    @property
-    def small(self):
-        return self.max_length is not None and self.max_length <= 1024
-
-    # Source of a quick test of the str ``{value}`` passing only strings
-    # surely of the format (subclasses with a format; strings it does not
-    # pass go through _check_format).
-    _sure_format = None
-
-    def _dump_source(self, value):
-        if self.regex is not None or (
-                type(self)._check_format is not StringField._check_format
-                and self._sure_format is None):
-            return None
+    def _fast_path(self, value, av):
         test = [f"type({value}) is str",
                 f"({value}.isascii() or utf8({value}))"]
         for limit, operator in ((self.min_length, ">="),
                                 (self.max_length, "<=")):
             if limit is not None:
-                if type(limit) is not int:
-                    return None
-                test.append(f"len({value}) {operator} {limit}")
-        if self._sure_format:
-            test.append(self._sure_format.format(value=value))
-        return " and ".join(test), value, f"{{'S': {value}}}"
-
-    def _size_source(self, native, av):
-        return f"len({native})"
-
-    def _load_expression(self, av):
-        return f"{av}['S']"
+                test.append(f"len({value}) {operator} {limit!r}")
+        plain = self.regex is None and all(
+            type(limit) is int for limit in (self.min_length, self.max_length)
+            if limit is not None)
+        return _FastPath(
+            test=" and ".join(test) if plain else None,
+            native=value, stored=f"{{'S': {value}}}", read=f"{av}['S']",
+            json=_string_json(av),
+            size=f"4 * len({value})")  # UTF-8 has at most 4 bytes a char
 
 
 class EmailField(StringField):
@@ -1139,13 +1129,19 @@ class EmailField(StringField):
     ``regex``, ``min_length`` and ``max_length`` and, as ``kwargs``,
     ``required`` and ``default``."""
 
-    small = True
-    _sure_format = ("len({value}) <= 64 and '-.' not in {value} "
-                    "and plain_email({value})")
-
     def _check_format(self, value):
         if not _is_email(value):
             raise ValidationError(f"{value!r} is not a valid e-mail address")
+
+    def _fast_path(self, value, av):
+        # A plain ASCII address of at most 64 characters is surely valid:
+        # no part is too long (see _ASCII_EMAIL); others are checked.
+        fast = super()._fast_path(value, av)
+        return fast._replace(
+            test=fast.test and f"{fast.test} and len({value}) <= 64 and "
+                               f"'-.' not in {value} and "
+                               f"plain_email({value})",
+            size=4 * 254)  # _is_email allows 254 characters
 
 
 class URLField(StringField):
@@ -1165,15 +1161,19 @@ class URLField(StringField):
         if not _is_url(value, self.fqdn):
             raise ValidationError(f"{value!r} is not a valid URL")
 
+    def _fast_path(self, value, av):
+        # Stored and read as any string; the format is always checked.
+        return super()._fast_path(value, av)._replace(test=None)
+
 
 class IPAddressField(StringField):
     """An IPv4 or IPv6 address, stored as the text given. Takes
     StringField's ``regex``, ``min_length`` and ``max_length`` and, as
     ``kwargs``, ``required`` and ``default``."""
 
-    small = True
-
     def to_native(self, value):
+        import ipaddress
+
         if isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
             return str(value)
         return super().to_native(value)
@@ -1182,14 +1182,21 @@ class IPAddressField(StringField):
         if not _is_ip_address(value):
             raise ValidationError(f"{value!r} is not a valid IP address")
 
+    def _fast_path(self, value, av):
+        # Stored and read as any string (a scoped IPv6 address has no
+        # length limit); the format is always checked.
+        return super()._fast_path(value, av)._replace(test=None)
+
 
 class UUIDField(Field):
     """A UUID, stored as its canonical text and read back as uuid.UUID.
     Takes ``required`` and ``default`` (see Field)."""
 
-    wire_type = "S"
+    attribute_type = "S"
 
     def to_native(self, value):
+        import uuid
+
         if isinstance(value, uuid.UUID):
             return value
         if isinstance(value, str):
@@ -1207,15 +1214,15 @@ class UUIDField(Field):
         return {"S": str(value)}
 
     def _load(self, av):
+        import uuid
+
         return uuid.UUID(av["S"])
 
-    def _load_expression(self, av):
-        return f"UUID({av}['S'])"
-
-    small = True
-
-    def _dump_source(self, value):
-        return f"type({value}) is UUID", value, f"{{'S': str({value})}}"
+    def _fast_path(self, value, av):
+        return _FastPath(
+            test=f"type({value}) is UUID", native=value,
+            stored=f"{{'S': str({value})}}", read=f"UUID({av}['S'])",
+            json=_string_json(av), size=36)
 
 
 _TIME_ZONE_POLICIES = ("allow", "utc", "reject", "require")
@@ -1240,7 +1247,7 @@ class DateTimeField(Field):
     :param kwargs: ``required`` and ``default`` (see Field).
     """
 
-    wire_type = "S"
+    attribute_type = "S"
 
     def __init__(self, formats=None, serialized_format=None, parser=None,
                  tzd="allow", convert_tz=False, drop_tzinfo=False, **kwargs):
@@ -1314,20 +1321,20 @@ class DateTimeField(Field):
             return datetime.datetime.strptime(av["S"], self.serialized_format)
         return datetime.datetime.fromisoformat(av["S"])
 
-    small = True
-
-    def _load_expression(self, av):
-        return None if self.serialized_format else f"fromisoformat({av}['S'])"
-
-    def _dump_source(self, value):
-        if (self.serialized_format or self.tzd != "allow" or self.convert_tz
-                or self.drop_tzinfo):
-            return None
+    def _fast_path(self, value, av):
+        if self.serialized_format:
+            return _FastPath(json=_string_json(av))
+        plain = self.tzd == "allow" and not (self.convert_tz
+                                             or self.drop_tzinfo)
         # isoformat() shows microseconds when they are not 0, and is
         # quicker without the timespec argument.
         text = (f"{value}.isoformat() if {value}.microsecond else "
                 f"{value}.isoformat(timespec='microseconds')")
-        return f"type({value}) is datetime", value, f"{{'S': {text}}}"
+        return _FastPath(
+            test=f"type({value}) is datetime" if plain else None,
+            native=value, stored=f"{{'S': {text}}}",
+            read=f"fromisoformat({av}['S'])", json=_string_json(av),
+            size=42)  # with microseconds and an offset of seconds
 
 
 class DateField(Field):
@@ -1338,7 +1345,7 @@ class DateField(Field):
     :param kwargs: ``required`` and ``default`` (see Field).
     """
 
-    wire_type = "S"
+    attribute_type = "S"
 
     def __init__(self, formats=None, **kwargs):
         super().__init__(**kwargs)
@@ -1373,7 +1380,12 @@ class DateField(Field):
     def _load(self, av):
         return datetime.date.fromisoformat(av["S"])
 
-    small = True
+    def _fast_path(self, value, av):
+        return _FastPath(
+            test=f"type({value}) is date", native=value,
+            stored=f"{{'S': {value}.isoformat()}}",
+            read=f"date_fromisoformat({av}['S'])", json=_string_json(av),
+            size=10)
 
 
 _MICROSECONDS = {
@@ -1394,7 +1406,7 @@ class TimedeltaField(Field):
     :param kwargs: ``required`` and ``default`` (see Field).
     """
 
-    wire_type = "N"
+    attribute_type = "N"
 
     def __init__(self, precision="seconds", **kwargs):
         super().__init__(**kwargs)
@@ -1439,7 +1451,9 @@ class TimedeltaField(Field):
         return datetime.timedelta(microseconds=int(
             micro.to_integral_value(decimal.ROUND_HALF_EVEN)))
 
-    small = True
+    def _fast_path(self, value, av):
+        # timedelta.max has 20 digits of microseconds; a quotient has 38
+        return _FastPath(json=_number_json(av), size=24)
 
 
 def _field_instance(field, where):
@@ -1460,7 +1474,7 @@ class ListField(Field):
     updates; ``User.cities_visited.contains("Nairobi")`` tests membership.
     """
 
-    wire_type = "L"
+    attribute_type = "L"
 
     def __init__(self, field, **kwargs):
         super().__init__(**kwargs)
@@ -1505,40 +1519,30 @@ class ListField(Field):
         load = self.field._load
         return [load(item) for item in av["L"]]
 
-    def _dump_source(self, value):
-        element = f"{value}_item"  # distinct at every level of nesting
-        fast = self.field._dump_source(element)
-        if fast is None:
-            return None
-        test, native, av = fast
-        # One pass converts the elements passing the test, into the
-        # variable {value}_avs; the list passes when they all do.
-        loop = f"for {element} in {value}"
-        test = (f"type({value}) is list and "
-                f"len({value}_avs := [{av} {loop} if {test}]) == len({value})")
-        native = f"list({value})" if native == element \
-            else f"[{native} {loop}]"
-        return test, native, f"{{'L': {value}_avs}}"
-
-    def _each_element(self, av, source):
-        """``[source of each element of the list AttributeValue av]``, or
-        None when the item field gives no such source."""
-        element = f"{av}_item"
-        item = source(element)
-        return None if item is None else f"[{item} for {element} in {av}['L']]"
-
-    def _load_expression(self, av):
-        return self._each_element(av, self.field._load_expression)
-
-    def _json_source(self, av):
-        items = self._each_element(av, self.field._json_source)
-        return f"""'{{"L":[' + ','.join({items}) + ']}}'"""
-
-    def _size_source(self, native, av):
-        if isinstance(self.field, StringField):
-            # 3 bytes for the list, 1 and 4 a character for each string
-            return f"1 + len({native}) + len(''.join({native}))"
-        return super()._size_source(native, av)
+    def _fast_path(self, value, av):
+        # Names distinct at every level of nesting.
+        each, each_av = f"{value}_item", f"{av}_item"
+        item = _fast_path_of(self.field, each, each_av)
+        loop, loop_av = f"for {each} in {value}", f"for {each_av} in {av}['L']"
+        test = native = stored = read = json = size = None
+        if item.test:
+            # One pass converts the elements passing the test, into the
+            # variable {value}_avs; the list passes when they all do.
+            test = (f"type({value}) is list and len({value}_avs := "
+                    f"[{item.stored} {loop} if {item.test}]) == len({value})")
+            native = f"list({value})" if item.native == each \
+                else f"[{item.native} {loop}]"
+            stored = f"{{'L': {value}_avs}}"
+        if item.read:
+            read = f"[{item.read} {loop_av}]"
+        if item.json:
+            json = f"""'{{"L":[' + ','.join([{item.json} {loop_av}]) + ']}}'"""
+        # 3 bytes for the list and 1 for each element, besides its own
+        if type(item.size) is int:
+            size = f"3 + {1 + item.size} * len({value})"
+        elif item.size:
+            size = f"3 + len({value}) + sum([{item.size} {loop}])"
+        return _FastPath(test, native, stored, read, json, size)
 
     def append(self, *values):
         """Add ``values`` (validated by the item field) at the end of the
@@ -1557,7 +1561,7 @@ class ListField(Field):
 
     def contains(self, value):
         """The list holds ``value`` (converted by the item field)."""
-        return Function("contains", self,
+        return _Function("contains", self,
                         self.field._operand(value, self.path))
 
 
@@ -1574,7 +1578,7 @@ class DictField(Field):
     :param fields: the sub-fields, by name.
     """
 
-    wire_type = "M"
+    attribute_type = "M"
 
     def __init__(self, required=False, default=None, **fields):
         super().__init__(required=required, default=default)
@@ -1658,16 +1662,14 @@ class DictField(Field):
         return {"M": {name: fields[name]._dump(item)
                       for name, item in value.items()}}
 
-    def _converter(self):
+    def _fast_path(self, value, av):
         if self.fields:
-            return super()._converter()
-
-        def convert(value):  # a free-form map: its type check is its dump
-            if not isinstance(value, dict):
-                raise _wrong_type("a dict", value)
-            return dict(value), _generic_to_av(value, "",
-                                               len(self.path) or 1)
-        return convert
+            return _NO_FAST_PATH
+        # A free-form map: its check is its conversion.
+        return _FastPath(
+            test=f"type({value}) is dict", native=f"dict({value})",
+            stored=f"generic_av({value}, '', {len(self.path) or 1})",
+            read=f"generic_from_av({av})")
 
     def _load(self, av):
         if not self.fields:
@@ -1701,23 +1703,6 @@ def _guarding(field_class):
 _MODULE_GLOBALS = globals()
 
 
-# What the sources fields give (_dump_source, _size_source,
-# _load_expression and _json_source) may use, besides builtins.
-_SOURCE_NAMES = {
-    "json": _encode_json,
-    "json_string": json.encoder.encode_basestring,
-    "datetime": datetime.datetime,
-    "fromisoformat": datetime.datetime.fromisoformat,
-    "UUID": uuid.UUID,
-    "load_int": _load_int,
-    "plain_email": _ASCII_EMAIL.fullmatch,
-    "av_size": _av_size,
-    "utf8": _is_utf8,
-    "ValidationError": ValidationError,
-    "located": _located,
-}
-
-
 # -- Conditions --------------------------------------------------------------
 
 class Condition:
@@ -1731,13 +1716,13 @@ class Condition:
     __slots__ = ()
 
     def __and__(self, other):
-        return And(self, _condition(other, "&"))
+        return _And(self, _condition(other, "&"))
 
     def __or__(self, other):
-        return Or(self, _condition(other, "|"))
+        return _Or(self, _condition(other, "|"))
 
     def __invert__(self):
-        return Not(self)
+        return _Not(self)
 
     def __bool__(self):
         raise TruthValueError(
@@ -1777,7 +1762,7 @@ def _flatten(kind, conditions):
     return tuple(result)
 
 
-class Comparison(Condition):
+class _Comparison(Condition):
     __slots__ = ("field", "operator", "value")
 
     def __init__(self, field, operator, value):
@@ -1788,7 +1773,7 @@ class Comparison(Condition):
                 f"{expression.value(self.value)}")
 
 
-class Between(Condition):
+class _Between(Condition):
     __slots__ = ("field", "low", "high")
 
     def __init__(self, field, low, high):
@@ -1800,7 +1785,7 @@ class Between(Condition):
                 f"{expression.value(self.high)}")
 
 
-class In(Condition):
+class _In(Condition):
     __slots__ = ("field", "values")
 
     def __init__(self, field, values):
@@ -1811,7 +1796,7 @@ class In(Condition):
         return f"{expression.name(self.field)} IN ({values})"
 
 
-class Function(Condition):
+class _Function(Condition):
     """attribute_exists, attribute_not_exists, begins_with, contains."""
 
     __slots__ = ("function", "field", "operand")
@@ -1826,14 +1811,14 @@ class Function(Condition):
         return f"{self.function}({name}, {expression.value(self.operand)})"
 
 
-class And(Condition):
+class _And(Condition):
     __slots__ = ("conditions",)
 
     def __init__(self, *conditions):
-        self.conditions = _flatten(And, conditions)
+        self.conditions = _flatten(_And, conditions)
 
     def _conjuncts(self):
-        return list(self.conditions)  # flat: no And holds an And
+        return list(self.conditions)  # flat: no _And holds an _And
 
     def _fields(self):
         return [field for condition in self.conditions
@@ -1844,20 +1829,20 @@ class And(Condition):
                             for condition in self.conditions)
 
 
-class Or(Condition):
+class _Or(Condition):
     __slots__ = ("conditions",)
 
     def __init__(self, *conditions):
-        self.conditions = _flatten(Or, conditions)
+        self.conditions = _flatten(_Or, conditions)
 
-    _fields = And._fields
+    _fields = _And._fields
 
     def _render(self, expression):
         return " OR ".join(f"({condition._render(expression)})"
                            for condition in self.conditions)
 
 
-class Not(Condition):
+class _Not(Condition):
     __slots__ = ("condition",)
 
     def __init__(self, condition):
@@ -1883,7 +1868,7 @@ def _and_all(conditions):
     """One condition ANDing ``conditions``; None when there are none."""
     if not conditions:
         return None
-    return conditions[0] if len(conditions) == 1 else And(*conditions)
+    return conditions[0] if len(conditions) == 1 else _And(*conditions)
 
 
 # -- Updates -----------------------------------------------------------------
@@ -2124,6 +2109,8 @@ def _answer_json(headers, body):
     """The parsed body of a 200 answer (``headers`` in lower case), or
     _BadAnswer when it is cut short, fails its checksum or is not a JSON
     object."""
+    import zlib
+
     checksum = headers.get("x-amz-crc32")
     if checksum is not None and zlib.crc32(body) != int(checksum):
         raise _BadAnswer("the body does not match its CRC32 checksum",
@@ -2231,6 +2218,8 @@ class _SigV4:
 def _host_of(url):
     """The Host header of ``url``: its port only when not the scheme's
     default (as botocore signs it)."""
+    from urllib.parse import urlsplit
+
     parts = urlsplit(url)
     default = {"http": 80, "https": 443}.get(parts.scheme)
     host = parts.hostname if ":" not in (parts.hostname or "") \
@@ -2255,6 +2244,8 @@ class _Http:
     (ConnectionClosedError, ReadTimeoutError)."""
 
     def __init__(self, url, connect_timeout, read_timeout, ca_bundle=None):
+        from urllib.parse import urlsplit
+
         parts = urlsplit(url)
         self.url = url
         self.tls = parts.scheme == "https"
@@ -2403,25 +2394,17 @@ class _Http:
                 pass
 
 
-class _BatchPut(dict):
-    """BatchWriteItem parameters putting items of one model, whose JSON the
-    model writes itself (``item_json``): the fast path sends body(), which
-    is quicker than encoding the items' dicts; everything else (the boto3
-    client path, request stubs) sees the parameters."""
+class _JsonParams(dict):
+    """Request parameters that come with a function writing their JSON text
+    (``text()``), quicker than encoding their dicts: the fast path sends
+    that text; everything else (the boto3 client path, request stubs) sees
+    the parameters."""
 
-    __slots__ = ("item_json",)
+    __slots__ = ("text",)
 
-    def __init__(self, params, item_json):
+    def __init__(self, params, text):
         super().__init__(params)
-        self.item_json = item_json
-
-    def body(self):
-        (table, requests), = self["RequestItems"].items()
-        return "".join([
-            '{"RequestItems":{', json.encoder.encode_basestring(table), ":[",
-            ",".join([f'{{"PutRequest":{{"Item":'
-                      f'{self.item_json(request["PutRequest"]["Item"])}}}}}'
-                      for request in requests]), "]}}"])
+        self.text = text
 
 
 class _FastWire:
@@ -2482,7 +2465,7 @@ class _FastWire:
 
         if self.credentials is None:
             raise NoCredentialsError()
-        body = (params.body() if type(params) is _BatchPut
+        body = (params.text() if type(params) is _JsonParams
                 else _encode_json(params)).encode()
         headers = self.signer.headers(
             self.credentials.get_frozen_credentials(),
@@ -2580,16 +2563,6 @@ def _chunks(sequence, size):
         yield sequence[start:start + size]
 
 
-def _key_identity(model):
-    """``model._identity``: a hashable identity of an item's key, numbers
-    matched by value (DynamoDB returns ``1.0`` as ``1``)."""
-    parts = [f"Decimal(item[{name!r}]['N'])" if field.wire_type == "N"
-             else f"item[{name!r}]['S']" for name, field in model._key_fields]
-    identity = parts[0] if len(parts) == 1 else f"({', '.join(parts)})"
-    return _compiled(["def identity(item):", f"    return {identity}"],
-                     Decimal=decimal.Decimal)["identity"]
-
-
 def _stops_batch(error):
     """Whether ``error`` fails every item of a batch alike, so that no
     retry and no other item could fare better (a missing table, denied
@@ -2612,62 +2585,87 @@ _ITEM_CODES = frozenset({"TransactionConflictException",
                          "ItemCollectionSizeLimitExceededException"})
 
 
-def _batch_write(table, request, avs, model):
-    """Send ``avs`` -- key identity -> item to put (``request`` is
-    "PutRequest") or key to delete ("DeleteRequest") -- in BatchWriteItem
-    requests of 25, on the worker pool, resending what comes back
-    unprocessed. Returns (identities written, [(identity, exception)] of
-    those that were not); after an error that stops the batch
-    (_stops_batch) no further chunk is sent, and its items fail with it."""
+def _batch_write(table, key_names, request, items, item_json=None):
+    """Send ``items`` -- a dict of DynamoDB items to put (``request`` is
+    "PutRequest") or keys to delete ("DeleteRequest"), under keys of the
+    caller's -- in BatchWriteItem requests of 25, on the worker pool,
+    resending what comes back unprocessed; ``key_names`` are the table's
+    key attributes, and ``item_json``, if given, writes an item's JSON
+    text. Returns (the caller's keys of the items written, [(key,
+    exception)] of those that were not); after an error that stops the
+    batch (_stops_batch) no further chunk is sent, and its items fail with
+    it."""
     done, failed, stopped = [], [], []
 
     def write(chunk):
         if stopped:
-            return [], [(identity, stopped[0]) for identity in chunk]
-        written, left = _write_chunk(table, request, chunk, avs, model)
+            return [], [(name, stopped[0]) for name in chunk]
+        written, left = _write_chunk(table, key_names, request,
+                                     {name: items[name] for name in chunk},
+                                     item_json)
         stopped.extend(error for _, error in left[:1] if _stops_batch(error))
         return written, left
 
-    for written, left in _parallel(write, list(_chunks(list(avs), 25))):
+    for written, left in _parallel(write, list(_chunks(list(items), 25))):
         done += written
         failed += left
     return done, failed
 
 
-def _write_chunk(table, request, pending, avs, model):
-    """(identities written, failures) of one chunk of identities of
-    ``avs``, resent while some come back unprocessed. The requests are
-    made as they are sent, so that no more objects than needed outlive
-    them."""
+def _write_chunk(table, key_names, request, pending, item_json):
+    """(keys written, failures) of one chunk of ``pending`` items, resent
+    while some come back unprocessed. The requests are made as they are
+    sent, so that no more objects than needed outlive them."""
     attempts = _state().settings["batch_attempts"]
     field = "Item" if request == "PutRequest" else "Key"
     done = []
     for attempt in range(attempts):
-        params = {"RequestItems": {table: [{request: {field: avs[identity]}}
-                                           for identity in pending]}}
-        if field == "Item":
-            params = _BatchPut(params, model._item_json)
+        entries = [{request: {field: item}} for item in pending.values()]
+        params = {"RequestItems": {table: entries}}
+        if item_json is not None:
+            params = _JsonParams(params, functools.partial(
+                _batch_put_json, table, pending.values(), item_json))
         try:
             response = _call("BatchWriteItem", params)
         except DynamongoError as exc:
-            return done, [(identity, exc) for identity in pending]
-        unprocessed = {model._identity(_request_key(entry))
-                       for entry in response.get(
-                           "UnprocessedItems", {}).get(table, ())}
-        done += [identity for identity in pending
-                 if identity not in unprocessed]
+            return done, [(name, exc) for name in pending]
+        unprocessed = response.get("UnprocessedItems", {}).get(table)
         if not unprocessed:
+            return done + list(pending), []
+        # Told apart by their key attributes, numbers by value (DynamoDB
+        # may write 1.0 as 1).
+        left = {_key_values(_request_key(entry), key_names)
+                for entry in unprocessed}
+        sent = pending
+        pending = {}
+        for name, item in sent.items():
+            if _key_values(item, key_names) in left:
+                pending[name] = item
+            else:
+                done.append(name)
+        if not pending:  # none of those sent came back
             return done, []
-        pending = [identity for identity in pending
-                   if identity in unprocessed]
         if attempt + 1 < attempts:
             _pause(attempt)
     error = UnprocessedError(
         f"BatchWriteItem on table {table!r} left {len(pending)} items "
         f"unprocessed after {attempts} attempts",
-        [{name: avs[identity][name] for name in model._key_names}
-         for identity in pending])
-    return done, [(identity, error) for identity in pending]
+        [{name: item[name] for name in key_names}
+         for item in pending.values()])
+    return done, [(name, error) for name in pending]
+
+
+def _batch_put_json(table, items, item_json):
+    """The JSON text of a BatchWriteItem putting ``items``."""
+    return "".join([
+        '{"RequestItems":{', json.encoder.encode_basestring(table), ":[",
+        ",".join([f'{{"PutRequest":{{"Item":{item_json(item)}}}}}'
+                  for item in items]), "]}}"])
+
+
+def _key_values(item, key_names):
+    """The values of an item's key attributes, numbers by value."""
+    return tuple(_normal(item[name]) for name in key_names)
 
 
 def _one_by_one(write, entries):
@@ -3234,170 +3232,6 @@ def _value_at(item, path):
     return av
 
 
-def _compiled(lines, **names):
-    """The names that running the source ``lines`` (our own, written out
-    from a model's fields) defines, with _SOURCE_NAMES and ``names`` in
-    scope."""
-    scope = dict(_SOURCE_NAMES, **names)
-    exec("\n".join(lines), scope)  # noqa: S102 -- generated here, not input
-    return scope
-
-
-def _item_validator(model):
-    """``model._validate_item``: one function validating and converting a
-    whole item, written out field by field (what a loop over the fields
-    would do, without the loop's cost, nor a call for the values their
-    _dump_source covers): ``item -> (native values, DynamoDB item)``, or a
-    ValidationError naming every invalid field.
-
-    The native values start as a copy of the item's and change where a
-    value does (converted, copied, defaulted). Names that are not fields
-    are looked for only when the item has more names than fields with a
-    value. The item is measured exactly only when a bound of its size,
-    summed as it is converted, could pass DynamoDB's limit."""
-    fields = model._fields
-    # Small fields count for a fixed number of bytes; the others for their
-    # name and 4 bytes for each character _size_source counts.
-    fixed = sum(len(name.encode()) + (4 * 1024 + 64 if field.small else 0)
-                for name, field in fields.items())
-    lines = ["def validate_item(item):",
-             "    values = item if type(item) is dict else values_of(item)",
-             "    get = values.get",
-             "    native, wire, errors = dict(values), {}, {}",
-             "    absent = chars = 0"]
-    names = {"values_of": model._values_of, "unknown": model._unknown_names}
-    for index, (name, field) in enumerate(fields.items()):
-        key = name in model._key_names
-        string_key = key and field.wire_type == "S"  # must not be ""
-        convert = field._converter()
-        if string_key:
-            limit = _KEY_BYTES[model._key_names.index(name)]
-            convert = _key_converter(convert, limit)
-        names[f"convert{index}"] = convert
-        size = "" if field.small else \
-            f"    chars += {field._size_source('value', 'av')}"
-        lines += [f"    value = get({name!r})",
-                  "    if value is None:",
-                  "        absent += 1"]
-        if field.default is not None:
-            names[f"field{index}"] = field
-            lines.append(f"        value = field{index}._default_value()")
-        if field.required or key:
-            if field.default is not None:
-                lines.append("    if value is None:")
-            lines.append(f"        errors[{name!r}] = ['is required']")
-        fast = field._dump_source("value")
-        if fast is not None:
-            test, native, av = fast
-            if string_key and isinstance(field, StringField):
-                # Short enough to be surely within the limit. (The fast
-                # values of the other string fields are short, never "".)
-                test += f" and 0 < len(value) <= {limit // 4}"
-            lines.append(f"    if {test}:")
-            if native != "value" or field.default is not None:
-                lines.append(f"        native[{name!r}] = {native}")
-            lines.append(f"        wire[{name!r}] = av = {av}")
-            if size:
-                lines.append("    " + size)
-            lines.append("    elif value is not None:")
-        else:
-            lines.append("    if value is not None:")
-        lines += ["        try:",
-                  f"            value, av = convert{index}(value)",
-                  "        except ValidationError as exc:",
-                  f"            errors.update(located(exc, {name!r}).errors)",
-                  "        else:",
-                  f"            native[{name!r}] = value",
-                  f"            wire[{name!r}] = av"]
-        if size:
-            lines.append("        " + size)
-    lines += [f"    if len(values) + absent > {len(fields)} "
-              "and values is item:",
-              "        errors.update(unknown(item))",
-              "    if errors:",
-              "        raise ValidationError(f'{model}: invalid item: '",
-              "                              f'{describe(errors)}', errors)",
-              f"    if chars > {(_MAX_ITEM_BYTES - fixed) // 4}:",
-              "        check_size(wire)",
-              "    return native, wire"]
-    return _compiled(lines, model=model.__name__, describe=_describe,
-                     check_size=model._check_size, **names)["validate_item"]
-
-
-def _item_reader(model):
-    """``model._from_item``: one function reading a whole DynamoDB item into
-    an instance, written out field by field (attributes the model lacks are
-    ignored). An item holding every field and nothing else is read in one
-    expression. An item the quick reads fail on -- a NULL attribute, or one
-    of another type, as other clients write them -- is read again by
-    ``model._read_stored``."""
-    names = {"new": object.__new__, "model": model,
-             "read_stored": model._read_stored}
-    reads = []
-    for index, (name, field) in enumerate(model._fields.items()):
-        expression = field._load_expression(f"av{index}")
-        if expression is None:
-            names[f"load{index}"] = field._load
-            expression = f"load{index}(av{index})"
-        reads.append((name, f"av{index}", expression))
-    lines = ["def from_item(item):",
-             "    instance = new(model)",
-             f"    if len(item) == {len(reads)}:",
-             "        try:",
-             *(f"            {av} = item[{name!r}]" for name, av, _ in reads),
-             "            instance.__dict__ = {",
-             *(f"                {name!r}: {expression},"
-               for name, _, expression in reads),
-             "            }",
-             "            return instance",
-             "        except Exception:  # another attribute, NULL, a type",
-             "            pass",
-             "    values = instance.__dict__",
-             "    get = item.get",
-             "    try:"]
-    for name, av, expression in reads:
-        lines += [f"        {av} = get({name!r})",
-                  f"        if {av} is not None:",
-                  f"            values[{name!r}] = {expression}"]
-    lines += ["    except Exception:",
-              "        instance.__dict__ = read_stored(item)",
-              "    return instance"]
-    return _compiled(lines, **names)["from_item"]
-
-
-def _item_writer(model):
-    """``model._item_json``: the JSON text of a DynamoDB item of the model
-    (as _validate_item makes it), written out field by field; the fast path
-    sends it instead of encoding the item's dicts one by one. An item with
-    a value for every field is written in one expression."""
-    writes = [(name, json.encoder.encode_basestring(name) + ":",
-               f"av{index}", field._json_source(f"av{index}"))
-              for index, (name, field) in enumerate(model._fields.items())]
-    lines = ["def item_json(wire):",
-             f"    if len(wire) == {len(writes)}:",
-             *(f"        {av} = wire[{name!r}]" for name, _, av, _ in writes),
-             "        return ''.join([",
-             *(f"            {(',' if index else '{') + key!r}, {text},"
-               for index, (_, key, _, text) in enumerate(writes)),
-             "            '}'])",
-             "    parts = []"]
-    for name, key, av, text in writes:
-        lines += [f"    {av} = wire.get({name!r})",
-                  f"    if {av} is not None:",
-                  f"        parts.append({key!r} + {text})"]
-    lines.append("    return '{' + ','.join(parts) + '}'")
-    return _compiled(lines)["item_json"]
-
-
-def _key_converter(convert, limit):
-    """``convert``, refusing string key values DynamoDB refuses."""
-    def convert_key(value):
-        native, av = convert(value)
-        _check_key_text(av["S"], limit)
-        return native, av
-    return convert_key
-
-
 def _check_key_text(text, limit):
     """ValidationError unless DynamoDB takes ``text`` as a key value: not
     empty, at most ``limit`` bytes of UTF-8."""
@@ -3415,260 +3249,401 @@ def _is_list_like(value):
         value, (str, bytes, dict, Model, Condition))
 
 
+def _segments(segments):
+    """The number of Scan segments: ``segments``, or the setting."""
+    if segments is None:
+        return _state().settings["scan_segments"]
+    if type(segments) is not int or segments < 1:
+        raise ValidationError(f"segments must be an int >= 1, not "
+                              f"{segments!r}")
+    return segments
+
+
 def _is_range_key_condition(condition):
     """Whether a Query's KeyConditionExpression may hold this condition."""
-    if isinstance(condition, Comparison):
+    if isinstance(condition, _Comparison):
         return condition.operator in ("=", "<", "<=", ">", ">=")
-    return isinstance(condition, Between) or (
-        isinstance(condition, Function)
+    return isinstance(condition, _Between) or (
+        isinstance(condition, _Function)
         and condition.function == "begins_with")
 
 
-# Each model's own functions, written out from its fields:
-# _validate_item(item) -> (native values, DynamoDB item) of a dict or
-# instance to save, every invalid field reported in one ValidationError;
-# _from_item(item) -> an instance; _item_json(item) -> the JSON text of a
-# DynamoDB item; _identity(item or key) -> a hashable identity of its key.
-_MODEL_FUNCTIONS = {"_validate_item": _item_validator,
-                    "_from_item": _item_reader, "_item_json": _item_writer,
-                    "_identity": _key_identity}
+# -- A model's codec ---------------------------------------------------------
+#
+# Each model has four functions of its own, written out as Python source
+# from its fields when first used, so that its hot paths do no per-value
+# dispatch (the plain methods of a field are called only for the values
+# its fast path does not cover):
+#
+#   _meta.validate_item(item) -> (native values, DynamoDB item)
+#   _meta.from_item(DynamoDB item) -> instance
+#   _meta.item_json(DynamoDB item) -> its JSON text
+#   _meta.identity(DynamoDB item or key) -> a hashable identity of its key
+#
+# Each is compiled under a file name of its own, such as
+# ``<dynamongo app.models.User.validate_item>``, whose source linecache
+# holds: tracebacks, pdb, inspect.getsource and profilers show it, and
+# ``Model._meta.source(name)`` returns it. Its locals are named after the
+# fields (``email_value``, ``email_av``).
+
+@functools.lru_cache(maxsize=None)
+def _codec_names():
+    """What generated code may use besides builtins and its own names
+    (none of which ends like a field's locals: _value, _av, _validate,
+    _dump, _load, _default)."""
+    import decimal
+    import uuid
+
+    return {
+        "json": _encode_json, "json_string": json.encoder.encode_basestring,
+        "datetime": datetime.datetime, "date": datetime.date,
+        "fromisoformat": datetime.datetime.fromisoformat,
+        "date_fromisoformat": datetime.date.fromisoformat,
+        "UUID": uuid.UUID, "Decimal": decimal.Decimal,
+        "load_int": _load_int, "plain_email": _ASCII_EMAIL.fullmatch,
+        "utf8": _is_utf8, "generic_av": _generic_to_av,
+        "generic_from_av": _generic_from_av, "av_size": _av_size,
+        "check_key": _check_key_text, "located": _located,
+        "describe": _describe, "ValidationError": ValidationError,
+    }
 
 
-class _WrittenOnFirstUse:
-    """A model's own function, written out by ``write(model)`` when it is
-    first used: defining a model costs little, and a cold start pays only
-    for the functions of the models it uses."""
+def _local_names(fields):
+    """A distinct Python identifier for each field name, from which the
+    generated code names its locals: ``email`` for "email", ``first_name``
+    for "first name"."""
+    names, used = [], set()
+    for name in fields:
+        # ASCII only: Python folds some other characters together (NFKC).
+        local = re.sub(r"[^A-Za-z0-9_]|^(?=\d)", "_", name)
+        while local in used:
+            local += "_"
+        used.add(local)
+        names.append(local)
+    return names
 
-    def __init__(self, name, write):
-        self.name, self.write = name, write
 
-    def __get__(self, instance, model):
-        function = self.write(model)
-        setattr(model, self.name, staticmethod(function))
+def _compile(meta, name, lines, scope):
+    """The function ``name`` defined by the source ``lines``, compiled
+    under a file name of its own whose source linecache keeps; ``scope``
+    holds the names it uses besides _codec_names()."""
+    import linecache
+
+    model = meta.model
+    source = "\n".join(lines) + "\n"
+    kept = source.splitlines(True)
+    where = f"{model.__module__}.{model.__qualname__}.{name}"
+    filename, number = f"<dynamongo {where}>", 1
+    # Models of the same name (made again and again in one module) each
+    # keep their own source.
+    while filename in linecache.cache and \
+            linecache.cache[filename][2] != kept:
+        number += 1
+        filename = f"<dynamongo {where} #{number}>"
+    linecache.cache[filename] = (len(source), None, kept, filename)
+    scope = dict(_codec_names(), **scope)
+    exec(compile(source, filename, "exec"), scope)  # noqa: S102 -- ours
+    function = scope[name]
+    function.__qualname__ = f"{model.__qualname__}._meta.{name}"
+    function.__module__ = model.__module__
+    meta.sources[name] = source
+    return function
+
+
+def _write_validate_item(meta):
+    """``validate_item(item) -> (native values, DynamoDB item)`` of a dict
+    or an instance to save; a ValidationError names every invalid field.
+
+    A value passing its field's fast-path test is converted inline, any
+    other by the field's validate() and _dump(). The native values start
+    as a copy of the item's and change where a value does (converted,
+    copied, defaulted). Names that are not fields are looked for only when
+    the item has more names than fields with a value. The item is measured
+    only when the sum of its fields' size bounds could pass DynamoDB's
+    limit."""
+    fields = meta.fields
+    scope = {"values_of": meta.values_of, "unknown": meta.unknown_names,
+             "check_size": meta.check_size}
+    lines = ["def validate_item(item):",
+             "    values = item if type(item) is dict else values_of(item)",
+             "    get = values.get",
+             "    native, stored, errors = dict(values), {}, {}",
+             "    absent = size = 0"]
+    fixed = 0  # bytes the item may take besides those summed in ``size``
+    measured = False
+    for local, (name, field) in zip(_local_names(fields), fields.items()):
+        value, av = f"{local}_value", f"{local}_av"
+        fast = _fast_path_of(field, value, av)
+        scope[f"{local}_validate"] = field.validate
+        scope[f"{local}_dump"] = field._dump
+        required = field.required or name in meta.key_names
+        lines += [f"    {value} = get({name!r})",
+                  f"    if {value} is None:",
+                  "        absent += 1"]
+        if field.default is not None:
+            scope[f"{local}_default"] = field._default_value
+            lines += [f"        {value} = {local}_default()",
+                      f"    if {value} is None:" if required else
+                      f"    if {value} is not None:"]
+        if required:
+            lines += [f"        errors[{name!r}] = ['is required']",
+                      "    else:"]
+        elif field.default is None:
+            lines.append("    else:")
+        plain = [f"{value} = {local}_validate({value})",
+                 f"{av} = {local}_dump({value})",
+                 f"native[{name!r}] = {value}"]
+        if fast.test:
+            body = [f"if {fast.test}:"]
+            if fast.native != value:
+                body.append(f"    {value} = {fast.native}")
+            body.append(f"    {av} = {fast.stored}")
+            if fast.native != value or field.default is not None:
+                body.append(f"    native[{name!r}] = {value}")
+            body += ["else:", *("    " + line for line in plain)]
+        else:
+            body = plain
+        body.append(f"stored[{name!r}] = {av}")
+        if field.attribute_type == "S" and name in meta.key_names:
+            limit = _KEY_BYTES[meta.key_names.index(name)]
+            body += [f"if not 0 < len({av}['S']) <= {limit // 4}:",
+                     f"    check_key({av}['S'], {limit})"]
+        fixed += len(name.encode())
+        if type(fast.size) is int:
+            fixed += fast.size
+        else:
+            body.append(f"size += {fast.size or f'av_size({av})'}")
+            measured = True
+        lines += ["        try:",
+                  *(" " * 12 + line for line in body),
+                  "        except ValidationError as exc:",
+                  f"            errors.update(located(exc, {name!r}).errors)"]
+    lines += [f"    if len(values) + absent > {len(fields)} "
+              "and values is item:",
+              "        errors.update(unknown(item))",
+              "    if errors:",
+              f"        raise ValidationError({meta.name + ': invalid item: '!r}"
+              " + describe(errors), errors)"]
+    if measured or fixed > _MAX_ITEM_BYTES:
+        lines += [f"    if size > {_MAX_ITEM_BYTES - fixed}:",
+                  "        check_size(stored)"]
+    lines.append("    return native, stored")
+    return _compile(meta, "validate_item", lines, scope)
+
+
+def _write_from_item(meta):
+    """``from_item(item) -> instance`` of a DynamoDB item (attributes the
+    model lacks are ignored). An item holding every field and nothing else
+    is read in one expression. An item the quick reads fail on -- a NULL
+    attribute, or one of another type, as other clients write them -- is
+    read again by ``meta.read_stored``, which names what it cannot read."""
+    scope = {"new": object.__new__, "model": meta.model,
+             "read_stored": meta.read_stored}
+    reads = []
+    for local, (name, field) in zip(_local_names(meta.fields),
+                                    meta.fields.items()):
+        av = f"{local}_av"
+        read = _fast_path_of(field, f"{local}_value", av).read
+        if read is None:
+            scope[f"{local}_load"] = field._load
+            read = f"{local}_load({av})"
+        reads.append((name, av, read))
+    lines = ["def from_item(item):",
+             "    instance = new(model)",
+             f"    if len(item) == {len(reads)}:",
+             "        try:",
+             *(f"            {av} = item[{name!r}]" for name, av, _ in reads),
+             "            instance.__dict__ = {",
+             *(f"                {name!r}: {read}," for name, _, read in reads),
+             "            }",
+             "            return instance",
+             "        except Exception:  # another attribute, NULL, a type",
+             "            pass",
+             "    values = instance.__dict__",
+             "    get = item.get",
+             "    try:"]
+    for name, av, read in reads:
+        lines += [f"        {av} = get({name!r})",
+                  f"        if {av} is not None:",
+                  f"            values[{name!r}] = {read}"]
+    lines += ["    except Exception:",
+              "        instance.__dict__ = read_stored(item)",
+              "    return instance"]
+    return _compile(meta, "from_item", lines, scope)
+
+
+def _write_item_json(meta):
+    """``item_json(item) -> JSON text`` of a DynamoDB item of the model, as
+    validate_item makes it: the fast path sends it rather than encoding
+    the item's dicts. An item with a value for every field is written in
+    one expression."""
+    writes = []
+    for local, (name, field) in zip(_local_names(meta.fields),
+                                    meta.fields.items()):
+        av = f"{local}_av"
+        text = _fast_path_of(field, f"{local}_value", av).json
+        writes.append((name, json.encoder.encode_basestring(name) + ":", av,
+                       text or f"json({av})"))
+    lines = ["def item_json(item):",
+             f"    if len(item) == {len(writes)}:",
+             *(f"        {av} = item[{name!r}]" for name, _, av, _ in writes),
+             "        return ''.join([",
+             *(f"            {(',' if index else '{') + key!r}, {text},"
+               for index, (_, key, _, text) in enumerate(writes)),
+             "            '}'])",
+             "    parts = []"]
+    for name, key, av, text in writes:
+        lines += [f"    {av} = item.get({name!r})",
+                  f"    if {av} is not None:",
+                  f"        parts.append({key!r} + {text})"]
+    lines.append("    return '{' + ','.join(parts) + '}'")
+    return _compile(meta, "item_json", lines, {})
+
+
+def _write_identity(meta):
+    """``identity(item) -> hashable`` identity of a DynamoDB item's or
+    key's key, numbers by value (DynamoDB returns ``1.0`` as ``1``)."""
+    parts = [f"Decimal(item[{name!r}]['N'])" if field.attribute_type == "N"
+             else f"item[{name!r}]['S']" for name, field in meta.key_fields]
+    identity = parts[0] if len(parts) == 1 else f"({', '.join(parts)})"
+    return _compile(meta, "identity",
+                    ["def identity(item):", f"    return {identity}"], {})
+
+
+# The codec's functions by name, and what writes each.
+_CODEC = {"validate_item": _write_validate_item,
+          "from_item": _write_from_item, "item_json": _write_item_json,
+          "identity": _write_identity}
+
+
+# -- Model metadata ----------------------------------------------------------
+
+class _Metadata:
+    """A model's own state and machinery, kept on ``Model._meta`` so that
+    the model class holds only its fields and the public API (as peewee's
+    Metadata): ``fields`` (name -> field, inherited ones first),
+    ``key_fields`` ((name, field) of the hash and the range key; none on an
+    abstract model) and ``key_names``, the table name, the codec's
+    functions (written out on first use), and the steps the public methods
+    are made of."""
+
+    def __init__(self, model, fields):
+        self.model = model
+        self.name = model.__name__
+        self.fields = fields
+        self.key_fields = self.key_names = ()
+        self.sources = {}
+        self._table_names = (None, None)  # (prefix, full name) last made
+
+    def __getattr__(self, name):
+        # Reached only for attributes not set yet: a codec function is
+        # written out now and kept.
+        write = _CODEC.get(name)
+        if write is None:
+            raise AttributeError(name)
+        function = write(self)
+        setattr(self, name, function)
         return function
 
-
-class _ModelMeta(type):
-    """Collects fields and checks the schema when the model class is made;
-    the model's own functions (_MODEL_FUNCTIONS) are written out when they
-    are first used."""
-
-    def __getattr__(cls, name):
-        # Only reached when normal lookup fails: an unknown field.
-        if name.startswith("_"):
-            raise AttributeError(name)
-        raise UnknownFieldError(
-            f"{cls.__name__} has no field {name!r}; its fields are "
-            f"{', '.join(cls.__dict__.get('_fields', ())) or 'none'}")
-
-    def __new__(mcs, name, bases, namespace):
-        cls = super().__new__(mcs, name, bases, namespace)
-        fields = {}
-        for base in reversed(cls.__mro__[1:]):
-            fields.update(getattr(base, "_fields", {}))
-        for attr, value in namespace.items():
-            if isinstance(value, type) and issubclass(value, Field):
-                raise SchemaError(
-                    f"{name}.{attr} is the class {value.__name__}, not a "
-                    f"field: did you mean {value.__name__}()?")
-            if isinstance(value, Field):
-                if attr in _RESERVED_NAMES:
-                    raise SchemaError(f"{name}: a field cannot be called "
-                                      f"{attr!r}; Model uses that name")
-                field = value._bind(cls, (attr,))
-                setattr(cls, attr, field)
-                fields[attr] = field
-        cls._fields = fields
-        cls._table_names = (None, None)
-
-        class DoesNotExistForModel(getattr(cls, "DoesNotExist", DoesNotExist)):
-            pass
-
-        DoesNotExistForModel.__name__ = "DoesNotExist"
-        DoesNotExistForModel.__qualname__ = f"{name}.DoesNotExist"
-        cls.DoesNotExist = DoesNotExistForModel
-
-        cls._key_fields = cls._key_names = None  # set on concrete models
-        if not namespace.get("__abstract__", False):
-            mcs._check_schema(cls)
-            mcs._compile(cls)
-        return cls
-
-    @staticmethod
-    def _check_schema(cls):
-        name = cls.__name__
-        table = cls.__table__
-        if not isinstance(table, str) or not table:
-            raise SchemaError(f"{name} must declare __table__, the table name")
-        if not _TABLE_NAME_CHARS.fullmatch(table) or len(table) > 255:
-            raise SchemaError(
-                f"{name}.__table__ {table!r} may hold only letters, digits, "
-                "'_', '-' and '.', and at most 255 of them")
-        keys = []
-        for attr in ("__hash_key__", "__range_key__"):
-            key = getattr(cls, attr, None)
-            if key is None:
-                if attr == "__hash_key__":
-                    raise SchemaError(f"{name} must declare __hash_key__")
-                continue
-            field = cls._fields.get(key)
-            if field is None:
-                raise SchemaError(f"{name}.{attr} is {key!r} but {name} has "
-                                  "no field of that name")
-            if field.wire_type not in _KEY_TYPES:
-                raise SchemaError(
-                    f"{name}.{key} is a key, so it must be a string or number "
-                    f"field, not {type(field).__name__}")
-            keys.append((key, field))
-        if len(keys) == 2 and keys[0][0] == keys[1][0]:
-            raise SchemaError(f"{name}: __hash_key__ and __range_key__ "
-                              "must differ")
-        billing = getattr(cls, "__billing_mode__", "PROVISIONED")
-        if billing not in _BILLING_MODES:
-            raise SchemaError(f"{name}.__billing_mode__ must be one of "
-                              f"{_BILLING_MODES}, not {billing!r}")
-        for attr in ("__read_units__", "__write_units__"):
-            units = getattr(cls, attr)
-            if type(units) is not int or units < 1:
-                raise SchemaError(f"{name}.{attr} must be a positive int, "
-                                  f"not {units!r}")
-        cls._key_fields = tuple(keys)
-        cls._key_names = tuple(name for name, _ in keys)
-
-    @staticmethod
-    def _compile(cls):
-        """The per-model functions the hot paths use: no per-value dispatch
-        is left when items are saved or read."""
-        for name, write in _MODEL_FUNCTIONS.items():
-            setattr(cls, name, _WrittenOnFirstUse(name, write))
-
-
-class Model(metaclass=_ModelMeta):
-    """Base class of models; one model is one DynamoDB table.
-
-    Class attributes:
-
-    - ``__table__`` (required): the table name, after the connection's
-      table prefix.
-    - ``__hash_key__`` (required), ``__range_key__`` (optional): the names
-      of the key fields, which must be string or number fields.
-    - ``__read_units__``/``__write_units__``: provisioned throughput
-      (default 8 each), or ``__billing_mode__ = "PAY_PER_REQUEST"``.
-    - ``__abstract__ = True``: a base holding shared fields, with no table.
-
-    ``Model(**values)`` makes an instance without checking ``required``
-    (partial instances serve as keys); saving validates.
-    """
-
-    __abstract__ = True
-    __table__ = None
-    __hash_key__ = None
-    __range_key__ = None
-    __read_units__ = 8
-    __write_units__ = 8
-    __billing_mode__ = "PROVISIONED"
-
-    def __init__(self, **values):
-        fields = self._fields
-        for name in values:
-            if name not in fields:
-                raise ValidationError(
-                    f"{type(self).__name__} has no field {name!r}",
-                    {name: ["is not a field of the model"]})
-        self.__dict__.update(values)
-
     def __repr__(self):
-        values = ", ".join(f"{name}={value!r}"
-                           for name, value in self.to_dict().items())
-        return f"{type(self).__name__}({values})"
+        return f"<{self.name}._meta>"
 
-    def __eq__(self, other):
-        if type(other) is not type(self):
-            return NotImplemented
-        return self.to_dict() == other.to_dict()
+    def source(self, name):
+        """The Python source of one of the model's own functions:
+        ``"validate_item"``, ``"from_item"``, ``"item_json"`` or
+        ``"identity"``."""
+        if name not in _CODEC:
+            raise ValidationError(f"{self.name}._meta.source takes one of "
+                                  f"{', '.join(_CODEC)}, not {name!r}")
+        getattr(self, name)
+        return self.sources[name]
 
-    def to_dict(self):
-        """The instance's field values (Python values; unset fields left
-        out)."""
-        values = self.__dict__
-        return {name: values[name] for name in self._fields
-                if values.get(name) is not None}
+    def table_name(self):
+        """The table's full name: the connection's prefix + ``__table__``."""
+        if not self.key_fields:
+            raise SchemaError(f"{self.name} is abstract: it has no table")
+        prefix = Connection.table_prefix()
+        cached_prefix, name = self._table_names
+        if cached_prefix == prefix:
+            return name
+        name = prefix + self.model.__table__
+        if not _TABLE_NAME.fullmatch(name):
+            raise SchemaError(
+                f"table name {name!r} ({self.name}) must be 3 to 255 "
+                "letters, digits, '_', '-' or '.'")
+        self._table_names = (prefix, name)
+        return name
 
-    # -- converters (besides _MODEL_FUNCTIONS)
+    # -- items and their values
 
-    @classmethod
-    def _values_of(cls, item):
+    def values_of(self, item):
         """The values of an item to save that is not a plain dict."""
         if isinstance(item, dict):
             return item
-        if isinstance(item, cls):
+        if isinstance(item, self.model):
             return item.__dict__
         raise ValidationError(
-            f"{cls.__name__}: an item must be a dict or a {cls.__name__} "
+            f"{self.name}: an item must be a dict or a {self.name} "
             f"instance, not {type(item).__name__}")
 
-    @classmethod
-    def _unknown_names(cls, item):
+    def unknown_names(self, item):
         """Errors naming the names of a dict that are not fields."""
         return {name: ["is not a field of the model"]
-                for name in item if name not in cls._fields}
+                for name in item if name not in self.fields}
 
-    @classmethod
-    def _check_size(cls, wire):
-        """ValidationError naming the largest attributes of an item over
-        DynamoDB's 400 KB."""
+    def check_size(self, item):
+        """ValidationError naming the largest attributes of a DynamoDB
+        item over DynamoDB's 400 KB."""
         sizes = {name: len(name.encode()) + _av_size(av)
-                 for name, av in wire.items()}
+                 for name, av in item.items()}
         if sum(sizes.values()) > _MAX_ITEM_BYTES:
             largest = sorted(sizes, key=sizes.get, reverse=True)[:3]
             raise ValidationError(
-                f"{cls.__name__}: the item is about {sum(sizes.values())} "
+                f"{self.name}: the item is about {sum(sizes.values())} "
                 f"bytes, over DynamoDB's limit of {_MAX_ITEM_BYTES} (400 KB); "
                 "largest: " + ", ".join(f"{name} ({sizes[name]} bytes)"
                                         for name in largest),
                 {largest[0]: ["makes the item larger than 400 KB"]})
 
-    @classmethod
-    def _read_stored(cls, item):
+    def read_stored(self, item):
         """The values of a stored item whatever wrote it: NULL attributes
         read as absent, a value of another type is converted when no
         information is lost (a number stored as text), and any other raises
         ValidationError naming the model, the key and the attribute."""
         values = {}
-        for name, field in cls._fields.items():
+        for name, field in self.fields.items():
             av = item.get(name)
             if av is None:
                 continue
             try:
                 value = field._read_stored(av)
             except ValidationError as exc:
-                key = {name: item[name] for name in cls._key_names
+                key = {name: item[name] for name in self.key_names
                        if name in item}
                 errors = _located(exc, name).errors
                 raise ValidationError(
-                    f"{cls.__name__} item {_key_text(key)} as stored cannot "
+                    f"{self.name} item {_key_text(key)} as stored cannot "
                     f"be read: {_describe(errors)}", errors) from None
             if value is not None:
                 values[name] = value
         return values
 
-    @classmethod
-    def _from_native(cls, native):
-        instance = object.__new__(cls)
+    def instance(self, native):
+        """An instance holding ``native``, values known to be valid."""
+        instance = object.__new__(self.model)
         instance.__dict__ = native
         return instance
 
     # -- keys and strategies
 
-    @classmethod
-    def _key(cls, values):
+    def key(self, values):
         """The DynamoDB key of a mapping holding the key fields."""
         key = {}
-        for name, field in cls._key_fields:
+        for name, field in self.key_fields:
             value = values.get(name)
             if value is None:
                 raise ValidationError(
-                    f"{cls.__name__}: the key field {name!r} is missing",
+                    f"{self.name}: the key field {name!r} is missing",
                     {name: ["is required"]})
             av = field._operand(value)
             if "S" in av:
@@ -3676,137 +3651,78 @@ class Model(metaclass=_ModelMeta):
                     _check_key_text(av["S"], _KEY_BYTES[len(key)])
                 except ValidationError as exc:
                     raise ValidationError(
-                        f"{cls.__name__}: the key field {name!r} {exc}",
+                        f"{self.name}: the key field {name!r} {exc}",
                         {name: [str(exc)]}) from None
             key[name] = av
         return key
 
-    @classmethod
-    def _strategy(cls, strategy):
+    def strategy(self, strategy):
         """(key, extra condition or None) of a single-item strategy: a key
         value, a (hash, range) tuple, a dict, an instance or a condition."""
         if isinstance(strategy, Condition):
-            return cls._split_key_condition(strategy)
+            return self.split_key_condition(strategy)
         if isinstance(strategy, Model):
-            if not isinstance(strategy, cls):
+            if not isinstance(strategy, self.model):
                 raise ValidationError(
-                    f"{cls.__name__}: got a {type(strategy).__name__} "
+                    f"{self.name}: got a {type(strategy).__name__} "
                     "instance as a key")
-            return cls._key(strategy.__dict__), None
+            return self.key(strategy.__dict__), None
         if isinstance(strategy, dict):
-            return cls._key(strategy), None
-        hash_name = cls.__hash_key__
-        if cls.__range_key__ is None:
-            return cls._key({hash_name: strategy}), None
+            return self.key(strategy), None
+        hash_name = self.key_names[0]
+        if self.model.__range_key__ is None:
+            return self.key({hash_name: strategy}), None
         if isinstance(strategy, tuple) and len(strategy) == 2:
-            return cls._key({hash_name: strategy[0],
-                             cls.__range_key__: strategy[1]}), None
+            return self.key({hash_name: strategy[0],
+                             self.model.__range_key__: strategy[1]}), None
         raise ValidationError(
-            f"{cls.__name__} has a composite key: give a ({hash_name}, "
-            f"{cls.__range_key__}) tuple, a dict, an instance or a key "
+            f"{self.name} has a composite key: give a ({hash_name}, "
+            f"{self.model.__range_key__}) tuple, a dict, an instance or a key "
             f"condition, not {strategy!r}",
             {hash_name: ["composite key needs a (hash, range) tuple"]})
 
-    @classmethod
-    def _key_field_of(cls, condition):
+    def key_field_of(self, condition):
         """The key name a top-level condition tests, or None."""
         field = getattr(condition, "field", None)
         if field is not None and len(field.path) == 1:
             name = field.path[0]
-            if name in cls._key_names:
+            if name in self.key_names:
                 return name
         return None
 
-    @classmethod
-    def _split_key_condition(cls, condition):
+    def split_key_condition(self, condition):
         """(key, rest) of ``key == v [& key2 == w] [& rest]``."""
         key_values = {}
         rest = []
         for part in condition._conjuncts():
-            name = cls._key_field_of(part)
+            name = self.key_field_of(part)
             if name is None:
                 rest.append(part)
                 continue
-            if not (isinstance(part, Comparison) and part.operator == "="):
+            if not (isinstance(part, _Comparison) and part.operator == "="):
                 raise ExpressionError(
-                    f"{cls.__name__}: the key field {name!r} needs an "
+                    f"{self.name}: the key field {name!r} needs an "
                     f"equality (==) here, got {part!r}")
             if name in key_values:
-                raise ExpressionError(f"{cls.__name__}: the key field "
+                raise ExpressionError(f"{self.name}: the key field "
                                       f"{name!r} is tested twice")
-            _check_field_of(cls, part.field)
+            _check_field_of(self.model, part.field)
             key_values[name] = part.value
-        missing = [name for name in cls._key_names if name not in key_values]
+        missing = [name for name in self.key_names if name not in key_values]
         if missing:
             how = ("the condition is ORed; key conditions must be ANDed"
-                   if isinstance(condition, Or) else
+                   if isinstance(condition, _Or) else
                    f"it has no == condition on {', '.join(missing)}")
-            raise ExpressionError(f"{cls.__name__}: {condition!r} does not "
+            raise ExpressionError(f"{self.name}: {condition!r} does not "
                                   f"name one item: {how}")
         return key_values, _and_all(rest)
 
-    # -- tables
+    # -- requests
 
-    @classmethod
-    def table_name(cls):
-        """The table's full name: the connection's prefix + ``__table__``."""
-        if cls._key_fields is None:
-            raise SchemaError(f"{cls.__name__} is abstract: it has no table")
-        prefix = Connection.table_prefix()
-        cached_prefix, name = cls._table_names
-        if cached_prefix == prefix:
-            return name
-        name = prefix + cls.__table__
-        if not _TABLE_NAME.fullmatch(name):
-            raise SchemaError(
-                f"table name {name!r} ({cls.__name__}) must be 3 to 255 "
-                "letters, digits, '_', '-' or '.'")
-        cls._table_names = (prefix, name)
-        return name
-
-    @classmethod
-    def table(cls):
-        """The boto3 ``Table`` resource of this model's table."""
-        return Connection.get_table(cls.table_name())
-
-    @_one_connection
-    def create_table(cls, wait=True, exist_ok=False):
-        """Create the model's table and wait until it is ACTIVE.
-
-        :param exist_ok: do nothing when the table already exists.
-        """
-        table = cls.table_name()
-        attributes, schema = [], []
-        for (name, field), kind in zip(cls._key_fields, ("HASH", "RANGE")):
-            attributes.append({"AttributeName": name,
-                               "AttributeType": field.wire_type})
-            schema.append({"AttributeName": name, "KeyType": kind})
-        params = {"TableName": table, "KeySchema": schema,
-                  "AttributeDefinitions": attributes,
-                  "BillingMode": cls.__billing_mode__}
-        if cls.__billing_mode__ == "PROVISIONED":
-            params["ProvisionedThroughput"] = {
-                "ReadCapacityUnits": cls.__read_units__,
-                "WriteCapacityUnits": cls.__write_units__}
-        try:
-            _call("CreateTable", params)
-        except DynamoDBError as exc:
-            if not (exist_ok and exc.code == "ResourceInUseException"):
-                raise
-        if wait:
-            cls._wait_for_table(lambda status: status == "ACTIVE")
-
-    @_one_connection
-    def delete_table(cls, wait=True):
-        """Delete the model's table and every item in it; with ``wait``,
-        return once DynamoDB has deleted it."""
-        _call("DeleteTable", {"TableName": cls.table_name()})
-        if wait:
-            cls._wait_for_table(lambda status: status is None)
-
-    @classmethod
-    def _wait_for_table(cls, done, timeout=300.0):
-        name = cls.table_name()
+    def wait_for_table(self, done, timeout=300.0):
+        """Return once ``done(status)`` holds for the table's status (None
+        when it does not exist); DynamongoError after ``timeout``."""
+        name = self.table_name()
         deadline = time.monotonic() + timeout
         pause = 0.02
         while True:
@@ -3823,148 +3739,40 @@ class Model(metaclass=_ModelMeta):
             time.sleep(pause)
             pause = min(pause * 2, 1.0)
 
-    # -- single items
-
-    @_one_connection
-    def save_one(cls, item, overwrite=True):
-        """Validate and store one item (a dict or an instance); return the
-        saved instance, defaults applied.
-
-        :param overwrite: ``True`` replaces an item with the same key;
-            ``False`` raises ConditionalCheckFailedException when the key
-            exists; a condition replaces only when it holds (else raises).
-        """
-        table = cls.table_name()
-        condition = cls._overwrite_condition(overwrite)
-        native, wire = cls._validate_item(item)
-        cls._put_item(table, wire, condition)
-        return cls._from_native(native)
-
-    @classmethod
-    def _put_item(cls, table, wire, condition):
+    def put_item(self, table, item, condition):
         """PutItem. A conditional put whose answer was lost and whose retry
         then failed its condition succeeded if the item is stored exactly
         as sent: that is our own write, not a refusal."""
         try:
-            _call("PutItem", cls._with_condition(
-                {"TableName": table, "Item": wire}, condition))
+            _call("PutItem", self.with_condition(
+                {"TableName": table, "Item": item}, condition))
         except ConditionalCheckFailedException as exc:
             if not exc.maybe_applied:
                 raise
-            key = {name: wire[name] for name in cls._key_names}
-            stored = cls._read_item(table, key)
+            key = {name: item[name] for name in self.key_names}
+            stored = self.read_item(table, key)
             if stored is None or _normal({"M": stored}) != _normal(
-                    {"M": wire}):
+                    {"M": item}):
                 raise
 
-    @classmethod
-    def _read_item(cls, table, key, consistent_read=True):
+    def read_item(self, table, key, consistent_read=True):
+        """GetItem: the stored item, or None."""
         return _call("GetItem", {"TableName": table, "Key": key,
                                  "ConsistentRead": consistent_read}
                      ).get("Item")
 
-    @classmethod
-    def _overwrite_condition(cls, overwrite):
+    def overwrite_condition(self, overwrite):
+        """The condition of a save's ``overwrite`` argument, or None."""
         if overwrite is True:
             return None
         if overwrite is False:
-            return getattr(cls, cls.__hash_key__).not_exists()
+            return self.key_fields[0][1].not_exists()
         if isinstance(overwrite, Condition):
             return overwrite
         raise ValidationError(f"overwrite must be True, False or a "
                               f"condition, not {overwrite!r}")
 
-    @_one_connection
-    def get_one(cls, strategy, consistent_read=False):
-        """The item named by ``strategy`` (a key value, a (hash, range)
-        tuple, a dict, an instance or a key condition); raises
-        ``Model.DoesNotExist`` when there is none. ``consistent_read``
-        asks for a strongly consistent read."""
-        table = cls.table_name()
-        key, condition = cls._strategy(strategy)
-        if condition is not None:
-            raise ExpressionError(
-                f"{cls.__name__}.get_one takes a key only; {condition!r} is "
-                "not part of the key (use get_many to filter)")
-        item = cls._read_item(table, key, consistent_read)
-        if item is None:
-            raise cls.DoesNotExist(f"{cls.__name__} with {_key_text(key)} "
-                                   "does not exist")
-        return cls._from_item(item)
-
-    @_one_connection
-    def delete_one(cls, strategy):
-        """Delete the item named by ``strategy``; a key condition may AND
-        further conditions, which must hold. Returns the deleted instance,
-        or None when nothing matched."""
-        table = cls.table_name()
-        key, condition = cls._strategy(strategy)
-        try:
-            old = cls._delete_item(table, key, condition)
-        except ConditionalCheckFailedException:
-            return None
-        return cls._from_item(old) if old else None
-
-    @_one_connection
-    def update_one(cls, strategy, updates, return_values="ALL_NEW"):
-        """Change one existing item in place; never creates one.
-
-        :param strategy: names the item, as for get_one; a key condition
-            may AND further conditions, which must hold.
-        :param updates: an Update or a list of them, made by field methods:
-            ``User.name.set("x")``, ``User.year_of_birth.add(1)``,
-            ``User.cities_visited.append("Paris")``,
-            ``User.address.city.remove()``.
-        :param return_values: ``"ALL_NEW"`` (default), ``"ALL_OLD"``,
-            ``"UPDATED_NEW"``, ``"UPDATED_OLD"`` or ``"NONE"``; the partial
-            kinds give an instance holding the key and what DynamoDB
-            returned.
-        :returns: an instance, or None when the item does not exist or the
-            extra condition fails. An ``add`` that would take a field out of
-            its bounds raises ValidationError and changes nothing.
-        """
-        table = cls.table_name()
-        key, condition = cls._strategy(strategy)
-        updates = _update_list(updates)
-        if return_values not in _RETURN_VALUES:
-            raise ValidationError(f"return_values must be one of "
-                                  f"{_RETURN_VALUES}, not {return_values!r}")
-        for update in updates:
-            _check_field_of(cls, update.field)
-            if update.field.path[0] in cls._key_names:
-                raise ValidationError(
-                    f"{cls.__name__}.{update.field.path[0]} is part of the "
-                    "key: it cannot be updated (save a new item instead)")
-        bounds = [guard for guard in (update._guard() for update in updates)
-                  if guard is not None]
-        # The item must exist (UpdateItem would create it), keep its
-        # bounds, and meet the caller's condition.
-        checks = [getattr(cls, cls._key_names[0]).exists(), *bounds]
-        if condition is not None:
-            checks.append(condition)
-        expression = _Expression(model=cls)
-        params = {"TableName": table, "Key": key,
-                  "UpdateExpression": UpdateBuilder._render(updates,
-                                                            expression),
-                  "ConditionExpression": And(*checks)._render(expression),
-                  "ReturnValues": return_values}
-        expression.into(params)
-        try:
-            attributes = _call("UpdateItem", params).get("Attributes", {})
-        except ConditionalCheckFailedException as exc:
-            attributes = cls._applied_update(
-                table, key, updates, return_values, exc) \
-                if exc.maybe_applied else None
-            if attributes is None:
-                if bounds:
-                    cls._check_bounds(table, key, updates)
-                return None
-        if return_values in ("ALL_NEW", "ALL_OLD"):
-            return cls._from_item(attributes)
-        return cls._from_item(dict(attributes, **key))
-
-    @classmethod
-    def _applied_update(cls, table, key, updates, return_values, refusal):
+    def applied_update(self, table, key, updates, return_values, refusal):
         """After an update whose answer was lost was refused on retry: the
         attributes it would have returned when the stored item shows it
         was applied (every value it sets is there, every attribute it
@@ -3972,7 +3780,7 @@ class Model(metaclass=_ModelMeta):
         cannot tell (an add or append is not seen twice) or the old values
         were lost with the answer, the refusal is raised, marked
         ``maybe_applied``."""
-        item = cls._read_item(table, key)
+        item = self.read_item(table, key)
         if item is None:  # an update never deletes the item
             return None
         unknown = []
@@ -4009,12 +3817,11 @@ class Model(metaclass=_ModelMeta):
         return {name: av for name, av in item.items()
                 if name in names} if return_values == "UPDATED_NEW" else {}
 
-    @classmethod
-    def _check_bounds(cls, table, key, updates):
+    def check_bounds(self, table, key, updates):
         """After a refused update: ValidationError if an add() broke a
         bound of the stored item (a missing item or a failed condition of
         the caller's leaves update_one returning None)."""
-        item = cls._read_item(table, key)
+        item = self.read_item(table, key)
         if item is None:
             return
         errors = {}
@@ -4027,44 +3834,13 @@ class Model(metaclass=_ModelMeta):
             if broken:
                 errors[_path_text(update.field.path)] = [broken]
         if errors:
-            raise ValidationError(f"{cls.__name__}: update refused: "
+            raise ValidationError(f"{self.name}: update refused: "
                                   f"{_describe(errors)}", errors)
 
-    @_one_connection
-    def update_from_dict(cls, item):
-        """Set every field ``item`` names on the stored item with the same
-        key (``None`` removes); return the updated instance, or None when
-        there is no such item."""
-        if not isinstance(item, dict):
-            raise ValidationError(f"{cls.__name__}.update_from_dict takes a "
-                                  f"dict, not {type(item).__name__}")
-        key_values = {name: item.get(name) for name in cls._key_names}
-        cls._key(key_values)  # the key must be there and valid
-        updates, errors = [], {}
-        for name, value in item.items():
-            field = cls._fields.get(name)
-            if field is None:
-                errors[name] = ["is not a field of the model"]
-            elif name not in cls._key_names:
-                try:
-                    updates.append(field.set(value))
-                except ValidationError as exc:
-                    errors.update(_located(exc, name).errors
-                                  if not exc.errors else exc.errors)
-        if errors:
-            raise ValidationError(f"{cls.__name__}.update_from_dict: "
-                                  f"{_describe(errors)}", errors)
-        if not updates:
-            raise ValidationError(f"{cls.__name__}.update_from_dict: the "
-                                  "item holds only the key: nothing to "
-                                  "update")
-        return cls.update_one(key_values, updates)
-
-    @classmethod
-    def _delete_item(cls, table, key, condition):
+    def delete_item(self, table, key, condition):
         """DeleteItem; the old item's attributes, or None if there was
         none."""
-        params = cls._with_condition(
+        params = self.with_condition(
             {"TableName": table, "Key": key, "ReturnValues": "ALL_OLD"},
             condition)
         try:
@@ -4072,41 +3848,32 @@ class Model(metaclass=_ModelMeta):
         except ConditionalCheckFailedException as exc:
             # An earlier attempt whose answer was lost may have deleted it;
             # its attributes are gone with that answer: only the key is left.
-            if exc.maybe_applied and cls._read_item(table, key) is None:
+            if exc.maybe_applied and self.read_item(table, key) is None:
                 return key
             raise
 
-    @classmethod
-    def _with_condition(cls, params, condition):
+    def with_condition(self, params, condition):
         """``params`` with ``condition`` as their ConditionExpression."""
         if condition is not None:
-            expression = _Expression(model=cls)
+            expression = _Expression(model=self.model)
             params["ConditionExpression"] = condition._render(expression)
             expression.into(params)
         return params
 
     # -- many items
 
-    @classmethod
-    def keys_in(cls, values):
-        """A get_many/delete_many strategy naming items by key: hash values,
-        or ``(hash, range)`` tuples for a composite key."""
-        return KeysIn(cls, [key for key, _, _ in
-                            cls._entries(values, "keys_in")])
-
-    @classmethod
-    def _entries(cls, entries, what, conditions=False):
+    def entries(self, entries, what, conditions=False):
         """(key, extra condition, entry) for each entry of a list strategy;
         extra conditions are refused unless ``conditions``."""
-        where = f"{cls.__name__}.{what}"
+        where = f"{self.name}.{what}"
         if not _is_list_like(entries):
             raise ValidationError(
-                f"{where} takes a list of keys, {cls.__name__}.keys_in(...) "
+                f"{where} takes a list of keys, {self.name}.keys_in(...) "
                 f"or a condition, not {type(entries).__name__}")
         result = []
         for index, entry in enumerate(entries):
             try:
-                key, condition = cls._strategy(entry)
+                key, condition = self.strategy(entry)
             except ValidationError as exc:
                 errors = _located(exc, f"[{index}]").errors
                 raise ValidationError(f"{where}: entry {index}: {exc}",
@@ -4124,24 +3891,23 @@ class Model(metaclass=_ModelMeta):
             raise ValidationError(f"{where} needs at least one key")
         return result
 
-    @classmethod
-    def _plan(cls, table, strategy, descending=False, consistent_read=False,
-              limit=None, keys_only=False, segments=1):
+    def plan(self, table, strategy, descending=False, consistent_read=False,
+             limit=None, keys_only=False, segments=1):
         """How to find the items of a KeysIn or condition strategy:
         ``(keys, None)`` to read by BatchGetItem, or ``(None, requests)``,
         the Query or Scan requests as (operation, params); a Scan in
         ``segments`` parallel segments."""
         if isinstance(strategy, KeysIn):
-            if not issubclass(cls, strategy.model):
+            if not issubclass(self.model, strategy.model):
                 raise ValidationError(
-                    f"{cls.__name__}: got the keys of "
+                    f"{self.name}: got the keys of "
                     f"{strategy.model.__name__}.keys_in(...)")
             return strategy.keys, None
-        hash_name, range_name = cls._key_names[0], cls.__range_key__
+        hash_name, range_name = self.key_names[0], self.model.__range_key__
         parts = strategy._conjuncts()
 
         def request(operation, key_parts, rest, segment=0):
-            expression = _Expression(model=cls)
+            expression = _Expression(model=self.model)
             params = {"TableName": table}
             if operation == "Scan" and segments > 1:
                 params["Segment"], params["TotalSegments"] = segment, segments
@@ -4155,38 +3921,411 @@ class Model(metaclass=_ModelMeta):
                 params["Limit"] = limit
             if keys_only:
                 params["ProjectionExpression"] = ", ".join(
-                    expression.name(field) for _, field in cls._key_fields)
+                    expression.name(field) for _, field in self.key_fields)
             if consistent_read:
                 params["ConsistentRead"] = True
             return operation, expression.into(params)
 
         first = parts[0]
-        if len(parts) == 1 and isinstance(first, In) \
-                and cls._key_field_of(first) == hash_name:
-            _check_field_of(cls, first.field)
+        if len(parts) == 1 and isinstance(first, _In) \
+                and self.key_field_of(first) == hash_name:
+            _check_field_of(self.model, first.field)
             if range_name is None:
                 return [{hash_name: av} for av in first.values], None
-            return None, [request("Query", [Comparison(first.field, "=", av)],
+            return None, [request("Query", [_Comparison(first.field, "=", av)],
                                   None) for av in first.values]
-        hash_parts = [part for part in parts if isinstance(part, Comparison)
+        hash_parts = [part for part in parts if isinstance(part, _Comparison)
                       and part.operator == "="
-                      and cls._key_field_of(part) == hash_name]
+                      and self.key_field_of(part) == hash_name]
         if len(hash_parts) == 1:
             key_parts = hash_parts
             rest = [part for part in parts if part is not hash_parts[0]]
             for part in rest:
-                if cls._key_field_of(part) == range_name \
+                if self.key_field_of(part) == range_name \
                         and _is_range_key_condition(part):
                     key_parts = hash_parts + [part]
                     rest = [other for other in rest if other is not part]
                     break
             rest = _and_all(rest)
             # DynamoDB refuses a Query filter naming a key attribute.
-            if rest is None or not any(field.path[0] in cls._key_names
+            if rest is None or not any(field.path[0] in self.key_names
                                        for field in rest._fields()):
                 return None, [request("Query", key_parts, rest)]
         return None, [request("Scan", None, strategy, segment)
                       for segment in range(segments)]
+
+    def get_in_order(self, table, keys, consistent_read, limit):
+        """BatchGetItem of ``keys`` (each sent once), items in key order."""
+        unique = {}
+        for key in keys:
+            unique.setdefault(self.identity(key), key)
+        chunks = list(_chunks(list(unique.items()), 100))
+        # With a limit, read a window of chunks at a time and stop early.
+        window = (_state().settings["concurrency"] if limit
+                  else len(chunks))
+        items = []
+        for start in range(0, len(chunks), window):
+            batch = chunks[start:start + window]
+            answers = _parallel(lambda chunk: _batch_get(
+                table, [key for _, key in chunk], consistent_read), batch)
+            for chunk, answer in zip(batch, answers, strict=True):
+                found = {self.identity(item): item for item in answer}
+                for identity, _ in chunk:
+                    item = found.get(identity)
+                    if item is not None:
+                        items.append(item)
+                        if len(items) == limit:
+                            return items
+        return items
+
+
+# -- Model -------------------------------------------------------------------
+
+# The names a field cannot take: the model's public API, and _meta.
+_RESERVED_NAMES = frozenset({
+    "_meta", "DoesNotExist", "create_table", "delete_many", "delete_one",
+    "delete_table", "get_many", "get_one", "keys_in", "save_many",
+    "save_one", "table", "table_name", "to_dict", "update_from_dict",
+    "update_one"})
+
+
+class _ModelType(type):
+    """Makes a model class: collects its fields (inherited ones first) into
+    ``cls._meta`` and checks the schema."""
+
+    def __getattr__(cls, name):
+        # Only reached when normal lookup fails: an unknown field.
+        if name.startswith("_"):
+            raise AttributeError(name)
+        meta = cls.__dict__.get("_meta")
+        raise UnknownFieldError(
+            f"{cls.__name__} has no field {name!r}; its fields are "
+            f"{', '.join(meta.fields if meta else ()) or 'none'}")
+
+    def __new__(mcs, name, bases, namespace):
+        for attr, value in namespace.items():
+            if isinstance(value, type) and issubclass(value, Field):
+                raise SchemaError(
+                    f"{name}.{attr} is the class {value.__name__}, not a "
+                    f"field: did you mean {value.__name__}()?")
+            if isinstance(value, Field) and attr in _RESERVED_NAMES:
+                raise SchemaError(f"{name}: a field cannot be called "
+                                  f"{attr!r}; Model uses that name")
+        cls = super().__new__(mcs, name, bases, namespace)
+        fields = {}
+        for base in reversed(cls.__mro__[1:]):
+            meta = base.__dict__.get("_meta")
+            if meta is not None:
+                fields.update(meta.fields)
+        for attr, value in namespace.items():
+            if isinstance(value, Field):
+                field = value._bind(cls, (attr,))
+                setattr(cls, attr, field)
+                fields[attr] = field
+        cls._meta = _Metadata(cls, fields)
+
+        class DoesNotExistForModel(getattr(cls, "DoesNotExist", DoesNotExist)):
+            pass
+
+        DoesNotExistForModel.__name__ = "DoesNotExist"
+        DoesNotExistForModel.__qualname__ = f"{name}.DoesNotExist"
+        cls.DoesNotExist = DoesNotExistForModel
+        if not namespace.get("__abstract__", False):
+            mcs._check_schema(cls)
+        return cls
+
+    @staticmethod
+    def _check_schema(cls):
+        meta = cls._meta
+        name = cls.__name__
+        table = cls.__table__
+        if not isinstance(table, str) or not table:
+            raise SchemaError(f"{name} must declare __table__, the table name")
+        if not _TABLE_NAME_CHARS.fullmatch(table) or len(table) > 255:
+            raise SchemaError(
+                f"{name}.__table__ {table!r} may hold only letters, digits, "
+                "'_', '-' and '.', and at most 255 of them")
+        keys = []
+        for attr in ("__hash_key__", "__range_key__"):
+            key = getattr(cls, attr, None)
+            if key is None:
+                if attr == "__hash_key__":
+                    raise SchemaError(f"{name} must declare __hash_key__")
+                continue
+            field = meta.fields.get(key)
+            if field is None:
+                raise SchemaError(f"{name}.{attr} is {key!r} but {name} has "
+                                  "no field of that name")
+            if field.attribute_type not in _KEY_TYPES:
+                raise SchemaError(
+                    f"{name}.{key} is a key, so it must be a string or number "
+                    f"field, not {type(field).__name__}")
+            keys.append((key, field))
+        if len(keys) == 2 and keys[0][0] == keys[1][0]:
+            raise SchemaError(f"{name}: __hash_key__ and __range_key__ "
+                              "must differ")
+        billing = getattr(cls, "__billing_mode__", "PROVISIONED")
+        if billing not in _BILLING_MODES:
+            raise SchemaError(f"{name}.__billing_mode__ must be one of "
+                              f"{_BILLING_MODES}, not {billing!r}")
+        for attr in ("__read_units__", "__write_units__"):
+            units = getattr(cls, attr)
+            if type(units) is not int or units < 1:
+                raise SchemaError(f"{name}.{attr} must be a positive int, "
+                                  f"not {units!r}")
+        meta.key_fields = tuple(keys)
+        meta.key_names = tuple(name for name, _ in keys)
+
+
+class Model(metaclass=_ModelType):
+    """Base class of models; one model is one DynamoDB table.
+
+    Class attributes:
+
+    - ``__table__`` (required): the table name, after the connection's
+      table prefix.
+    - ``__hash_key__`` (required), ``__range_key__`` (optional): the names
+      of the key fields, which must be string or number fields.
+    - ``__read_units__``/``__write_units__``: provisioned throughput
+      (default 8 each), or ``__billing_mode__ = "PAY_PER_REQUEST"``.
+    - ``__abstract__ = True``: a base holding shared fields, with no table.
+
+    ``Model(**values)`` makes an instance without checking ``required``
+    (partial instances serve as keys); saving validates.
+
+    The class holds its fields and the methods below; everything else the
+    model needs is on ``Model._meta`` (see _Metadata), so a field may take
+    any name but ``_meta`` and those of the methods.
+    """
+
+    __abstract__ = True
+    __table__ = None
+    __hash_key__ = None
+    __range_key__ = None
+    __read_units__ = 8
+    __write_units__ = 8
+    __billing_mode__ = "PROVISIONED"
+
+    def __init__(self, **values):
+        fields = self._meta.fields
+        for name in values:
+            if name not in fields:
+                raise ValidationError(
+                    f"{type(self).__name__} has no field {name!r}",
+                    {name: ["is not a field of the model"]})
+        self.__dict__.update(values)
+
+    def __repr__(self):
+        values = ", ".join(f"{name}={value!r}"
+                           for name, value in self.to_dict().items())
+        return f"{type(self).__name__}({values})"
+
+    def __eq__(self, other):
+        if type(other) is not type(self):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+    def to_dict(self):
+        """The instance's field values (Python values; unset fields left
+        out)."""
+        values = self.__dict__
+        return {name: values[name] for name in self._meta.fields
+                if values.get(name) is not None}
+
+    # -- keys and strategies
+
+    # -- tables
+
+    @classmethod
+    def table_name(cls):
+        """The table's full name: the connection's prefix + ``__table__``."""
+        return cls._meta.table_name()
+
+    @classmethod
+    def table(cls):
+        """The boto3 ``Table`` resource of this model's table."""
+        return Connection.get_table(cls.table_name())
+
+    @_one_connection
+    def create_table(cls, wait=True, exist_ok=False):
+        """Create the model's table and wait until it is ACTIVE.
+
+        :param exist_ok: do nothing when the table already exists.
+        """
+        table = cls.table_name()
+        attributes, schema = [], []
+        for (name, field), kind in zip(cls._meta.key_fields,
+                                       ("HASH", "RANGE")):
+            attributes.append({"AttributeName": name,
+                               "AttributeType": field.attribute_type})
+            schema.append({"AttributeName": name, "KeyType": kind})
+        params = {"TableName": table, "KeySchema": schema,
+                  "AttributeDefinitions": attributes,
+                  "BillingMode": cls.__billing_mode__}
+        if cls.__billing_mode__ == "PROVISIONED":
+            params["ProvisionedThroughput"] = {
+                "ReadCapacityUnits": cls.__read_units__,
+                "WriteCapacityUnits": cls.__write_units__}
+        try:
+            _call("CreateTable", params)
+        except DynamoDBError as exc:
+            if not (exist_ok and exc.code == "ResourceInUseException"):
+                raise
+        if wait:
+            cls._meta.wait_for_table(lambda status: status == "ACTIVE")
+
+    @_one_connection
+    def delete_table(cls, wait=True):
+        """Delete the model's table and every item in it; with ``wait``,
+        return once DynamoDB has deleted it."""
+        _call("DeleteTable", {"TableName": cls.table_name()})
+        if wait:
+            cls._meta.wait_for_table(lambda status: status is None)
+
+    # -- single items
+
+    @_one_connection
+    def save_one(cls, item, overwrite=True):
+        """Validate and store one item (a dict or an instance); return the
+        saved instance, defaults applied.
+
+        :param overwrite: ``True`` replaces an item with the same key;
+            ``False`` raises ConditionalCheckFailedException when the key
+            exists; a condition replaces only when it holds (else raises).
+        """
+        table = cls.table_name()
+        condition = cls._meta.overwrite_condition(overwrite)
+        native, stored = cls._meta.validate_item(item)
+        cls._meta.put_item(table, stored, condition)
+        return cls._meta.instance(native)
+
+    @_one_connection
+    def get_one(cls, strategy, consistent_read=False):
+        """The item named by ``strategy`` (a key value, a (hash, range)
+        tuple, a dict, an instance or a key condition); raises
+        ``Model.DoesNotExist`` when there is none. ``consistent_read``
+        asks for a strongly consistent read."""
+        table = cls.table_name()
+        key, condition = cls._meta.strategy(strategy)
+        if condition is not None:
+            raise ExpressionError(
+                f"{cls.__name__}.get_one takes a key only; {condition!r} is "
+                "not part of the key (use get_many to filter)")
+        item = cls._meta.read_item(table, key, consistent_read)
+        if item is None:
+            raise cls.DoesNotExist(f"{cls.__name__} with {_key_text(key)} "
+                                   "does not exist")
+        return cls._meta.from_item(item)
+
+    @_one_connection
+    def delete_one(cls, strategy):
+        """Delete the item named by ``strategy``; a key condition may AND
+        further conditions, which must hold. Returns the deleted instance,
+        or None when nothing matched."""
+        table = cls.table_name()
+        key, condition = cls._meta.strategy(strategy)
+        try:
+            old = cls._meta.delete_item(table, key, condition)
+        except ConditionalCheckFailedException:
+            return None
+        return cls._meta.from_item(old) if old else None
+
+    @_one_connection
+    def update_one(cls, strategy, updates, return_values="ALL_NEW"):
+        """Change one existing item in place; never creates one.
+
+        :param strategy: names the item, as for get_one; a key condition
+            may AND further conditions, which must hold.
+        :param updates: an Update or a list of them, made by field methods:
+            ``User.name.set("x")``, ``User.year_of_birth.add(1)``,
+            ``User.cities_visited.append("Paris")``,
+            ``User.address.city.remove()``.
+        :param return_values: ``"ALL_NEW"`` (default), ``"ALL_OLD"``,
+            ``"UPDATED_NEW"``, ``"UPDATED_OLD"`` or ``"NONE"``; the partial
+            kinds give an instance holding the key and what DynamoDB
+            returned.
+        :returns: an instance, or None when the item does not exist or the
+            extra condition fails. An ``add`` that would take a field out of
+            its bounds raises ValidationError and changes nothing.
+        """
+        table = cls.table_name()
+        key, condition = cls._meta.strategy(strategy)
+        updates = _update_list(updates)
+        if return_values not in _RETURN_VALUES:
+            raise ValidationError(f"return_values must be one of "
+                                  f"{_RETURN_VALUES}, not {return_values!r}")
+        for update in updates:
+            _check_field_of(cls, update.field)
+            if update.field.path[0] in cls._meta.key_names:
+                raise ValidationError(
+                    f"{cls.__name__}.{update.field.path[0]} is part of the "
+                    "key: it cannot be updated (save a new item instead)")
+        bounds = [guard for guard in (update._guard() for update in updates)
+                  if guard is not None]
+        # The item must exist (UpdateItem would create it), keep its
+        # bounds, and meet the caller's condition.
+        checks = [cls._meta.key_fields[0][1].exists(), *bounds]
+        if condition is not None:
+            checks.append(condition)
+        expression = _Expression(model=cls)
+        params = {"TableName": table, "Key": key,
+                  "UpdateExpression": UpdateBuilder._render(updates,
+                                                            expression),
+                  "ConditionExpression": _And(*checks)._render(expression),
+                  "ReturnValues": return_values}
+        expression.into(params)
+        try:
+            attributes = _call("UpdateItem", params).get("Attributes", {})
+        except ConditionalCheckFailedException as exc:
+            attributes = cls._meta.applied_update(
+                table, key, updates, return_values, exc) \
+                if exc.maybe_applied else None
+            if attributes is None:
+                if bounds:
+                    cls._meta.check_bounds(table, key, updates)
+                return None
+        if return_values in ("ALL_NEW", "ALL_OLD"):
+            return cls._meta.from_item(attributes)
+        return cls._meta.from_item(dict(attributes, **key))
+
+    @_one_connection
+    def update_from_dict(cls, item):
+        """Set every field ``item`` names on the stored item with the same
+        key (``None`` removes); return the updated instance, or None when
+        there is no such item."""
+        if not isinstance(item, dict):
+            raise ValidationError(f"{cls.__name__}.update_from_dict takes a "
+                                  f"dict, not {type(item).__name__}")
+        key_values = {name: item.get(name) for name in cls._meta.key_names}
+        cls._meta.key(key_values)  # the key must be there and valid
+        updates, errors = [], {}
+        for name, value in item.items():
+            field = cls._meta.fields.get(name)
+            if field is None:
+                errors[name] = ["is not a field of the model"]
+            elif name not in cls._meta.key_names:
+                try:
+                    updates.append(field.set(value))
+                except ValidationError as exc:
+                    errors.update(_located(exc, name).errors
+                                  if not exc.errors else exc.errors)
+        if errors:
+            raise ValidationError(f"{cls.__name__}.update_from_dict: "
+                                  f"{_describe(errors)}", errors)
+        if not updates:
+            raise ValidationError(f"{cls.__name__}.update_from_dict: the "
+                                  "item holds only the key: nothing to "
+                                  "update")
+        return cls.update_one(key_values, updates)
+
+    # -- many items
+
+    @classmethod
+    def keys_in(cls, values):
+        """A get_many/delete_many strategy naming items by key: hash values,
+        or ``(hash, range)`` tuples for a composite key."""
+        return KeysIn(cls, [key for key, _, _ in
+                            cls._meta.entries(values, "keys_in")])
 
     @_one_connection
     def save_many(cls, items, overwrite=True):
@@ -4204,38 +4343,41 @@ class Model(metaclass=_ModelMeta):
             item whose key exists (or whose condition fails) goes to
             ``fail``.
         """
+        meta = cls._meta
         table = cls.table_name()
-        condition = cls._overwrite_condition(overwrite)
+        condition = meta.overwrite_condition(overwrite)
         where = f"{cls.__name__}.save_many"
         if not _is_list_like(items):
             raise ValidationError(f"{where} takes a list of items, not "
                                   f"{type(items).__name__}")
         # By key identity: the DynamoDB item, what the caller gave, and the
         # native values.
-        wires, givens, natives, errors = {}, {}, {}, {}
+        stored, givens, natives, errors = {}, {}, {}, {}
+        validate, identify = meta.validate_item, meta.identity
         for index, item in enumerate(items):
             try:
-                native, wire = cls._validate_item(item)
+                native, av_item = validate(item)
             except ValidationError as exc:
                 errors.update(_located(exc, f"[{index}]").errors)
                 continue
-            identity = cls._identity(wire)
-            wires.pop(identity, None)  # the last duplicate wins
-            wires[identity], givens[identity] = wire, item
+            identity = identify(av_item)
+            stored.pop(identity, None)  # the last duplicate wins
+            stored[identity], givens[identity] = av_item, item
             natives[identity] = native
         if errors:
             raise ValidationError(f"{where}: invalid items: "
                                   f"{_describe(errors)}", errors)
-        if not wires:
+        if not stored:
             raise ValidationError(f"{where} needs at least one item")
         if condition is None:
-            done, failed = _batch_write(table, "PutRequest", wires, cls)
+            done, failed = _batch_write(table, meta.key_names, "PutRequest",
+                                        stored, meta.item_json)
         else:
             done, failed = _one_by_one(
-                lambda wire: cls._put_item(table, wire, condition), wires)
+                lambda item: meta.put_item(table, item, condition), stored)
             done = [identity for identity, _ in done]
         return _finished(BatchResult(
-            [cls._from_native(natives[identity]) for identity in done],
+            [meta.instance(natives[identity]) for identity in done],
             [Failure(givens[identity], error) for identity, error in failed]))
 
     @_one_connection
@@ -4259,57 +4401,25 @@ class Model(metaclass=_ModelMeta):
         ``segments`` splits a Scan into that many segments read in
         parallel (default: the ``scan_segments`` setting).
         """
+        meta = cls._meta
         table = cls.table_name()
         if limit is not None and (type(limit) is not int or limit < 1):
             raise ValidationError(f"limit must be an int >= 1 or None, not "
                                   f"{limit!r}")
-        segments = cls._segments(segments)
+        segments = _segments(segments)
         if isinstance(strategy, (Condition, KeysIn)):
-            keys, requests = cls._plan(table, strategy, descending,
+            keys, requests = meta.plan(table, strategy, descending,
                                        consistent_read, limit,
                                        segments=segments)
         else:
             keys, requests = [key for key, _, _ in
-                              cls._entries(strategy, "get_many")], None
+                              meta.entries(strategy, "get_many")], None
         if keys is None:
             items = _read_pages(requests, limit)
         else:
-            items = cls._get_in_order(table, keys, consistent_read, limit)
-        return [cls._from_item(item) for item in items]
-
-    @staticmethod
-    def _segments(segments):
-        if segments is None:
-            return _state().settings["scan_segments"]
-        if type(segments) is not int or segments < 1:
-            raise ValidationError(f"segments must be an int >= 1, not "
-                                  f"{segments!r}")
-        return segments
-
-    @classmethod
-    def _get_in_order(cls, table, keys, consistent_read, limit):
-        """BatchGetItem of ``keys`` (each sent once), items in key order."""
-        unique = {}
-        for key in keys:
-            unique.setdefault(cls._identity(key), key)
-        chunks = list(_chunks(list(unique.items()), 100))
-        # With a limit, read a window of chunks at a time and stop early.
-        window = (_state().settings["concurrency"] if limit
-                  else len(chunks))
-        items = []
-        for start in range(0, len(chunks), window):
-            batch = chunks[start:start + window]
-            answers = _parallel(lambda chunk: _batch_get(
-                table, [key for _, key in chunk], consistent_read), batch)
-            for chunk, answer in zip(batch, answers, strict=True):
-                found = {cls._identity(item): item for item in answer}
-                for identity, _ in chunk:
-                    item = found.get(identity)
-                    if item is not None:
-                        items.append(item)
-                        if len(items) == limit:
-                            return items
-        return items
+            items = meta.get_in_order(table, keys, consistent_read, limit)
+        from_item = meta.from_item
+        return [from_item(item) for item in items]
 
     @_one_connection
     def delete_many(cls, strategy, segments=None):
@@ -4323,12 +4433,13 @@ class Model(metaclass=_ModelMeta):
         get_many). ``success`` holds the deleted items (key attributes only
         for batch deletes).
         """
+        meta = cls._meta
         table = cls.table_name()
-        segments = cls._segments(segments)
-        names = cls._key_names
+        segments = _segments(segments)
+        names = meta.key_names
         conditional = []
         if isinstance(strategy, (Condition, KeysIn)):
-            keys, requests = cls._plan(table, strategy, keys_only=True,
+            keys, requests = meta.plan(table, strategy, keys_only=True,
                                        segments=segments)
             if keys is None:
                 keys = [{name: item[name] for name in names}
@@ -4336,31 +4447,27 @@ class Model(metaclass=_ModelMeta):
             entries = [(key, key) for key in keys]
         else:
             entries = []
-            for key, condition, entry in cls._entries(strategy, "delete_many",
-                                                      conditions=True):
+            for key, condition, entry in meta.entries(
+                    strategy, "delete_many", conditions=True):
                 if condition is None:
                     entries.append((key, entry))
                 else:
                     conditional.append((key, condition, entry))
         batch_keys, givens = {}, {}  # by key identity
         for key, given in entries:
-            identity = cls._identity(key)
+            identity = meta.identity(key)
             if identity not in batch_keys:
                 batch_keys[identity], givens[identity] = key, given
-        done, failed = _batch_write(table, "DeleteRequest", batch_keys, cls)
+        done, failed = _batch_write(table, names, "DeleteRequest", batch_keys)
         result = BatchResult(
-            [cls._from_item(batch_keys[identity]) for identity in done],
+            [meta.from_item(batch_keys[identity]) for identity in done],
             [Failure(givens[identity], error) for identity, error in failed])
         if not any(_stops_batch(failure.error) for failure in result.fail):
             deleted, failed = _one_by_one(
-                lambda entry: cls._delete_item(table, entry[0], entry[1]),
+                lambda entry: meta.delete_item(table, entry[0], entry[1]),
                 dict(enumerate(conditional)))
-            result.success += [cls._from_item(old or conditional[index][0])
+            result.success += [meta.from_item(old or conditional[index][0])
                                for index, old in deleted]
             result.fail += [Failure(conditional[index][2], error)
                             for index, error in failed]
         return _finished(result)
-
-
-_RESERVED_NAMES = frozenset(name for name in [*dir(Model), *_MODEL_FUNCTIONS]
-                            if not name.startswith("__"))

@@ -587,7 +587,7 @@ def test_container_fields_accept_classes_and_refuse_non_fields():
 
 def test_list_and_dict_errors_name_the_element():
     with pytest.raises(ValidationError) as caught:
-        Profile._validate_item({"name": "x", "tags": [{"label": "a"}, {}],
+        Profile._meta.validate_item({"name": "x", "tags": [{"label": "a"}, {}],
                                 "address": {"geo": {"lat": "north"}}})
     assert set(caught.value.errors) == {"tags[1].label", "address.geo.lat"}
     assert "tags[1].label" in str(caught.value)
@@ -602,8 +602,8 @@ def test_defaults_are_values_or_callables_and_not_shared():
         level = IntField(default=3)
         stamp = DateTimeField(default=lambda: datetime.datetime(2020, 1, 1))
 
-    first, _ = Defaults._validate_item({"id": 1})
-    second, _ = Defaults._validate_item({"id": 2})
+    first, _ = Defaults._meta.validate_item({"id": 1})
+    second, _ = Defaults._meta.validate_item({"id": 2})
     assert first == {"id": 1, "tags": [], "level": 3,
                      "stamp": datetime.datetime(2020, 1, 1)}
     first["tags"].append("x")
@@ -1452,12 +1452,12 @@ def test_schema_errors_when_the_class_is_made():
             __hash_key__ = "id"
             id = IntField()
             table = StringField()
-    with pytest.raises(SchemaError, match="'_identity'"):
-        class ShadowingItsOwnFunction(Model):
+    with pytest.raises(SchemaError, match="'_meta'"):
+        class ShadowingItsMetadata(Model):
             __table__ = "shadowing"
             __hash_key__ = "id"
             id = IntField()
-            _identity = StringField()
+            _meta = StringField()
     with pytest.raises(SchemaError, match="__billing_mode__"):
         class Billing(Model):
             __table__ = "billing"
@@ -1485,7 +1485,7 @@ def test_full_table_name_is_checked_on_the_client():
 
 
 def test_abstract_models_and_inheritance():
-    assert list(Article._fields) == ["created_at", "note", "slug"]
+    assert list(Article._meta.fields) == ["created_at", "note", "slug"]
     assert Article.note.max_length == 10
     assert Stamped.note.max_length is None
     for operation in (Stamped.table_name, Stamped.create_table,
@@ -1499,7 +1499,7 @@ def test_abstract_models_and_inheritance():
         __table__ = "drafts"
         words = IntField()
 
-    assert list(Draft._fields) == ["created_at", "note", "slug", "words"]
+    assert list(Draft._meta.fields) == ["created_at", "note", "slug", "words"]
     assert issubclass(Draft.DoesNotExist, Article.DoesNotExist)
     Draft.create_table()
     saved = Draft.save_one({"slug": "a-b", "words": 3})
@@ -2887,7 +2887,7 @@ class Oracle:
 
 
 def wire(item):
-    return Event._validate_item(item)[1]
+    return Event._meta.validate_item(item)[1]
 
 
 def test_faults_hard_case_conditional_put_answer_lost(monkeypatch, no_sleep):
@@ -2969,7 +2969,7 @@ def test_faults_lose_nothing(seed, monkeypatch, no_sleep, capsys):
     refused_keys = set()
     for index, failure in enumerate(result.fail):
         if index in refusals:
-            key = Event._strategy(failure.item)[0]
+            key = Event._meta.strategy(failure.item)[0]
             refused_keys.add(int(key["seq"]["N"]))
     for seq in range(200, 260):
         oracle.deleted(seq, (user, seq) in outcome)
@@ -2992,7 +2992,7 @@ def test_faults_lose_nothing(seed, monkeypatch, no_sleep, capsys):
         assert error.keys and str(error.keys[0]["seq"]["N"]) in str(error)
     else:
         assert {item.seq: wire(item.to_dict()) for item in found} == \
-            {seq: wire(Event._from_item(item).to_dict())
+            {seq: wire(Event._meta.from_item(item).to_dict())
              for seq, item in stored.items()}
     found = Event.get_many(Event.user == user)
     assert [item.seq for item in found] == sorted(stored)
@@ -3183,8 +3183,8 @@ def test_property_every_valid_value_round_trips(everything, values):
 def test_property_save_many_round_trips(everything, items):
     # On the fast path save_many sends the JSON the model writes itself.
     for item in items:
-        wire = Everything._validate_item(item)[1]
-        assert json.loads(Everything._item_json(wire)) == wire
+        wire = Everything._meta.validate_item(item)[1]
+        assert json.loads(Everything._meta.item_json(wire)) == wire
     result = Everything.save_many(items)
     assert result.fail == []
     loaded = Everything.get_many([item["id"] for item in items])
