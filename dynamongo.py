@@ -1310,7 +1310,11 @@ class DateTimeField(Field):
 
     def to_primitive(self, value):
         if self.serialized_format:
-            return value.strftime(self.serialized_format)
+            # %Y as strptime reads it back: 4 digits (strftime writes years
+            # below 1000 unpadded on some platforms).
+            return value.strftime(re.sub(
+                "%[%Y]", lambda code: code[0] if code[0] == "%%" else
+                f"{value.year:04d}", self.serialized_format))
         return value.isoformat(timespec="microseconds")
 
     def _dump(self, value):
@@ -1540,6 +1544,8 @@ class ListField(Field):
         # 3 bytes for the list and 1 for each element, besides its own
         if type(item.size) is int:
             size = f"3 + {1 + item.size} * len({value})"
+        elif item.size == f"4 * len({each})":  # strings: joined, quicker
+            size = f"3 + len({value}) + 4 * len(''.join({value}))"
         elif item.size:
             size = f"3 + len({value}) + sum([{item.size} {loop}])"
         return _FastPath(test, native, stored, read, json, size)
@@ -2503,7 +2509,7 @@ class _FastWire:
 def _call(operation, params):
     """Send one low-level DynamoDB request and return its parsed response.
 
-    ``params`` are in wire format (AttributeValue dicts such as
+    ``params`` are DynamoDB JSON (AttributeValue dicts such as
     ``{"S": "x"}``). Every request dynamongo makes comes through here. It
     is retried on throttling, 5xx and connection errors, up to
     ``max_attempts`` attempts in all; errors come out as dynamongo
@@ -3122,6 +3128,9 @@ class Connection:
         (``"set_config"``, an environment variable, the AWS config file's
         profile, or ``"default"``). The secret key and session token are
         shown as ``'****'`` unless ``masked`` is False."""
+        if masked is not True and masked is not False:
+            raise ValidationError(f"masked must be True or False, not "
+                                  f"{masked!r}")
         settings = _state().settings
         if masked:
             settings = dict(settings, **{name: "****" for name in
@@ -3162,6 +3171,9 @@ class Connection:
     @classmethod
     def get_table(cls, name):
         """The boto3 ``Table`` resource of the table called ``name``."""
+        if not isinstance(name, str):
+            raise ValidationError(f"get_table takes a table name, a str, "
+                                  f"not {type(name).__name__}")
         return cls.resource().Table(name)
 
 
@@ -3391,18 +3403,21 @@ def _write_validate_item(meta):
         elif field.default is None:
             lines.append("    else:")
         plain = [f"{value} = {local}_validate({value})",
-                 f"{av} = {local}_dump({value})",
-                 f"native[{name!r}] = {value}"]
-        if fast.test:
+                 f"{av} = {local}_dump({value})"]
+        keep = f"native[{name!r}] = {value}"
+        if not fast.test:
+            body = [*plain, keep]
+        else:
             body = [f"if {fast.test}:"]
             if fast.native != value:
                 body.append(f"    {value} = {fast.native}")
             body.append(f"    {av} = {fast.stored}")
-            if fast.native != value or field.default is not None:
-                body.append(f"    native[{name!r}] = {value}")
             body += ["else:", *("    " + line for line in plain)]
-        else:
-            body = plain
+            # The value changes on the fast path too: copied, defaulted.
+            if fast.native != value or field.default is not None:
+                body.append(keep)
+            else:
+                body.append(f"    {keep}")
         body.append(f"stored[{name!r}] = {av}")
         if field.attribute_type == "S" and name in meta.key_names:
             limit = _KEY_BYTES[meta.key_names.index(name)]
