@@ -3119,10 +3119,11 @@ def fault_totals(request):
     if totals["runs"]:
         injected = ", ".join(f"{totals[kind]} {kind}" for kind in (
             "unprocessed", "throttle", "500", "drop before", "drop after"))
-        request.config.pluginmanager.get_plugin("terminalreporter") \
-            .write_line(f"fault suite: {totals['runs']} seeded runs, "
-                        f"{totals['items']} items, faults injected: "
-                        f"{injected}; items lost = {totals['lost']}")
+        capture = request.config.pluginmanager.get_plugin("capturemanager")
+        with capture.global_and_fixture_disabled():
+            print(f"\nfault suite: {totals['runs']} seeded runs, "
+                  f"{totals['items']} items, faults injected: {injected}; "
+                  f"items lost = {totals['lost']}")
 
 
 @pytest.mark.parametrize("seed", range(FAULT_RUNS))
