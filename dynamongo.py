@@ -559,7 +559,8 @@ def _is_url(text, fqdn=True):
 # _fast_path is given (``value``, ``av``), or None where there is none.
 #   test:   holds for values that ``native`` and ``stored`` convert exactly
 #           as validate() and _dump() would (other values call them);
-#   native: the native value of such a value;  stored: its AttributeValue;
+#   native: the native value of such a value;  stored: its AttributeValue
+#           (it may raise the ValidationError validate() would);
 #   read:   the native value of the AttributeValue ``av``, as _load();
 #   json:   the JSON text of ``av``, as the encoder writes it;
 #   size:   a bound in bytes of any value the field stores, as DynamoDB

@@ -3,8 +3,9 @@
 Sections: fixture models; fixtures and helpers (the fault injector among
 them); errors and helpers; validators; fields; conditions and the expression
 compiler; connection and the wire (signing, the HTTP client); model schema;
-tables; single-item operations; updates; many-item operations; retries;
-faults; property tests; misuse; security; the manual's quickstart.
+a model's codec (its generated functions); tables; single-item operations;
+updates; many-item operations; retries; faults; property tests; misuse;
+security; the manual's quickstart.
 
 Every test gets a fresh backend and its own table prefix: moto in-process
 by default, or the DynamoDB server at DYNAMONGO_TEST_ENDPOINT

@@ -307,7 +307,7 @@ def measure_conversion(endpoint, count=2000):
                                            else value.isoformat())
                 for name, value in item.items()}, items),
             "PynamoDB": (lambda item: Pyn(**item).serialize(), items),
-            "dynamongo (validated)": (Dyn._validate_item, items),
+            "dynamongo (validated)": (Dyn._meta.validate_item, items),
         }),
         "deserialize": timed({
             "hand-written": (from_av, avs),
@@ -316,7 +316,7 @@ def measure_conversion(endpoint, count=2000):
                 for name, value in item.items()}, avs),
             "PynamoDB": (Pyn.from_raw_data, [Pyn(**item).serialize()
                                              for item in items]),
-            "dynamongo (to instances)": (Dyn._from_item, avs),
+            "dynamongo (to instances)": (Dyn._meta.from_item, avs),
         }),
     }
 
@@ -421,10 +421,11 @@ def measure_import():
     def define_and_use():
         # A model's own functions are written out when first used.
         model = define()
-        native, wire = model._validate_item({"email": "a@b.io", "name": "A"})
-        model._item_json(wire)
-        model._identity(wire)
-        model._from_item(wire)
+        native, stored = model._meta.validate_item({"email": "a@b.io",
+                                                     "name": "A"})
+        model._meta.item_json(stored)
+        model._meta.identity(stored)
+        model._meta.from_item(stored)
 
     def ms(function):
         return min(timeit.repeat(function, number=100, repeat=5)) * 10
