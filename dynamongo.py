@@ -1457,8 +1457,9 @@ class TimedeltaField(Field):
             micro.to_integral_value(decimal.ROUND_HALF_EVEN)))
 
     def _fast_path(self, value, av):
-        # timedelta.max has 20 digits of microseconds; a quotient has 38
-        return _FastPath(json=_number_json(av), size=24)
+        # At most 52 characters: a sign, "0.", 11 zeros (a microsecond in
+        # weeks) and 38 digits.
+        return _FastPath(json=_number_json(av), size=28)
 
 
 def _field_instance(field, where):
