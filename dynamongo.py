@@ -37,12 +37,15 @@ __all__ = [
     "Failure",
     "Field",
     "FloatField",
+    "GlobalIndex",
     "IPAddressField",
     "IntField",
     "KeysIn",
     "ListExtendUpdate",
     "ListField",
+    "LocalIndex",
     "Model",
+    "Plan",
     "RemoveUpdate",
     "SchemaError",
     "SetUpdate",
@@ -864,7 +867,8 @@ def _string_operand(value, field):
     if not isinstance(value, str):
         raise ValidationError(
             f"{where}: the operand must be a string, not "
-            f"{type(value).__name__}", {where: ["the operand must be a string"]})
+            f"{type(value).__name__}",
+            {where: ["the operand must be a string"]})
     _check_utf8(value, where)
     return {"S": value}
 
@@ -2788,7 +2792,7 @@ _DEFAULT_SETTINGS = {
     "profile_name": None, "fast_path": True, "connect_timeout": 5,
     "read_timeout": 30, "max_attempts": 8, "batch_attempts": 16,
     "backoff_base": 0.05, "backoff_cap": 5.0, "max_pool_connections": 32,
-    "concurrency": 16, "scan_segments": 1,
+    "concurrency": 16, "scan_segments": 1, "scan": "allow",
 }
 _SETTING_VARIABLES = {
     "access_key_id": ("AWS_ACCESS_KEY_ID",),
@@ -2800,6 +2804,7 @@ _SETTING_VARIABLES = {
     "profile_name": ("AWS_PROFILE", "AWS_DEFAULT_PROFILE"),
 }
 _SECRET_SETTINGS = ("secret_access_key", "session_token")
+_SCAN_POLICIES = ("allow", "warn", "refuse")
 
 
 def _resolve_settings(given):
@@ -3033,7 +3038,7 @@ class Connection:
                    max_attempts=None, batch_attempts=None,
                    backoff_base=None, backoff_cap=None,
                    max_pool_connections=None, fast_path=None,
-                   concurrency=None, scan_segments=None):
+                   concurrency=None, scan_segments=None, scan=None):
         """Merge the settings given over those set before (an argument left
         at None changes nothing); calls that start afterwards use them, and
         calls already running finish on the settings they began with.
@@ -3073,6 +3078,10 @@ class Connection:
             call at once (default 16; 1 sends them one after another).
         :param scan_segments: segments of a parallel Scan (default 1: a
             plain Scan); each segment is read by its own thread.
+        :param scan: what a read or delete that can only Scan the whole
+            table does: ``"allow"`` (default), ``"warn"`` (a warning on the
+            ``dynamongo`` logger saying why no key or index applied) or
+            ``"refuse"`` (ExpressionError, nothing sent).
         """
         given = dict(access_key_id=access_key_id,
                      secret_access_key=secret_access_key, region=region,
@@ -3084,7 +3093,7 @@ class Connection:
                      backoff_base=backoff_base, backoff_cap=backoff_cap,
                      max_pool_connections=max_pool_connections,
                      fast_path=fast_path, concurrency=concurrency,
-                     scan_segments=scan_segments)
+                     scan_segments=scan_segments, scan=scan)
         given = {key: value for key, value in given.items()
                  if value is not None}
         if "table_prefix" in given and (
@@ -3109,6 +3118,9 @@ class Connection:
                                  or given[key] < 0):
                 raise ValidationError(f"{key} must be a number of seconds "
                                       f">= 0, not {given[key]!r}")
+        if "scan" in given and scan not in _SCAN_POLICIES:
+            raise ValidationError(f"scan must be one of {_SCAN_POLICIES}, "
+                                  f"not {scan!r}")
         if "fast_path" in given and type(fast_path) is not bool:
             raise ValidationError(f"fast_path must be True or False, not "
                                   f"{fast_path!r}")
@@ -3263,6 +3275,14 @@ def _is_list_like(value):
         value, (str, bytes, dict, Model, Condition))
 
 
+def _limit(limit):
+    """``limit``, an int >= 1 or None, else ValidationError."""
+    if limit is not None and (type(limit) is not int or limit < 1):
+        raise ValidationError(f"limit must be an int >= 1 or None, not "
+                              f"{limit!r}")
+    return limit
+
+
 def _segments(segments):
     """The number of Scan segments: ``segments``, or the setting."""
     if segments is None:
@@ -3280,6 +3300,161 @@ def _is_range_key_condition(condition):
     return isinstance(condition, _Between) or (
         isinstance(condition, _Function)
         and condition.function == "begins_with")
+
+
+# -- Indexes and read plans --------------------------------------------------
+
+_INDEX_LIMITS = {False: 20, True: 5}  # DynamoDB's GSIs and LSIs per table
+_MAX_INCLUDED = 100  # its limit on projected attributes over all indexes
+_MAX_INDEX_KEYS = 4  # and on the fields of one multi-attribute GSI key
+
+
+class _Index:
+    """What GlobalIndex and LocalIndex declare: a name, key fields (names)
+    and a projection."""
+
+    local = False
+
+    def __init__(self, name, hash_key, range_key, projection):
+        self.name = name
+        self.hash_key = hash_key
+        self.range_key = range_key
+        self.projection = projection
+
+    def __repr__(self):
+        return f"<{type(self).__name__} {self.name!r}>"
+
+
+class GlobalIndex(_Index):
+    """A global secondary index, declared in a model's ``__indexes__``.
+
+    :param name: the index name (3 to 255 of ``a-z A-Z 0-9 _ . -``).
+    :param hash_key: the name of the field partitioning the index, or a
+        tuple of up to 4 names (a multi-attribute key).
+    :param range_key: the name of the field ordering items in a partition
+        (or a tuple of up to 4), or None.
+    :param projection: ``"ALL"`` (default), ``"KEYS_ONLY"``, or a list of
+        field names the index holds besides the keys.
+    :param read_units: provisioned reads (default: the table's; none under
+        ``PAY_PER_REQUEST``).
+    :param write_units: provisioned writes, likewise.
+    """
+
+    def __init__(self, name, hash_key, range_key=None, projection="ALL",
+                 read_units=None, write_units=None):
+        super().__init__(name, hash_key, range_key, projection)
+        self.read_units = read_units
+        self.write_units = write_units
+
+
+class LocalIndex(_Index):
+    """A local secondary index: the table's hash key with another range
+    key, declared in ``__indexes__``; it exists only from the table's
+    creation.
+
+    :param name: the index name (3 to 255 of ``a-z A-Z 0-9 _ . -``).
+    :param range_key: the name of the field ordering items in a partition.
+    :param projection: ``"ALL"`` (default), ``"KEYS_ONLY"``, or a list of
+        field names the index holds besides the keys.
+    """
+
+    local = True
+
+    def __init__(self, name, range_key, projection="ALL"):
+        super().__init__(name, None, range_key, projection)
+
+
+class _KeySchema:
+    """A key a read can query by: the table's (``index`` None) or an
+    index's, with its fields resolved. ``projected`` is the set of names
+    the index holds, None when it holds every field."""
+
+    __slots__ = ("index", "hash", "range", "local", "projected", "order",
+                 "declared")
+
+    def __init__(self, index, hash_fields, range_fields, local=False,
+                 projected=None, order=-1, declared=None):
+        self.index, self.hash, self.range = index, hash_fields, range_fields
+        self.local, self.projected = local, projected
+        self.order, self.declared = order, declared
+
+    def names(self):
+        return [name for name, _ in self.hash + self.range]
+
+    def where(self):
+        return "the table" if self.index is None else \
+            f"{'local' if self.local else 'global'} index {self.index!r}"
+
+
+class Plan:
+    """How a read finds its items, as ``Model.explain()`` tells it without
+    sending anything.
+
+    ``operation`` is ``"GetItem"``, ``"BatchGetItem"``, ``"Query"`` or
+    ``"Scan"``; ``index`` the index queried, or None; ``key_condition`` and
+    ``filter`` are readable text with names and values filled in (None
+    when there is none); ``reason`` says in one line why this plan and not
+    a better one. ``str(plan)`` shows all of it.
+    """
+
+    _keys = None  # what a BatchGetItem reads
+    _requests = ()  # what a Query or Scan sends: (operation, params)
+
+    def __init__(self, operation, index=None, key_condition=None,
+                 filter=None, reason=""):
+        self.operation, self.index = operation, index
+        self.key_condition, self.filter = key_condition, filter
+        self.reason = reason
+
+    def __str__(self):
+        lines = [f"{self.operation} on "
+                 + (f"index {self.index}" if self.index else "the table")]
+        if self.key_condition:
+            lines.append(f"  key condition: {self.key_condition}")
+        if self.filter:
+            lines.append(f"  filter: {self.filter}")
+        lines.append(f"  why: {self.reason}")
+        return "\n".join(lines)
+
+    def __repr__(self):
+        return f"<Plan {self.operation}" + (
+            f" on {self.index}>" if self.index else ">")
+
+
+_Query = collections.namedtuple("_Query", "schema key_parts values rest score")
+_Query.__doc__ = """A Query a key schema can serve: the conjuncts in its key
+condition (``values``: the in_() among them, one Query per value), the
+rest (its filter), and how good it is (``score``, the higher the
+better)."""
+
+_PRESENCE_FUNCTIONS = ("begins_with", "contains", "attribute_exists")
+
+
+def _tested_name(condition):
+    """The top-level field name a single condition tests, or None."""
+    field = getattr(condition, "field", None)
+    if field is not None and len(field.path) == 1:
+        return field.path[0]
+    return None
+
+
+def _implies_presence(condition, name):
+    """Whether an item meeting ``condition`` has the attribute ``name``
+    (``<>`` holds for a missing attribute; the others do not)."""
+    if _tested_name(condition) != name:
+        return False
+    if isinstance(condition, _Comparison):
+        return condition.operator != "<>"
+    if isinstance(condition, _Function):
+        return condition.function in _PRESENCE_FUNCTIONS
+    return isinstance(condition, (_Between, _In))
+
+
+def _condition_text(conditions):
+    """Readable text of the ANDed ``conditions``, or None."""
+    condition = _and_all(conditions)
+    return None if condition is None else condition._render(
+        _Expression(inline=True))
 
 
 # -- A model's codec ---------------------------------------------------------
@@ -3421,8 +3596,8 @@ def _write_validate_item(meta):
             else:
                 body.append(f"    {keep}")
         body.append(f"stored[{name!r}] = {av}")
-        if field.attribute_type == "S" and name in meta.key_names:
-            limit = _KEY_BYTES[meta.key_names.index(name)]
+        limit = meta.key_limits.get(name)
+        if field.attribute_type == "S" and limit:  # a table or index key
             body += [f"if not 0 < len({av}['S']) <= {limit // 4}:",
                      f"    check_key({av}['S'], {limit})"]
         fixed += len(name.encode())
@@ -3439,8 +3614,9 @@ def _write_validate_item(meta):
               "and values is item:",
               "        errors.update(unknown(item))",
               "    if errors:",
-              f"        raise ValidationError({meta.name + ': invalid item: '!r}"
-              " + describe(errors), errors)"]
+              "        raise ValidationError("
+              f"{meta.name + ': invalid item: '!r} + describe(errors), "
+              "errors)"]
     if measured or fixed > _MAX_ITEM_BYTES:
         lines += [f"    if size > {_MAX_ITEM_BYTES - fixed}:",
                   "        check_size(stored)"]
@@ -3471,7 +3647,8 @@ def _write_from_item(meta):
              "        try:",
              *(f"            {av} = item[{name!r}]" for name, av, _ in reads),
              "            instance.__dict__ = {",
-             *(f"                {name!r}: {read}," for name, _, read in reads),
+             *(f"                {name!r}: {read},"
+               for name, _, read in reads),
              "            }",
              "            return instance",
              "        except Exception:  # another attribute, NULL, a type",
@@ -3549,6 +3726,8 @@ class _Metadata:
         self.name = model.__name__
         self.fields = fields
         self.key_fields = self.key_names = ()
+        self.key_schemas = ()  # the table's, then each index's
+        self.key_limits = {}  # table and index key names -> bytes
         self.sources = {}
         self._table_names = (None, None)  # (prefix, full name) last made
 
@@ -3590,6 +3769,57 @@ class _Metadata:
                 "letters, digits, '_', '-' or '.'")
         self._table_names = (prefix, name)
         return name
+
+    def table_definition(self):
+        """CreateTable's parameters, less the table name: keys, billing,
+        indexes."""
+        model = self.model
+        provisioned = model.__billing_mode__ == "PROVISIONED"
+        attributes = {}
+
+        def key_schema(schema):
+            elements = []
+            for fields, kind in ((schema.hash, "HASH"),
+                                 (schema.range, "RANGE")):
+                for name, field in fields:
+                    attributes[name] = field.attribute_type
+                    elements.append({"AttributeName": name, "KeyType": kind})
+            return elements
+
+        def throughput(read, write):
+            return {"ReadCapacityUnits": read, "WriteCapacityUnits": write}
+
+        table, *indexes = self.key_schemas
+        params = {"KeySchema": key_schema(table),
+                  "BillingMode": model.__billing_mode__}
+        if provisioned:
+            params["ProvisionedThroughput"] = throughput(
+                model.__read_units__, model.__write_units__)
+        for schema in indexes:
+            declared = schema.declared
+            if schema.projected is None:
+                projection = {"ProjectionType": "ALL"}
+            else:
+                keys = set(table.names() + schema.names())
+                extra = sorted(schema.projected - keys)
+                projection = {"ProjectionType": "INCLUDE",
+                              "NonKeyAttributes": extra} if extra \
+                    else {"ProjectionType": "KEYS_ONLY"}
+            index = {"IndexName": schema.index,
+                     "KeySchema": key_schema(schema),
+                     "Projection": projection}
+            if schema.local:
+                params.setdefault("LocalSecondaryIndexes", []).append(index)
+                continue
+            if provisioned:
+                index["ProvisionedThroughput"] = throughput(
+                    declared.read_units or model.__read_units__,
+                    declared.write_units or model.__write_units__)
+            params.setdefault("GlobalSecondaryIndexes", []).append(index)
+        params["AttributeDefinitions"] = [
+            {"AttributeName": name, "AttributeType": kind}
+            for name, kind in attributes.items()]
+        return params
 
     # -- items and their values
 
@@ -3908,68 +4138,202 @@ class _Metadata:
             raise ValidationError(f"{where} needs at least one key")
         return result
 
-    def plan(self, table, strategy, descending=False, consistent_read=False,
-             limit=None, keys_only=False, segments=1):
-        """How to find the items of a KeysIn or condition strategy:
-        ``(keys, None)`` to read by BatchGetItem, or ``(None, requests)``,
-        the Query or Scan requests as (operation, params); a Scan in
-        ``segments`` parallel segments."""
+    # -- the planner
+
+    def plan(self, strategy, descending=False, consistent_read=False,
+             limit=None, index=None, keys_only=False, segments=1,
+             what="get_many", sending=True):
+        """The Plan of a get_many/delete_many strategy, the first of: the
+        keys it names (BatchGetItem), a Query on the table, a Query on an
+        index, a Scan. When ``sending``, a Scan meets the ``scan``
+        setting (warned of or refused)."""
+        table = self.table_name()
         if isinstance(strategy, KeysIn):
             if not issubclass(self.model, strategy.model):
                 raise ValidationError(
                     f"{self.name}: got the keys of "
                     f"{strategy.model.__name__}.keys_in(...)")
-            return strategy.keys, None
-        hash_name, range_name = self.key_names[0], self.model.__range_key__
-        parts = strategy._conjuncts()
+            plan = Plan("BatchGetItem", reason="the keys keys_in() names")
+            plan._keys = strategy.keys
+        elif not isinstance(strategy, Condition):
+            keys = [key for key, _, _ in self.entries(strategy, what)]
+            plan = Plan("BatchGetItem", reason=f"a list of {len(keys)} keys")
+            plan._keys = keys
+        else:
+            return self.condition_plan(
+                table, strategy, descending, consistent_read, limit, index,
+                keys_only, segments, what, sending)
+        if index is not None:
+            raise ExpressionError(f"{self.name}.{what}: index= takes a "
+                                  "condition, not keys")
+        return plan
 
-        def request(operation, key_parts, rest, segment=0):
-            expression = _Expression(model=self.model)
-            params = {"TableName": table}
-            if operation == "Scan" and segments > 1:
-                params["Segment"], params["TotalSegments"] = segment, segments
-            if operation == "Query":
-                params["KeyConditionExpression"] = _and_all(
-                    key_parts)._render(expression)
-                params["ScanIndexForward"] = not descending
-            if rest is not None:
-                params["FilterExpression"] = rest._render(expression)
-            elif limit:
-                params["Limit"] = limit
-            if keys_only:
-                params["ProjectionExpression"] = ", ".join(
-                    expression.name(field) for _, field in self.key_fields)
-            if consistent_read:
-                params["ConsistentRead"] = True
-            return operation, expression.into(params)
-
+    def condition_plan(self, table, condition, descending, consistent_read,
+                       limit, index, keys_only, segments, what, sending):
+        parts = condition._conjuncts()
+        hash_name = self.key_names[0]
         first = parts[0]
-        if len(parts) == 1 and isinstance(first, _In) \
-                and self.key_field_of(first) == hash_name:
+        if index is None and len(self.key_names) == 1 and len(parts) == 1 \
+                and isinstance(first, _In) \
+                and _tested_name(first) == hash_name:
             _check_field_of(self.model, first.field)
-            if range_name is None:
-                return [{hash_name: av} for av in first.values], None
-            return None, [request("Query", [_Comparison(first.field, "=", av)],
-                                  None) for av in first.values]
-        hash_parts = [part for part in parts if isinstance(part, _Comparison)
-                      and part.operator == "="
-                      and self.key_field_of(part) == hash_name]
-        if len(hash_parts) == 1:
-            key_parts = hash_parts
-            rest = [part for part in parts if part is not hash_parts[0]]
-            for part in rest:
-                if self.key_field_of(part) == range_name \
-                        and _is_range_key_condition(part):
-                    key_parts = hash_parts + [part]
-                    rest = [other for other in rest if other is not part]
-                    break
-            rest = _and_all(rest)
-            # DynamoDB refuses a Query filter naming a key attribute.
-            if rest is None or not any(field.path[0] in self.key_names
-                                       for field in rest._fields()):
-                return None, [request("Query", key_parts, rest)]
-        return None, [request("Scan", None, strategy, segment)
-                      for segment in range(segments)]
+            plan = Plan("BatchGetItem", key_condition=_condition_text(parts),
+                        reason=f"in_() on the hash key {hash_name}")
+            plan._keys = [{hash_name: av} for av in first.values]
+            return plan
+        if index is None:
+            schemas = self.key_schemas
+        else:
+            schemas = [self.forced_schema(index, consistent_read, what)]
+        best, refusals = None, []
+        for schema in schemas:
+            query = self.query_of(schema, parts, consistent_read,
+                                  forced=index is not None)
+            if isinstance(query, str):
+                refusals.append(query)
+            elif best is None or query.score > best.score:
+                best = query
+        if best is None and index is not None:
+            raise ExpressionError(f"{self.name}.{what}: {refusals[0]}")
+        if best is not None:
+            return self.query_plan(table, best, refusals, descending,
+                                   consistent_read, limit, keys_only)
+        reason = "no key or index applies: " + "; ".join(refusals)
+        if sending:
+            policy = _state().settings["scan"]
+            if policy == "refuse":
+                raise ExpressionError(
+                    f"{self.name}.{what} would Scan the whole table "
+                    f"(scan='refuse'): {reason}")
+            if policy == "warn":
+                import logging
+
+                logging.getLogger("dynamongo").warning(
+                    "%s.%s scans the whole table: %s", self.name, what,
+                    reason)
+        plan = Plan("Scan", filter=_condition_text(parts), reason=reason)
+        plan._requests = [self.read_request(
+            table, "Scan", None, None, condition, descending,
+            consistent_read, limit, keys_only, (segment, segments))
+            for segment in range(segments)]
+        return plan
+
+    def forced_schema(self, index, consistent_read, what):
+        """The key schema of the index ``index=`` names."""
+        for schema in self.key_schemas:
+            if schema.index is not None and schema.index == index:
+                if consistent_read and not schema.local:
+                    raise ExpressionError(
+                        f"{self.name}.{what}: {index!r} is a global index, "
+                        "whose reads are never strongly consistent: "
+                        "drop consistent_read=True")
+                return schema
+        names = [schema.index for schema in self.key_schemas if schema.index]
+        raise ExpressionError(
+            f"{self.name}.{what}: no index named {index!r}; "
+            f"{self.name} has {', '.join(map(repr, names)) or 'none'}")
+
+    def query_of(self, schema, parts, consistent_read, forced):
+        """A _Query of ``schema`` for the ANDed ``parts``, or why it
+        cannot serve them (text)."""
+        where = schema.where()
+        if schema.index is not None and not forced:
+            if consistent_read and not schema.local:
+                return f"{where} is global (no consistent reads)"
+            if schema.projected is not None and not schema.projected \
+                    .issuperset(self.fields):
+                missing = [name for name in self.fields
+                           if name not in schema.projected]
+                return (f"{where} does not hold {', '.join(missing)} "
+                        "(index= reads it)")
+        rest, key_parts, values = list(parts), [], None
+        for name, _ in schema.hash:
+            part = next((part for part in rest
+                         if _tested_name(part) == name and (
+                             isinstance(part, _In) or isinstance(
+                                 part, _Comparison) and part.operator == "=")),
+                        None)
+            if part is None:
+                return f"{where} needs == on {name}"
+            if isinstance(part, _In):
+                if values is not None:
+                    return f"{where}: in_() on two of its hash fields"
+                values = part
+            key_parts.append(part)
+            rest = [other for other in rest if other is not part]
+        for name, _ in schema.range:
+            part = next((part for part in rest if _tested_name(part) == name
+                         and _is_range_key_condition(part)), None)
+            if part is None:
+                break
+            key_parts.append(part)
+            rest = [other for other in rest if other is not part]
+            if not (isinstance(part, _Comparison) and part.operator == "="):
+                break
+        # DynamoDB refuses a Query filter naming a key attribute.
+        named = {field.path[0] for part in rest for field in part._fields()}
+        clash = [name for name in schema.names() if name in named]
+        if clash:
+            return f"{where}: the filter would name its key {clash[0]}"
+        if schema.index is not None and not forced:
+            # An item lacking a key attribute of the index is not in it.
+            for name, field in schema.hash + schema.range:
+                if not field.required and not any(
+                        _implies_presence(part, name) for part in parts):
+                    return (f"{where} leaves out items without {name} "
+                            "(index= reads it)")
+        score = (schema.index is None, len(key_parts), schema.local,
+                 -schema.order)
+        return _Query(schema, key_parts, values, rest, score)
+
+    def query_plan(self, table, query, refusals, descending,
+                   consistent_read, limit, keys_only):
+        schema = query.schema
+        key_names = [_tested_name(part) for part in query.key_parts]
+        reason = (f"{' and '.join(key_names)} in the key of "
+                  f"{schema.where()}")
+        if query.values is not None:
+            reason += ", one Query per in_() value"
+        if schema.index is not None and refusals:
+            reason += f"; not {refusals[0]}"
+        plan = Plan("Query", schema.index,
+                    _condition_text(query.key_parts),
+                    _condition_text(query.rest), reason)
+        rest = _and_all(query.rest)
+        values = [None] if query.values is None else query.values.values
+        plan._requests = [self.read_request(
+            table, "Query", schema.index,
+            [part if part is not query.values else
+             _Comparison(part.field, "=", value)
+             for part in query.key_parts],
+            rest, descending, consistent_read, limit, keys_only, None)
+            for value in values]
+        return plan
+
+    def read_request(self, table, operation, index, key_parts, rest,
+                     descending, consistent_read, limit, keys_only,
+                     segment):
+        """(operation, params) of one Query or Scan."""
+        expression = _Expression(model=self.model)
+        params = {"TableName": table}
+        if index is not None:
+            params["IndexName"] = index
+        if segment is not None and segment[1] > 1:
+            params["Segment"], params["TotalSegments"] = segment
+        if key_parts is not None:
+            params["KeyConditionExpression"] = _and_all(
+                key_parts)._render(expression)
+            params["ScanIndexForward"] = not descending
+        if rest is not None:
+            params["FilterExpression"] = rest._render(expression)
+        elif limit:
+            params["Limit"] = limit
+        if keys_only:
+            params["ProjectionExpression"] = ", ".join(
+                expression.name(field) for _, field in self.key_fields)
+        if consistent_read:
+            params["ConsistentRead"] = True
+        return operation, expression.into(params)
 
     def get_in_order(self, table, keys, consistent_read, limit):
         """BatchGetItem of ``keys`` (each sent once), items in key order."""
@@ -4001,9 +4365,9 @@ class _Metadata:
 # The names a field cannot take: the model's public API, and _meta.
 _RESERVED_NAMES = frozenset({
     "_meta", "DoesNotExist", "create_table", "delete_many", "delete_one",
-    "delete_table", "get_many", "get_one", "keys_in", "save_many",
-    "save_one", "table", "table_name", "to_dict", "update_from_dict",
-    "update_one"})
+    "delete_table", "explain", "get_many", "get_one", "keys_in",
+    "save_many", "save_one", "table", "table_name", "to_dict",
+    "update_from_dict", "update_one"})
 
 
 class _ModelType(type):
@@ -4092,6 +4456,110 @@ class _ModelType(type):
                                   f"not {units!r}")
         meta.key_fields = tuple(keys)
         meta.key_names = tuple(name for name, _ in keys)
+        meta.key_schemas = _ModelType._check_indexes(cls, meta)
+        # Bytes a string key may hold, for table and index keys alike.
+        for schema in meta.key_schemas:
+            for fields, limit in zip((schema.hash, schema.range),
+                                     _KEY_BYTES):
+                for name, _ in fields:
+                    meta.key_limits[name] = min(
+                        limit, meta.key_limits.get(name, limit))
+
+    @staticmethod
+    def _check_indexes(cls, meta):
+        """The key schemas of the table and of each of ``__indexes__``,
+        checked against DynamoDB's rules."""
+        name = cls.__name__
+        table = _KeySchema(None, meta.key_fields[:1], meta.key_fields[1:])
+        declared = cls.__indexes__
+        if not isinstance(declared, (list, tuple)) or not all(
+                isinstance(index, _Index) for index in declared):
+            raise SchemaError(f"{name}.__indexes__ must be a tuple of "
+                              "GlobalIndex and LocalIndex")
+        schemas, included = [table], set()
+        for order, index in enumerate(declared):
+            where = f"{name}.__indexes__[{order}]"
+            if not isinstance(index.name, str) or \
+                    not _TABLE_NAME.fullmatch(index.name):
+                raise SchemaError(
+                    f"{where}: the index name {index.name!r} must be 3 to "
+                    "255 letters, digits, '_', '-' or '.'")
+            where = f"{name} index {index.name!r}"
+            if any(schema.index == index.name for schema in schemas):
+                raise SchemaError(f"{where} is declared twice")
+
+            def fields_of(names, what, most=_MAX_INDEX_KEYS):
+                names = names if isinstance(names, tuple) else (names,)
+                if not 0 < len(names) <= most:
+                    raise SchemaError(f"{where}: its {what} is one field "
+                                      f"name, or a tuple of 1 to {most}")
+                result = []
+                for key in names:
+                    field = meta.fields.get(key)
+                    if field is None:
+                        raise SchemaError(f"{where}: its {what} {key!r} is "
+                                          f"not a field of {name}")
+                    if field.attribute_type not in _KEY_TYPES:
+                        raise SchemaError(
+                            f"{where}: its {what} {key!r} must be a string "
+                            f"or number field, not {type(field).__name__}")
+                    result.append((key, field))
+                return tuple(result)
+
+            if index.local:
+                if not table.range:
+                    raise SchemaError(f"{where} is local, but {name} has no "
+                                      "range key to stand in for")
+                hash_fields = table.hash
+                range_fields = fields_of(index.range_key, "range key", 1)
+                if range_fields == table.range:
+                    raise SchemaError(f"{where}: its range key is the "
+                                      "table's own")
+            else:
+                hash_fields = fields_of(index.hash_key, "hash key")
+                range_fields = () if index.range_key is None else \
+                    fields_of(index.range_key, "range key")
+                for attr in ("read_units", "write_units"):
+                    units = getattr(index, attr)
+                    if units is not None and (type(units) is not int
+                                              or units < 1):
+                        raise SchemaError(f"{where}: {attr} must be a "
+                                          f"positive int, not {units!r}")
+            keys = {key for key, _ in table.hash + table.range
+                    + hash_fields + range_fields}
+            projection = index.projection
+            if projection == "ALL":
+                projected = None
+            elif projection == "KEYS_ONLY":
+                projected = frozenset(keys)
+            elif isinstance(projection, (list, tuple)) and all(
+                    isinstance(field, (str, Field)) for field in projection):
+                listed = [field if isinstance(field, str) else
+                          field.path[0] for field in projection]
+                unknown = [key for key in listed if key not in meta.fields]
+                if unknown:
+                    raise SchemaError(f"{where} projects {unknown[0]!r}, "
+                                      f"which is not a field of {name}")
+                included.update(key for key in listed if key not in keys)
+                projected = frozenset(keys.union(listed))
+            else:
+                raise SchemaError(
+                    f"{where}: projection must be 'ALL', 'KEYS_ONLY' or a "
+                    f"list of field names, not {projection!r}")
+            schemas.append(_KeySchema(index.name, hash_fields, range_fields,
+                                      index.local, projected, order, index))
+        for local, limit in _INDEX_LIMITS.items():
+            count = sum(schema.local is local for schema in schemas[1:])
+            if count > limit:
+                raise SchemaError(
+                    f"{name} declares {count} "
+                    f"{'local' if local else 'global'} indexes; DynamoDB "
+                    f"allows at most {limit}")
+        if len(included) > _MAX_INCLUDED:
+            raise SchemaError(f"{name}'s indexes project {len(included)} "
+                              "fields besides their keys; DynamoDB allows "
+                              f"at most {_MAX_INCLUDED}")
+        return tuple(schemas)
 
 
 class Model(metaclass=_ModelType):
@@ -4122,6 +4590,7 @@ class Model(metaclass=_ModelType):
     __read_units__ = 8
     __write_units__ = 8
     __billing_mode__ = "PROVISIONED"
+    __indexes__ = ()
 
     def __init__(self, **values):
         fields = self._meta.fields
@@ -4170,19 +4639,7 @@ class Model(metaclass=_ModelType):
         :param exist_ok: do nothing when the table already exists.
         """
         table = cls.table_name()
-        attributes, schema = [], []
-        for (name, field), kind in zip(cls._meta.key_fields,
-                                       ("HASH", "RANGE")):
-            attributes.append({"AttributeName": name,
-                               "AttributeType": field.attribute_type})
-            schema.append({"AttributeName": name, "KeyType": kind})
-        params = {"TableName": table, "KeySchema": schema,
-                  "AttributeDefinitions": attributes,
-                  "BillingMode": cls.__billing_mode__}
-        if cls.__billing_mode__ == "PROVISIONED":
-            params["ProvisionedThroughput"] = {
-                "ReadCapacityUnits": cls.__read_units__,
-                "WriteCapacityUnits": cls.__write_units__}
+        params = dict(cls._meta.table_definition(), TableName=table)
         try:
             _call("CreateTable", params)
         except DynamoDBError as exc:
@@ -4399,44 +4856,58 @@ class Model(metaclass=_ModelType):
 
     @_one_connection
     def get_many(cls, strategy, descending=False, limit=None,
-                 consistent_read=False, segments=None):
-        """The items a strategy names, as a list of instances.
+                 consistent_read=False, segments=None, index=None):
+        """The items a strategy names, as a list of instances; the first
+        of these plans that applies reads them (``explain`` shows which):
 
         - a list of single-item strategies (key values, tuples, dicts,
           instances, key conditions), ``Model.keys_in(values)`` or
-          ``hash_field.in_(values)``: BatchGetItem, 100 keys per request,
-          results in the order of the keys asked for (missing ones left
-          out);
-        - a condition with ``==`` on the hash key (and optionally a range
-          key condition): Query, the rest as a filter;
-        - ``hash_field.in_(values)`` on a composite key: a Query per value;
-        - any other condition: Scan with a filter.
+          ``hash_field.in_(values)`` on a table without a range key:
+          BatchGetItem, 100 keys per request, results in the order of the
+          keys asked for (missing ones left out);
+        - ``==`` (or ``in_``: a Query per value) on the hash key, and
+          optionally a range key condition: Query on the table, the rest
+          as a filter;
+        - the same on an index's keys: Query on the index (an index that
+          holds every field and every matching item; see README);
+        - any other condition: Scan with a filter (see the ``scan``
+          setting).
 
         Queries and scans read every page. ``limit`` caps the number of
         items returned; ``descending`` orders a Query by range key from the
         highest; ``consistent_read`` asks for strongly consistent reads;
         ``segments`` splits a Scan into that many segments read in
-        parallel (default: the ``scan_segments`` setting).
+        parallel (default: the ``scan_segments`` setting); ``index`` names
+        the index to query, even one the planner would not choose.
         """
         meta = cls._meta
         table = cls.table_name()
-        if limit is not None and (type(limit) is not int or limit < 1):
-            raise ValidationError(f"limit must be an int >= 1 or None, not "
-                                  f"{limit!r}")
-        segments = _segments(segments)
-        if isinstance(strategy, (Condition, KeysIn)):
-            keys, requests = meta.plan(table, strategy, descending,
-                                       consistent_read, limit,
-                                       segments=segments)
+        plan = meta.plan(strategy, descending, consistent_read,
+                         _limit(limit), index, segments=_segments(segments))
+        if plan._keys is None:
+            items = _read_pages(plan._requests, limit)
         else:
-            keys, requests = [key for key, _, _ in
-                              meta.entries(strategy, "get_many")], None
-        if keys is None:
-            items = _read_pages(requests, limit)
-        else:
-            items = meta.get_in_order(table, keys, consistent_read, limit)
+            items = meta.get_in_order(table, plan._keys, consistent_read,
+                                      limit)
         from_item = meta.from_item
         return [from_item(item) for item in items]
+
+    @classmethod
+    def explain(cls, strategy, descending=False, limit=None,
+                consistent_read=False, segments=None, index=None):
+        """The Plan get_many would follow for these arguments (see
+        get_many), sending nothing: ``print(User.explain(User.name ==
+        "x"))``. A single key (``descending``, ``limit``, ``segments``
+        aside) is a GetItem."""
+        meta = cls._meta
+        if not (_is_list_like(strategy) or isinstance(
+                strategy, (Condition, KeysIn))):
+            key, condition = meta.strategy(strategy)
+            return Plan("GetItem", key_condition=_key_text(key),
+                        reason="one key")
+        return meta.plan(strategy, descending, consistent_read,
+                         _limit(limit), index, segments=_segments(segments),
+                         what="explain", sending=False)
 
     @_one_connection
     def delete_many(cls, strategy, segments=None):
@@ -4456,11 +4927,12 @@ class Model(metaclass=_ModelType):
         names = meta.key_names
         conditional = []
         if isinstance(strategy, (Condition, KeysIn)):
-            keys, requests = meta.plan(table, strategy, keys_only=True,
-                                       segments=segments)
+            plan = meta.plan(strategy, keys_only=True, segments=segments,
+                             what="delete_many")
+            keys = plan._keys
             if keys is None:
                 keys = [{name: item[name] for name in names}
-                        for item in _read_pages(requests)]
+                        for item in _read_pages(plan._requests)]
             entries = [(key, key) for key in keys]
         else:
             entries = []

@@ -2609,9 +2609,9 @@ def test_get_many_query_plans(calls):
     assert plan(Event.user.in_(["bob", "ann"]), limit=5) == \
         (["Query", "Query"], [("bob", 0), ("bob", 1), ("bob", 2),
                               ("ann", 0), ("ann", 1)])
-    # in_ ANDed with more: Scan.
-    found = plan(Event.user.in_(["bob"]) & (Event.kind == "even"))
-    assert found == (["Scan"], [("bob", 0), ("bob", 2)])
+    # in_ ANDed with more: a Query per value, the rest as a filter.
+    found = plan(Event.user.in_(["bob", "cy"]) & (Event.kind == "even"))
+    assert found == (["Query", "Query"], [("bob", 0), ("bob", 2)])
 
 
 def test_get_many_limit_caps_every_strategy(users):
@@ -3811,6 +3811,14 @@ MISUSES = [
      "name"),
     ("settings(masked='no')", lambda: Connection.settings(masked="no"),
      ValidationError, "masked"),
+    ("set_config(scan='never')", lambda: Connection.set_config(
+        scan="never"), ValidationError, "scan"),
+    ("explain(unknown index)", lambda: User.explain(
+        User.name == "x", index="by_name"), ExpressionError, "by_name"),
+    ("explain(limit=-1)", lambda: User.explain(User.name == "x", limit=-1),
+     ValidationError, "limit"),
+    ("get_many(index= with keys)", lambda: User.get_many(
+        [X], index="by_name"), ExpressionError, "index="),
 ]
 
 
