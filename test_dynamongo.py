@@ -38,8 +38,8 @@ import dynamongo
 from dynamongo import (
     BooleanField, ConditionalCheckFailedException, Connection, DateField,
     DateTimeField, DictField, DoesNotExist, DynamoDBError, EmailField,
-    ExpressionError, FloatField, IntField, IPAddressField, ListField,
-    Model, SchemaError, StringField, TableNotFoundError, ThrottlingError,
+    ExpressionError, FloatField, GlobalIndex, IntField, IPAddressField,
+    ListField, LocalIndex, Model, SchemaError, StringField, TableNotFoundError, ThrottlingError,
     TimedeltaField, TruthValueError, UnknownFieldError, UnprocessedError,
     URLField, UUIDField, ValidationError)
 
@@ -154,6 +154,28 @@ class Event(Model):
     seq = IntField(required=True)
     kind = StringField()
     payload = StringField()
+
+
+# The manual's indexes: global, local, partial projections, a sparse one.
+class Order(Model):
+    __table__ = "orders"
+    __hash_key__ = "customer"
+    __range_key__ = "order_id"
+    __indexes__ = (
+        GlobalIndex("by_status", hash_key="status", range_key="created_at"),
+        GlobalIndex("by_sku", hash_key="sku", projection=["qty"]),
+        LocalIndex("by_total", range_key="total", projection="KEYS_ONLY"),
+        GlobalIndex("by_region", hash_key="region", range_key="total",
+                    read_units=2, write_units=3),
+    )
+    customer = StringField(required=True)
+    order_id = StringField(required=True)
+    status = StringField()
+    created_at = DateTimeField(required=True, default=datetime.datetime.now)
+    sku = StringField()
+    qty = IntField()
+    total = FloatField()
+    region = StringField()
 
 
 # String keys, for DynamoDB's limits on key sizes (2,048 and 1,024 bytes).
@@ -2862,6 +2884,252 @@ def test_per_item_failures_stay_in_the_batch_result(monkeypatch, users,
             for failure in result.fail] == [
         (JOHN["email"], ConditionalCheckFailedException),
         ("jane@example.com", ThrottlingError)]
+
+
+# -- Indexes and plans -------------------------------------------------------
+
+def order(customer, number, **values):
+    return dict({"customer": customer, "order_id": f"o{number:03d}",
+                 "created_at": datetime.datetime(2020, 1, 1, number)},
+                **values)
+
+
+@pytest.fixture
+def orders():
+    Order.create_table()
+    Order.save_many([
+        order("ann", 1, status="open", sku="s1", qty=1, total=5.0),
+        order("ann", 2, status="shipped", sku="s2", qty=2, total=15.0,
+              region="eu"),
+        order("ann", 3, status="open", total=25.0, region="eu"),
+        order("bob", 4, status="open", sku="s1", qty=4),
+        order("bob", 5, status="open", sku="s1", qty=5, region="eu"),
+    ])
+    return Order
+
+
+def ids(items):
+    return [item.order_id for item in items]
+
+
+def test_create_table_creates_the_indexes(orders):
+    table = Connection.client().describe_table(
+        TableName=Order.table_name())["Table"]
+    globals_ = {index["IndexName"]: index
+                for index in table["GlobalSecondaryIndexes"]}
+    locals_ = {index["IndexName"]: index
+               for index in table["LocalSecondaryIndexes"]}
+    assert sorted(globals_) == ["by_region", "by_sku", "by_status"]
+    assert list(locals_) == ["by_total"]
+    assert globals_["by_status"]["KeySchema"] == [
+        {"AttributeName": "status", "KeyType": "HASH"},
+        {"AttributeName": "created_at", "KeyType": "RANGE"}]
+    assert globals_["by_status"]["Projection"] == {"ProjectionType": "ALL"}
+    assert globals_["by_sku"]["Projection"] == {
+        "ProjectionType": "INCLUDE", "NonKeyAttributes": ["qty"]}
+    assert locals_["by_total"]["KeySchema"] == [
+        {"AttributeName": "customer", "KeyType": "HASH"},
+        {"AttributeName": "total", "KeyType": "RANGE"}]
+    assert locals_["by_total"]["Projection"] == {
+        "ProjectionType": "KEYS_ONLY"}
+    assert globals_["by_region"]["ProvisionedThroughput"][
+        "ReadCapacityUnits"] == 2
+    assert globals_["by_status"]["ProvisionedThroughput"][
+        "WriteCapacityUnits"] == Order.__write_units__
+    assert {item["AttributeName"]: item["AttributeType"]
+            for item in table["AttributeDefinitions"]} == {
+        "customer": "S", "order_id": "S", "status": "S", "created_at": "S",
+        "sku": "S", "total": "N", "region": "S"}
+
+
+@pytest.mark.parametrize("indexes, fields, message", [
+    ((GlobalIndex("by_x", hash_key="x"),), {}, "'x' is not a field"),
+    ((GlobalIndex("by_tags", hash_key="tags"),), {}, "string or number"),
+    ((GlobalIndex("ab", hash_key="status"),), {}, "3 to 255"),
+    ((GlobalIndex("by status", hash_key="status"),), {}, "3 to 255"),
+    ((GlobalIndex("twice", hash_key="status"),
+      GlobalIndex("twice", hash_key="note")), {}, "declared twice"),
+    ((LocalIndex("by_note", range_key="note"),), {"range": False},
+     "no range key"),
+    ((LocalIndex("by_seq", range_key="seq"),), {}, "table's own"),
+    ((GlobalIndex("by_status", hash_key="status", projection="SOME"),), {},
+     "projection"),
+    ((GlobalIndex("by_status", hash_key="status", projection=["shoe"]),),
+     {}, "'shoe'"),
+    ((GlobalIndex("by_status", hash_key="status", read_units=0),), {},
+     "read_units"),
+    ((GlobalIndex("by_status", hash_key=("status",) * 5),), {},
+     "1 to 4"),
+    (tuple(GlobalIndex(f"gsi{index}", hash_key="status")
+           for index in range(21)), {}, "at most 20"),
+    (tuple(LocalIndex(f"lsi{index}", range_key="note")
+           for index in range(6)), {}, "at most 5"),
+    ((GlobalIndex("wide", hash_key="status", projection=[
+        f"f{index}" for index in range(101)]),), {"wide": True},
+     "at most 100"),
+    ("by_status", {}, "tuple of GlobalIndex"),
+])
+def test_index_schema_errors(indexes, fields, message):
+    namespace = {"__table__": "indexed", "__hash_key__": "id",
+                 "__range_key__": "seq", "__indexes__": indexes,
+                 "id": StringField(required=True), "seq": IntField(),
+                 "status": StringField(), "note": StringField(),
+                 "tags": ListField(StringField)}
+    if fields.get("range") is False:
+        del namespace["__range_key__"]
+    if fields.get("wide"):
+        namespace.update({f"f{index}": IntField() for index in range(101)})
+    with pytest.raises(SchemaError, match=message):
+        type("Indexed", (Model,), namespace)
+
+
+def test_index_keys_are_checked_on_save(orders):
+    # Absent: the item is left out of the index (a sparse index).
+    Order.save_one(order("cy", 1, total=1.0))
+    for bad in ({"status": ""}, {"sku": ""}, {"region": "x" * 3000}):
+        name = next(iter(bad))
+        with pytest.raises(ValidationError, match=name) as caught:
+            Order.save_one(order("cy", 2, **bad))
+        assert list(caught.value.errors) == [name]
+        with pytest.raises(ValidationError, match=rf"\[0\]\.{name}"):
+            Order.save_many([order("cy", 2, **bad)])
+    assert [item.order_id for item in Order.get_many(
+        Order.customer == "cy")] == ["o001"]
+
+
+def test_planner_queries_an_index(orders, calls):
+    found = Order.get_many(Order.status == "open")
+    assert ids(found) == ["o001", "o003", "o004", "o005"]  # index order
+    assert calls[-1][0] == "Query"
+    assert calls[-1][1]["IndexName"] == "by_status"
+    assert found[0] == Order.get_one(("ann", "o001"))  # every field
+    found = Order.get_many((Order.status == "open")
+                           & (Order.created_at > datetime.datetime(
+                               2020, 1, 1, 2)) & (Order.qty > 3),
+                           descending=True)
+    assert ids(found) == ["o005", "o004"]
+    assert calls[-1][1]["IndexName"] == "by_status"
+    assert "created_at" in str(calls[-1][1]["ExpressionAttributeNames"])
+    # in_ on an index's hash key: a Query per value, in the values' order.
+    del calls[:]
+    found = Order.get_many(Order.status.in_(["shipped", "open"]))
+    assert ids(found) == ["o002", "o001", "o003", "o004", "o005"]
+    assert [(operation, params.get("IndexName"))
+            for operation, params in calls] == [("Query", "by_status")] * 2
+    # The table's key comes first, even when an index matches too.
+    del calls[:]
+    found = Order.get_many((Order.customer == "ann")
+                           & (Order.status == "open"))
+    assert ids(found) == ["o001", "o003"]
+    assert calls[0][0] == "Query" and "IndexName" not in calls[0][1]
+    assert Order.get_many(Order.status == "lost") == []
+
+
+def test_planner_leaves_out_indexes_that_would_miss_items(orders, calls):
+    # by_sku holds only qty: not every field.
+    assert Order.explain(Order.sku == "s1").operation == "Scan"
+    assert "does not hold" in Order.explain(Order.sku == "s1").reason
+    assert sorted(ids(Order.get_many(Order.sku == "s1"))) == \
+        ["o001", "o004", "o005"]
+    assert calls[-1][0] == "Scan"
+    # A forced partial index gives instances holding what it projects.
+    found = Order.get_many(Order.sku == "s1", index="by_sku")
+    assert sorted((item.order_id, item.qty, item.status)
+                  for item in found) == [("o001", 1, None), ("o004", 4, None),
+                                         ("o005", 5, None)]
+    assert calls[-1][1]["IndexName"] == "by_sku"
+    # by_region leaves out items without total (not required): sparse.
+    plan = Order.explain(Order.region == "eu")
+    assert plan.operation == "Scan" and "without total" in plan.reason
+    assert sorted(ids(Order.get_many(Order.region == "eu"))) == \
+        ["o002", "o003", "o005"]
+    # ... unless the condition holds only items that have it.
+    plan = Order.explain((Order.region == "eu") & (Order.total > 10))
+    assert (plan.operation, plan.index) == ("Query", "by_region")
+    assert ids(Order.get_many((Order.region == "eu")
+                              & (Order.total > 10))) == ["o002", "o003"]
+    # ... or when forced: only the items in the index.
+    assert ids(Order.get_many(Order.region == "eu", index="by_region")) == \
+        ["o002", "o003"]
+    # A global index never reads consistently.
+    plan = Order.explain(Order.status == "open", consistent_read=True)
+    assert plan.operation == "Scan" and "consistent" in plan.reason
+    # A local index does (when it holds what the read needs).
+    found = Order.get_many((Order.customer == "ann") & (Order.total > 10),
+                           index="by_total", consistent_read=True)
+    assert [(item.order_id, item.total, item.status) for item in found] == \
+        [("o002", 15.0, None), ("o003", 25.0, None)]
+
+
+def test_forcing_an_index_is_checked_before_sending(orders, calls):
+    del calls[:]
+    for condition, index, kwargs, message in (
+            (Order.sku == "s1", "by_status", {}, "needs == on status"),
+            (Order.status == "open", "by_nothing", {}, "no index named"),
+            (Order.status == "open", "by_status",
+             {"consistent_read": True}, "never strongly consistent"),
+            ((Order.status == "open") & (Order.created_at.exists()),
+             "by_status", {}, "filter would name its key created_at")):
+        with pytest.raises(ExpressionError, match=message):
+            Order.get_many(condition, index=index, **kwargs)
+    assert calls == []
+
+
+def test_delete_many_finds_keys_through_an_index(orders, calls):
+    result = Order.delete_many(Order.status == "open")
+    assert sorted((item.customer, item.order_id) for item in result.success) \
+        == [("ann", "o001"), ("ann", "o003"), ("bob", "o004"),
+            ("bob", "o005")]
+    assert calls[0][1]["IndexName"] == "by_status"
+    assert ids(Order.get_many(Order.customer.in_(["ann", "bob"]))) == \
+        ["o002"]
+
+
+def test_explain_says_what_a_read_does(orders, calls):
+    del calls[:]
+    plan = Order.explain((Order.status == "open") & (Order.qty > 1))
+    assert (plan.operation, plan.index) == ("Query", "by_status")
+    assert plan.key_condition == "status = 'open'"
+    assert plan.filter == "qty > 1"
+    assert str(plan) == (
+        "Query on index by_status\n"
+        "  key condition: status = 'open'\n"
+        "  filter: qty > 1\n"
+        f"  why: {plan.reason}")
+    assert plan.reason.startswith(
+        "status in the key of global index 'by_status'; not the table "
+        "needs == on customer")
+    plan = Order.explain({"customer": "ann", "order_id": "o001"})
+    assert (plan.operation, plan.key_condition) == (
+        "GetItem", "customer='ann', order_id='o001'")
+    assert Order.explain([("ann", "o001")]).operation == "BatchGetItem"
+    assert Order.explain(Order.keys_in([("ann", "o001")])).operation == \
+        "BatchGetItem"
+    assert User.explain(User.email.in_(["a@b.io"])).operation == \
+        "BatchGetItem"
+    scan = Order.explain(Order.qty > 1)
+    assert (scan.operation, scan.index, scan.filter) == ("Scan", None,
+                                                        "qty > 1")
+    assert "needs == on customer" in scan.reason
+    assert calls == []
+
+
+def test_scan_setting_warns_or_refuses(orders, calls, caplog):
+    Connection.set_config(scan="warn")
+    with caplog.at_level("WARNING", logger="dynamongo"):
+        assert ids(Order.get_many(Order.qty == 2)) == ["o002"]
+    assert "Order.get_many scans the whole table" in caplog.text
+    assert "needs == on customer" in caplog.text
+    Connection.set_config(scan="refuse")
+    del calls[:]
+    with pytest.raises(ExpressionError, match="would Scan the whole table"):
+        Order.get_many(Order.qty == 2)
+    with pytest.raises(ExpressionError, match="delete_many would Scan"):
+        Order.delete_many(Order.qty == 2)
+    assert calls == []
+    # Reads by key or index are untouched.
+    assert ids(Order.get_many(Order.status == "shipped")) == ["o002"]
+    assert Order.explain(Order.qty == 2).operation == "Scan"
 
 
 # -- Retries -----------------------------------------------------------------
