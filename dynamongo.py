@@ -36,6 +36,7 @@ __all__ = [
     "ExpressionError",
     "Failure",
     "Field",
+    "FieldNotLoaded",
     "FloatField",
     "GlobalIndex",
     "IPAddressField",
@@ -103,6 +104,9 @@ _FAST_FLOAT_TINY = 1e-130
 _KEY_TYPES = ("S", "N")
 _BILLING_MODES = ("PROVISIONED", "PAY_PER_REQUEST")
 _DEFAULT_REGION = "us-east-2"
+# Where a partial instance's __dict__ names the fields its read loaded (no
+# attribute can have this name).
+_LOADED = "<loaded>"
 
 # Low-level operation name -> boto3 client method name.
 _OPERATIONS = {
@@ -164,6 +168,11 @@ class ValidationError(DynamongoError):
 
 class DoesNotExist(DynamongoError):
     """No item has the requested key; each model has its own subclass."""
+
+
+class FieldNotLoaded(DynamongoError, AttributeError):
+    """A field of an instance read with ``fields=`` (or from an index
+    holding fewer fields) that the read did not load."""
 
 
 class DynamoDBError(DynamongoError):
@@ -642,9 +651,18 @@ class Field:
         return f"<{type(self).__name__} {where}>"
 
     # Class attribute access gives the field; an instance without a value
-    # for it reads None (values live in the instance __dict__).
+    # for it reads None (values live in the instance __dict__), unless its
+    # read did not load the field.
     def __get__(self, instance, owner):
-        return self if instance is None else None
+        if instance is None:
+            return self
+        loaded = instance.__dict__.get(_LOADED)
+        if loaded is not None and self.path[0] not in loaded:
+            raise FieldNotLoaded(
+                f"{type(instance).__name__}.{self.path[0]} was not read: "
+                f"its read loaded {', '.join(sorted(loaded))} only (by "
+                "fields=, or from an index holding no more)")
+        return None
 
     def _bind(self, model, path):
         """A copy of this field placed at ``path`` of ``model``."""
@@ -2726,13 +2744,14 @@ def _parallel(function, tasks):
     return [future.result() for future in futures]
 
 
-def _batch_get(table, keys, consistent_read=False):
+def _batch_get(table, keys, consistent_read=False, projection=None):
     """The stored items among ``keys`` (at most 100) by BatchGetItem,
     resending unprocessed keys; raises UnprocessedError naming the keys
     still unread after every attempt, and an error that no retry could
-    mend (_stops_batch) as it is."""
+    mend (_stops_batch) as it is. ``projection``: the ProjectionExpression
+    and its ExpressionAttributeNames, if any."""
     attempts = _state().settings["batch_attempts"]
-    request = {"Keys": keys}
+    request = dict(projection or (), Keys=keys)
     if consistent_read:
         request["ConsistentRead"] = True
     items = []
@@ -3399,6 +3418,7 @@ class Plan:
 
     _keys = None  # what a BatchGetItem reads
     _requests = ()  # what a Query or Scan sends: (operation, params)
+    _loaded = None  # the fields it reads, when not all
 
     def __init__(self, operation, index=None, key_condition=None,
                  filter=None, reason=""):
@@ -3828,7 +3848,14 @@ class _Metadata:
         if isinstance(item, dict):
             return item
         if isinstance(item, self.model):
-            return item.__dict__
+            values = item.__dict__
+            if _LOADED in values:
+                raise ValidationError(
+                    f"{self.name}: this instance holds only the fields its "
+                    f"read loaded ({', '.join(sorted(values[_LOADED]))}); "
+                    "saving it would erase the others: change fields with "
+                    "update_one, or save an instance read whole")
+            return values
         raise ValidationError(
             f"{self.name}: an item must be a dict or a {self.name} "
             f"instance, not {type(item).__name__}")
@@ -4002,11 +4029,16 @@ class _Metadata:
                     {"M": item}):
                 raise
 
-    def read_item(self, table, key, consistent_read=True):
-        """GetItem: the stored item, or None."""
-        return _call("GetItem", {"TableName": table, "Key": key,
-                                 "ConsistentRead": consistent_read}
-                     ).get("Item")
+    def read_item(self, table, key, consistent_read=True, fields=None):
+        """GetItem: the stored item (``fields``: the names to read; None:
+        all), or None."""
+        params = {"TableName": table, "Key": key,
+                  "ConsistentRead": consistent_read}
+        if fields:
+            expression = _Expression()
+            self.project(params, expression, fields)
+            expression.into(params)
+        return _call("GetItem", params).get("Item")
 
     def overwrite_condition(self, overwrite):
         """The condition of a save's ``overwrite`` argument, or None."""
@@ -4141,12 +4173,13 @@ class _Metadata:
     # -- the planner
 
     def plan(self, strategy, descending=False, consistent_read=False,
-             limit=None, index=None, keys_only=False, segments=1,
+             limit=None, index=None, fields=None, segments=1,
              what="get_many", sending=True):
         """The Plan of a get_many/delete_many strategy, the first of: the
         keys it names (BatchGetItem), a Query on the table, a Query on an
-        index, a Scan. When ``sending``, a Scan meets the ``scan``
-        setting (warned of or refused)."""
+        index, a Scan. ``fields``: the names to read (None: every field);
+        when ``sending``, a Scan meets the ``scan`` setting (warned of or
+        refused)."""
         table = self.table_name()
         if isinstance(strategy, KeysIn):
             if not issubclass(self.model, strategy.model):
@@ -4154,22 +4187,22 @@ class _Metadata:
                     f"{self.name}: got the keys of "
                     f"{strategy.model.__name__}.keys_in(...)")
             plan = Plan("BatchGetItem", reason="the keys keys_in() names")
-            plan._keys = strategy.keys
+            plan._keys, plan._loaded = strategy.keys, fields
         elif not isinstance(strategy, Condition):
             keys = [key for key, _, _ in self.entries(strategy, what)]
             plan = Plan("BatchGetItem", reason=f"a list of {len(keys)} keys")
-            plan._keys = keys
+            plan._keys, plan._loaded = keys, fields
         else:
             return self.condition_plan(
                 table, strategy, descending, consistent_read, limit, index,
-                keys_only, segments, what, sending)
+                fields, segments, what, sending)
         if index is not None:
             raise ExpressionError(f"{self.name}.{what}: index= takes a "
                                   "condition, not keys")
         return plan
 
     def condition_plan(self, table, condition, descending, consistent_read,
-                       limit, index, keys_only, segments, what, sending):
+                       limit, index, fields, segments, what, sending):
         parts = condition._conjuncts()
         hash_name = self.key_names[0]
         first = parts[0]
@@ -4180,6 +4213,7 @@ class _Metadata:
             plan = Plan("BatchGetItem", key_condition=_condition_text(parts),
                         reason=f"in_() on the hash key {hash_name}")
             plan._keys = [{hash_name: av} for av in first.values]
+            plan._loaded = fields
             return plan
         if index is None:
             schemas = self.key_schemas
@@ -4187,7 +4221,7 @@ class _Metadata:
             schemas = [self.forced_schema(index, consistent_read, what)]
         best, refusals = None, []
         for schema in schemas:
-            query = self.query_of(schema, parts, consistent_read,
+            query = self.query_of(schema, parts, consistent_read, fields,
                                   forced=index is not None)
             if isinstance(query, str):
                 refusals.append(query)
@@ -4197,7 +4231,7 @@ class _Metadata:
             raise ExpressionError(f"{self.name}.{what}: {refusals[0]}")
         if best is not None:
             return self.query_plan(table, best, refusals, descending,
-                                   consistent_read, limit, keys_only)
+                                   consistent_read, limit, fields)
         reason = "no key or index applies: " + "; ".join(refusals)
         if sending:
             policy = _state().settings["scan"]
@@ -4212,9 +4246,10 @@ class _Metadata:
                     "%s.%s scans the whole table: %s", self.name, what,
                     reason)
         plan = Plan("Scan", filter=_condition_text(parts), reason=reason)
+        plan._loaded = fields
         plan._requests = [self.read_request(
             table, "Scan", None, None, condition, descending,
-            consistent_read, limit, keys_only, (segment, segments))
+            consistent_read, limit, fields, (segment, segments))
             for segment in range(segments)]
         return plan
 
@@ -4233,16 +4268,17 @@ class _Metadata:
             f"{self.name}.{what}: no index named {index!r}; "
             f"{self.name} has {', '.join(map(repr, names)) or 'none'}")
 
-    def query_of(self, schema, parts, consistent_read, forced):
-        """A _Query of ``schema`` for the ANDed ``parts``, or why it
-        cannot serve them (text)."""
+    def query_of(self, schema, parts, consistent_read, fields, forced):
+        """A _Query of ``schema`` for the ANDed ``parts`` reading
+        ``fields`` (None: all), or why it cannot serve them (text)."""
         where = schema.where()
         if schema.index is not None and not forced:
             if consistent_read and not schema.local:
                 return f"{where} is global (no consistent reads)"
+            needed = self.fields if fields is None else fields
             if schema.projected is not None and not schema.projected \
-                    .issuperset(self.fields):
-                missing = [name for name in self.fields
+                    .issuperset(needed):
+                missing = [name for name in needed
                            if name not in schema.projected]
                 return (f"{where} does not hold {', '.join(missing)} "
                         "(index= reads it)")
@@ -4287,7 +4323,7 @@ class _Metadata:
         return _Query(schema, key_parts, values, rest, score)
 
     def query_plan(self, table, query, refusals, descending,
-                   consistent_read, limit, keys_only):
+                   consistent_read, limit, fields):
         schema = query.schema
         key_names = [_tested_name(part) for part in query.key_parts]
         reason = (f"{' and '.join(key_names)} in the key of "
@@ -4295,10 +4331,13 @@ class _Metadata:
         if query.values is not None:
             reason += ", one Query per in_() value"
         if schema.index is not None and refusals:
-            reason += f"; not {refusals[0]}"
+            reason += f"; {refusals[0]}"
         plan = Plan("Query", schema.index,
                     _condition_text(query.key_parts),
                     _condition_text(query.rest), reason)
+        # A forced index holding fewer fields gives partial instances.
+        plan._loaded = fields if schema.projected is None or fields else \
+            schema.projected.intersection(self.fields) or None
         rest = _and_all(query.rest)
         values = [None] if query.values is None else query.values.values
         plan._requests = [self.read_request(
@@ -4306,12 +4345,12 @@ class _Metadata:
             [part if part is not query.values else
              _Comparison(part.field, "=", value)
              for part in query.key_parts],
-            rest, descending, consistent_read, limit, keys_only, None)
+            rest, descending, consistent_read, limit, fields, None)
             for value in values]
         return plan
 
     def read_request(self, table, operation, index, key_parts, rest,
-                     descending, consistent_read, limit, keys_only,
+                     descending, consistent_read, limit, fields,
                      segment):
         """(operation, params) of one Query or Scan."""
         expression = _Expression(model=self.model)
@@ -4328,18 +4367,59 @@ class _Metadata:
             params["FilterExpression"] = rest._render(expression)
         elif limit:
             params["Limit"] = limit
-        if keys_only:
-            params["ProjectionExpression"] = ", ".join(
-                expression.name(field) for _, field in self.key_fields)
+        if fields:
+            self.project(params, expression, fields)
         if consistent_read:
             params["ConsistentRead"] = True
         return operation, expression.into(params)
 
-    def get_in_order(self, table, keys, consistent_read, limit):
-        """BatchGetItem of ``keys`` (each sent once), items in key order."""
-        unique = {}
+    def project(self, params, expression, fields):
+        """Add the ProjectionExpression reading ``fields`` to ``params``."""
+        params["ProjectionExpression"] = ", ".join(
+            expression.name(field) for name, field in self.fields.items()
+            if name in fields)
+        return params
+
+    def projection(self, fields, what):
+        """The names ``fields=`` asks to read, keys included: a frozenset,
+        or None for every field."""
+        if fields is None:
+            return None
+        if not _is_list_like(fields):
+            raise ValidationError(f"{self.name}.{what}: fields must be a "
+                                  "list of fields or field names, not "
+                                  f"{type(fields).__name__}")
+        names = set(self.key_names)
+        for field in fields:
+            if isinstance(field, Field) and len(field.path) == 1:
+                _check_field_of(self.model, field)
+                field = field.path[0]
+            if field not in self.fields:
+                raise UnknownFieldError(
+                    f"{self.name}.{what}: fields= names {field!r}, which is "
+                    f"not a field of {self.name}")
+            names.add(field)
+        return frozenset(names)
+
+    def partial(self, instances, loaded):
+        """``instances``, marked as holding only the fields ``loaded``
+        (when not None): reading another raises FieldNotLoaded."""
+        if loaded is not None:
+            for instance in instances:
+                instance.__dict__[_LOADED] = loaded
+        return instances
+
+    def get_in_order(self, table, keys, consistent_read, limit,
+                     fields=None):
+        """BatchGetItem of ``keys`` (each sent once), items in key order;
+        ``fields``: the names to read (None: all)."""
+        unique, projection = {}, None
         for key in keys:
             unique.setdefault(self.identity(key), key)
+        if fields:
+            expression = _Expression()
+            projection = expression.into(self.project({}, expression,
+                                                      fields))
         chunks = list(_chunks(list(unique.items()), 100))
         # With a limit, read a window of chunks at a time and stop early.
         window = (_state().settings["concurrency"] if limit
@@ -4348,7 +4428,8 @@ class _Metadata:
         for start in range(0, len(chunks), window):
             batch = chunks[start:start + window]
             answers = _parallel(lambda chunk: _batch_get(
-                table, [key for _, key in chunk], consistent_read), batch)
+                table, [key for _, key in chunk], consistent_read,
+                projection), batch)
             for chunk, answer in zip(batch, answers, strict=True):
                 found = {self.identity(item): item for item in answer}
                 for identity, _ in chunk:
@@ -4674,22 +4755,26 @@ class Model(metaclass=_ModelType):
         return cls._meta.instance(native)
 
     @_one_connection
-    def get_one(cls, strategy, consistent_read=False):
+    def get_one(cls, strategy, consistent_read=False, fields=None):
         """The item named by ``strategy`` (a key value, a (hash, range)
         tuple, a dict, an instance or a key condition); raises
         ``Model.DoesNotExist`` when there is none. ``consistent_read``
-        asks for a strongly consistent read."""
+        asks for a strongly consistent read; ``fields`` (fields or names)
+        reads only those and the key, and reading another field of the
+        instance raises FieldNotLoaded."""
+        meta = cls._meta
         table = cls.table_name()
-        key, condition = cls._meta.strategy(strategy)
+        key, condition = meta.strategy(strategy)
         if condition is not None:
             raise ExpressionError(
                 f"{cls.__name__}.get_one takes a key only; {condition!r} is "
                 "not part of the key (use get_many to filter)")
-        item = cls._meta.read_item(table, key, consistent_read)
+        fields = meta.projection(fields, "get_one")
+        item = meta.read_item(table, key, consistent_read, fields)
         if item is None:
             raise cls.DoesNotExist(f"{cls.__name__} with {_key_text(key)} "
                                    "does not exist")
-        return cls._meta.from_item(item)
+        return meta.partial([meta.from_item(item)], fields)[0]
 
     @_one_connection
     def delete_one(cls, strategy):
@@ -4856,7 +4941,8 @@ class Model(metaclass=_ModelType):
 
     @_one_connection
     def get_many(cls, strategy, descending=False, limit=None,
-                 consistent_read=False, segments=None, index=None):
+                 consistent_read=False, segments=None, index=None,
+                 fields=None):
         """The items a strategy names, as a list of instances; the first
         of these plans that applies reads them (``explain`` shows which):
 
@@ -4878,27 +4964,35 @@ class Model(metaclass=_ModelType):
         highest; ``consistent_read`` asks for strongly consistent reads;
         ``segments`` splits a Scan into that many segments read in
         parallel (default: the ``scan_segments`` setting); ``index`` names
-        the index to query, even one the planner would not choose.
+        the index to query, even one the planner would not choose;
+        ``fields`` (fields or names) reads only those and the key.
+        Instances read with ``fields``, or from a forced index holding
+        fewer fields, raise FieldNotLoaded for the fields not read.
         """
         meta = cls._meta
         table = cls.table_name()
+        fields = meta.projection(fields, "get_many")
         plan = meta.plan(strategy, descending, consistent_read,
-                         _limit(limit), index, segments=_segments(segments))
+                         _limit(limit), index, fields,
+                         segments=_segments(segments))
         if plan._keys is None:
             items = _read_pages(plan._requests, limit)
         else:
             items = meta.get_in_order(table, plan._keys, consistent_read,
-                                      limit)
+                                      limit, fields)
         from_item = meta.from_item
-        return [from_item(item) for item in items]
+        return meta.partial([from_item(item) for item in items],
+                            plan._loaded)
 
     @classmethod
     def explain(cls, strategy, descending=False, limit=None,
-                consistent_read=False, segments=None, index=None):
-        """The Plan get_many would follow for these arguments (see
-        get_many), sending nothing: ``print(User.explain(User.name ==
-        "x"))``. A single key (``descending``, ``limit``, ``segments``
-        aside) is a GetItem."""
+                consistent_read=False, segments=None, index=None,
+                fields=None):
+        """The Plan get_many would follow for ``strategy`` and
+        ``descending``, ``limit``, ``consistent_read``, ``segments``,
+        ``index`` and ``fields`` (see get_many), sending nothing:
+        ``print(User.explain(User.name == "x"))``. A single key (as
+        get_one takes it) is a GetItem."""
         meta = cls._meta
         if not (_is_list_like(strategy) or isinstance(
                 strategy, (Condition, KeysIn))):
@@ -4906,8 +5000,10 @@ class Model(metaclass=_ModelType):
             return Plan("GetItem", key_condition=_key_text(key),
                         reason="one key")
         return meta.plan(strategy, descending, consistent_read,
-                         _limit(limit), index, segments=_segments(segments),
-                         what="explain", sending=False)
+                         _limit(limit), index,
+                         meta.projection(fields, "explain"),
+                         segments=_segments(segments), what="explain",
+                         sending=False)
 
     @_one_connection
     def delete_many(cls, strategy, segments=None):
@@ -4927,7 +5023,8 @@ class Model(metaclass=_ModelType):
         names = meta.key_names
         conditional = []
         if isinstance(strategy, (Condition, KeysIn)):
-            plan = meta.plan(strategy, keys_only=True, segments=segments,
+            plan = meta.plan(strategy, fields=frozenset(names),
+                             segments=segments,
                              what="delete_many")
             keys = plan._keys
             if keys is None:

@@ -38,7 +38,7 @@ import dynamongo
 from dynamongo import (
     BooleanField, ConditionalCheckFailedException, Connection, DateField,
     DateTimeField, DictField, DoesNotExist, DynamoDBError, EmailField,
-    ExpressionError, FloatField, GlobalIndex, IntField, IPAddressField,
+    ExpressionError, FieldNotLoaded, FloatField, GlobalIndex, IntField, IPAddressField,
     ListField, LocalIndex, Model, SchemaError, StringField, TableNotFoundError, ThrottlingError,
     TimedeltaField, TruthValueError, UnknownFieldError, UnprocessedError,
     URLField, UUIDField, ValidationError)
@@ -3034,10 +3034,12 @@ def test_planner_leaves_out_indexes_that_would_miss_items(orders, calls):
     assert calls[-1][0] == "Scan"
     # A forced partial index gives instances holding what it projects.
     found = Order.get_many(Order.sku == "s1", index="by_sku")
-    assert sorted((item.order_id, item.qty, item.status)
-                  for item in found) == [("o001", 1, None), ("o004", 4, None),
-                                         ("o005", 5, None)]
+    assert sorted((item.order_id, item.qty) for item in found) == \
+        [("o001", 1), ("o004", 4), ("o005", 5)]
     assert calls[-1][1]["IndexName"] == "by_sku"
+    with pytest.raises(FieldNotLoaded, match=r"Order\.status was not read: "
+                       "its read loaded customer, order_id, qty, sku only"):
+        found[0].status  # noqa: B018
     # by_region leaves out items without total (not required): sparse.
     plan = Order.explain(Order.region == "eu")
     assert plan.operation == "Scan" and "without total" in plan.reason
@@ -3057,8 +3059,10 @@ def test_planner_leaves_out_indexes_that_would_miss_items(orders, calls):
     # A local index does (when it holds what the read needs).
     found = Order.get_many((Order.customer == "ann") & (Order.total > 10),
                            index="by_total", consistent_read=True)
-    assert [(item.order_id, item.total, item.status) for item in found] == \
-        [("o002", 15.0, None), ("o003", 25.0, None)]
+    assert [(item.order_id, item.total) for item in found] == \
+        [("o002", 15.0), ("o003", 25.0)]
+    assert found[0].to_dict() == {"customer": "ann", "order_id": "o002",
+                                  "total": 15.0}
 
 
 def test_forcing_an_index_is_checked_before_sending(orders, calls):
@@ -3085,6 +3089,59 @@ def test_delete_many_finds_keys_through_an_index(orders, calls):
         ["o002"]
 
 
+def test_fields_reads_only_what_it_names(users, calls):
+    User.save_many([JOHN, user(1), user(2)])
+    del calls[:]
+    john = User.get_one(JOHN["email"], fields=[User.name])
+    assert calls[0][1]["ProjectionExpression"] == "#n0, #n1"
+    assert calls[0][1]["ExpressionAttributeNames"] == {"#n0": "email",
+                                                      "#n1": "name"}
+    assert (john.email, john.name) == (JOHN["email"], JOHN["name"])
+    assert john.to_dict() == {"email": JOHN["email"], "name": JOHN["name"]}
+    with pytest.raises(FieldNotLoaded, match=r"User\.year_of_birth was not "
+                       "read: its read loaded email, name only"):
+        john.year_of_birth  # noqa: B018
+    with pytest.raises(AttributeError):  # FieldNotLoaded is one
+        getattr(john, "cities_visited")
+    assert getattr(john, "cities_visited", "absent") == "absent"
+    # Saving it would erase what was not read.
+    for save in (User.save_one, lambda item: User.save_many([item])):
+        with pytest.raises(ValidationError, match="update_one"):
+            save(john)
+    assert User.get_one(JOHN["email"]).year_of_birth == 1990
+    assert User.update_one(john, User.name.set("Jo")).year_of_birth == 1990
+    # Every plan projects: keys, Query, Scan.
+    emails = [user(1)["email"], user(2)["email"]]
+    for strategy, operation in ((emails, "BatchGetItem"),
+                                (User.email == emails[0], "Query"),
+                                (User.name == "User 2", "Scan")):
+        del calls[:]
+        found = User.get_many(strategy, fields=["year_of_birth"])
+        assert calls[0][0] == operation
+        assert all(set(item.to_dict()) == {"email", "year_of_birth"}
+                   for item in found) and found
+        with pytest.raises(FieldNotLoaded):
+            found[0].name  # noqa: B018
+    for fields, error, message in (
+            ("name", ValidationError, "list of fields"),
+            (["shoe"], UnknownFieldError, "'shoe'"),
+            ([Contacts.email], ExpressionError, "Contacts")):
+        with pytest.raises(error, match=message):
+            User.get_many(emails, fields=fields)
+
+
+def test_fields_may_let_an_index_serve(orders, calls):
+    # by_sku holds qty: enough for a read of qty.
+    plan = Order.explain(Order.sku == "s1", fields=["qty"])
+    assert (plan.operation, plan.index) == ("Query", "by_sku")
+    found = Order.get_many(Order.sku == "s1", fields=[Order.qty])
+    assert sorted((item.order_id, item.qty) for item in found) == \
+        [("o001", 1), ("o004", 4), ("o005", 5)]
+    assert calls[-1][1]["IndexName"] == "by_sku"
+    with pytest.raises(FieldNotLoaded):
+        found[0].sku  # noqa: B018
+
+
 def test_explain_says_what_a_read_does(orders, calls):
     del calls[:]
     plan = Order.explain((Order.status == "open") & (Order.qty > 1))
@@ -3097,8 +3154,8 @@ def test_explain_says_what_a_read_does(orders, calls):
         "  filter: qty > 1\n"
         f"  why: {plan.reason}")
     assert plan.reason.startswith(
-        "status in the key of global index 'by_status'; not the table "
-        "needs == on customer")
+        "status in the key of global index 'by_status'; the table needs "
+        "== on customer")
     plan = Order.explain({"customer": "ann", "order_id": "o001"})
     assert (plan.operation, plan.key_condition) == (
         "GetItem", "customer='ann', order_id='o001'")
@@ -4365,12 +4422,13 @@ def test_manual_get_many_examples(users, calls):
     for strategy in (EMAILS, User.email.in_(EMAILS), User.keys_in(EMAILS)):
         assert [user.email for user in User.get_many(strategy)] == EMAILS
     assert operations(calls) == ["BatchGetItem"] * 4
-    # Example 2: in the list and born after 2000 (a Scan).
+    # Example 2: in the list and born after 2000 (a Query per e-mail, the
+    # year as a filter).
     del calls[:]
     found = User.get_many((User.email.in_(EMAILS))
                           & (User.year_of_birth > 2000))
     assert emails_of(found) == ["anotherone@xyz.com", "email2@abc.io"]
-    assert operations(calls) == ["Scan"]
+    assert operations(calls) == ["Query"] * len(EMAILS)
     # Example 3: everyone who visited Nairobi.
     assert emails_of(User.get_many(User.cities_visited.contains(
         "Nairobi"))) == ["email2@abc.io", "email4@gmail.com",
