@@ -121,6 +121,7 @@ _OPERATIONS = {
     "Query": "query",
     "Scan": "scan",
     "UpdateItem": "update_item",
+    "UpdateTable": "update_table",
 }
 
 
@@ -3993,25 +3994,113 @@ class _Metadata:
 
     # -- requests
 
-    def wait_for_table(self, done, timeout=300.0):
-        """Return once ``done(status)`` holds for the table's status (None
-        when it does not exist); DynamongoError after ``timeout``."""
+    def wait_for_table(self, done, timeout=600.0):
+        """Return once ``done(table)`` holds for DescribeTable's ``Table``
+        (None when there is no table); DynamongoError after ``timeout``."""
         name = self.table_name()
         deadline = time.monotonic() + timeout
         pause = 0.02
         while True:
             try:
-                status = _call("DescribeTable",
-                               {"TableName": name})["Table"]["TableStatus"]
+                table = _call("DescribeTable", {"TableName": name})["Table"]
             except TableNotFoundError:
-                status = None
-            if done(status):
+                table = None
+            if done(table):
                 return
             if time.monotonic() > deadline:
-                raise DynamongoError(f"table {name!r} is still {status} "
-                                     f"after {timeout:.0f} s")
+                status = table and table.get("TableStatus")
+                raise DynamongoError(f"table {name!r} is still "
+                                     f"{status or 'missing'} after "
+                                     f"{timeout:.0f} s")
             time.sleep(pause)
             pause = min(pause * 2, 1.0)
+
+    def index_changes(self, table, delete_indexes):
+        """(step, UpdateTable parameters, index name, whether it creates)
+        of each change bringing the indexes of the described ``table`` to
+        the model's; SchemaError for what no UpdateTable can do."""
+        wanted = self.table_definition()
+
+        def by_name(definition, kind):
+            return {index["IndexName"]: index
+                    for index in definition.get(kind) or ()}
+
+        def shape(index):
+            projection = index.get("Projection", {})
+            return ([(key["AttributeName"], key["KeyType"])
+                     for key in index["KeySchema"]],
+                    projection.get("ProjectionType"),
+                    sorted(projection.get("NonKeyAttributes", ())))
+
+        have, want = (by_name(definition, "LocalSecondaryIndexes")
+                      for definition in (table, wanted))
+        if {name: shape(index) for name, index in have.items()} != \
+                {name: shape(index) for name, index in want.items()}:
+            raise SchemaError(
+                f"{self.name}: the table's local indexes "
+                f"({', '.join(have) or 'none'}) differ from the model's "
+                f"({', '.join(want) or 'none'}); local indexes exist only "
+                "from a table's creation: recreate the table to change them")
+        have, want = (by_name(definition, "GlobalSecondaryIndexes")
+                      for definition in (table, wanted))
+        changes = []
+
+        def create(name):
+            changes.append((
+                f"create global index {name!r}",
+                {"AttributeDefinitions": wanted["AttributeDefinitions"],
+                 "GlobalSecondaryIndexUpdates": [{"Create": want[name]}]},
+                name, True))
+
+        def delete(name):
+            changes.append((f"delete global index {name!r}", {
+                "GlobalSecondaryIndexUpdates": [
+                    {"Delete": {"IndexName": name}}]}, name, False))
+
+        for name in want:
+            if name not in have:
+                create(name)
+            elif shape(have[name]) != shape(want[name]):
+                if not delete_indexes:
+                    raise SchemaError(
+                        f"{self.name}: the table's global index {name!r} "
+                        "has other keys or projection than the model's; "
+                        "sync_table(delete_indexes=True) deletes and "
+                        "recreates it")
+                delete(name)
+                create(name)
+        for name in have:
+            if name not in want and delete_indexes:
+                delete(name)
+        return changes
+
+    def index_done(self, name, created):
+        """A wait_for_table test: the global index ``name`` is ACTIVE
+        (``created``) or gone. A server that shows no sign of the change
+        it accepted (DynamoDB lists the index as CREATING or DELETING at
+        once) raises DynamongoError rather than being waited for."""
+        unmoved = []
+
+        def done(table):
+            index = next((index for index in (table or {}).get(
+                "GlobalSecondaryIndexes") or ()
+                if index["IndexName"] == name), None)
+            if created and index is not None:
+                return index.get("IndexStatus") == "ACTIVE" and \
+                    table["TableStatus"] == "ACTIVE"
+            if not created and (index is None
+                                or index.get("IndexStatus") == "DELETING"):
+                return index is None
+            unmoved.append(index)
+            if len(unmoved) >= 5:
+                raise DynamongoError(
+                    f"{self.name}: the server accepted "
+                    f"{'creating' if created else 'deleting'} the global "
+                    f"index {name!r} but does not do it: it does not "
+                    f"{'create' if created else 'delete'} indexes on an "
+                    "existing table")
+            return False
+        return done
 
     def put_item(self, table, item, condition):
         """PutItem. A conditional put whose answer was lost and whose retry
@@ -4447,8 +4536,8 @@ class _Metadata:
 _RESERVED_NAMES = frozenset({
     "_meta", "DoesNotExist", "create_table", "delete_many", "delete_one",
     "delete_table", "explain", "get_many", "get_one", "keys_in",
-    "save_many", "save_one", "table", "table_name", "to_dict",
-    "update_from_dict", "update_one"})
+    "save_many", "save_one", "sync_table", "table", "table_name",
+    "to_dict", "update_from_dict", "update_one"})
 
 
 class _ModelType(type):
@@ -4727,7 +4816,9 @@ class Model(metaclass=_ModelType):
             if not (exist_ok and exc.code == "ResourceInUseException"):
                 raise
         if wait:
-            cls._meta.wait_for_table(lambda status: status == "ACTIVE")
+            cls._meta.wait_for_table(
+                lambda table: table is not None
+                and table["TableStatus"] == "ACTIVE")
 
     @_one_connection
     def delete_table(cls, wait=True):
@@ -4735,7 +4826,32 @@ class Model(metaclass=_ModelType):
         return once DynamoDB has deleted it."""
         _call("DeleteTable", {"TableName": cls.table_name()})
         if wait:
-            cls._meta.wait_for_table(lambda status: status is None)
+            cls._meta.wait_for_table(lambda table: table is None)
+
+    @_one_connection
+    def sync_table(cls, dry_run=False, delete_indexes=False):
+        """Bring the model's table to the model: create it when missing;
+        create each global index it lacks (one UpdateTable per index,
+        waiting until it is ACTIVE); leave indexes the model does not
+        declare, unless ``delete_indexes`` (which also recreates an index
+        whose keys or projection differ). Local indexes exist only from
+        the table's creation: a difference raises SchemaError. Returns the
+        steps taken, or with ``dry_run`` those it would take, sending no
+        change."""
+        meta = cls._meta
+        name = cls.table_name()
+        try:
+            table = _call("DescribeTable", {"TableName": name})["Table"]
+        except TableNotFoundError:
+            if not dry_run:
+                cls.create_table()
+            return [f"create table {name!r} with its indexes"]
+        changes = meta.index_changes(table, delete_indexes)
+        if not dry_run:
+            for _, params, index, created in changes:
+                _call("UpdateTable", dict(params, TableName=name))
+                meta.wait_for_table(meta.index_done(index, created))
+        return [change[0] for change in changes]
 
     # -- single items
 

@@ -62,6 +62,9 @@ GAPS = {
     "dynalite": {
         "empty strings": "dynalite's BETWEEN and IN never match an "
                          "attribute holding the empty string",
+        "indexes on existing tables": "dynalite accepts UpdateTable "
+                                      "creating or deleting a global index "
+                                      "and never does it",
     },
 }
 
@@ -3142,6 +3145,90 @@ def test_fields_may_let_an_index_serve(orders, calls):
         found[0].sku  # noqa: B018
 
 
+def sync_models():
+    """One table, "syncs", as four versions of a model would have it."""
+    def version(name, *indexes):
+        return type(name, (Model,), {
+            "__table__": "syncs", "__hash_key__": "id",
+            "__range_key__": "seq", "__indexes__": indexes,
+            "__module__": __name__, "id": StringField(required=True),
+            "seq": IntField(required=True), "kind": StringField(required=True),
+            "note": StringField(required=True)})
+
+    return (version("Plain"),
+            version("Kinds", GlobalIndex("by_kind", hash_key="kind")),
+            version("KindKeys", GlobalIndex("by_kind", hash_key="kind",
+                                            projection="KEYS_ONLY")),
+            version("Notes", LocalIndex("by_note", range_key="note")))
+
+
+def index_names(model):
+    table = Connection.client().describe_table(
+        TableName=model.table_name())["Table"]
+    return sorted(index["IndexName"] for index in
+                  table.get("GlobalSecondaryIndexes") or ())
+
+
+def test_sync_table_steps(calls):
+    plain, kinds, kind_keys, notes = sync_models()
+    assert kinds.sync_table(dry_run=True) == [
+        f"create table {kinds.table_name()!r} with its indexes"]
+    with pytest.raises(Connection.client().exceptions
+                       .ResourceNotFoundException):
+        index_names(kinds)
+    assert kinds.sync_table() == [
+        f"create table {kinds.table_name()!r} with its indexes"]
+    assert index_names(kinds) == ["by_kind"]
+    assert kinds.sync_table() == []
+    # An index the model does not declare is left alone...
+    assert plain.sync_table() == []
+    assert plain.sync_table(dry_run=True, delete_indexes=True) == [
+        "delete global index 'by_kind'"]
+    # ... and one that differs is replaced only when asked.
+    with pytest.raises(SchemaError, match=r"'by_kind' has other keys or "
+                       r"projection.*delete_indexes=True"):
+        kind_keys.sync_table()
+    assert kind_keys.sync_table(dry_run=True, delete_indexes=True) == [
+        "delete global index 'by_kind'", "create global index 'by_kind'"]
+    # Local indexes exist only from a table's creation.
+    with pytest.raises(SchemaError, match=r"local indexes \(none\) differ "
+                       r"from the model's \(by_note\)"):
+        notes.sync_table(dry_run=True)
+    assert "UpdateTable" not in operations(calls)
+    assert index_names(kinds) == ["by_kind"]
+
+
+def test_sync_table_deletes_an_index_when_asked():
+    plain, kinds, _, _ = sync_models()
+    kinds.create_table()
+    if "indexes on existing tables" in GAPS.get(BACKEND, {}):
+        with pytest.raises(dynamongo.DynamongoError, match="does not delete "
+                           "indexes on an existing table"):
+            plain.sync_table(delete_indexes=True)
+        pytest.skip(GAPS[BACKEND]["indexes on existing tables"])
+    assert plain.sync_table(delete_indexes=True) == [
+        "delete global index 'by_kind'"]
+    assert index_names(plain) == []
+
+
+def test_sync_table_creates_an_index_on_a_table_with_items():
+    plain, kinds, _, _ = sync_models()
+    plain.create_table()
+    plain.save_many([{"id": "a", "seq": seq, "kind": "odd" if seq % 2
+                      else "even", "note": "n"} for seq in range(6)])
+    if "indexes on existing tables" in GAPS.get(BACKEND, {}):
+        with pytest.raises(dynamongo.DynamongoError, match="does not create indexes "
+                                                 "on an existing table"):
+            kinds.sync_table()
+        pytest.skip(GAPS[BACKEND]["indexes on existing tables"])
+    assert kinds.sync_table() == ["create global index 'by_kind'"]
+    assert index_names(kinds) == ["by_kind"]
+    plan = kinds.explain(kinds.kind == "odd")
+    assert (plan.operation, plan.index) == ("Query", "by_kind")
+    assert sorted(item.seq for item in kinds.get_many(
+        kinds.kind == "odd")) == [1, 3, 5]
+
+
 def test_explain_says_what_a_read_does(orders, calls):
     del calls[:]
     plan = Order.explain((Order.status == "open") & (Order.qty > 1))
@@ -4132,6 +4219,8 @@ MISUSES = [
     ("table_name(abstract)", lambda: Stamped.table_name(), SchemaError,
      "abstract"),
     ("table(abstract)", lambda: Stamped.table(), SchemaError, "abstract"),
+    ("sync_table(abstract)", lambda: Stamped.sync_table(), SchemaError,
+     "abstract"),
     ("get_table(int)", lambda: Connection.get_table(5), ValidationError,
      "name"),
     ("settings(masked='no')", lambda: Connection.settings(masked="no"),
