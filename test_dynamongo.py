@@ -38,10 +38,11 @@ import dynamongo
 from dynamongo import (
     BooleanField, ConditionalCheckFailedException, Connection, DateField,
     DateTimeField, DictField, DoesNotExist, DynamoDBError, EmailField,
-    ExpressionError, FieldNotLoaded, FloatField, GlobalIndex, IntField, IPAddressField,
-    ListField, LocalIndex, Model, SchemaError, StringField, TableNotFoundError, ThrottlingError,
-    TimedeltaField, TruthValueError, UnknownFieldError, UnprocessedError,
-    URLField, UUIDField, ValidationError)
+    ExpressionError, FieldNotLoaded, FloatField, GlobalIndex, IntField,
+    IPAddressField, ListField, LocalIndex, Model, SchemaError, StringField,
+    TableNotFoundError, ThrottlingError, TimedeltaField, TruthValueError,
+    UnknownFieldError, UnprocessedError, URLField, UUIDField,
+    ValidationError)
 
 ENDPOINT = os.environ.get("DYNAMONGO_TEST_ENDPOINT")
 # "0" runs the suite on the plain boto3 client path instead of the fast one.
@@ -3217,8 +3218,8 @@ def test_sync_table_creates_an_index_on_a_table_with_items():
     plain.save_many([{"id": "a", "seq": seq, "kind": "odd" if seq % 2
                       else "even", "note": "n"} for seq in range(6)])
     if "indexes on existing tables" in GAPS.get(BACKEND, {}):
-        with pytest.raises(dynamongo.DynamongoError, match="does not create indexes "
-                                                 "on an existing table"):
+        with pytest.raises(dynamongo.DynamongoError, match="does not create "
+                           "indexes on an existing table"):
             kinds.sync_table()
         pytest.skip(GAPS[BACKEND]["indexes on existing tables"])
     assert kinds.sync_table() == ["create global index 'by_kind'"]
