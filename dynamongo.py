@@ -4642,6 +4642,10 @@ class _ModelType(type):
         name = cls.__name__
         table = _KeySchema(None, meta.key_fields[:1], meta.key_fields[1:])
         declared = cls.__indexes__
+        if isinstance(declared, _Index):
+            raise SchemaError(f"{name}.__indexes__ must be a tuple: write "
+                              f"({declared.name!r} ...,) with a comma, as "
+                              "in (GlobalIndex(...),)")
         if not isinstance(declared, (list, tuple)) or not all(
                 isinstance(index, _Index) for index in declared):
             raise SchemaError(f"{name}.__indexes__ must be a tuple of "
@@ -4665,6 +4669,9 @@ class _ModelType(type):
                                       f"name, or a tuple of 1 to {most}")
                 result = []
                 for key in names:
+                    if not isinstance(key, str):
+                        raise SchemaError(f"{where}: its {what} must be "
+                                          f"given by name, not {key!r}")
                     field = meta.fields.get(key)
                     if field is None:
                         raise SchemaError(f"{where}: its {what} {key!r} is "
@@ -4703,9 +4710,8 @@ class _ModelType(type):
             elif projection == "KEYS_ONLY":
                 projected = frozenset(keys)
             elif isinstance(projection, (list, tuple)) and all(
-                    isinstance(field, (str, Field)) for field in projection):
-                listed = [field if isinstance(field, str) else
-                          field.path[0] for field in projection]
+                    isinstance(field, str) for field in projection):
+                listed = list(projection)
                 unknown = [key for key in listed if key not in meta.fields]
                 if unknown:
                     raise SchemaError(f"{where} projects {unknown[0]!r}, "
@@ -4715,7 +4721,7 @@ class _ModelType(type):
             else:
                 raise SchemaError(
                     f"{where}: projection must be 'ALL', 'KEYS_ONLY' or a "
-                    f"list of field names, not {projection!r}")
+                    f"list of field names (strings), not {projection!r}")
             schemas.append(_KeySchema(index.name, hash_fields, range_fields,
                                       index.local, projected, order, index))
         for local, limit in _INDEX_LIMITS.items():

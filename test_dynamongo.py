@@ -2974,6 +2974,10 @@ def test_create_table_creates_the_indexes(orders):
         f"f{index}" for index in range(101)]),), {"wide": True},
      "at most 100"),
     ("by_status", {}, "tuple of GlobalIndex"),
+    (GlobalIndex("by_status", hash_key="status"), {}, "with a comma"),
+    ((GlobalIndex("by_status", hash_key=StringField()),), {}, "by name"),
+    ((GlobalIndex("by_status", hash_key="status",
+                  projection=[StringField()]),), {}, "strings"),
 ])
 def test_index_schema_errors(indexes, fields, message):
     namespace = {"__table__": "indexed", "__hash_key__": "id",
