@@ -4292,6 +4292,9 @@ class _Metadata:
 
     def condition_plan(self, table, condition, descending, consistent_read,
                        limit, index, fields, segments, what, sending):
+        """The Plan of a condition: keys, then the best Query any key
+        schema (the table's, each index's; only ``index`` when given)
+        can serve, else a Scan."""
         parts = condition._conjuncts()
         hash_name = self.key_names[0]
         first = parts[0]
@@ -4345,7 +4348,7 @@ class _Metadata:
     def forced_schema(self, index, consistent_read, what):
         """The key schema of the index ``index=`` names."""
         for schema in self.key_schemas:
-            if schema.index is not None and schema.index == index:
+            if schema.index == index:
                 if consistent_read and not schema.local:
                     raise ExpressionError(
                         f"{self.name}.{what}: {index!r} is a global index, "
@@ -4413,6 +4416,7 @@ class _Metadata:
 
     def query_plan(self, table, query, refusals, descending,
                    consistent_read, limit, fields):
+        """The Plan of a _Query: a request per in_() value, and why."""
         schema = query.schema
         key_names = [_tested_name(part) for part in query.key_parts]
         reason = (f"{' and '.join(key_names)} in the key of "
