@@ -3075,6 +3075,39 @@ def test_planner_leaves_out_indexes_that_would_miss_items(orders, calls):
                                   "total": 15.0}
 
 
+def test_planner_ranks_the_indexes_that_can_serve():
+    class Ticket(Model):
+        __table__ = "tickets"
+        __hash_key__ = "id"
+        __range_key__ = "at"
+        __indexes__ = (
+            GlobalIndex("g_state", hash_key="state"),
+            GlobalIndex("g_state_rank", hash_key="state", range_key="rank"),
+            GlobalIndex("g_id_rank", hash_key="id", range_key="rank"),
+            LocalIndex("l_rank", range_key="rank"),
+        )
+        id = StringField(required=True)
+        at = IntField(required=True)
+        state = StringField(required=True)
+        rank = IntField(required=True)
+
+    def chosen(condition):
+        plan = Ticket.explain(condition)
+        return plan.operation, plan.index
+
+    # The table first, whatever else matches.
+    assert chosen((Ticket.id == "a") & (Ticket.rank > 1)) == ("Query", None)
+    # Equal keys: the first declared.
+    assert chosen(Ticket.state == "s") == ("Query", "g_state")
+    # More conditions in the key win.
+    assert chosen((Ticket.state == "s") & (Ticket.rank > 1)) == \
+        ("Query", "g_state_rank")
+    # The table's filter would name its range key: a local index before a
+    # global one with as many conditions in its key.
+    assert chosen((Ticket.id == "a") & (Ticket.rank > 1) & (Ticket.at > 1)
+                  & (Ticket.at < 5)) == ("Query", "l_rank")
+
+
 def test_forcing_an_index_is_checked_before_sending(orders, calls):
     del calls[:]
     for condition, index, kwargs, message in (
