@@ -2616,7 +2616,8 @@ _ITEM_CODES = frozenset({"TransactionConflictException",
                          "ItemCollectionSizeLimitExceededException"})
 
 
-def _batch_write(table, key_names, request, items, item_json=None):
+def _batch_write(table, key_names, request, items, item_json=None,
+                 advance=None):
     """Send ``items`` -- a dict of DynamoDB items to put (``request`` is
     "PutRequest") or keys to delete ("DeleteRequest"), under keys of the
     caller's -- in BatchWriteItem requests of 25, on the worker pool,
@@ -2625,7 +2626,8 @@ def _batch_write(table, key_names, request, items, item_json=None):
     text. Returns (the caller's keys of the items written, [(key,
     exception)] of those that were not); after an error that stops the
     batch (_stops_batch) no further chunk is sent, and its items fail with
-    it."""
+    it. ``advance(n)``, if given, is told of each chunk's items as it is
+    done (from the calling thread)."""
     done, failed, stopped = [], [], []
 
     def write(chunk):
@@ -2637,7 +2639,10 @@ def _batch_write(table, key_names, request, items, item_json=None):
         stopped.extend(error for _, error in left[:1] if _stops_batch(error))
         return written, left
 
-    for written, left in _parallel(write, list(_chunks(list(items), 25))):
+    chunks = list(_chunks(list(items), 25))
+    each = advance and (lambda result: advance(len(result[0])
+                                               + len(result[1])))
+    for written, left in _parallel(write, chunks, each):
         done += written
         failed += left
     return done, failed
@@ -2699,11 +2704,12 @@ def _key_values(item, key_names):
     return tuple(_normal(item[name]) for name in key_names)
 
 
-def _one_by_one(write, entries):
+def _one_by_one(write, entries, advance=None):
     """Apply ``write`` to each value of ``entries`` (a dict), one request
     each: (``[(key, what write returned)]`` of those done, ``[(key,
     exception)]`` of the others). After an error that stops the batch
-    (_stops_batch), the rest fail with it unsent."""
+    (_stops_batch), the rest fail with it unsent. ``advance(1)``, if
+    given, follows each entry."""
     done, failed = [], []
     for key, entry in entries.items():
         if failed and _stops_batch(failed[-1][1]):
@@ -2713,6 +2719,8 @@ def _one_by_one(write, entries):
             done.append((key, write(entry)))
         except DynamongoError as exc:
             failed.append((key, exc))
+        if advance is not None:
+            advance(1)
     return done, failed
 
 
@@ -2732,17 +2740,26 @@ def _request_key(request):
     return put["Item"] if put else request["DeleteRequest"]["Key"]
 
 
-def _parallel(function, tasks):
+def _parallel(function, tasks, each=None):
     """``[function(task) for task in tasks]``, run on the worker pool
     (``concurrency`` threads) when there is more than one task, each in a
-    copy of the caller's context: on the caller's connection state."""
+    copy of the caller's context: on the caller's connection state.
+    ``each(result)``, if given, is called from the calling thread as each
+    result comes, in order."""
     state = _state()
     if len(tasks) < 2 or state.settings["concurrency"] < 2:
-        return [function(task) for task in tasks]
-    pool = state.pool()
-    futures = [pool.submit(contextvars.copy_context().run, function, task)
-               for task in tasks]
-    return [future.result() for future in futures]
+        results = (function(task) for task in tasks)
+    else:
+        pool = state.pool()
+        futures = [pool.submit(contextvars.copy_context().run, function,
+                               task) for task in tasks]
+        results = (future.result() for future in futures)
+    done = []
+    for result in results:
+        done.append(result)
+        if each is not None:
+            each(result)
+    return done
 
 
 def _batch_get(table, keys, consistent_read=False, projection=None):
@@ -2779,27 +2796,77 @@ def _batch_get(table, keys, consistent_read=False, projection=None):
         f"after {attempts} attempts: {_keys_text(missing)}", missing)
 
 
-def _read_pages(requests, limit=None):
+def _read_pages(requests, limit=None, page=None):
     """The items of several Query/Scan requests, in request order: read in
-    parallel, or one after another (stopping early) under a limit."""
+    parallel, or one after another (stopping early) under a limit;
+    ``page(items)`` is called after each page (from the calling thread)."""
     if limit is None and len(requests) > 1:
         return [item for items in _parallel(
-            lambda request: list(_pages(*request)), requests)
-            for item in items]
-    return list(itertools.islice(itertools.chain.from_iterable(
-        _pages(operation, params) for operation, params in requests), limit))
+            lambda request: list(_pages(*request)), requests,
+            page and (lambda items: page(items))) for item in items]
+    return list(_iter_pages(requests, limit, page))
 
 
-def _pages(operation, params):
+def _iter_pages(requests, limit=None, page=None):
+    """The items of several Query/Scan requests one after another, lazily,
+    at most ``limit``; ``page(items)`` after each page."""
+    items = itertools.chain.from_iterable(
+        _pages(operation, params, page) for operation, params in requests)
+    return itertools.islice(items, limit)
+
+
+def _pages(operation, params, page=None):
     """The items of a Query or Scan, following LastEvaluatedKey to the end
-    (lazily: a caller that stops early sends no further requests)."""
+    (lazily: a caller that stops early sends no further requests);
+    ``page(items)`` is called with each page's items before they are
+    yielded."""
     while True:
         response = _call(operation, params)
-        yield from response.get("Items", ())
+        items = response.get("Items", ())
+        if page is not None:
+            page(items)
+        yield from items
         last = response.get("LastEvaluatedKey")
         if not last:
             return
         params = dict(params, ExclusiveStartKey=last)
+
+
+def _advance(progress, total):
+    """An ``advance(n)`` callback calling ``progress(done so far,
+    total)``, or None without ``progress``."""
+    if progress is None:
+        return None
+    done = 0
+
+    def advance(count):
+        nonlocal done
+        done += count
+        progress(done, total)
+    return advance
+
+
+def _page_progress(progress):
+    """A ``page(items)`` callback calling ``progress(items so far, None)``,
+    or None without ``progress``."""
+    advance = _advance(progress, None)
+    return advance and (lambda items: advance(len(items)))
+
+
+def _count(requests):
+    """How many items the Query/Scan requests match (Select=COUNT: no item
+    is sent back), following every page."""
+    total = 0
+    for operation, params in requests:
+        params = dict(params, Select="COUNT")
+        while True:
+            response = _call(operation, params)
+            total += response["Count"]
+            last = response.get("LastEvaluatedKey")
+            if not last:
+                break
+            params = dict(params, ExclusiveStartKey=last)
+    return total
 
 
 # -- Connection --------------------------------------------------------------
@@ -4502,10 +4569,42 @@ class _Metadata:
                 instance.__dict__[_LOADED] = loaded
         return instances
 
-    def get_in_order(self, table, keys, consistent_read, limit,
-                     fields=None):
-        """BatchGetItem of ``keys`` (each sent once), items in key order;
-        ``fields``: the names to read (None: all)."""
+    def read(self, plan, consistent_read, limit=None, progress=None):
+        """The stored items a plan reads, lazily (see iter_keys and
+        _iter_pages); its fields only, when it has them."""
+        if plan._keys is not None:
+            return self.iter_keys(self.table_name(), plan._keys,
+                                  consistent_read, limit, plan._loaded,
+                                  progress)
+        return _iter_pages(plan._requests, limit, _page_progress(progress))
+
+    def instances(self, plan, consistent_read, limit, progress):
+        """Instances of the items a plan reads, lazily, each step on the
+        connection state in force now (as a call made now would be)."""
+        state = _state()
+        items = self.read(plan, consistent_read, limit, progress)
+        from_item, loaded = self.from_item, plan._loaded
+        while True:
+            token = _pinned.set(state)
+            try:
+                item = next(items, None)
+            finally:
+                _pinned.reset(token)
+            if item is None:
+                return
+            instance = from_item(item)
+            if loaded is not None:
+                instance.__dict__[_LOADED] = loaded
+            yield instance
+
+    def iter_keys(self, table, keys, consistent_read, limit, fields=None,
+                  progress=None):
+        """The stored items of ``keys`` (each sent once) in key order, read
+        lazily by BatchGetItem a window of chunks at a time (``concurrency``
+        chunks of 100 on the worker pool). With a limit, the first window
+        reads just as many keys, the next ones twice the keys still
+        wanting, and so on. ``progress(keys read, keys)`` after each
+        window."""
         unique, projection = {}, None
         for key in keys:
             unique.setdefault(self.identity(key), key)
@@ -4513,25 +4612,30 @@ class _Metadata:
             expression = _Expression()
             projection = expression.into(self.project({}, expression,
                                                       fields))
-        chunks = list(_chunks(list(unique.items()), 100))
-        # With a limit, read a window of chunks at a time and stop early.
-        window = (_state().settings["concurrency"] if limit
-                  else len(chunks))
-        items = []
-        for start in range(0, len(chunks), window):
-            batch = chunks[start:start + window]
+        pending = list(unique.items())
+        most = 100 * _state().settings["concurrency"]
+        read = found = rounds = 0
+        while read < len(pending):
+            size = most if limit is None else min(
+                most, (limit - found) << rounds)
+            rounds += 1
+            window = pending[read:read + size]
+            read += len(window)
+            chunks = list(_chunks(window, 100))
             answers = _parallel(lambda chunk: _batch_get(
                 table, [key for _, key in chunk], consistent_read,
-                projection), batch)
-            for chunk, answer in zip(batch, answers, strict=True):
-                found = {self.identity(item): item for item in answer}
+                projection), chunks)
+            if progress is not None:
+                progress(read, len(pending))
+            for chunk, answer in zip(chunks, answers, strict=True):
+                stored = {self.identity(item): item for item in answer}
                 for identity, _ in chunk:
-                    item = found.get(identity)
+                    item = stored.get(identity)
                     if item is not None:
-                        items.append(item)
-                        if len(items) == limit:
-                            return items
-        return items
+                        yield item
+                        found += 1
+                        if found == limit:
+                            return
 
 
 # -- Model -------------------------------------------------------------------
@@ -4539,9 +4643,9 @@ class _Metadata:
 # The names a field cannot take: the model's public API, and _meta.
 _RESERVED_NAMES = frozenset({
     "_meta", "DoesNotExist", "create_table", "delete_many", "delete_one",
-    "delete_table", "explain", "get_many", "get_one", "keys_in",
-    "save_many", "save_one", "sync_table", "table", "table_name",
-    "to_dict", "update_from_dict", "update_one"})
+    "delete_table", "estimated_count", "explain", "get_many", "get_one",
+    "iter_many", "keys_in", "count", "save_many", "save_one", "sync_table",
+    "table", "table_name", "to_dict", "update_from_dict", "update_one"})
 
 
 class _ModelType(type):
@@ -5013,7 +5117,7 @@ class Model(metaclass=_ModelType):
                             cls._meta.entries(values, "keys_in")])
 
     @_one_connection
-    def save_many(cls, items, overwrite=True):
+    def save_many(cls, items, overwrite=True, progress=None):
         """Validate and store many items (dicts, instances or both); return
         a BatchResult.
 
@@ -5027,6 +5131,8 @@ class Model(metaclass=_ModelType):
             condition writes each item with a conditional PutItem, and an
             item whose key exists (or whose condition fails) goes to
             ``fail``.
+        :param progress: called as ``progress(done, total)`` from the
+            calling thread after each chunk (or item) is written or failed.
         """
         meta = cls._meta
         table = cls.table_name()
@@ -5054,12 +5160,14 @@ class Model(metaclass=_ModelType):
                                   f"{_describe(errors)}", errors)
         if not stored:
             raise ValidationError(f"{where} needs at least one item")
+        advance = _advance(progress, len(stored))
         if condition is None:
             done, failed = _batch_write(table, meta.key_names, "PutRequest",
-                                        stored, meta.item_json)
+                                        stored, meta.item_json, advance)
         else:
             done, failed = _one_by_one(
-                lambda item: meta.put_item(table, item, condition), stored)
+                lambda item: meta.put_item(table, item, condition), stored,
+                advance)
             done = [identity for identity, _ in done]
         return _finished(BatchResult(
             [meta.instance(natives[identity]) for identity in done],
@@ -5068,7 +5176,7 @@ class Model(metaclass=_ModelType):
     @_one_connection
     def get_many(cls, strategy, descending=False, limit=None,
                  consistent_read=False, segments=None, index=None,
-                 fields=None):
+                 fields=None, progress=None):
         """The items a strategy names, as a list of instances; the first
         of these plans that applies reads them (``explain`` shows which):
 
@@ -5094,21 +5202,75 @@ class Model(metaclass=_ModelType):
         ``fields`` (fields or names) reads only those and the key.
         Instances read with ``fields``, or from a forced index holding
         fewer fields, raise FieldNotLoaded for the fields not read.
+        ``progress(done, total)``, if given, is called from the calling
+        thread after each window of keys (keys read, keys asked for) or
+        each page (items read, None).
         """
         meta = cls._meta
-        table = cls.table_name()
-        fields = meta.projection(fields, "get_many")
         plan = meta.plan(strategy, descending, consistent_read,
-                         _limit(limit), index, fields,
+                         _limit(limit), index,
+                         meta.projection(fields, "get_many"),
                          segments=_segments(segments))
-        if plan._keys is None:
-            items = _read_pages(plan._requests, limit)
+        if plan._keys is None:  # several requests read in parallel
+            items = _read_pages(plan._requests, limit,
+                                _page_progress(progress))
         else:
-            items = meta.get_in_order(table, plan._keys, consistent_read,
-                                      limit, fields)
+            items = meta.read(plan, consistent_read, limit, progress)
         from_item = meta.from_item
         return meta.partial([from_item(item) for item in items],
                             plan._loaded)
+
+    @classmethod
+    def iter_many(cls, strategy, descending=False, limit=None,
+                  consistent_read=False, index=None, fields=None,
+                  segments=None, progress=None):
+        """The items of ``strategy``, as get_many reads them (with the same
+        ``descending``, ``limit``, ``consistent_read``, ``index``,
+        ``fields``, ``segments`` and ``progress``), as an iterator that
+        reads a page (or a window of keys) at a time as it is consumed:
+        memory stays bounded whatever the number of items, and an iterator
+        left unfinished sends no further request. The plan is made, and
+        the arguments checked, when it is called; it reads on the
+        connection settings in force then."""
+        meta = cls._meta
+        plan = meta.plan(strategy, descending, consistent_read,
+                         _limit(limit), index,
+                         meta.projection(fields, "iter_many"),
+                         segments=_segments(segments), what="iter_many")
+        return meta.instances(plan, consistent_read, limit, progress)
+
+    @_one_connection
+    def count(cls, strategy=None, consistent_read=False, index=None):
+        """How many stored items ``strategy`` matches (as get_many takes
+        it; None: every item of the table, or of ``index``). DynamoDB
+        counts them (Select=COUNT: no item is sent back), following every
+        page; a list of keys counts the keys stored, reading keys only.
+        ``consistent_read`` and ``index`` are as for get_many."""
+        meta = cls._meta
+        table = cls.table_name()
+        if strategy is None:
+            params = {"TableName": table}
+            if index is not None:
+                meta.forced_schema(index, consistent_read, "count")
+                params["IndexName"] = index
+            if consistent_read:
+                params["ConsistentRead"] = True
+            return _count([("Scan", params)])
+        plan = meta.plan(strategy, consistent_read=consistent_read,
+                         index=index, what="count")
+        if plan._keys is None:
+            return _count(plan._requests)
+        plan._loaded = frozenset(meta.key_names)
+        return sum(1 for _ in meta.read(plan, consistent_read))
+
+    @_one_connection
+    def estimated_count(cls):
+        """The table's item count as DynamoDB keeps it (DescribeTable's
+        ItemCount), which it refreshes only about every six hours: recent
+        writes may be missing. count() counts exactly, at the cost of
+        reading the table."""
+        return _call("DescribeTable",
+                     {"TableName": cls.table_name()})["Table"]["ItemCount"]
 
     @classmethod
     def explain(cls, strategy, descending=False, limit=None,
@@ -5132,7 +5294,7 @@ class Model(metaclass=_ModelType):
                          sending=False)
 
     @_one_connection
-    def delete_many(cls, strategy, segments=None):
+    def delete_many(cls, strategy, segments=None, progress=None):
         """Delete the items a strategy names (as for get_many); return a
         BatchResult.
 
@@ -5141,7 +5303,8 @@ class Model(metaclass=_ModelType):
         (one whose condition fails goes to ``fail``); a condition finds the
         matching keys first (Query or Scan, keys only; ``segments`` as for
         get_many). ``success`` holds the deleted items (key attributes only
-        for batch deletes).
+        for batch deletes). ``progress(done, total)``, if given, is called
+        from the calling thread after each chunk (or conditional item).
         """
         meta = cls._meta
         table = cls.table_name()
@@ -5170,14 +5333,16 @@ class Model(metaclass=_ModelType):
             identity = meta.identity(key)
             if identity not in batch_keys:
                 batch_keys[identity], givens[identity] = key, given
-        done, failed = _batch_write(table, names, "DeleteRequest", batch_keys)
+        advance = _advance(progress, len(batch_keys) + len(conditional))
+        done, failed = _batch_write(table, names, "DeleteRequest", batch_keys,
+                                    advance=advance)
         result = BatchResult(
             [meta.from_item(batch_keys[identity]) for identity in done],
             [Failure(givens[identity], error) for identity, error in failed])
         if not any(_stops_batch(failure.error) for failure in result.fail):
             deleted, failed = _one_by_one(
                 lambda entry: meta.delete_item(table, entry[0], entry[1]),
-                dict(enumerate(conditional)))
+                dict(enumerate(conditional)), advance)
             result.success += [meta.from_item(old or conditional[index][0])
                                for index, old in deleted]
             result.fail += [Failure(conditional[index][2], error)

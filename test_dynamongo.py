@@ -202,7 +202,7 @@ class Everything(Model):
     __hash_key__ = "id"
 
     id = UUIDField(required=True)
-    count = IntField()
+    tally = IntField()
     ratio = FloatField()
     flag = BooleanField()
     text = StringField()
@@ -2157,7 +2157,7 @@ def test_reserved_word_attributes_round_trip():
 def test_every_field_type_round_trips_exactly():
     Everything.create_table()
     values = {
-        "id": uuid.uuid4(), "count": -(10 ** 37) - 7,
+        "id": uuid.uuid4(), "tally": -(10 ** 37) - 7,
         "ratio": 0.1 + 0.2, "flag": False, "text": "ünïcødé ✓ 𝄞",
         "email": "a@b.io", "url": "https://example.com/x?y=1",
         "ip": "2001:db8::1",
@@ -3366,6 +3366,121 @@ def test_scan_setting_warns_or_refuses(orders, calls, caplog):
     assert Order.explain(Order.qty == 2).operation == "Scan"
 
 
+# -- Large reads: iterate, count, progress -----------------------------------
+
+def test_iter_many_reads_as_it_is_consumed(calls):
+    Event.create_table()
+    Event.save_many(events("ann", 250) + events("bob", 3))
+    Connection.set_config(concurrency=1)
+    keys = [("ann", seq) for seq in range(250)]
+    del calls[:]
+    items = Event.iter_many(keys)
+    assert calls == []  # nothing read before it is consumed
+    first = [next(items) for _ in range(150)]
+    assert [item.seq for item in first] == list(range(150))
+    assert operations(calls) == ["BatchGetItem"] * 2  # 100 keys a window
+    del items  # abandoned: no further request
+    assert operations(calls) == ["BatchGetItem"] * 2
+    # Queries: one in_ value after another, lazily.
+    del calls[:]
+    items = Event.iter_many(Event.user.in_(["bob", "ann"]))
+    assert [next(items).seq for _ in range(3)] == [0, 1, 2]
+    assert operations(calls) == ["Query"]
+    assert len(list(items)) == 250
+    assert operations(calls) == ["Query", "Query"]
+    # Every plan, as get_many reads it.
+    for strategy in (keys[:30], Event.user == "ann",
+                     Event.kind == "odd", Event.keys_in(keys[:5])):
+        assert list(Event.iter_many(strategy, limit=20)) == \
+            Event.get_many(strategy, limit=20)
+    assert [item.to_dict() for item in Event.iter_many(
+        Event.user == "bob", fields=["kind"])] == [
+        {"user": "bob", "seq": seq, "kind": kind}
+        for seq, kind in ((0, "even"), (1, "odd"), (2, "even"))]
+
+
+def test_iter_many_reads_on_the_settings_it_began_with():
+    Event.create_table()
+    Event.save_many(events("ann", 5))
+    items = Event.iter_many(Event.user == "ann")
+    prefix = Connection.table_prefix()
+    Connection.set_config(table_prefix="elsewhere-")
+    assert [item.seq for item in items] == list(range(5))
+    Connection.set_config(table_prefix=prefix)
+
+
+def test_get_many_with_a_limit_reads_only_the_keys_it_needs(users, calls):
+    User.save_many([user(index) for index in range(20)])
+    emails = [user(index)["email"] for index in range(20)]
+    del calls[:]
+    assert [item.email for item in User.get_many(emails * 80, limit=5)] == \
+        emails[:5]
+    assert [len(params["RequestItems"][User.table_name()]["Keys"])
+            for _, params in calls] == [5]
+    # Missing keys: the next window asks for twice the keys still wanted.
+    del calls[:]
+    wanted = ["no1@b.io", emails[0], "no2@b.io", emails[1], emails[2],
+              emails[3], emails[4], emails[5]]
+    assert [item.email for item in User.get_many(wanted, limit=4)] == \
+        emails[:4]
+    assert [len(params["RequestItems"][User.table_name()]["Keys"])
+            for _, params in calls] == [4, 4]
+
+
+def test_count_matches_get_many(orders, calls):
+    assert Order.count() == 5
+    for strategy in ([("ann", "o001"), ("ann", "o009"), ("bob", "o004")],
+                     Order.customer == "ann",
+                     (Order.customer == "ann") & (Order.total > 10),
+                     Order.status == "open", Order.qty > 1,
+                     Order.keys_in([("bob", "o005")])):
+        del calls[:]
+        count = Order.count(strategy)
+        # Counted by DynamoDB, or by reading keys only.
+        for operation, params in calls:
+            if operation == "BatchGetItem":
+                request, = params["RequestItems"].values()
+                assert request["ProjectionExpression"] == "#n0, #n1"
+            else:
+                assert params["Select"] == "COUNT"
+        assert count == len(Order.get_many(strategy))
+    del calls[:]
+    assert Order.count(Order.status == "open") == 4
+    assert calls[0][1]["IndexName"] == "by_status"
+    assert Order.count(index="by_region") == 2  # sparse: items with total
+    with pytest.raises(ExpressionError, match="never strongly consistent"):
+        Order.count(index="by_status", consistent_read=True)
+    assert isinstance(Order.estimated_count(), int)
+
+
+def test_progress_reports_from_the_calling_thread(calls):
+    Event.create_table()
+    Connection.set_config(concurrency=4)
+    reports, threads = [], set()
+
+    def progress(done, total):
+        reports.append((done, total))
+        threads.add(threading.current_thread())
+
+    Event.save_many(events("ann", 60), progress=progress)
+    assert reports == [(25, 60), (50, 60), (60, 60)]
+    del reports[:]
+    Event.save_many(events("bob", 3), overwrite=False, progress=progress)
+    assert reports == [(1, 3), (2, 3), (3, 3)]
+    del reports[:]
+    keys = [("ann", seq) for seq in range(60)]
+    assert len(Event.get_many(keys, progress=progress)) == 60
+    assert reports == [(60, 60)]
+    del reports[:]
+    assert len(list(Event.iter_many(Event.user == "ann",
+                                    progress=progress))) == 60
+    assert reports == [(60, None)]
+    del reports[:]
+    Event.delete_many(keys[:30], progress=progress)
+    assert reports == [(25, 30), (30, 30)]
+    assert threads == {threading.current_thread()}
+
+
 # -- Retries -----------------------------------------------------------------
 
 def test_unprocessed_items_are_resent_until_all_land(monkeypatch, no_sleep):
@@ -3737,7 +3852,7 @@ json_values = st.recursive(
     max_leaves=10)
 
 VALID = {
-    "count": dynamo_ints,
+    "tally": dynamo_ints,
     "ratio": dynamo_floats,
     "flag": st.booleans(),
     "text": st.text(),
@@ -3772,7 +3887,7 @@ NUMBER_TEXT = r"\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*"
 
 INVALID = {
     "id": st.text(max_size=40).filter(lambda text: not is_uuid(text)),
-    "count": st.one_of(
+    "tally": st.one_of(
         st.booleans(), not_matching(NUMBER_TEXT),
         st.floats().filter(lambda x: not (math.isfinite(x)
                                           and x.is_integer())),
@@ -4323,6 +4438,16 @@ MISUSES = [
      ValidationError, "limit"),
     ("get_many(index= with keys)", lambda: User.get_many(
         [X], index="by_name"), ExpressionError, "index="),
+    ("iter_many(limit=0)", lambda: User.iter_many([X], limit=0),
+     ValidationError, "limit"),
+    ("iter_many(fields='name')", lambda: User.iter_many(
+        User.name == "x", fields="name"), ValidationError, "fields"),
+    ("count(unknown index)", lambda: User.count(index="by_name"),
+     ExpressionError, "by_name"),
+    ("count(unknown attribute)", lambda: User.count(User.shoe_size == 9),
+     UnknownFieldError, "shoe_size"),
+    ("estimated_count(table missing)", lambda: Contacts.estimated_count(),
+     TableNotFoundError, "user-contacts"),
 ]
 
 
