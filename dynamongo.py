@@ -4499,7 +4499,9 @@ class _Metadata:
         plan._loaded = fields if schema.projected is None or fields else \
             schema.projected.intersection(self.fields) or None
         rest = _and_all(query.rest)
-        values = [None] if query.values is None else query.values.values
+        values = [None] if query.values is None else list({
+            tuple(value.items()): value
+            for value in query.values.values}.values())
         plan._requests = [self.read_request(
             table, "Query", schema.index,
             [part if part is not query.values else
@@ -4596,6 +4598,28 @@ class _Metadata:
             if loaded is not None:
                 instance.__dict__[_LOADED] = loaded
             yield instance
+
+    def delete_found(self, table, items, progress):
+        """The BatchResult of deleting the keys of ``items`` (an iterator
+        of stored items: a Query's or a Scan's), a few pages at a time as
+        they come; no batch is sent after one that stopped (_stops_batch).
+        """
+        names, result = self.key_names, BatchResult()
+        advance = _advance(progress, None)
+        batch_size = 25 * _state().settings["concurrency"]
+        while True:
+            batch = {self.identity(item): {name: item[name] for name in names}
+                     for item in itertools.islice(items, batch_size)}
+            if not batch:
+                return result
+            done, failed = _batch_write(table, names, "DeleteRequest", batch,
+                                        advance=advance)
+            result.success += [self.from_item(batch[identity])
+                               for identity in done]
+            result.fail += [Failure(batch[identity], error)
+                            for identity, error in failed]
+            if any(_stops_batch(error) for _, error in failed):
+                return result
 
     def iter_keys(self, table, keys, consistent_read, limit, fields=None,
                   progress=None):
@@ -5301,10 +5325,13 @@ class Model(metaclass=_ModelType):
         Plain keys are deleted by BatchWriteItem (25 per request); list
         entries carrying extra conditions by a conditional DeleteItem each
         (one whose condition fails goes to ``fail``); a condition finds the
-        matching keys first (Query or Scan, keys only; ``segments`` as for
-        get_many). ``success`` holds the deleted items (key attributes only
-        for batch deletes). ``progress(done, total)``, if given, is called
-        from the calling thread after each chunk (or conditional item).
+        matching keys through the planner (keys only; ``segments`` as for
+        get_many) and deletes them page by page as it finds them, holding
+        no more than a few pages of keys. ``success`` holds the deleted
+        items (key attributes only for batch deletes). ``progress(done,
+        total)``, if given, is called from the calling thread after each
+        chunk (or conditional item); ``total`` is None while a condition's
+        matches are still being found.
         """
         meta = cls._meta
         table = cls.table_name()
@@ -5313,13 +5340,11 @@ class Model(metaclass=_ModelType):
         conditional = []
         if isinstance(strategy, (Condition, KeysIn)):
             plan = meta.plan(strategy, fields=frozenset(names),
-                             segments=segments,
-                             what="delete_many")
-            keys = plan._keys
-            if keys is None:
-                keys = [{name: item[name] for name in names}
-                        for item in _read_pages(plan._requests)]
-            entries = [(key, key) for key in keys]
+                             segments=segments, what="delete_many")
+            if plan._keys is None:
+                return _finished(meta.delete_found(
+                    table, _iter_pages(plan._requests), progress))
+            entries = [(key, key) for key in plan._keys]
         else:
             entries = []
             for key, condition, entry in meta.entries(

@@ -3453,6 +3453,22 @@ def test_count_matches_get_many(orders, calls):
     assert isinstance(Order.estimated_count(), int)
 
 
+def test_delete_many_deletes_as_it_finds(calls):
+    Event.create_table()
+    Event.save_many(events("ann", 60) + events("bob", 30))
+    Connection.set_config(concurrency=1)  # 25 keys a batch
+    del calls[:]
+    result = Event.delete_many(Event.user.in_(["ann", "bob", "ann"]))
+    # ann's 60 keys, then bob's 30 (ann given twice is queried once):
+    # batches of 25 go out as the keys come in.
+    assert operations(calls) == ["Query", "BatchWriteItem", "BatchWriteItem",
+                                 "Query", "BatchWriteItem", "BatchWriteItem"]
+    assert sorted((item.user, item.seq) for item in result.success) == \
+        sorted([("ann", seq) for seq in range(60)]
+               + [("bob", seq) for seq in range(30)])
+    assert result.fail == [] and raw_items(Event) == []
+
+
 def test_progress_reports_from_the_calling_thread(calls):
     Event.create_table()
     Connection.set_config(concurrency=4)
