@@ -26,6 +26,7 @@ __all__ = [
     "Condition",
     "ConditionalCheckFailedException",
     "Connection",
+    "CursorError",
     "DateField",
     "DateTimeField",
     "DictField",
@@ -46,6 +47,7 @@ __all__ = [
     "ListField",
     "LocalIndex",
     "Model",
+    "Page",
     "Plan",
     "RemoveUpdate",
     "SchemaError",
@@ -149,6 +151,11 @@ class ExpressionError(DynamongoError):
 
 class UnknownFieldError(ExpressionError, AttributeError):
     """A model or map field has no field of that name (``User.shoe_size``)."""
+
+
+class CursorError(ExpressionError):
+    """A get_page cursor that is not one this read handed out: made for
+    another query, altered, or not a cursor at all."""
 
 
 class TruthValueError(ExpressionError, TypeError):
@@ -2880,6 +2887,7 @@ _DEFAULT_SETTINGS = {
     "read_timeout": 30, "max_attempts": 8, "batch_attempts": 16,
     "backoff_base": 0.05, "backoff_cap": 5.0, "max_pool_connections": 32,
     "concurrency": 16, "scan_segments": 1, "scan": "allow",
+    "cursor_secret": None,
 }
 _SETTING_VARIABLES = {
     "access_key_id": ("AWS_ACCESS_KEY_ID",),
@@ -2890,7 +2898,7 @@ _SETTING_VARIABLES = {
     "endpoint_url": ("AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL"),
     "profile_name": ("AWS_PROFILE", "AWS_DEFAULT_PROFILE"),
 }
-_SECRET_SETTINGS = ("secret_access_key", "session_token")
+_SECRET_SETTINGS = ("secret_access_key", "session_token", "cursor_secret")
 _SCAN_POLICIES = ("allow", "warn", "refuse")
 
 
@@ -3125,7 +3133,8 @@ class Connection:
                    max_attempts=None, batch_attempts=None,
                    backoff_base=None, backoff_cap=None,
                    max_pool_connections=None, fast_path=None,
-                   concurrency=None, scan_segments=None, scan=None):
+                   concurrency=None, scan_segments=None, scan=None,
+                   cursor_secret=None):
         """Merge the settings given over those set before (an argument left
         at None changes nothing); calls that start afterwards use them, and
         calls already running finish on the settings they began with.
@@ -3169,6 +3178,9 @@ class Connection:
             table does: ``"allow"`` (default), ``"warn"`` (a warning on the
             ``dynamongo`` logger saying why no key or index applied) or
             ``"refuse"`` (ExpressionError, nothing sent).
+        :param cursor_secret: bytes signing get_page's cursors (HMAC-SHA256),
+            so that a cursor a client altered is refused; without it,
+            cursors are checked only for their query and key shape.
         """
         given = dict(access_key_id=access_key_id,
                      secret_access_key=secret_access_key, region=region,
@@ -3180,7 +3192,8 @@ class Connection:
                      backoff_base=backoff_base, backoff_cap=backoff_cap,
                      max_pool_connections=max_pool_connections,
                      fast_path=fast_path, concurrency=concurrency,
-                     scan_segments=scan_segments, scan=scan)
+                     scan_segments=scan_segments, scan=scan,
+                     cursor_secret=cursor_secret)
         given = {key: value for key, value in given.items()
                  if value is not None}
         if "table_prefix" in given and (
@@ -3205,6 +3218,10 @@ class Connection:
                                  or given[key] < 0):
                 raise ValidationError(f"{key} must be a number of seconds "
                                       f">= 0, not {given[key]!r}")
+        if "cursor_secret" in given and (
+                not isinstance(cursor_secret, bytes) or not cursor_secret):
+            raise ValidationError("cursor_secret must be non-empty bytes, "
+                                  f"not {type(cursor_secret).__name__}")
         if "scan" in given and scan not in _SCAN_POLICIES:
             raise ValidationError(f"scan must be one of {_SCAN_POLICIES}, "
                                   f"not {scan!r}")
@@ -3487,6 +3504,8 @@ class Plan:
     _keys = None  # what a BatchGetItem reads
     _requests = ()  # what a Query or Scan sends: (operation, params)
     _loaded = None  # the fields it reads, when not all
+    _start = ()  # the names of an ExclusiveStartKey of its requests
+    _fixed = ()  # each request's hash key values, as its key condition has
 
     def __init__(self, operation, index=None, key_condition=None,
                  filter=None, reason=""):
@@ -3507,6 +3526,21 @@ class Plan:
     def __repr__(self):
         return f"<Plan {self.operation}" + (
             f" on {self.index}>" if self.index else ">")
+
+
+class Page(list):
+    """The instances of one page of ``Model.get_page``: ``cursor`` is the
+    opaque, URL-safe text to pass back as ``cursor=`` for the next page
+    (None when nothing comes after), ``scanned_count`` the items DynamoDB
+    examined for this page."""
+
+    def __init__(self, items=(), cursor=None, scanned_count=0):
+        super().__init__(items)
+        self.cursor, self.scanned_count = cursor, scanned_count
+
+    def __repr__(self):
+        return (f"<Page of {len(self)} cursor={self.cursor!r} "
+                f"scanned_count={self.scanned_count}>")
 
 
 _Query = collections.namedtuple("_Query", "schema key_parts values rest score")
@@ -4405,7 +4439,7 @@ class _Metadata:
                     "%s.%s scans the whole table: %s", self.name, what,
                     reason)
         plan = Plan("Scan", filter=_condition_text(parts), reason=reason)
-        plan._loaded = fields
+        plan._loaded, plan._start = fields, self.key_names
         plan._requests = [self.read_request(
             table, "Scan", None, None, condition, descending,
             consistent_read, limit, fields, (segment, segments))
@@ -4502,6 +4536,14 @@ class _Metadata:
         values = [None] if query.values is None else list({
             tuple(value.items()): value
             for value in query.values.values}.values())
+        plan._start = tuple(dict.fromkeys(self.key_names
+                                          + tuple(schema.names())))
+        equal = {_tested_name(part): part.value for part in query.key_parts
+                 if isinstance(part, _Comparison) and part.operator == "="
+                 and _tested_name(part) in dict(schema.hash)}
+        in_name = query.values is not None and _tested_name(query.values)
+        plan._fixed = [dict(equal, **({in_name: value} if in_name else {}))
+                       for value in values]
         plan._requests = [self.read_request(
             table, "Query", schema.index,
             [part if part is not query.values else
@@ -4599,6 +4641,140 @@ class _Metadata:
                 instance.__dict__[_LOADED] = loaded
             yield instance
 
+    # -- pages and cursors
+
+    def page(self, plan, limit, cursor, max_scanned):
+        """(stored items, next cursor or None, items scanned) of one page
+        of a Query or Scan plan, resuming at ``cursor``."""
+        requests = plan._requests
+        fingerprint = self.fingerprint(plan)
+        position, start = 0, None
+        if cursor is not None:
+            position, start = self.open_cursor(cursor, fingerprint, plan)
+        items, scanned = [], 0
+        while position < len(requests):
+            operation, params = requests[position]
+            params = dict(params)
+            if start:
+                params["ExclusiveStartKey"] = start
+            budget = None if max_scanned is None else max_scanned - scanned
+            if "FilterExpression" not in params:
+                budget = min(budget or limit, limit - len(items))
+            if budget is not None:
+                params["Limit"] = budget
+            response = _call(operation, params)
+            found = response.get("Items", [])
+            scanned += response.get("ScannedCount", len(found))
+            start = response.get("LastEvaluatedKey")
+            for index, item in enumerate(found):
+                items.append(item)
+                if len(items) == limit:
+                    more = index + 1 < len(found) or bool(start) or \
+                        position + 1 < len(requests)
+                    return items, self.make_cursor(
+                        fingerprint, position,
+                        {name: item[name] for name in plan._start}
+                    ) if more else None, scanned
+            if not start:
+                position += 1
+            if max_scanned is not None and scanned >= max_scanned:
+                return items, self.make_cursor(fingerprint, position, start) \
+                    if position < len(requests) else None, scanned
+        return items, None, scanned
+
+    def fingerprint(self, plan):
+        """What a cursor is bound to: the model, and the requests of the
+        plan (operation, index, expressions, values, order, projection)."""
+        import hashlib
+
+        requests = [[operation, {name: value for name, value in
+                                 params.items() if name != "TableName"}]
+                    for operation, params in plan._requests]
+        text = json.dumps([self.model.__qualname__, requests],
+                          sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def make_cursor(self, fingerprint, position, start):
+        import base64
+
+        body = base64.urlsafe_b64encode(json.dumps(
+            {"f": fingerprint, "r": position, "k": start},
+            separators=(",", ":"), sort_keys=True).encode()).decode()
+        body = body.rstrip("=")
+        signature = self.sign(body)
+        return body if signature is None else f"{body}.{signature}"
+
+    @staticmethod
+    def sign(body):
+        """The HMAC of a cursor's body under the ``cursor_secret`` setting,
+        or None without one."""
+        secret = _state().settings["cursor_secret"]
+        if secret is None:
+            return None
+        import base64
+        import hashlib
+        import hmac
+
+        digest = hmac.new(secret, body.encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+    def open_cursor(self, cursor, fingerprint, plan):
+        """(request position, ExclusiveStartKey) of a cursor this plan
+        handed out, else CursorError: never a request with a start key a
+        client made up."""
+        import base64
+        import hmac
+
+        if not isinstance(cursor, str) or not cursor.isascii():
+            raise CursorError(f"{self.name}.get_page: a cursor is the text "
+                              f"a Page gave, not {type(cursor).__name__}")
+        body, _, signature = cursor.partition(".")
+        expected = self.sign(body)
+        if expected is not None and not hmac.compare_digest(
+                signature, expected):
+            raise CursorError(f"{self.name}.get_page: the cursor was "
+                              "altered or signed with another secret")
+        try:
+            data = json.loads(base64.urlsafe_b64decode(
+                body + "=" * (-len(body) % 4)))
+            fingerprint_given, position, start = \
+                data["f"], data["r"], data["k"]
+        except (ValueError, TypeError, KeyError):
+            raise CursorError(f"{self.name}.get_page: {cursor[:40]!r} is "
+                              "not a cursor") from None
+        if fingerprint_given != fingerprint:
+            raise CursorError(
+                f"{self.name}.get_page: the cursor belongs to another query "
+                "(another model, condition, index, order or fields)")
+        if type(position) is not int or not 0 <= position < len(
+                plan._requests):
+            raise CursorError(f"{self.name}.get_page: the cursor is not "
+                              "one of this query's")
+        if start is None:
+            return position, None
+        kinds = {name: self.fields[name].attribute_type
+                 for name in plan._start}
+
+        def is_key(name, av):
+            kind = kinds[name]
+            return isinstance(av, dict) and list(av) == [kind] and \
+                isinstance(av[kind], str) and bool(av[kind]) and (
+                    kind == "S" or bool(_NUMBER_TEXT.fullmatch(av[kind])))
+
+        if not isinstance(start, dict) or set(start) != set(kinds) or \
+                not all(is_key(name, av) for name, av in start.items()):
+            raise CursorError(f"{self.name}.get_page: the cursor does not "
+                              "hold a key of this query")
+        try:
+            fixed = plan._fixed[position] if plan._fixed else {}
+            if any(_normal(start[name]) != _normal(av)
+                   for name, av in fixed.items()):
+                raise ValueError
+        except (ArithmeticError, ValueError):
+            raise CursorError(f"{self.name}.get_page: the cursor's key is "
+                              "not in this query's range") from None
+        return position, start
+
     def delete_found(self, table, items, progress):
         """The BatchResult of deleting the keys of ``items`` (an iterator
         of stored items: a Query's or a Scan's), a few pages at a time as
@@ -4668,8 +4844,9 @@ class _Metadata:
 _RESERVED_NAMES = frozenset({
     "_meta", "DoesNotExist", "create_table", "delete_many", "delete_one",
     "delete_table", "estimated_count", "explain", "get_many", "get_one",
-    "iter_many", "keys_in", "count", "save_many", "save_one", "sync_table",
-    "table", "table_name", "to_dict", "update_from_dict", "update_one"})
+    "get_page", "iter_many", "keys_in", "count", "save_many", "save_one",
+    "sync_table", "table", "table_name", "to_dict", "update_from_dict",
+    "update_one"})
 
 
 class _ModelType(type):
@@ -5243,6 +5420,43 @@ class Model(metaclass=_ModelType):
         from_item = meta.from_item
         return meta.partial([from_item(item) for item in items],
                             plan._loaded)
+
+    @_one_connection
+    def get_page(cls, strategy, limit, cursor=None, descending=False,
+                 consistent_read=False, index=None, fields=None,
+                 max_scanned=None):
+        """One page of the items the condition ``strategy`` matches,
+        planned as get_many plans it (a Query on the table or an index, else a Scan; with the
+        same ``descending``, ``consistent_read``, ``index`` and
+        ``fields``): a Page of exactly ``limit`` instances unless the
+        results run out, or ``max_scanned`` items were examined first.
+        ``Page.cursor`` resumes right after its last item when passed back
+        as ``cursor`` (None when nothing comes after); a cursor is bound to
+        its query, and one made for another query, altered, or not a
+        cursor raises CursorError (see the ``cursor_secret`` setting). A
+        list of keys is already a page: get_many reads it."""
+        meta = cls._meta
+        for name, value in (("limit", limit), ("max_scanned", max_scanned)):
+            if (value is not None or name == "limit") and (
+                    type(value) is not int or value < 1):
+                raise ValidationError(f"{cls.__name__}.get_page: {name} "
+                                      f"must be an int >= 1, not {value!r}")
+        fields = meta.projection(fields, "get_page")
+        plan = meta.plan(strategy, descending, consistent_read, None, index,
+                         fields, what="get_page")
+        if plan._keys is not None:
+            raise ExpressionError(
+                f"{cls.__name__}.get_page pages a condition's Query or "
+                "Scan; keys are already a page: get_many reads them")
+        if fields is not None and not fields.issuperset(plan._start):
+            # A cursor is made of the last item's key attributes.
+            plan = meta.plan(strategy, descending, consistent_read, None,
+                             plan.index, fields.union(plan._start),
+                             what="get_page")
+        items, cursor, scanned = meta.page(plan, limit, cursor, max_scanned)
+        from_item = meta.from_item
+        return Page(meta.partial([from_item(item) for item in items],
+                                 plan._loaded), cursor, scanned)
 
     @classmethod
     def iter_many(cls, strategy, descending=False, limit=None,

@@ -36,9 +36,9 @@ from hypothesis import strategies as st
 
 import dynamongo
 from dynamongo import (
-    BooleanField, ConditionalCheckFailedException, Connection, DateField,
-    DateTimeField, DictField, DoesNotExist, DynamoDBError, EmailField,
-    ExpressionError, FieldNotLoaded, FloatField, GlobalIndex, IntField,
+    BooleanField, ConditionalCheckFailedException, Connection, CursorError,
+    DateField, DateTimeField, DictField, DoesNotExist, DynamoDBError,
+    EmailField, ExpressionError, FieldNotLoaded, FloatField, GlobalIndex, IntField,
     IPAddressField, ListField, LocalIndex, Model, SchemaError, StringField,
     TableNotFoundError, ThrottlingError, TimedeltaField, TruthValueError,
     UnknownFieldError, UnprocessedError, URLField, UUIDField,
@@ -3469,6 +3469,118 @@ def test_delete_many_deletes_as_it_finds(calls):
     assert result.fail == [] and raw_items(Event) == []
 
 
+def every_page(read, **kwargs):
+    """(items of every page in order, the pages' sizes) of a paged read."""
+    items, sizes, cursor = [], [], None
+    while True:
+        page = read(cursor=cursor, **kwargs)
+        items += page
+        sizes.append(len(page))
+        cursor = page.cursor
+        if cursor is None:
+            return items, sizes
+        assert cursor.isascii() and re.fullmatch(r"[A-Za-z0-9_.-]+", cursor)
+
+
+def test_get_page_returns_every_item_once_across_cursors(calls):
+    Event.create_table()
+    Event.save_many(events("ann", 1500) + events("bob", 1500))
+    every = Event.seq >= 0
+    for condition, expected in (
+            ((Event.user == "ann") & (Event.kind == "odd"),
+             [("ann", seq) for seq in range(1, 1500, 2)]),
+            ((Event.user == "bob") & (Event.seq.between(100, 1399)),
+             [("bob", seq) for seq in range(100, 1400)])):
+        found, sizes = every_page(lambda **kwargs: Event.get_page(
+            condition, 50, **kwargs))
+        assert [(item.user, item.seq) for item in found] == expected
+        assert set(sizes[:-1]) == {50}
+    # A Scan whose filter drops most items, descending makes no difference.
+    few = Event.seq.in_([7, 700, 1499])
+    found, sizes = every_page(lambda **kwargs: Event.get_page(
+        few & every, 2, **kwargs))
+    assert sorted((item.user, item.seq) for item in found) == sorted(
+        (user, seq) for user in ("ann", "bob") for seq in (7, 700, 1499))
+    assert set(sizes[:-1]) == {2}
+    # Newest first, the fields asked for.
+    page = Event.get_page(Event.user == "ann", 3, descending=True,
+                          fields=["kind"])
+    assert [(item.seq, item.kind) for item in page] == [
+        (1499, "odd"), (1498, "even"), (1497, "odd")]
+    with pytest.raises(FieldNotLoaded):
+        page[0].payload  # noqa: B018
+    page = Event.get_page(Event.user == "ann", 3, descending=True,
+                          fields=["kind"], cursor=page.cursor)
+    assert [item.seq for item in page] == [1496, 1495, 1494]
+
+
+def test_get_page_max_scanned_stops_short_and_resumes():
+    Event.create_table()
+    Event.save_many(events("ann", 100))
+    condition = (Event.user == "ann") & (Event.kind == "odd")
+    page = Event.get_page(condition, 50, max_scanned=10)
+    assert page.scanned_count == 10
+    assert [item.seq for item in page] == [1, 3, 5, 7, 9]
+    rest, _ = every_page(lambda **kwargs: Event.get_page(
+        condition, 50, **kwargs))
+    resumed = Event.get_page(condition, 50, cursor=page.cursor)
+    assert [item.seq for item in resumed] == list(range(11, 100, 2))
+    assert resumed.cursor is None
+    assert [item.seq for item in rest] == list(range(1, 100, 2))
+
+
+def test_get_page_through_an_index(orders):
+    found, sizes = every_page(lambda **kwargs: Order.get_page(
+        Order.status.in_(["open", "shipped"]), 2, **kwargs))
+    assert [item.order_id for item in found] == \
+        ["o001", "o003", "o004", "o005", "o002"]
+    assert sizes == [2, 2, 1]
+
+
+def test_cursors_are_bound_to_their_query():
+    Event.create_table()
+    Event.save_many(events("ann", 10) + events("bob", 10))
+    page = Event.get_page(Event.user == "ann", 3)
+    for condition, kwargs in ((Event.user == "bob", {}),
+                              (Event.user == "ann", {"descending": True}),
+                              (Event.user == "ann", {"fields": ["kind"]}),
+                              (Event.kind == "odd", {})):
+        with pytest.raises(CursorError, match="another query"):
+            Event.get_page(condition, 3, cursor=page.cursor, **kwargs)
+    with pytest.raises(CursorError, match="another query"):
+        Page.get_page(Page.site == "ann", 3, cursor=page.cursor)
+    import base64
+    body = json.loads(base64.urlsafe_b64decode(page.cursor + "=="))
+    for start in ({"user": {"S": "bob"}, "seq": {"N": "1"}},
+                  {"user": {"S": "ann"}, "seq": {"S": "1"}},
+                  {"user": {"S": "ann"}, "seq": {"N": "one"}},
+                  {"user": {"S": "ann"}},
+                  {"user": {"S": "ann"}, "seq": {"N": "1"}, "x": {"S": "y"}},
+                  "ann"):
+        forged = base64.urlsafe_b64encode(json.dumps(
+            dict(body, k=start)).encode()).decode()
+        with pytest.raises(CursorError):
+            Event.get_page(Event.user == "ann", 3, cursor=forged)
+    for junk in ("", "not a cursor", "e30", 5, "é"):
+        with pytest.raises(CursorError):
+            Event.get_page(Event.user == "ann", 3, cursor=junk)
+    # Signed: a flipped byte is refused.
+    Connection.set_config(cursor_secret=b"s3cret")
+    page = Event.get_page(Event.user == "ann", 3)
+    assert "." in page.cursor
+    flipped = page.cursor[:5] + ("A" if page.cursor[5] != "A" else "B") + \
+        page.cursor[6:]
+    with pytest.raises(CursorError, match="altered"):
+        Event.get_page(Event.user == "ann", 3, cursor=flipped)
+    assert [item.seq for item in Event.get_page(
+        Event.user == "ann", 3, cursor=page.cursor)] == [3, 4, 5]
+    # Keys are already a page.
+    with pytest.raises(ExpressionError, match="already a page"):
+        Event.get_page([("ann", 1)], 3)
+    with pytest.raises(ValidationError, match="limit"):
+        Event.get_page(Event.user == "ann", 0)
+
+
 def test_progress_reports_from_the_calling_thread(calls):
     Event.create_table()
     Connection.set_config(concurrency=4)
@@ -4458,6 +4570,12 @@ MISUSES = [
      ValidationError, "limit"),
     ("iter_many(fields='name')", lambda: User.iter_many(
         User.name == "x", fields="name"), ValidationError, "fields"),
+    ("get_page(keys)", lambda: User.get_page([X], 10), ExpressionError,
+     "already a page"),
+    ("get_page(limit=None)", lambda: User.get_page(User.name == "x", None),
+     ValidationError, "limit"),
+    ("get_page(cursor junk)", lambda: User.get_page(
+        User.name == "x", 10, cursor="junk"), CursorError, "cursor"),
     ("count(unknown index)", lambda: User.count(index="by_name"),
      ExpressionError, "by_name"),
     ("count(unknown attribute)", lambda: User.count(User.shoe_size == 9),
