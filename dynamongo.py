@@ -5424,7 +5424,7 @@ class Model(metaclass=_ModelType):
     @_one_connection
     def get_page(cls, strategy, limit, cursor=None, descending=False,
                  consistent_read=False, index=None, fields=None,
-                 max_scanned=None):
+                 max_scanned=None, segments=None):
         """One page of the items the condition ``strategy`` matches,
         planned as get_many plans it (a Query on the table or an index, else a Scan; with the
         same ``descending``, ``consistent_read``, ``index`` and
@@ -5434,8 +5434,12 @@ class Model(metaclass=_ModelType):
         as ``cursor`` (None when nothing comes after); a cursor is bound to
         its query, and one made for another query, altered, or not a
         cursor raises CursorError (see the ``cursor_secret`` setting). A
-        list of keys is already a page: get_many reads it."""
+        list of keys is already a page: get_many reads it; ``segments``
+        is refused (a page is read in order)."""
         meta = cls._meta
+        if segments is not None:
+            raise ExpressionError(f"{cls.__name__}.get_page reads one page "
+                                  "in order: segments cannot split it")
         for name, value in (("limit", limit), ("max_scanned", max_scanned)):
             if (value is not None or name == "limit") and (
                     type(value) is not int or value < 1):

@@ -3495,7 +3495,13 @@ def test_get_page_returns_every_item_once_across_cursors(calls):
             condition, 50, **kwargs))
         assert [(item.user, item.seq) for item in found] == expected
         assert set(sizes[:-1]) == {50}
-    # A Scan whose filter drops most items, descending makes no difference.
+    # A Scan whose filter drops most items: each match once.
+    found, sizes = every_page(lambda **kwargs: Event.get_page(
+        Event.seq.between(1000, 1199), 50, **kwargs))
+    assert sorted((item.user, item.seq) for item in found) == sorted(
+        (user, seq) for user in ("ann", "bob") for seq in range(1000, 1200))
+    assert set(sizes[:-1]) == {50} and len(found) == 400
+    # Pages smaller than what DynamoDB filters out.
     few = Event.seq.in_([7, 700, 1499])
     found, sizes = every_page(lambda **kwargs: Event.get_page(
         few & every, 2, **kwargs))
@@ -3579,6 +3585,8 @@ def test_cursors_are_bound_to_their_query():
         Event.get_page([("ann", 1)], 3)
     with pytest.raises(ValidationError, match="limit"):
         Event.get_page(Event.user == "ann", 0)
+    with pytest.raises(ExpressionError, match="segments"):
+        Event.get_page(Event.seq > 1, 3, segments=2)
 
 
 def test_progress_reports_from_the_calling_thread(calls):

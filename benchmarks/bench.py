@@ -3,6 +3,7 @@
     pip install -e '.[test]' -r benchmarks/requirements.txt
     npm ci
     python benchmarks/bench.py [--items 3000] [--bulk 10000] [--plot FILE]
+        [--memory 100000] [--only-memory]
 
 Starts its own dynalite (from node_modules) and, for the bulk test, a
 loopback proxy in another process that holds every request 5 ms. Client
@@ -437,11 +438,55 @@ def measure_import():
             "define, then save and read once": ms(define_and_use)}
 
 
+def measure_memory(endpoint, count):
+    """Peak memory (MB above a fresh process's baseline) of reading
+    ``count`` items by a Scan: dynamongo's iter_many and get_many, and
+    PynamoDB's scan() iterator, each in a process of its own."""
+    Dyn = dynamongo_model(endpoint, "bench-memory")
+    Dyn.create_table(exist_ok=True)
+    if Dyn.count() != count:
+        Dyn.save_many(make_items(count))
+    peaks = {}
+    for kind in ("dynamongo iter_many", "dynamongo get_many",
+                 "PynamoDB scan()"):
+        out = subprocess.run(
+            [sys.executable, __file__, "--memory-run", kind, endpoint,
+             str(count)], capture_output=True, text=True, check=True)
+        peaks[kind] = float(out.stdout)
+    return peaks
+
+
+def memory_run(kind, endpoint, count):
+    """In a fresh process: read every item of the memory table one way and
+    print the peak RSS growth in MB."""
+    import resource
+
+    Dyn = dynamongo_model(endpoint, "bench-memory")
+    Pyn = pynamodb_model(endpoint, "bench-memory")
+    Dyn.count()  # connections made and modules imported before measuring
+    Pyn.count(GROUP, limit=1)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if kind == "dynamongo iter_many":
+        read = sum(1 for _ in Dyn.iter_many(Dyn.email.exists()))
+    elif kind == "dynamongo get_many":
+        read = len(Dyn.get_many(Dyn.email.exists()))
+    else:
+        read = sum(1 for _ in Pyn.scan())
+    assert read == count, (kind, read)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print((peak - base) / 1024)
+
+
 # -- Report ------------------------------------------------------------------
 
 def report(args):
     server, endpoint = start_dynalite()
     try:
+        memory = measure_memory(endpoint, args.memory) if args.memory \
+            else None
+        if args.only_memory:
+            print(json.dumps(memory, indent=2))
+            return
         writes, reads = measure_requests(endpoint, args.items)
         conversion = measure_conversion(endpoint)
         bulk = measure_bulk(endpoint, args.bulk) if args.bulk else None
@@ -482,10 +527,15 @@ def report(args):
             lines.append(f"  {name:7} boto3 {boto3_seconds:6.2f} s  "
                          f"dynamongo {ours:6.2f} s  "
                          f"{boto3_seconds / ours:5.1f}x faster")
+    if memory:
+        lines += ["", f"Peak memory reading {args.memory} items by a Scan, "
+                  "MB above the process's baseline:"]
+        lines += [f"  {name:22} {value:8.1f} MB"
+                  for name, value in memory.items()]
     print("\n".join(lines))
     figures = {"writes": writes, "reads": reads, "ratios": ratios,
                "conversion": conversion, "imports": imports,
-               "bulk": bulk}
+               "bulk": bulk, "memory": memory}
     if args.json:
         with open(args.json, "w") as out:
             json.dump(figures, out, indent=2)
@@ -534,10 +584,18 @@ def main():
                         help="items of the bulk test (0 skips it)")
     parser.add_argument("--json", help="also write the figures here")
     parser.add_argument("--plot", help="also draw them in this PNG")
+    parser.add_argument("--memory", type=int, default=100000,
+                        help="items of the memory test (0 skips it)")
+    parser.add_argument("--only-memory", action="store_true",
+                        help="run the memory test alone")
     parser.add_argument("--proxy", nargs=2, type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--memory-run", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.proxy:
         run_proxy(*args.proxy)
+    elif args.memory_run:
+        kind, endpoint, count = args.memory_run
+        memory_run(kind, endpoint, int(count))
     else:
         report(args)
 
