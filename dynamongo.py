@@ -4695,6 +4695,9 @@ class _Metadata:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def make_cursor(self, fingerprint, position, start):
+        """The cursor text resuming request ``position`` of the plan with
+        ``fingerprint`` at the ExclusiveStartKey ``start``: URL-safe base64
+        of its JSON, and its signature after a dot with a secret."""
         import base64
 
         body = base64.urlsafe_b64encode(json.dumps(
