@@ -3485,10 +3485,14 @@ def every_page(read, **kwargs):
 def test_get_page_returns_every_item_once_across_cursors(calls):
     Event.create_table()
     Event.save_many(events("ann", 1500) + events("bob", 1500))
+    Event.save_many([{"user": "ann", "seq": seq, "kind": "rare"}
+                     for seq in range(0, 1500, 13)])
     every = Event.seq >= 0
     for condition, expected in (
+            ((Event.user == "ann") & (Event.kind == "rare"),
+             [("ann", seq) for seq in range(0, 1500, 13)]),
             ((Event.user == "ann") & (Event.kind == "odd"),
-             [("ann", seq) for seq in range(1, 1500, 2)]),
+             [("ann", seq) for seq in range(1, 1500, 2) if seq % 13]),
             ((Event.user == "bob") & (Event.seq.between(100, 1399)),
              [("bob", seq) for seq in range(100, 1400)])):
         found, sizes = every_page(lambda **kwargs: Event.get_page(

@@ -456,14 +456,21 @@ def measure_memory(endpoint, count):
              str(count)], capture_output=True, text=True)
         if out.returncode:
             raise SystemExit(f"{kind}: {out.stderr}")
-        peaks[kind] = float(out.stdout)
+        peaks[kind] = float(out.stdout.split()[0])
+        print(kind, out.stdout.strip(), file=sys.stderr)
     return peaks
 
 
 def memory_run(kind, endpoint, count):
     """In a fresh process: read every item of the memory table one way and
     print the peak RSS growth in MB."""
-    import resource
+    def peak():  # the process's high-water mark of resident memory, KB
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+        import resource
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
     Dyn = dynamongo_model(endpoint, "bench-memory")
     Pyn = pynamodb_model(endpoint, "bench-memory")
@@ -471,7 +478,7 @@ def memory_run(kind, endpoint, count):
     # DescribeTable: PynamoDB's count reads the items it counts).
     Dyn.estimated_count()
     Pyn.exists()
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    base = peak()
     if kind == "dynamongo iter_many":
         read = sum(1 for _ in Dyn.iter_many(Dyn.email.exists()))
     elif kind == "dynamongo get_many":
@@ -479,8 +486,7 @@ def memory_run(kind, endpoint, count):
     else:
         read = sum(1 for _ in Pyn.scan())
     assert read == count, (kind, read)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print((peak - base) / 1024)
+    print(f"{(peak() - base) / 1024} {base / 1024}")
 
 
 # -- Report ------------------------------------------------------------------
