@@ -5429,10 +5429,11 @@ class Model(metaclass=_ModelType):
                  consistent_read=False, index=None, fields=None,
                  max_scanned=None, segments=None):
         """One page of the items the condition ``strategy`` matches,
-        planned as get_many plans it (a Query on the table or an index, else a Scan; with the
-        same ``descending``, ``consistent_read``, ``index`` and
-        ``fields``): a Page of exactly ``limit`` instances unless the
-        results run out, or ``max_scanned`` items were examined first.
+        planned as get_many plans it (a Query on the table or an index,
+        else a Scan; with the same ``descending``, ``consistent_read``,
+        ``index`` and ``fields``): a Page of exactly ``limit`` instances
+        unless the results run out, or ``max_scanned`` items were examined
+        first.
         ``Page.cursor`` resumes right after its last item when passed back
         as ``cursor`` (None when nothing comes after); a cursor is bound to
         its query, and one made for another query, altered, or not a

@@ -38,11 +38,11 @@ import dynamongo
 from dynamongo import (
     BooleanField, ConditionalCheckFailedException, Connection, CursorError,
     DateField, DateTimeField, DictField, DoesNotExist, DynamoDBError,
-    EmailField, ExpressionError, FieldNotLoaded, FloatField, GlobalIndex, IntField,
-    IPAddressField, ListField, LocalIndex, Model, SchemaError, StringField,
-    TableNotFoundError, ThrottlingError, TimedeltaField, TruthValueError,
-    UnknownFieldError, UnprocessedError, URLField, UUIDField,
-    ValidationError)
+    EmailField, ExpressionError, FieldNotLoaded, FloatField, GlobalIndex,
+    IntField, IPAddressField, ListField, LocalIndex, Model, SchemaError,
+    StringField, TableNotFoundError, ThrottlingError, TimedeltaField,
+    TruthValueError, UnknownFieldError, UnprocessedError, URLField,
+    UUIDField, ValidationError)
 
 ENDPOINT = os.environ.get("DYNAMONGO_TEST_ENDPOINT")
 # "0" runs the suite on the plain boto3 client path instead of the fast one.
