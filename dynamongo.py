@@ -2806,11 +2806,12 @@ def _batch_get(table, keys, consistent_read=False, projection=None):
 def _read_pages(requests, limit=None, page=None):
     """The items of several Query/Scan requests, in request order: read in
     parallel, or one after another (stopping early) under a limit;
-    ``page(items)`` is called after each page (from the calling thread)."""
+    ``page(items)`` is called from the calling thread after each page, or
+    after each request's items when they are read in parallel."""
     if limit is None and len(requests) > 1:
         return [item for items in _parallel(
             lambda request: list(_pages(*request)), requests,
-            page and (lambda items: page(items))) for item in items]
+            page) for item in items]
     return list(_iter_pages(requests, limit, page))
 
 
