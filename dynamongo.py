@@ -272,6 +272,27 @@ class _BadAnswer(Exception):
         self.corrupted = corrupted
 
 
+class _NoAnswer(Exception):
+    """dynamongo's HTTP client got no answer: the request was not sent (no
+    connection, TLS refused) or, when ``sent``, its answer was lost (a
+    closed connection, a read timeout), so the server may have acted."""
+
+    def __init__(self, message, sent):
+        super().__init__(message)
+        self.sent = sent
+
+
+class _Refusal(Exception):
+    """A DynamoDB error answer on the fast path; ``response`` is shaped as
+    botocore's ClientError's (Error, ResponseMetadata, extra members)."""
+
+    def __init__(self, response, operation):
+        error = response["Error"]
+        super().__init__(f"An error occurred ({error['Code']}) when calling "
+                         f"the {operation} operation: {error['Message']}")
+        self.response, self.operation_name = response, operation
+
+
 def _translate_error(exc, operation, params, endpoint=None):
     """(the dynamongo exception, worth retrying, may have been applied) of
     a failed attempt: botocore's errors and Python's become dynamongo's,
@@ -299,16 +320,20 @@ def _translate_error(exc, operation, params, endpoint=None):
                              f"not DynamoDB's: {exc}", **request), \
             exc.corrupted, exc.corrupted
     kind = type(exc).__name__
+    sent = None  # whether a request that got no answer reached the server
+    if isinstance(exc, _NoAnswer):
+        sent = exc.sent
+    elif exceptions is not None and isinstance(
+            exc, (exceptions.ConnectionError, exceptions.HTTPClientError)):
+        # botocore's ConnectionError: the request never reached the server;
+        # its others (a closed connection, a read timeout): it may have.
+        sent = not isinstance(exc, exceptions.ConnectionError)
+    if sent is not None:
+        error = DynamoDBConnectionError(
+            f"{where} failed: no answer from {endpoint}: {exc}", **request)
+        error.endpoint = endpoint
+        return error, True, sent
     if exceptions is not None:
-        if isinstance(exc, (exceptions.ConnectionError,
-                            exceptions.HTTPClientError)):
-            error = DynamoDBConnectionError(
-                f"{where} failed: no answer from {endpoint}: {exc}",
-                **request)
-            error.endpoint = endpoint
-            # ConnectionError: the request never reached the server; the
-            # others (a closed connection, a read timeout): it may have.
-            return error, True, not isinstance(exc, exceptions.ConnectionError)
         if any(isinstance(exc, getattr(exceptions, name, ()))
                for name in _CREDENTIAL_ERRORS):
             return CredentialsError(
@@ -2135,12 +2160,23 @@ def _send(operation, params):
     return (state._wire or state.wire())(operation, params)
 
 
+# The DNS suffix of each AWS partition other than "aws" (amazonaws.com), by
+# the prefix of its regions' names.
+_PARTITION_DOMAINS = (("cn-", "amazonaws.com.cn"), ("us-isob-", "sc2s.sgov.gov"),
+                      ("us-isof-", "csp.hci.ic.gov"), ("us-iso-", "c2s.ic.gov"),
+                      ("eu-isoe-", "cloud.adc-e.uk"), ("eusc-", "amazonaws.eu"))
+_REGION_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?", re.I)
+
+
 def _endpoint_of(settings):
-    """The URL dynamongo's requests go to."""
+    """The URL dynamongo's requests go to: the endpoint set, else the
+    region's in its partition."""
+    if settings["endpoint_url"]:
+        return settings["endpoint_url"].rstrip("/") + "/"
     region = settings["region"]
-    return (settings["endpoint_url"] or (
-        f"https://dynamodb.{region}.amazonaws.com"
-        + (".cn" if region.startswith("cn-") else ""))).rstrip("/") + "/"
+    domain = next((domain for prefix, domain in _PARTITION_DOMAINS
+                   if region.startswith(prefix)), "amazonaws.com")
+    return f"https://dynamodb.{region}.{domain}/"
 
 
 def _answer_json(headers, body):
@@ -2276,10 +2312,9 @@ def _answer_of(response):
 class _Http:
     """A small HTTP/1.1 client for the fast path: one kept-alive connection
     per thread, the request written in a single send, the answer read by
-    Content-Length (or chunks). Its failures are botocore's exceptions, so
-    _call tells apart a request that never left (EndpointConnectionError,
-    ConnectTimeoutError) from one whose answer was lost
-    (ConnectionClosedError, ReadTimeoutError)."""
+    Content-Length (or chunks). A failure is _NoAnswer, telling apart a
+    request that never left (no connection, TLS refused) from one whose
+    answer was lost (a closed connection, a read timeout)."""
 
     def __init__(self, url, connect_timeout, read_timeout, ca_bundle=None):
         from urllib.parse import urlsplit
@@ -2296,30 +2331,23 @@ class _Http:
         self.local = threading.local()
         self.context = None
 
-    def post(self, request):
+    def post(self, headers, body):
         """(status, headers with lower-case names, body) of a POST."""
-        from botocore import exceptions
-
         connection = self._connection()
         message = self.head + "".join(
-            f"{name}: {value}\r\n" for name, value in request.headers.items()
-        ).encode() + b"\r\n" + request.body
+            f"{name}: {value}\r\n" for name, value in headers.items()
+        ).encode() + b"\r\n" + body
         try:
             connection.sendall(message)
-        except OSError as error:
-            self._close()
-            raise exceptions.ConnectionClosedError(endpoint_url=self.url,
-                                                   error=error) from error
-        try:
             return self._read(self.local.reader)
         except TimeoutError as error:
             self._close()
-            raise exceptions.ReadTimeoutError(endpoint_url=self.url,
-                                              error=error) from error
+            raise _NoAnswer(f"no answer within {self.read_timeout} s",
+                            sent=True) from error
         except (OSError, ValueError) as error:
             self._close()
-            raise exceptions.ConnectionClosedError(endpoint_url=self.url,
-                                                   error=error) from error
+            raise _NoAnswer(f"the connection failed: {error}",
+                            sent=True) from error
 
     def _read(self, reader):
         line = reader.readline(65537)
@@ -2388,17 +2416,15 @@ class _Http:
     def _connect(self):
         import socket
 
-        from botocore import exceptions
-
         try:
             connection = socket.create_connection(self.address,
                                                   self.connect_timeout)
         except TimeoutError as error:
-            raise exceptions.ConnectTimeoutError(endpoint_url=self.url,
-                                                 error=error) from error
+            raise _NoAnswer(f"could not connect within "
+                            f"{self.connect_timeout} s", sent=False) from error
         except OSError as error:
-            raise exceptions.EndpointConnectionError(
-                endpoint_url=self.url, error=error) from error
+            raise _NoAnswer(f"could not connect: {error}",
+                            sent=False) from error
         connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         connection.settimeout(self.read_timeout)
         if self.tls:
@@ -2407,18 +2433,15 @@ class _Http:
                     connection, server_hostname=self.address[0])
             except OSError as error:
                 connection.close()
-                raise exceptions.SSLError(endpoint_url=self.url,
-                                          error=error) from error
+                raise _NoAnswer(f"TLS failed: {error}", sent=False) from error
         return connection
 
     def _tls(self):
         if self.context is None:
             import ssl
 
-            from botocore.httpsession import get_cert_path
-
             self.context = ssl.create_default_context(
-                cafile=get_cert_path(self.ca_bundle or True))
+                cafile=self.ca_bundle or _ca_bundle())
         return self.context
 
     def _close(self):
@@ -2445,79 +2468,171 @@ class _JsonParams(dict):
         self.text = text
 
 
+_Credentials = collections.namedtuple("_Credentials",
+                                      "access_key secret_key token")
+
+# Settings only botocore applies, in the environment and in the AWS config
+# file's profile: with any of them, requests go through botocore.
+_BOTOCORE_VARIABLES = ("AWS_USE_FIPS_ENDPOINT", "AWS_USE_DUALSTACK_ENDPOINT")
+_BOTOCORE_OPTIONS = ("use_fips_endpoint", "use_dualstack_endpoint")
+
+
+def _own_route(settings):
+    """(credentials, CA bundle or None) of requests dynamongo signs and
+    sends on its own: the keys of the settings (set_config's or the
+    environment's) and botocore's CA bundle setting (``AWS_CA_BUNDLE``, the
+    profile's ``ca_bundle``); None when botocore is needed -- no keys (its
+    chain finds them: a role, SSO), a profile, a setting only botocore
+    applies, or a proxy."""
+    if not (settings["access_key_id"] and settings["secret_access_key"]) \
+            or settings["profile_name"]:
+        return None
+    env = os.environ
+    if any(env.get(name) for name in _BOTOCORE_VARIABLES) or any(
+            value and name.lower().endswith("_proxy")
+            and name.lower() != "no_proxy" for name, value in env.items()):
+        return None
+    sections, _ = _aws_config()
+    profile = sections.get("default", {})
+    if any(option in profile for option in _BOTOCORE_OPTIONS):
+        return None
+    credentials = _Credentials(settings["access_key_id"],
+                               settings["secret_access_key"],
+                               settings["session_token"])
+    return credentials, env.get("AWS_CA_BUNDLE") or profile.get("ca_bundle")
+
+
+def _ca_bundle():
+    """The certificates botocore trusts: certifi's when it is installed,
+    else those botocore ships (found without importing it), else None (the
+    system's)."""
+    try:
+        import certifi
+    except ImportError:
+        from importlib.util import find_spec
+
+        spec = find_spec("botocore")
+        for folder in (spec and spec.submodule_search_locations) or ():
+            path = os.path.join(folder, "cacert.pem")
+            if os.path.exists(path):
+                return path
+        return None
+    return certifi.where()
+
+
 class _FastWire:
     """Requests without botocore's serializer and parser, which cost most
-    of a boto3 client's time: the JSON body is built here, signed (_SigV4)
-    with the credentials botocore resolves (its whole chain: environment,
-    profile, IAM role, SSO), sent on a kept-alive connection per thread
-    (_Http; botocore's urllib3 session behind a proxy) honouring the
-    endpoint, timeouts and CA bundle, and parsed with json.loads.
-    botocore's ``before-send`` event is emitted first, and a handler's
-    response stands in for the server's, as in botocore itself (this is how
-    moto's mock_aws answers)."""
+    of a boto3 client's time: the JSON body is built here, signed (_SigV4),
+    sent on a kept-alive connection per thread (_Http) and parsed with
+    json.loads. Two routes:
+
+    - on its own, without importing botocore (a Lambda function's cold
+      start): when the settings hold the keys (set_config's or the
+      environment's, as in Lambda), nothing needs botocore (_own_route)
+      and botocore is not loaded;
+    - through botocore (_botocore_route) otherwise, checked at each
+      request: its credential chain (profile, IAM role, SSO), CA bundle and
+      proxies, and its ``before-send`` event, a handler's response standing
+      in for the server's as in botocore itself -- how moto's mock_aws and
+      stubs answer, so that they see every request once botocore is loaded.
+    """
 
     _TARGET = "DynamoDB_20120810."
 
-    def __init__(self, session, settings):
+    def __init__(self, connected):
+        settings = connected.settings
+        region = settings["region"]
+        if not _REGION_NAME.fullmatch(region):
+            raise ValidationError(f"region {region!r} is not an AWS region "
+                                  "name")
+        self.connected, self.url = connected, _endpoint_of(settings)
+        own = _own_route(settings)
+        self.credentials, ca_bundle = own or (None, None)
+        self.http = _Http(self.url, settings["connect_timeout"],
+                          settings["read_timeout"], ca_bundle)
+        self.signer = _SigV4(region, self.url)
+        self.user_agent = (f"dynamongo/{__version__} Python/"
+                           f"{sys.version.split()[0]}")
+        self.botocore = None  # the botocore route, made on first use
+
+    def __call__(self, operation, params):
+        body = (params.text() if type(params) is _JsonParams
+                else _encode_json(params)).encode()
+        if self.credentials is None or "botocore" in sys.modules:
+            status, headers, body = (self.botocore or self._botocore_route())(
+                operation, body)
+        else:
+            headers = self.signer.headers(self.credentials,
+                                          self._TARGET + operation, body)
+            headers["User-Agent"] = self.user_agent
+            headers["Content-Length"] = str(len(body))
+            status, headers, body = self.http.post(headers, body)
+        if status == 200:
+            return _answer_json(headers, body)
+        raise _Refusal(self._error(body, status, headers), operation)
+
+    def _botocore_route(self):
+        """``send(operation, body)`` through botocore (made once): signed
+        with the credentials it resolves, offered to ``before-send``
+        handlers, then posted (by botocore's urllib3 session behind a
+        proxy)."""
+        with self.connected._lock:
+            if self.botocore is None:
+                self.botocore = self._through_botocore()
+            return self.botocore
+
+    def _through_botocore(self):
         import inspect
         import socket
 
         import botocore
         from botocore.awsrequest import AWSPreparedRequest
+        from botocore.exceptions import NoCredentialsError
         from botocore.httpsession import URLLib3Session
         from botocore.utils import get_environ_proxies
 
-        region = settings["region"]
-        self.region = region
-        self.url = _endpoint_of(settings)
-        self.credentials = session.get_credentials()
-        self.events = session.events
+        settings, url = self.connected.settings, self.url
+        session = self.connected.session()
+        credentials, events = session.get_credentials(), session.events
         ca_bundle = session._session.get_config_variable("ca_bundle")
         timeouts = (settings["connect_timeout"], settings["read_timeout"])
-        proxies = get_environ_proxies(self.url)
+        proxies = get_environ_proxies(url)
         if proxies:  # urllib3 knows proxies, CONNECT tunnels and their auth
-            session = URLLib3Session(
+            pool = URLLib3Session(
                 verify=ca_bundle or True, proxies=proxies, timeout=timeouts,
                 max_pool_connections=settings["max_pool_connections"],
                 # As botocore does: without TCP_NODELAY, Nagle's algorithm
                 # and delayed ACKs stall small requests for ~40 ms.
                 socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
-            self.post = lambda request: _answer_of(session.send(request))
+
+            def post(request):
+                return _answer_of(pool.send(request))
         else:
-            self.post = _Http(self.url, *timeouts, ca_bundle).post
-        self.user_agent = (f"dynamongo/{__version__} "
-                           f"botocore/{botocore.__version__}")
-        self.signer = _SigV4(region, self.url)
+            http = _Http(url, *timeouts, ca_bundle)
+
+            def post(request):
+                return http.post(request.headers, request.body)
+        user_agent = (f"dynamongo/{__version__} "
+                      f"botocore/{botocore.__version__}")
         # Newer botocore releases give each request a context of its own
         # (handlers of before-send may read it); 1.34 has none.
-        url = self.url
-        if "context" in inspect.signature(AWSPreparedRequest).parameters:
-            self.request = lambda headers, body: AWSPreparedRequest(
-                "POST", url, headers, body, False, context={})
-        else:
-            self.request = lambda headers, body: AWSPreparedRequest(
-                "POST", url, headers, body, False)
+        context = ({"context": {}} if "context" in inspect.signature(
+            AWSPreparedRequest).parameters else {})
 
-    def __call__(self, operation, params):
-        from botocore.exceptions import ClientError, NoCredentialsError
-
-        if self.credentials is None:
-            raise NoCredentialsError()
-        body = (params.text() if type(params) is _JsonParams
-                else _encode_json(params)).encode()
-        headers = self.signer.headers(
-            self.credentials.get_frozen_credentials(),
-            self._TARGET + operation, body)
-        headers["User-Agent"] = self.user_agent
-        headers["Content-Length"] = str(len(body))
-        request = self.request(headers, body)
-        _, response = self.events.emit_until_response(
-            f"before-send.dynamodb.{operation}", request=request)
-        status, headers, body = (self.post(request) if response is None
-                                 else _answer_of(response))
-        if status == 200:
-            return _answer_json(headers, body)
-        raise ClientError(self._error(body, status, headers), operation)
+        def send(operation, body):
+            if credentials is None:
+                raise NoCredentialsError()
+            headers = self.signer.headers(
+                credentials.get_frozen_credentials(),
+                self._TARGET + operation, body)
+            headers["User-Agent"] = user_agent
+            headers["Content-Length"] = str(len(body))
+            request = AWSPreparedRequest("POST", url, headers, body, False,
+                                         **context)
+            _, response = events.emit_until_response(
+                f"before-send.dynamodb.{operation}", request=request)
+            return post(request) if response is None else _answer_of(response)
+        return send
 
     @staticmethod
     def _error(body, status, headers):
@@ -3071,7 +3186,7 @@ class _Connected:
         paths)."""
         def make():
             if self.settings["fast_path"]:
-                return _FastWire(self.session(), self.settings)
+                return _FastWire(self)
             return _ClientWire(self.boto3("client", botocore_retries=False))
         return self._wire or self._made("_wire", make)
 
