@@ -3745,6 +3745,58 @@ def test_progress_reports_from_the_calling_thread(calls):
     assert threads == {threading.current_thread()}
 
 
+def test_many_item_calls_pause_the_collector_while_they_run(monkeypatch):
+    import gc
+
+    Event.create_table()
+    seen = []
+
+    def progress(done, total):
+        seen.append(gc.isenabled())
+
+    assert gc.isenabled()
+    Event.save_many(events("ann", 30), progress=progress)
+    assert len(Event.get_many(Event.user == "ann", progress=progress)) == 30
+    assert len(list(Event.iter_many(Event.user == "ann",
+                                    progress=progress))) == 30
+    Event.delete_many([("ann", 0)], progress=progress)
+    assert seen == [False, False, False, True, False] and gc.isenabled()
+    # Resumed after an error; not resumed when it was off to begin with.
+    with pytest.raises(ValidationError):
+        Event.save_many([{"user": "ann"}])
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        Event.get_many(Event.user == "ann")
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    # Overlapping calls in two threads: the last one to end resumes it.
+    entered, release = threading.Event(), threading.Event()
+
+    def wait(done, total):
+        entered.set()
+        release.wait(5)
+
+    worker = threading.Thread(target=Event.get_many, args=(
+        Event.user == "ann",), kwargs={"progress": wait})
+    worker.start()
+    entered.wait(5)
+    Event.get_many(Event.user == "ann")
+    assert not gc.isenabled()  # the other call still runs
+    release.set()
+    worker.join()
+    assert gc.isenabled()
+    # pause_gc=False leaves it running.
+    Connection.set_config(pause_gc=False)
+    del seen[:]
+    Event.get_many(Event.user == "ann", progress=progress)
+    assert seen == [True]
+    with pytest.raises(ValidationError, match="pause_gc must be True or "
+                                              "False, not 'no'"):
+        Connection.set_config(pause_gc="no")
+
+
 # -- Retries -----------------------------------------------------------------
 
 def test_unprocessed_items_are_resent_until_all_land(monkeypatch, no_sleep):
