@@ -2455,17 +2455,37 @@ class _Http:
                 pass
 
 
-class _JsonParams(dict):
-    """Request parameters that come with a function writing their JSON text
-    (``text()``), quicker than encoding their dicts: the fast path sends
-    that text; everything else (the boto3 client path, request stubs) sees
-    the parameters."""
+class _JsonParams:
+    """A request written as JSON text, as those carrying many items are
+    (each item's text is made once, when it is validated, and held as
+    text: far lighter than its dicts). The fast path sends ``text`` as it
+    is; read as a mapping -- by the boto3 client path, stubs, error
+    messages -- it is the text decoded."""
 
-    __slots__ = ("text",)
+    __slots__ = ("text", "_decoded")
 
-    def __init__(self, params, text):
-        super().__init__(params)
-        self.text = text
+    def __init__(self, text):
+        self.text, self._decoded = text, None
+
+    def _params(self):
+        if self._decoded is None:
+            self._decoded = json.loads(self.text)
+        return self._decoded
+
+    def __getitem__(self, name):
+        return self._params()[name]
+
+    def __iter__(self):
+        return iter(self._params())
+
+    def __len__(self):
+        return len(self._params())
+
+    def keys(self):
+        return self._params().keys()
+
+    def get(self, name, default=None):
+        return self._params().get(name, default)
 
 
 _Credentials = collections.namedtuple("_Credentials",
@@ -2556,7 +2576,7 @@ class _FastWire:
         self.botocore = None  # the botocore route, made on first use
 
     def __call__(self, operation, params):
-        body = (params.text() if type(params) is _JsonParams
+        body = (params.text if type(params) is _JsonParams
                 else _encode_json(params)).encode()
         if self.credentials is None or "botocore" in sys.modules:
             status, headers, body = (self.botocore or self._botocore_route())(
@@ -2738,30 +2758,28 @@ _ITEM_CODES = frozenset({"TransactionConflictException",
                          "ItemCollectionSizeLimitExceededException"})
 
 
-def _batch_write(table, key_names, request, items, item_json=None,
-                 advance=None):
-    """Send ``items`` -- a dict of DynamoDB items to put (``request`` is
-    "PutRequest") or keys to delete ("DeleteRequest"), under keys of the
-    caller's -- in BatchWriteItem requests of 25, on the worker pool,
-    resending what comes back unprocessed; ``key_names`` are the table's
-    key attributes, and ``item_json``, if given, writes an item's JSON
-    text. Returns (the caller's keys of the items written, [(key,
-    exception)] of those that were not); after an error that stops the
-    batch (_stops_batch) no further chunk is sent, and its items fail with
-    it. ``advance(n)``, if given, is told of each chunk's items as it is
-    done (from the calling thread)."""
+def _batch_write(table, key_names, requests, identify, advance=None):
+    """Send ``requests`` -- the JSON text of write requests (_put_request,
+    _delete_request) under the identities of their keys (``identify(item
+    or key)``; ``key_names`` are the table's key attributes) -- in
+    BatchWriteItem requests of 25, on the worker pool, resending what comes
+    back unprocessed. Returns (the identities of the items written,
+    [(identity, exception)] of those that were not); after an error that
+    stops the batch (_stops_batch) no further chunk is sent, and its items
+    fail with it. ``advance(n)``, if given, is told of each chunk's items
+    as it is done (from the calling thread)."""
     done, failed, stopped = [], [], []
 
     def write(chunk):
         if stopped:
             return [], [(name, stopped[0]) for name in chunk]
-        written, left = _write_chunk(table, key_names, request,
-                                     {name: items[name] for name in chunk},
-                                     item_json)
+        written, left = _write_chunk(table, key_names,
+                                     {name: requests[name] for name in chunk},
+                                     identify)
         stopped.extend(error for _, error in left[:1] if _stops_batch(error))
         return written, left
 
-    chunks = list(_chunks(list(items), 25))
+    chunks = list(_chunks(list(requests), 25))
     each = advance and (lambda result: advance(len(result[0])
                                                + len(result[1])))
     for written, left in _parallel(write, chunks, each):
@@ -2770,19 +2788,14 @@ def _batch_write(table, key_names, request, items, item_json=None,
     return done, failed
 
 
-def _write_chunk(table, key_names, request, pending, item_json):
-    """(keys written, failures) of one chunk of ``pending`` items, resent
-    while some come back unprocessed. The requests are made as they are
-    sent, so that no more objects than needed outlive them."""
+def _write_chunk(table, key_names, pending, identify):
+    """(identities written, failures) of one chunk of ``pending`` write
+    requests, resent while some come back unprocessed."""
     attempts = _state().settings["batch_attempts"]
-    field = "Item" if request == "PutRequest" else "Key"
+    head = '{"RequestItems":{' + json.encoder.encode_basestring(table) + ":["
     done = []
     for attempt in range(attempts):
-        entries = [{request: {field: item}} for item in pending.values()]
-        params = {"RequestItems": {table: entries}}
-        if item_json is not None:
-            params = _JsonParams(params, functools.partial(
-                _batch_put_json, table, pending.values(), item_json))
+        params = _JsonParams(head + ",".join(pending.values()) + "]}}")
         try:
             response = _call("BatchWriteItem", params)
         except DynamongoError as exc:
@@ -2790,40 +2803,35 @@ def _write_chunk(table, key_names, request, pending, item_json):
         unprocessed = response.get("UnprocessedItems", {}).get(table)
         if not unprocessed:
             return done + list(pending), []
-        # Told apart by their key attributes, numbers by value (DynamoDB
-        # may write 1.0 as 1).
-        left = {_key_values(_request_key(entry), key_names)
-                for entry in unprocessed}
-        sent = pending
-        pending = {}
-        for name, item in sent.items():
-            if _key_values(item, key_names) in left:
-                pending[name] = item
+        # Told apart by the identities of their keys (numbers by value:
+        # DynamoDB may write 1.0 as 1).
+        left = {identify(_request_key(entry)) for entry in unprocessed}
+        sent, pending = pending, {}
+        for name, request in sent.items():
+            if name in left:
+                pending[name] = request
             else:
                 done.append(name)
         if not pending:  # none of those sent came back
             return done, []
         if attempt + 1 < attempts:
             _pause(attempt)
+    keys = [_request_key(json.loads(request)) for request in pending.values()]
     error = UnprocessedError(
         f"BatchWriteItem on table {table!r} left {len(pending)} items "
         f"unprocessed after {attempts} attempts",
-        [{name: item[name] for name in key_names}
-         for item in pending.values()])
+        [{name: key[name] for name in key_names} for key in keys])
     return done, [(name, error) for name in pending]
 
 
-def _batch_put_json(table, items, item_json):
-    """The JSON text of a BatchWriteItem putting ``items``."""
-    return "".join([
-        '{"RequestItems":{', json.encoder.encode_basestring(table), ":[",
-        ",".join([f'{{"PutRequest":{{"Item":{item_json(item)}}}}}'
-                  for item in items]), "]}}"])
+def _put_request(item_json):
+    """The JSON text of a PutRequest of an item's JSON text."""
+    return '{"PutRequest":{"Item":' + item_json + "}}"
 
 
-def _key_values(item, key_names):
-    """The values of an item's key attributes, numbers by value."""
-    return tuple(_normal(item[name]) for name in key_names)
+def _delete_request(key):
+    """The JSON text of a DeleteRequest of a key."""
+    return '{"DeleteRequest":{"Key":' + _encode_json(key) + "}}"
 
 
 def _one_by_one(write, entries, advance=None):
@@ -4975,8 +4983,10 @@ class _Metadata:
                      for item in itertools.islice(items, batch_size)}
             if not batch:
                 return result
-            done, failed = _batch_write(table, names, "DeleteRequest", batch,
-                                        advance=advance)
+            done, failed = _batch_write(
+                table, names, {identity: _delete_request(key)
+                               for identity, key in batch.items()},
+                self.identity, advance)
             result.success += [self.from_item(batch[identity])
                                for identity in done]
             result.fail += [Failure(batch[identity], error)
@@ -5530,10 +5540,12 @@ class Model(metaclass=_ModelType):
         if not _is_list_like(items):
             raise ValidationError(f"{where} takes a list of items, not "
                                   f"{type(items).__name__}")
-        # By key identity: the DynamoDB item, what the caller gave, and the
-        # native values.
+        # By key identity: what is written (the JSON text of a PutRequest,
+        # or the DynamoDB item of a conditional put), what the caller gave,
+        # and the native values.
         stored, givens, natives, errors = {}, {}, {}, {}
         validate, identify = meta.validate_item, meta.identity
+        item_json = meta.item_json
         for index, item in enumerate(items):
             try:
                 native, av_item = validate(item)
@@ -5542,8 +5554,9 @@ class Model(metaclass=_ModelType):
                 continue
             identity = identify(av_item)
             stored.pop(identity, None)  # the last duplicate wins
-            stored[identity], givens[identity] = av_item, item
-            natives[identity] = native
+            stored[identity] = av_item if condition is not None \
+                else _put_request(item_json(av_item))
+            givens[identity], natives[identity] = item, native
         if errors:
             raise ValidationError(f"{where}: invalid items: "
                                   f"{_describe(errors)}", errors)
@@ -5551,8 +5564,8 @@ class Model(metaclass=_ModelType):
             raise ValidationError(f"{where} needs at least one item")
         advance = _advance(progress, len(stored))
         if condition is None:
-            done, failed = _batch_write(table, meta.key_names, "PutRequest",
-                                        stored, meta.item_json, advance)
+            done, failed = _batch_write(table, meta.key_names, stored,
+                                        identify, advance)
         else:
             done, failed = _one_by_one(
                 lambda item: meta.put_item(table, item, condition), stored,
@@ -5768,8 +5781,10 @@ class Model(metaclass=_ModelType):
             if identity not in batch_keys:
                 batch_keys[identity], givens[identity] = key, given
         advance = _advance(progress, len(batch_keys) + len(conditional))
-        done, failed = _batch_write(table, names, "DeleteRequest", batch_keys,
-                                    advance=advance)
+        done, failed = _batch_write(
+            table, names, {identity: _delete_request(key)
+                           for identity, key in batch_keys.items()},
+            meta.identity, advance)
         result = BatchResult(
             [meta.from_item(batch_keys[identity]) for identity in done],
             [Failure(givens[identity], error) for identity, error in failed])

@@ -338,7 +338,7 @@ class Faults:
             return self.send(operation, params)
         # Draws depend on the request and how often it was seen, not on
         # the order threads send requests in: runs repeat exactly.
-        request = f"{operation} {json.dumps(params, sort_keys=True)}" \
+        request = f"{operation} {json.dumps(dict(params), sort_keys=True)}" \
             .replace(Connection.table_prefix(), "")  # random per test
         with self.lock:
             self.seen[request] += 1
