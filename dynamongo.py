@@ -429,6 +429,11 @@ def _generic_to_av(value, where, depth=1):
         return {"BOOL": value}
     if value is None:
         return {"NULL": True}
+    if kind is int and -_FAST_INT_LIMIT <= value <= _FAST_INT_LIMIT:
+        return {"N": str(value)}
+    if kind is float and (value == 0.0 or _FAST_FLOAT_TINY <= abs(value)
+                          <= _FAST_FLOAT_LIMIT):
+        return {"N": repr(value)}
     if kind in (int, float) or isinstance(value, decimal.Decimal):
         try:
             return {"N": _number_text(value)}
@@ -461,6 +466,8 @@ def _generic_from_av(av):
     if kind == "S" or kind == "BOOL":
         return value
     if kind == "N":
+        if value.isdecimal() or value[:1] == "-" and value[1:].isdecimal():
+            return int(value)
         number = decimal.Decimal(value)
         if number == number.to_integral_value():
             return int(number)
@@ -472,6 +479,15 @@ def _generic_from_av(av):
     if kind == "M":
         return {key: _generic_from_av(item) for key, item in value.items()}
     return value  # B, SS, NS, BS: stored by someone else; hand back as is
+
+
+def _number_identity(text):
+    """A number's identity, equal for equal numbers however written ("1",
+    "1.0", "1E+0"): an int when the text is one, else a Decimal (which
+    equals, and hashes as, the int or float of the same value)."""
+    if text.isdecimal() or text[:1] == "-" and text[1:].isdecimal():
+        return int(text)
+    return decimal.Decimal(text)
 
 
 def _av_size(av):
@@ -1022,6 +1038,8 @@ class IntField(_NumberField):
     def to_native(self, value):
         kind = type(value)
         if kind is int:
+            if -_FAST_INT_LIMIT <= value <= _FAST_INT_LIMIT:
+                return value
             number = value
         elif kind is bool:
             raise ValidationError("must be an integer, not a bool")
@@ -1063,6 +1081,9 @@ class FloatField(_NumberField):
     def to_native(self, value):
         kind = type(value)
         if kind is float:
+            if value == 0.0 or _FAST_FLOAT_TINY <= abs(value) \
+                    <= _FAST_FLOAT_LIMIT:
+                return value
             number = value
         elif kind is bool:
             raise ValidationError("must be a number, not a bool")
@@ -3806,6 +3827,7 @@ def _codec_names():
         "load_int": _load_int, "plain_email": _ASCII_EMAIL.fullmatch,
         "utf8": _is_utf8, "generic_av": _generic_to_av,
         "generic_from_av": _generic_from_av, "av_size": _av_size,
+        "number_identity": _number_identity,
         "check_key": _check_key_text, "located": _located,
         "describe": _describe, "ValidationError": ValidationError,
     }
@@ -3873,7 +3895,7 @@ def _write_validate_item(meta):
              "    native, stored, errors = dict(values), {}, {}",
              "    absent = size = 0"]
     fixed = 0  # bytes the item may take besides those summed in ``size``
-    measured = False
+    measured, exact = False, []
     for local, (name, field) in zip(_local_names(fields), fields.items()):
         value, av = f"{local}_value", f"{local}_av"
         fast = _fast_path_of(field, value, av)
@@ -3917,8 +3939,14 @@ def _write_validate_item(meta):
         fixed += len(name.encode())
         if type(fast.size) is int:
             fixed += fast.size
-        else:
-            body.append(f"size += {fast.size or f'av_size({av})'}")
+        elif fast.size:
+            body.append(f"size += {fast.size}")
+            measured = True
+        else:  # measured exactly, once: check_size is told
+            lines.insert(5, f"    {local}_size = 0")
+            body += [f"{local}_size = av_size({av})",
+                     f"size += {local}_size"]
+            exact.append(f"{name!r}: {local}_size")
             measured = True
         lines += ["        try:",
                   *(" " * 12 + line for line in body),
@@ -3933,7 +3961,7 @@ def _write_validate_item(meta):
               "errors)"]
     if measured or fixed > _MAX_ITEM_BYTES:
         lines += [f"    if size > {_MAX_ITEM_BYTES - fixed}:",
-                  "        check_size(stored)"]
+                  f"        check_size(stored, {{{', '.join(exact)}}})"]
     lines.append("    return native, stored")
     return _compile(meta, "validate_item", lines, scope)
 
@@ -4011,8 +4039,9 @@ def _write_item_json(meta):
 def _write_identity(meta):
     """``identity(item) -> hashable`` identity of a DynamoDB item's or
     key's key, numbers by value (DynamoDB returns ``1.0`` as ``1``)."""
-    parts = [f"Decimal(item[{name!r}]['N'])" if field.attribute_type == "N"
-             else f"item[{name!r}]['S']" for name, field in meta.key_fields]
+    parts = [f"number_identity(item[{name!r}]['N'])"
+             if field.attribute_type == "N" else f"item[{name!r}]['S']"
+             for name, field in meta.key_fields]
     identity = parts[0] if len(parts) == 1 else f"({', '.join(parts)})"
     return _compile(meta, "identity",
                     ["def identity(item):", f"    return {identity}"], {})
@@ -4159,10 +4188,13 @@ class _Metadata:
         return {name: ["is not a field of the model"]
                 for name in item if name not in self.fields}
 
-    def check_size(self, item):
+    def check_size(self, item, known=None):
         """ValidationError naming the largest attributes of a DynamoDB
-        item over DynamoDB's 400 KB."""
-        sizes = {name: len(name.encode()) + _av_size(av)
+        item over DynamoDB's 400 KB; ``known``: the sizes of attributes
+        already measured (0: not measured)."""
+        known = known or {}
+        sizes = {name: len(name.encode()) + (known.get(name)
+                                             or _av_size(av))
                  for name, av in item.items()}
         if sum(sizes.values()) > _MAX_ITEM_BYTES:
             largest = sorted(sizes, key=sizes.get, reverse=True)[:3]
