@@ -1259,14 +1259,15 @@ def test_the_regional_endpoint_is_in_the_regions_partition(region, url):
 def test_botocore_is_needed_only_for_what_it_alone_does(monkeypatch,
                                                         variables, own):
     Connection.reset()
-    for name in os.environ:
-        if name.lower().endswith("_proxy"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
-    for name, value in variables.items():
-        monkeypatch.setenv(name, value)
-    route = dynamongo._own_route(dynamongo._state().settings)
+    with monkeypatch.context() as patch:  # undone before the cleanup
+        for name in os.environ:
+            if name.lower().endswith("_proxy"):
+                patch.delenv(name)
+        patch.setenv("AWS_ACCESS_KEY_ID", "k")
+        patch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+        for name, value in variables.items():
+            patch.setenv(name, value)
+        route = dynamongo._own_route(dynamongo._state().settings)
     assert (route is not None) == own
     if own:
         assert route[0] == ("k", "s", None)
