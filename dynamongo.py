@@ -13,8 +13,10 @@ delete items with conditions written as Python operators::
     User.save_one({"email": "john@example.com", "name": "John"})
     User.get_one((User.email == "john@example.com"))
 
-One module, one runtime dependency (boto3, imported on first use, so
-``import dynamongo`` stays cheap in AWS Lambda). MIT licensed.
+One module, one runtime dependency: boto3, imported only when something
+needs it -- with the credentials in the environment, as in AWS Lambda,
+dynamongo signs and sends its own requests and never imports it. MIT
+licensed.
 """
 
 __version__ = "0.2.0"
@@ -2167,7 +2169,8 @@ class _Expression:
 # -- The wire ----------------------------------------------------------------
 #
 # Layers, bottom up: _send makes one HTTP request, through the fast path
-# (_FastWire) or a plain boto3 client (_ClientWire), neither retrying;
+# (_FastWire: on its own, or through botocore once it is loaded or needed)
+# or a plain boto3 client (_ClientWire), neither retrying;
 # _call retries throttling, 5xx and connection errors with exponential
 # backoff and full jitter; the batch helpers resend unprocessed items and
 # keys the same way and report whatever is still left.
@@ -2189,6 +2192,14 @@ _PARTITION_DOMAINS = (("cn-", "amazonaws.com.cn"), ("us-isob-", "sc2s.sgov.gov")
 _REGION_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?", re.I)
 
 
+def _check_region(region):
+    """ValidationError unless ``region`` can be a region's name (as
+    botocore checks it: it becomes part of a host name)."""
+    if not _REGION_NAME.fullmatch(region):
+        raise ValidationError(f"region {region!r} is not an AWS region "
+                              "name")
+
+
 def _endpoint_of(settings):
     """The URL dynamongo's requests go to: the endpoint set, else the
     region's in its partition."""
@@ -2200,10 +2211,10 @@ def _endpoint_of(settings):
     return f"https://dynamodb.{region}.{domain}/"
 
 
-def _answer_json(headers, body):
-    """The parsed body of a 200 answer (``headers`` in lower case), or
-    _BadAnswer when it is cut short, fails its checksum or is not a JSON
-    object."""
+def _answer_json(headers, body, stream=False):
+    """The parsed body of a 200 answer (``headers`` in lower case) -- with
+    ``stream``, an _ItemStream of it -- or _BadAnswer when it is cut short,
+    fails its checksum or is not a JSON object."""
     import zlib
 
     checksum = headers.get("x-amz-crc32")
@@ -2214,6 +2225,11 @@ def _answer_json(headers, body):
     if length is not None and int(length) != len(body):
         raise _BadAnswer(f"the body was cut short ({len(body)} of {length} "
                          "bytes)", corrupted=True)
+    if stream and body.lstrip()[:1] == b"{":
+        try:
+            return _ItemStream(body.decode())
+        except UnicodeDecodeError:
+            pass
     try:
         answer = json.loads(body) if body else {}
     except ValueError:
@@ -2222,6 +2238,72 @@ def _answer_json(headers, body):
         raise _BadAnswer(f"expected a JSON object, got "
                          f"{body[:80].decode('utf-8', 'replace')!r}")
     return answer
+
+
+class _StreamItems(dict):
+    """Query or Scan parameters asking the fast path for an _ItemStream
+    answer (other paths, and request stubs, see plain parameters)."""
+
+    __slots__ = ()
+
+
+_SPACE = re.compile(r"[ \t\n\r]*")
+
+
+class _ItemStream:
+    """A Query or Scan answer read as it is used: iterating it yields its
+    "Items" one at a time, each decoded from the text when it is reached,
+    so that a page's items never all exist at once as dicts (a converted
+    item's dicts are let go before the next is decoded); the answer's
+    other members are in ``rest`` once the iteration has ended. Text that
+    turns out not to be JSON raises _BadAnswer then."""
+
+    def __init__(self, text):
+        self.text, self.rest = text, None
+
+    def __iter__(self):
+        text, rest = self.text, {}
+        scan, space = _scanner(), _SPACE.match
+        try:
+            at = space(text).end() + 1  # past the "{"
+            while True:
+                at = space(text, at).end()
+                if text[at] == "}":
+                    break
+                name, at = scan(text, at)
+                at = space(text, at).end()
+                if text[at] != ":":
+                    raise ValueError(f"':' expected at {at}")
+                at = space(text, at + 1).end()
+                if name == "Items" and text[at] == "[":
+                    at = space(text, at + 1).end()
+                    while text[at] != "]":
+                        item, at = scan(text, at)
+                        yield item
+                        at = space(text, at).end()
+                        if text[at] == ",":
+                            at = space(text, at + 1).end()
+                        elif text[at] != "]":
+                            raise ValueError(f"',' expected at {at}")
+                    at += 1
+                else:
+                    rest[name], at = scan(text, at)
+                at = space(text, at).end()
+                if text[at] == ",":
+                    at += 1
+                elif text[at] != "}":
+                    raise ValueError(f"',' expected at {at}")
+        except (ValueError, IndexError, StopIteration) as exc:
+            raise _BadAnswer(f"the answer is not JSON ({exc!r})") from None
+        self.rest = rest
+
+
+@functools.lru_cache(maxsize=None)
+def _scanner():
+    """The json module's scanner: ``scan(text, at) -> (value, end)``."""
+    import json.scanner
+
+    return json.scanner.make_scanner(json.JSONDecoder())
 
 
 class _ClientWire:
@@ -2583,9 +2665,7 @@ class _FastWire:
     def __init__(self, connected):
         settings = connected.settings
         region = settings["region"]
-        if not _REGION_NAME.fullmatch(region):
-            raise ValidationError(f"region {region!r} is not an AWS region "
-                                  "name")
+        _check_region(region)
         self.connected, self.url = connected, _endpoint_of(settings)
         own = _own_route(settings)
         self.credentials, ca_bundle = own or (None, None)
@@ -2609,7 +2689,8 @@ class _FastWire:
             headers["Content-Length"] = str(len(body))
             status, headers, body = self.http.post(headers, body)
         if status == 200:
-            return _answer_json(headers, body)
+            return _answer_json(headers, body,
+                                stream=type(params) is _StreamItems)
         raise _Refusal(self._error(body, status, headers), operation)
 
     def _botocore_route(self):
@@ -2995,20 +3076,21 @@ def _batch_get(table, keys, consistent_read=False, projection=None):
 
 def _read_pages(requests, convert, limit=None, page=None):
     """``convert(item)`` of each item of several Query/Scan requests, in
-    request order, each page converted as it comes and then let go: read
-    in parallel, or one after another (stopping early) under a limit;
-    ``page(items)`` is called from the calling thread after each page, or
-    after each request's items when they are read in parallel."""
+    request order, each item converted as it is decoded: read in parallel,
+    or one after another (stopping early) under a limit; ``page(count)`` is
+    called from the calling thread after each page, or after each
+    request's items when they are read in parallel."""
     if limit is None and len(requests) > 1:
         return [item for items in _parallel(
             lambda request: [convert(item) for item in _pages(*request)],
-            requests, page) for item in items]
+            requests, page and (lambda items: page(len(items))))
+            for item in items]
     return [convert(item) for item in _iter_pages(requests, limit, page)]
 
 
 def _iter_pages(requests, limit=None, page=None):
     """The items of several Query/Scan requests one after another, lazily,
-    at most ``limit``; ``page(items)`` after each page."""
+    at most ``limit``; ``page(count)`` after each page."""
     items = itertools.chain.from_iterable(
         _pages(operation, params, page) for operation, params in requests)
     return itertools.islice(items, limit)
@@ -3017,20 +3099,31 @@ def _iter_pages(requests, limit=None, page=None):
 def _pages(operation, params, page=None):
     """The items of a Query or Scan, following LastEvaluatedKey to the end
     (lazily: a caller that stops early sends no further requests);
-    ``page(items)`` is called with each page's items before they are
-    yielded. Each item is let go as it is yielded, and each page before
-    the next is read, so that a caller converting items as they come holds
-    no more than one page of them."""
+    ``page(count)`` is called after each page's items are yielded. Each
+    item is decoded (on the fast path: _ItemStream) or let go as it is
+    yielded, so that a caller converting items as they come holds no more
+    than one of them besides the page's text."""
     while True:
-        response = _call(operation, params)
-        items, last = response.get("Items", []), response.get(
-            "LastEvaluatedKey")
-        del response
+        answer = _call(operation, _StreamItems(params))
+        count = 0
+        if type(answer) is _ItemStream:
+            try:
+                for item in answer:
+                    count += 1
+                    yield item
+            except _BadAnswer as exc:
+                raise _translate_error(exc, operation, params, _endpoint_of(
+                    _state().settings))[0] from exc
+            answer = answer.rest
+        else:
+            items = answer.get("Items", [])
+            count = len(items)
+            items.reverse()
+            while items:
+                yield items.pop()
         if page is not None:
-            page(items)
-        items.reverse()
-        while items:
-            yield items.pop()
+            page(count)
+        last = answer.get("LastEvaluatedKey")
         if not last:
             return
         params = dict(params, ExclusiveStartKey=last)
@@ -3048,13 +3141,6 @@ def _advance(progress, total):
         done += count
         progress(done, total)
     return advance
-
-
-def _page_progress(progress):
-    """A ``page(items)`` callback calling ``progress(items so far, None)``,
-    or None without ``progress``."""
-    advance = _advance(progress, None)
-    return advance and (lambda items: advance(len(items)))
 
 
 def _count(requests):
@@ -3241,6 +3327,7 @@ class _Connected:
         from botocore.config import Config
 
         settings = self.settings
+        _check_region(settings["region"])
         retries = ({"mode": "standard",
                     "max_attempts": settings["max_attempts"]}
                    if botocore_retries else {"total_max_attempts": 1})
@@ -4844,7 +4931,7 @@ class _Metadata:
             return self.iter_keys(self.table_name(), plan._keys,
                                   consistent_read, limit, plan._loaded,
                                   progress)
-        return _iter_pages(plan._requests, limit, _page_progress(progress))
+        return _iter_pages(plan._requests, limit, _advance(progress, None))
 
     def instances(self, plan, consistent_read, limit, progress):
         """Instances of the items a plan reads, lazily, each step on the
@@ -5649,7 +5736,7 @@ class Model(metaclass=_ModelType):
         from_item = meta.from_item
         if plan._keys is None:  # several requests read in parallel
             instances = _read_pages(plan._requests, from_item, limit,
-                                    _page_progress(progress))
+                                    _advance(progress, None))
         else:
             instances = [from_item(item) for item in meta.read(
                 plan, consistent_read, limit, progress)]

@@ -1248,6 +1248,23 @@ def test_the_regional_endpoint_is_in_the_regions_partition(region, url):
     assert dynamongo._endpoint_of(settings) == url
 
 
+def test_certificates_are_botocores(monkeypatch):
+    import certifi
+
+    assert dynamongo._ca_bundle() == certifi.where()
+    monkeypatch.setitem(sys.modules, "certifi", None)  # not installed
+    bundle = dynamongo._ca_bundle()
+    assert bundle.endswith(os.path.join("botocore", "cacert.pem"))
+    assert os.path.exists(bundle)
+
+
+def test_a_region_that_is_no_region_name_is_refused():
+    Connection.set_config(region="us east 1")
+    with pytest.raises(ValidationError, match="region 'us east 1' is not "
+                                              "an AWS region name"):
+        User.get_one("a@b.io")
+
+
 @pytest.mark.parametrize("variables, own", [
     ({}, True),
     ({"AWS_CA_BUNDLE": "/etc/ca.pem"}, True),  # dynamongo applies it
@@ -4194,6 +4211,52 @@ def test_number_fast_paths_agree_with_the_exact_formatter(number):
         assert identity == exact and hash(identity) == hash(exact)
     assert dynamongo._generic_from_av({"N": text}) == (
         int(exact) if exact == exact.to_integral_value() else float(text))
+
+
+@PROPERTIES
+@given(items=st.lists(st.dictionaries(st.text(max_size=4), json_values,
+                                      max_size=3), max_size=4),
+       rest=st.dictionaries(st.sampled_from(["Count", "ScannedCount",
+                                             "LastEvaluatedKey", "Other"]),
+                            json_values),
+       place=st.integers(0, 4), spaced=st.booleans())
+def test_item_stream_reads_what_json_reads(items, rest, place, spaced):
+    members = list(rest.items())
+    members.insert(min(place, len(members)), ("Items", items))
+    text = json.dumps(dict(members), separators=(", ", ": ") if spaced
+                      else (",", ":"))
+    if spaced:
+        text = f" \n{text}\t"
+    stream = dynamongo._ItemStream(text)
+    assert list(stream) == items
+    assert stream.rest == rest
+
+
+@pytest.mark.parametrize("text", [
+    '{"Items": [{"a": 1}, {"b": 2}', '{"Items": [{"a": 1} {"b": 2}]}',
+    '{"Items": [{"a": 1}], "Count" 1}', '{"Items": [{"a": 1}]',
+    '{"Items": [{"a": tru}]}', '{"Count": 1 "Items": []}'])
+def test_item_stream_refuses_what_is_not_json(text):
+    with pytest.raises(dynamongo._BadAnswer, match="not JSON"):
+        list(dynamongo._ItemStream(text))
+
+
+def test_a_page_that_breaks_off_mid_stream_is_an_error(monkeypatch):
+    # Its first items are read; then a DynamoDBError, never a short read.
+    body = (b'{"Count": 3, "Items": [{"email": {"S": "a@b.io"}, "name": '
+            b'{"S": "A"}}, {"email": {"S": "b@c.io"}, "name": {"S": "B"}},'
+            b' {"email": {"S": "c@d.io"}, nam')
+    server = ScriptedServer([http_reply(body)])
+    Connection.set_config(endpoint_url=server.url, max_attempts=1,
+                          fast_path=True)
+    seen = []
+    with pytest.raises(DynamoDBError, match="Scan on table .* is not "
+                                            "DynamoDB's: the answer is not "
+                                            "JSON"):
+        for user in User.iter_many(User.name.exists()):
+            seen.append(user.email)
+    assert seen == ["a@b.io", "b@c.io"]
+    server.close()
 
 
 VALID = {
