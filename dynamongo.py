@@ -2186,9 +2186,10 @@ def _send(operation, params):
 
 # The DNS suffix of each AWS partition other than "aws" (amazonaws.com), by
 # the prefix of its regions' names.
-_PARTITION_DOMAINS = (("cn-", "amazonaws.com.cn"), ("us-isob-", "sc2s.sgov.gov"),
-                      ("us-isof-", "csp.hci.ic.gov"), ("us-iso-", "c2s.ic.gov"),
-                      ("eu-isoe-", "cloud.adc-e.uk"), ("eusc-", "amazonaws.eu"))
+_PARTITION_DOMAINS = (
+    ("cn-", "amazonaws.com.cn"), ("us-isob-", "sc2s.sgov.gov"),
+    ("us-isof-", "csp.hci.ic.gov"), ("us-iso-", "c2s.ic.gov"),
+    ("eu-isoe-", "cloud.adc-e.uk"), ("eusc-", "amazonaws.eu"))
 _REGION_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?", re.I)
 
 
@@ -2240,7 +2241,7 @@ def _answer_json(headers, body, stream=False):
     return answer
 
 
-class _StreamItems(dict):
+class _StreamParams(dict):
     """Query or Scan parameters asking the fast path for an _ItemStream
     answer (other paths, and request stubs, see plain parameters)."""
 
@@ -2578,12 +2579,6 @@ class _JsonParams:
     def __getitem__(self, name):
         return self._params()[name]
 
-    def __iter__(self):
-        return iter(self._params())
-
-    def __len__(self):
-        return len(self._params())
-
     def keys(self):
         return self._params().keys()
 
@@ -2690,7 +2685,7 @@ class _FastWire:
             status, headers, body = self.http.post(headers, body)
         if status == 200:
             return _answer_json(headers, body,
-                                stream=type(params) is _StreamItems)
+                                stream=type(params) is _StreamParams)
         raise _Refusal(self._error(body, status, headers), operation)
 
     def _botocore_route(self):
@@ -3104,7 +3099,7 @@ def _pages(operation, params, page=None):
     yielded, so that a caller converting items as they come holds no more
     than one of them besides the page's text."""
     while True:
-        answer = _call(operation, _StreamItems(params))
+        answer = _call(operation, _StreamParams(params))
         count = 0
         if type(answer) is _ItemStream:
             try:
