@@ -5111,11 +5111,11 @@ class _Metadata:
     def iter_keys(self, table, keys, consistent_read, limit, fields=None,
                   progress=None):
         """The stored items of ``keys`` (each sent once) in key order, read
-        lazily by BatchGetItem a window of chunks at a time (``concurrency``
-        chunks of 100 on the worker pool). With a limit, the first window
-        reads just as many keys, the next ones twice the keys still
-        wanting, and so on. ``progress(keys read, keys)`` after each
-        window."""
+        lazily by BatchGetItem in chunks of 100: up to ``concurrency``
+        chunks in flight on the worker pool, the next one sent as each
+        answer is taken. With a limit, the chunks in flight hold at most
+        the keys still wanting, twice as many once those are all read, and
+        so on. ``progress(keys read, keys)`` after each chunk."""
         unique, projection = {}, None
         for key in keys:
             unique.setdefault(self.identity(key), key)
@@ -5124,21 +5124,34 @@ class _Metadata:
             projection = expression.into(self.project({}, expression,
                                                       fields))
         pending = list(unique.items())
-        most = 100 * _state().settings["concurrency"]
-        read = found = rounds = 0
-        while read < len(pending):
-            size = most if limit is None else min(
-                most, (limit - found) << rounds)
-            rounds += 1
-            window = pending[read:read + size]
-            read += len(window)
-            chunks = list(_chunks(window, 100))
-            answers = _parallel(lambda chunk: _batch_get(
-                table, [key for _, key in chunk], consistent_read,
-                projection), chunks)
-            if progress is not None:
-                progress(read, len(pending))
-            for chunk, answer in zip(chunks, answers, strict=True):
+        state = _state()
+        width = state.settings["concurrency"]
+        pool = state.pool() if width > 1 and len(pending) > 100 else None
+
+        def get(chunk):
+            return _batch_get(table, [key for _, key in chunk],
+                              consistent_read, projection)
+
+        running = collections.deque()  # (chunk, its future), in key order
+        read = done = found = rounds = budget = 0
+        try:
+            while read < len(pending) or running:
+                if limit is not None and not running:
+                    budget = (limit - found) << rounds
+                    rounds += 1
+                while read < len(pending) and len(running) < width and (
+                        limit is None or budget > 0):
+                    chunk = pending[read:read + (100 if limit is None
+                                                 else min(100, budget))]
+                    read += len(chunk)
+                    budget -= len(chunk)
+                    running.append((chunk, pool and pool.submit(
+                        contextvars.copy_context().run, get, chunk)))
+                chunk, future = running.popleft()
+                answer = future.result() if future else get(chunk)
+                done += len(chunk)
+                if progress is not None:
+                    progress(done, len(pending))
                 stored = {self.identity(item): item for item in answer}
                 for identity, _ in chunk:
                     item = stored.get(identity)
@@ -5147,6 +5160,10 @@ class _Metadata:
                         found += 1
                         if found == limit:
                             return
+        finally:
+            for _, future in running:
+                if future:
+                    future.cancel()
 
 
 # -- Model -------------------------------------------------------------------
