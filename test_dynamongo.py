@@ -3805,6 +3805,28 @@ def test_many_item_calls_pause_the_collector_while_they_run(monkeypatch):
     release.set()
     worker.join()
     assert gc.isenabled()
+    # A child forked while another thread's call has it paused runs with
+    # the collector on.
+    import multiprocessing
+
+    entered.clear()
+    release.clear()
+    worker = threading.Thread(target=Event.get_many, args=(
+        Event.user == "ann",), kwargs={"progress": wait})
+    worker.start()
+    entered.wait(5)
+    assert not gc.isenabled()
+    context = multiprocessing.get_context("fork")
+    answers = context.Queue()
+    child = context.Process(target=lambda: answers.put(
+        (gc.isenabled(), len(Event.get_many(Event.user == "ann")),
+         gc.isenabled())))
+    child.start()
+    assert answers.get(timeout=60) == (True, 29, True)
+    child.join(timeout=30)
+    release.set()
+    worker.join()
+    assert gc.isenabled()
     # pause_gc=False leaves it running.
     Connection.set_config(pause_gc=False)
     del seen[:]
