@@ -25,6 +25,7 @@ __all__ = [
     "AddUpdate",
     "BatchResult",
     "BooleanField",
+    "CancellationReason",
     "Condition",
     "ConditionalCheckFailedException",
     "Connection",
@@ -58,6 +59,8 @@ __all__ = [
     "TableNotFoundError",
     "ThrottlingError",
     "TimedeltaField",
+    "Transaction",
+    "TransactionCanceled",
     "TruthValueError",
     "URLField",
     "UUIDField",
@@ -66,6 +69,8 @@ __all__ = [
     "Update",
     "UpdateBuilder",
     "ValidationError",
+    "transact_get",
+    "transaction",
 ]
 
 import collections
@@ -124,6 +129,8 @@ _OPERATIONS = {
     "PutItem": "put_item",
     "Query": "query",
     "Scan": "scan",
+    "TransactGetItems": "transact_get_items",
+    "TransactWriteItems": "transact_write_items",
     "UpdateItem": "update_item",
     "UpdateTable": "update_table",
 }
@@ -228,6 +235,23 @@ class ThrottlingError(DynamoDBError):
     """DynamoDB throttled the request (after dynamongo's retries)."""
 
 
+class TransactionCanceled(DynamoDBError):
+    """DynamoDB cancelled a transaction: nothing of it was applied.
+    ``reasons`` holds one CancellationReason per action, in the order the
+    actions were added."""
+
+    reasons = ()
+
+
+CancellationReason = collections.namedtuple(
+    "CancellationReason", "action code message item")
+CancellationReason.__doc__ = """Why a transaction's action was cancelled:
+``action`` (what was asked, e.g. ``"update_one Account {'id': 'a'}"``),
+``code`` (None for an action that was fine, else DynamoDB's code such as
+``"ConditionalCheckFailed"``), ``message``, and ``item``: the stored item
+as an instance when the action's condition failed, else None."""
+
+
 class UnprocessedError(DynamongoError):
     """DynamoDB left part of a batch unprocessed after every retry.
 
@@ -252,6 +276,7 @@ _ERROR_CODES = {
     "ProvisionedThroughputExceededException": ThrottlingError,
     "ThrottlingException": ThrottlingError,
     "RequestLimitExceeded": ThrottlingError,
+    "TransactionCanceledException": TransactionCanceled,
 }
 
 
@@ -4592,6 +4617,29 @@ class _Metadata:
         return {name: av for name, av in item.items()
                 if name in names} if return_values == "UPDATED_NEW" else {}
 
+    def update_request(self, table, key, condition, updates):
+        """(UpdateItem parameters, the bound guards of its adds) of
+        ``updates`` to the item of ``key``: the item must exist (UpdateItem
+        would create it), keep its fields' bounds and meet ``condition``."""
+        for update in updates:
+            _check_field_of(self.model, update.field)
+            if update.field.path[0] in self.key_names:
+                raise ValidationError(
+                    f"{self.name}.{update.field.path[0]} is part of the "
+                    "key: it cannot be updated (save a new item instead)")
+        bounds = [guard for guard in (update._guard() for update in updates)
+                  if guard is not None]
+        checks = [self.key_fields[0][1].exists(), *bounds]
+        if condition is not None:
+            checks.append(condition)
+        expression = _Expression(model=self.model)
+        params = {"TableName": table, "Key": key,
+                  "UpdateExpression": UpdateBuilder._render(updates,
+                                                            expression),
+                  "ConditionExpression": _And(*checks)._render(expression)}
+        expression.into(params)
+        return params, bounds
+
     def check_bounds(self, table, key, updates):
         """After a refused update: ValidationError if an add() broke a
         bound of the stored item (a missing item or a failed condition of
@@ -5567,31 +5615,14 @@ class Model(metaclass=_ModelType):
             its bounds raises ValidationError and changes nothing.
         """
         table = cls.table_name()
-        key, condition = cls._meta.strategy(strategy)
-        updates = _update_list(updates)
         if return_values not in _RETURN_VALUES:
             raise ValidationError(f"return_values must be one of "
                                   f"{_RETURN_VALUES}, not {return_values!r}")
-        for update in updates:
-            _check_field_of(cls, update.field)
-            if update.field.path[0] in cls._meta.key_names:
-                raise ValidationError(
-                    f"{cls.__name__}.{update.field.path[0]} is part of the "
-                    "key: it cannot be updated (save a new item instead)")
-        bounds = [guard for guard in (update._guard() for update in updates)
-                  if guard is not None]
-        # The item must exist (UpdateItem would create it), keep its
-        # bounds, and meet the caller's condition.
-        checks = [cls._meta.key_fields[0][1].exists(), *bounds]
-        if condition is not None:
-            checks.append(condition)
-        expression = _Expression(model=cls)
-        params = {"TableName": table, "Key": key,
-                  "UpdateExpression": UpdateBuilder._render(updates,
-                                                            expression),
-                  "ConditionExpression": _And(*checks)._render(expression),
-                  "ReturnValues": return_values}
-        expression.into(params)
+        key, condition = cls._meta.strategy(strategy)
+        updates = _update_list(updates)
+        params, bounds = cls._meta.update_request(table, key, condition,
+                                                  updates)
+        params["ReturnValues"] = return_values
         try:
             attributes = _call("UpdateItem", params).get("Attributes", {})
         except ConditionalCheckFailedException as exc:
@@ -5928,3 +5959,253 @@ class Model(metaclass=_ModelType):
             result.fail += [Failure(conditional[index][2], error)
                             for index, error in failed]
         return _finished(result)
+
+
+# -- Transactions ------------------------------------------------------------
+
+_TRANSACTION_ACTIONS = 100  # DynamoDB's limits on one transaction
+_TRANSACTION_BYTES = 4 * 1024 * 1024
+
+
+def transaction(token=None):
+    """A Transaction: writes added to it are sent together, in one
+    TransactWriteItems, by ``commit()`` -- or on leaving a ``with`` block
+    normally (an exception inside the block sends nothing).
+
+    :param token: the ClientRequestToken (at most 36 characters; default:
+        a fresh UUID), the same on every retry, so that DynamoDB applies
+        the transaction once even when an answer is lost.
+    """
+    return Transaction(token)
+
+
+class Transaction:
+    """Writes applied all together or not at all; see ``transaction()``,
+    which makes one (``token``: its ClientRequestToken). Each action takes
+    the ``model`` it writes to and is checked when it is added
+    (ValidationError or ExpressionError naming its position,
+    ``[2].email``); none is sent before ``commit()``."""
+
+    def __init__(self, token=None):
+        import uuid
+
+        if token is not None and (not isinstance(token, str)
+                                  or not 1 <= len(token) <= 36):
+            raise ValidationError(f"token must be a string of 1 to 36 "
+                                  f"characters, not {token!r}")
+        self.token = token or str(uuid.uuid4())
+        self._actions = []  # (what was asked, its meta, kind, request)
+        self._items = set()  # (table, key identity) of each action's item
+        self._state = _state()
+        self._done = False
+
+    def __repr__(self):
+        return (f"<Transaction {self.token} of {len(self._actions)} "
+                f"actions{', committed' if self._done else ''}>")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback):
+        if kind is None:
+            self.commit()
+        else:
+            self._done = True  # nothing was sent; nothing will be
+
+    def save_one(self, model, item, overwrite=True):
+        """Put ``item`` (validated as by ``model.save_one``); ``overwrite``
+        as there. Returns the instance that will be stored."""
+        meta = self._meta(model)
+        with self._at("save_one"):
+            condition = meta.overwrite_condition(overwrite)
+            native, stored = meta.validate_item(item)
+        key = {name: stored[name] for name in meta.key_names}
+        self._add("save_one", meta, key, "Put", meta.with_condition(
+            {"TableName": model.table_name(), "Item": stored}, condition))
+        return meta.instance(native)
+
+    def update_one(self, model, strategy, updates):
+        """Apply ``updates`` (an Update or a list of them) to the existing
+        item of ``model`` that ``strategy`` names (a key, or a key condition
+        whose other parts must hold), as ``model.update_one`` does; an
+        ``add`` beyond a field's bounds cancels the transaction."""
+        meta = self._meta(model)
+        with self._at("update_one"):
+            key, condition = meta.strategy(strategy)
+            params, _ = meta.update_request(model.table_name(), key,
+                                            condition, _update_list(updates))
+        self._add("update_one", meta, key, "Update", params)
+
+    def delete_one(self, model, strategy):
+        """Delete the item of ``model`` that ``strategy`` names (a key, or
+        a key condition whose other parts must hold)."""
+        meta = self._meta(model)
+        with self._at("delete_one"):
+            key, condition = meta.strategy(strategy)
+        self._add("delete_one", meta, key, "Delete", meta.with_condition(
+            {"TableName": model.table_name(), "Key": key}, condition))
+
+    def check(self, model, condition):
+        """Require ``condition`` -- a key condition and more -- to hold of
+        the item of ``model`` it names, without changing it
+        (ConditionCheck)."""
+        meta = self._meta(model)
+        with self._at("check"):
+            if not isinstance(condition, Condition):
+                raise ExpressionError(f"check takes a condition naming "
+                                      f"the item's key, not {condition!r}")
+            key, rest = meta.strategy(condition)
+            if rest is None:
+                raise ExpressionError(
+                    f"check needs a condition beyond the key, such as "
+                    f"{model.__name__}.{meta.key_names[0]}.exists()")
+        self._add("check", meta, key, "ConditionCheck", meta.with_condition(
+            {"TableName": model.table_name(), "Key": key}, rest))
+
+    def commit(self):
+        """Send the actions in one TransactWriteItems (nothing to send:
+        nothing is sent). Raises TransactionCanceled, with a reason per
+        action, when DynamoDB cancels it; a transaction cancelled only by
+        conflicts with others is retried (``max_attempts`` in all), with
+        the same token."""
+        self._check_open()
+        self._done = True
+        if not self._actions:
+            return
+        params = {"TransactItems": [{kind: request} for _, _, kind, request
+                                    in self._actions],
+                  "ClientRequestToken": self.token}
+        size = len(_encode_json(params).encode())
+        if size > _TRANSACTION_BYTES:
+            raise ValidationError(f"the transaction is {size} bytes, over "
+                                  "DynamoDB's limit of 4 MB")
+        token = _pinned.set(self._state)
+        try:
+            attempts = self._state.settings["max_attempts"]
+            for attempt in range(attempts):
+                try:
+                    _call("TransactWriteItems", params)
+                    return
+                except TransactionCanceled as exc:
+                    self._explain(exc)
+                    codes = {reason.code for reason in exc.reasons} - {None}
+                    if not codes <= {"TransactionConflict"} \
+                            or attempt + 1 == attempts:
+                        raise
+                _pause(attempt)
+        finally:
+            _pinned.reset(token)
+
+    # -- internals
+
+    def _meta(self, model):
+        self._check_open()
+        if len(self._actions) >= _TRANSACTION_ACTIONS:
+            raise ValidationError(f"a transaction holds at most "
+                                  f"{_TRANSACTION_ACTIONS} actions")
+        if not (isinstance(model, type) and issubclass(model, Model)
+                and model.__table__ is not None):
+            raise ValidationError(f"[{len(self._actions)}]: a transaction's "
+                                  f"action takes a model, not {model!r}")
+        return model._meta
+
+    def _check_open(self):
+        if self._done:
+            raise ExpressionError(f"{self!r} is over: start another "
+                                  "transaction")
+
+    def _at(self, what):
+        """Errors of the action being added, named by its position."""
+        return _ActionErrors(f"[{len(self._actions)}]", what)
+
+    def _add(self, what, meta, key, kind, request):
+        identity = (request["TableName"], meta.identity(key))
+        if identity in self._items:
+            raise ValidationError(
+                f"[{len(self._actions)}]: {what} {meta.name} "
+                f"{_key_text(key)}: another action of the transaction is on "
+                "that item, which DynamoDB refuses")
+        self._items.add(identity)
+        if "ConditionExpression" in request:
+            request["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"
+        self._actions.append((f"{what} {meta.name} {_key_text(key)}", meta,
+                              kind, request))
+
+    def _explain(self, error):
+        """Fill ``error.reasons`` from DynamoDB's CancellationReasons, in
+        the order the actions were added."""
+        given = error.response.get("CancellationReasons") or []
+        reasons = []
+        for index, (action, meta, _, _) in enumerate(self._actions):
+            reason = given[index] if index < len(given) else {}
+            code = reason.get("Code")
+            code = None if code in (None, "None") else code
+            item = reason.get("Item")
+            reasons.append(CancellationReason(
+                action, code, reason.get("Message"),
+                meta.from_item(item) if item and code ==
+                "ConditionalCheckFailed" else None))
+        error.reasons = reasons
+
+
+class _ActionErrors:
+    """``with`` block turning the errors of a transaction's action into
+    errors naming its position (``[2].email``)."""
+
+    def __init__(self, where, what):
+        self.where, self.what = where, what
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback):
+        if isinstance(error, ValidationError):
+            raise _located(error, self.where) from None
+        if isinstance(error, ExpressionError):
+            raise type(error)(f"{self.where}: {self.what}: {error}") \
+                from None
+        return False
+
+
+def transact_get(requests, fields=None):
+    """Read up to 100 items at once, consistently with each other
+    (TransactGetItems): ``requests`` is a list of ``(Model, key)`` (a key
+    value, a (hash, range) tuple, a dict, an instance or a key condition);
+    returns a list of instances in the same order, None for a missing
+    item. ``fields`` (names) reads only those and the key of each."""
+    if not _is_list_like(requests) or not 1 <= len(requests) <= \
+            _TRANSACTION_ACTIONS:
+        raise ValidationError(f"transact_get takes a list of 1 to "
+                              f"{_TRANSACTION_ACTIONS} (model, key) pairs")
+    gets, metas = [], []
+    for index, request in enumerate(requests):
+        where = f"[{index}]"
+        if not (isinstance(request, tuple) and len(request) == 2
+                and isinstance(request[0], type)
+                and issubclass(request[0], Model)):
+            raise ValidationError(f"{where}: transact_get takes (model, key) "
+                                  f"pairs, not {request!r}")
+        model, strategy = request
+        meta = model._meta
+        with _ActionErrors(where, "transact_get"):
+            key, condition = meta.strategy(strategy)
+            if condition is not None:
+                raise ExpressionError(f"takes a key only, not {condition!r}")
+            loaded = meta.projection(fields, "transact_get")
+        get = {"TableName": model.table_name(), "Key": key}
+        if loaded:
+            expression = _Expression()
+            meta.project(get, expression, loaded)
+            expression.into(get)
+        gets.append({"Get": get})
+        metas.append((meta, loaded))
+    answer = _call("TransactGetItems", {"TransactItems": gets})
+    found = []
+    for (meta, loaded), response in zip(metas, answer.get("Responses", [])):
+        item = response.get("Item")
+        if item and loaded:  # (a server may send more than was asked)
+            item = {name: av for name, av in item.items()
+                    if name in loaded or name in meta.key_names}
+        found.append(meta.partial([meta.from_item(item)], loaded)[0]
+                     if item else None)
+    return found + [None] * (len(requests) - len(found))

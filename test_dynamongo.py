@@ -68,6 +68,8 @@ GAPS = {
         "indexes on existing tables": "dynalite accepts UpdateTable "
                                       "creating or deleting a global index "
                                       "and never does it",
+        "transactions": "dynalite has no TransactWriteItems or "
+                        "TransactGetItems (UnknownOperationException)",
     },
 }
 
@@ -3837,6 +3839,154 @@ def test_many_item_calls_pause_the_collector_while_they_run(monkeypatch):
         Connection.set_config(pause_gc="no")
 
 
+# -- Transactions ------------------------------------------------------------
+
+class Account(Model):
+    __table__ = "accounts"
+    __hash_key__ = "id"
+    id = StringField(required=True)
+    owner = EmailField()
+    balance = IntField(min_value=0)
+
+
+@pytest.fixture
+def accounts():
+    skip_on_gap("transactions")
+    Account.create_table()
+    Event.create_table()
+    Account.save_many([{"id": "a", "balance": 100}, {"id": "b", "balance": 0},
+                       {"id": "z", "balance": 7}])
+    Event.save_one({"user": "ann", "seq": 1, "kind": "cart"})
+    return Account
+
+
+def balances():
+    return {account.id: account.balance for account in
+            Account.get_many(Account.id.exists(), consistent_read=True)}
+
+
+def test_a_transaction_applies_all_its_actions_together(accounts):
+    with dynamongo.transaction() as t:
+        t.update_one(Account, (Account.id == "a") & (Account.balance >= 40),
+                     Account.balance.add(-40))
+        t.update_one(Account, "b", Account.balance.add(40))
+        saved = t.save_one(Account, {"id": "n", "balance": 5},
+                           overwrite=False)
+        t.delete_one(Event, ("ann", 1))
+        t.check(Account, (Account.id == "z") & (Account.balance == 7))
+    assert saved == Account(id="n", balance=5)
+    assert balances() == {"a": 60, "b": 40, "n": 5, "z": 7}
+    assert Event.get_many(Event.user == "ann") == []
+    # commit() without a with block works the same way.
+    t = dynamongo.transaction(token="checkout-8812")
+    t.delete_one(Account, "n")
+    assert "checkout-8812" in repr(t)
+    t.commit()
+    assert balances() == {"a": 60, "b": 40, "z": 7}
+
+
+def test_a_cancelled_transaction_gives_its_reasons_in_call_order(accounts):
+    t = dynamongo.transaction()
+    t.update_one(Account, "a", Account.balance.add(-10))
+    t.update_one(Account, (Account.id == "z") & (Account.balance > 10),
+                 Account.balance.add(-10))
+    t.save_one(Account, {"id": "c", "balance": 1})
+    with pytest.raises(dynamongo.TransactionCanceled) as caught:
+        t.commit()
+    assert isinstance(caught.value, DynamoDBError)
+    reasons = caught.value.reasons
+    assert [reason.code for reason in reasons] == [
+        None, "ConditionalCheckFailed", None]
+    assert [reason.action for reason in reasons] == [
+        "update_one Account id='a'", "update_one Account id='z'",
+        "save_one Account id='c'"]
+    assert reasons[1].item == Account(id="z", balance=7)
+    assert reasons[0].item is None and reasons[2].item is None
+    assert balances() == {"a": 100, "b": 0, "z": 7}  # nothing applied
+
+
+def test_a_transaction_is_checked_before_anything_is_sent(accounts, calls):
+    t = dynamongo.transaction()
+    t.save_one(Account, {"id": "c", "balance": 1})
+    with pytest.raises(ValidationError, match=r"\[1\]\.owner") as caught:
+        t.save_one(Account, {"id": "d", "owner": "not an e-mail"})
+    assert list(caught.value.errors) == ["[1].owner"]
+    with pytest.raises(ValidationError, match=r"\[1\]: update_one Account "
+                                              r"id='c': another action"):
+        t.update_one(Account, "c", Account.balance.add(1))
+    with pytest.raises(ExpressionError, match=r"\[1\]: check: "):
+        t.check(Account, Account.balance > 1)  # names no item
+    with pytest.raises(ExpressionError, match="beyond the key"):
+        t.check(Account, Account.id == "a")
+    with pytest.raises(ValidationError, match="takes a model"):
+        t.delete_one("Account", "a")
+    for number in range(99):
+        t.delete_one(Account, f"x{number}")
+    with pytest.raises(ValidationError, match="at most 100 actions"):
+        t.delete_one(Account, "y")
+    assert calls == []
+    big = dynamongo.transaction()
+    for number in range(12):
+        big.save_one(Event, {"user": "big", "seq": number,
+                             "payload": "x" * 390_000})
+    with pytest.raises(ValidationError, match="over DynamoDB's limit of "
+                                              "4 MB"):
+        big.commit()
+    assert calls == []
+    # An exception inside the block sends nothing; a transaction is used
+    # once.
+    with pytest.raises(KeyError):
+        with dynamongo.transaction() as t:
+            t.delete_one(Account, "a")
+            raise KeyError("the caller's own error")
+    assert calls == []
+    with pytest.raises(ExpressionError, match="is over"):
+        t.delete_one(Account, "b")
+    with pytest.raises(ValidationError, match="token"):
+        dynamongo.transaction(token="x" * 37)
+    assert balances()["a"] == 100
+
+
+def test_a_transaction_whose_answer_was_lost_is_applied_once(
+        accounts, monkeypatch, no_sleep):
+    # DynamoDB applies a token once (moto does not: its rule is emulated).
+    send, tokens = dynamongo._send, []
+
+    def losing(operation, params):
+        if operation != "TransactWriteItems":
+            return send(operation, params)
+        tokens.append(params["ClientRequestToken"])
+        if tokens.count(params["ClientRequestToken"]) > 1:
+            return {}  # already applied under this token
+        send(operation, params)
+        raise dynamongo._NoAnswer("the connection failed", sent=True)
+
+    monkeypatch.setattr(dynamongo, "_send", losing)
+    with dynamongo.transaction() as t:
+        t.update_one(Account, "a", Account.balance.add(-1))
+    assert len(tokens) == 2 and tokens[0] == tokens[1] == t.token
+    assert balances()["a"] == 99
+
+
+def test_transact_get_reads_items_in_the_order_asked(accounts):
+    found = dynamongo.transact_get([(Account, "z"), (Event, ("ann", 1)),
+                                    (Account, "missing"),
+                                    (Account, Account.id == "a")])
+    assert found == [Account(id="z", balance=7),
+                     Event(user="ann", seq=1, kind="cart"), None,
+                     Account(id="a", balance=100)]
+    partial = dynamongo.transact_get([(Account, "a")], fields=["id"])[0]
+    assert partial.id == "a"
+    with pytest.raises(FieldNotLoaded):
+        partial.balance
+    with pytest.raises(ExpressionError, match=r"\[0\]: transact_get: takes "
+                                              "a key only"):
+        dynamongo.transact_get([(Account, (Account.id == "a")
+                                 & (Account.balance > 1))])
+    with pytest.raises(ValidationError, match="1 to 100"):
+        dynamongo.transact_get([])
+
+
 # -- Retries -----------------------------------------------------------------
 
 def test_unprocessed_items_are_resent_until_all_land(monkeypatch, no_sleep):
@@ -4884,6 +5034,21 @@ MISUSES = [
      UnknownFieldError, "shoe_size"),
     ("estimated_count(table missing)", lambda: Contacts.estimated_count(),
      TableNotFoundError, "user-contacts"),
+    ("transaction(token=5)", lambda: dynamongo.transaction(token=5),
+     ValidationError, "token"),
+    ("Transaction.save_one(invalid)", lambda: dynamongo.transaction(
+    ).save_one(User, {"email": "bad", "name": "x"}), ValidationError,
+     "[0].email"),
+    ("Transaction.update_one(key field)", lambda: dynamongo.transaction(
+    ).update_one(User, X, User.email.set("x@y.io")), ValidationError,
+     "part of the key"),
+    ("Transaction.delete_one(an instance for a model)",
+     lambda: dynamongo.transaction().delete_one(User(**JOHN), X),
+     ValidationError, "takes a model"),
+    ("Transaction.check(a key)", lambda: dynamongo.transaction().check(
+        User, X), ExpressionError, "takes a condition"),
+    ("transact_get(a model)", lambda: dynamongo.transact_get([User]),
+     ValidationError, "(model, key) pairs"),
 ]
 
 
@@ -4904,8 +5069,10 @@ def test_misuse_table_covers_every_public_method(users):
     (all but to_dict), is entered by some misuse row."""
     import inspect
 
-    methods = {"Model()": Model.__init__.__code__}
-    for owner in (Model, Connection):
+    methods = {"Model()": Model.__init__.__code__,
+               "transaction()": dynamongo.transaction.__code__,
+               "transact_get()": dynamongo.transact_get.__code__}
+    for owner in (Model, Connection, dynamongo.Transaction):
         for name, member in vars(owner).items():
             if isinstance(member, classmethod):
                 function = inspect.unwrap(member.__func__)
