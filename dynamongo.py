@@ -6007,10 +6007,10 @@ class Transaction:
         return self
 
     def __exit__(self, kind, error, traceback):
-        if kind is None:
-            self.commit()
-        else:
+        if kind is not None:
             self._done = True  # nothing was sent; nothing will be
+        elif not self._done:  # (commit() inside the block sent it)
+            self.commit()
 
     def save_one(self, model, item, overwrite=True):
         """Put ``item`` (validated as by ``model.save_one``); ``overwrite``

@@ -3968,6 +3968,44 @@ def test_a_transaction_whose_answer_was_lost_is_applied_once(
     assert balances()["a"] == 99
 
 
+def test_a_transaction_cancelled_by_conflicts_alone_is_retried(
+        accounts, monkeypatch, no_sleep):
+    send, tokens = dynamongo._send, []
+
+    def conflicting(operation, params):
+        if operation == "TransactWriteItems":
+            tokens.append(params["ClientRequestToken"])
+            if len(tokens) < 3:
+                raise dynamongo._Refusal({
+                    "Error": {"Code": "TransactionCanceledException",
+                              "Message": "Transaction cancelled"},
+                    "CancellationReasons": [{"Code": "None"}, {
+                        "Code": "TransactionConflict",
+                        "Message": "Transaction is ongoing for the item"}],
+                    "ResponseMetadata": {"HTTPStatusCode": 400}}, operation)
+        return send(operation, params)
+
+    monkeypatch.setattr(dynamongo, "_send", conflicting)
+    with dynamongo.transaction() as t:
+        t.update_one(Account, "a", Account.balance.add(-1))
+        t.update_one(Account, "b", Account.balance.add(1))
+        t.commit()  # inside the block: leaving it sends nothing more
+    assert len(tokens) == 3 and set(tokens) == {t.token}
+    assert len(no_sleep) == 2
+    assert balances() == {"a": 99, "b": 1, "z": 7}
+    # Conflicts every time: cancelled after max_attempts.
+    Connection.set_config(max_attempts=2)
+    del tokens[:]
+    t = dynamongo.transaction()
+    t.update_one(Account, "a", Account.balance.add(-1))
+    t.update_one(Account, "b", Account.balance.add(1))
+    with pytest.raises(dynamongo.TransactionCanceled) as caught:
+        t.commit()
+    assert [reason.code for reason in caught.value.reasons] == [
+        None, "TransactionConflict"]
+    assert len(tokens) == 2
+
+
 def test_transact_get_reads_items_in_the_order_asked(accounts):
     found = dynamongo.transact_get([(Account, "z"), (Event, ("ann", 1)),
                                     (Account, "missing"),
