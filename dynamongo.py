@@ -6001,7 +6001,7 @@ class Transaction:
 
     def __repr__(self):
         return (f"<Transaction {self.token} of {len(self._actions)} "
-                f"actions{', committed' if self._done else ''}>")
+                f"actions{', over' if self._done else ''}>")
 
     def __enter__(self):
         return self
