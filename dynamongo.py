@@ -78,6 +78,7 @@ import contextvars
 import datetime
 import decimal
 import functools
+import gc
 import itertools
 import json
 import math
@@ -2750,7 +2751,9 @@ class _FastWire:
             def post(request):
                 return _answer_of(pool.send(request))
         else:
-            http = _Http(url, *timeouts, ca_bundle)
+            # The own route's connections, when they trust the same CAs.
+            http = self.http if ca_bundle == self.http.ca_bundle \
+                else _Http(url, *timeouts, ca_bundle)
 
             def post(request):
                 return http.post(request.headers, request.body)
@@ -3028,8 +3031,6 @@ class _CollectorPause:
         self.lock, self.depth, self.resume = threading.Lock(), 0, False
 
     def __enter__(self):
-        import gc
-
         paused = _state().settings["pause_gc"]
         with self.lock:
             if self.depth == 0:
@@ -3039,8 +3040,6 @@ class _CollectorPause:
             self.depth += 1
 
     def __exit__(self, *_):
-        import gc
-
         with self.lock:
             self.depth = max(self.depth - 1, 0)  # (0: forgotten by a fork)
             if self.depth == 0 and self.resume:
@@ -3049,8 +3048,6 @@ class _CollectorPause:
     def forget_in_child(self):
         """After fork: the pauses of the parent's other threads never end
         in the child."""
-        import gc
-
         self.lock = threading.Lock()
         if self.depth and self.resume:
             gc.enable()
