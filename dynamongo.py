@@ -69,6 +69,8 @@ __all__ = [
     "Update",
     "UpdateBuilder",
     "ValidationError",
+    "VersionConflict",
+    "VersionField",
     "transact_get",
     "transaction",
 ]
@@ -226,6 +228,16 @@ class CredentialsError(DynamongoError):
 
 class ConditionalCheckFailedException(DynamoDBError):
     """The condition of a write did not hold; nothing was written."""
+
+
+class VersionConflict(ConditionalCheckFailedException):
+    """A write of a model with a VersionField required the stored item to
+    be at the version the caller held, and it was not: another writer
+    changed or deleted it first. Nothing was written. ``current`` is the
+    stored item as an instance (None when there is none), as DynamoDB
+    returned it with the refusal."""
+
+    current = None
 
 
 class TableNotFoundError(DynamoDBError):
@@ -1098,6 +1110,30 @@ class IntField(_NumberField):
             size=66)  # 126 digits and a sign, the most DynamoDB takes
 
 
+class VersionField(IntField):
+    """The item's version, for optimistic locking: 1 once the item is
+    first saved, one more at each save_one, update_one or transaction
+    write, and each of those that names a version (an instance or dict
+    holding one) requires the stored item to be at it, else raises
+    VersionConflict. dynamongo sets it: it cannot be updated by hand. At
+    most one per model, at the top level, not a key."""
+
+    def __init__(self):
+        super().__init__(min_value=1)
+
+    def _set_by_dynamongo(self, *arguments):
+        """Refused, whatever the ``arguments``: dynamongo sets the
+        version."""
+        where = _path_text(self.path)
+        model = f"{self.model.__name__}." if self.model else ""
+        raise ValidationError(
+            f"{model}{where} is a VersionField: dynamongo sets it (one more "
+            "at each write); it cannot be updated by hand",
+            {where: ["is set by dynamongo"]})
+
+    set = set_if_not_exists = add = subtract = remove = _set_by_dynamongo
+
+
 class FloatField(_NumberField):
     """A float, stored with full precision (shortest round-trip text).
 
@@ -1569,7 +1605,10 @@ class TimedeltaField(Field):
 def _field_instance(field, where):
     """A Field instance from a Field or Field subclass, else SchemaError."""
     if isinstance(field, type) and issubclass(field, Field):
-        return field()
+        field = field()
+    if isinstance(field, VersionField):
+        raise SchemaError(f"{where} cannot be a VersionField: it stands at "
+                          "the top level of a model")
     if isinstance(field, Field):
         return field
     raise SchemaError(f"{where} must be a Field or Field class, "
@@ -1977,7 +2016,10 @@ def _check_field_of(model, field):
 
 
 def _and_all(conditions):
-    """One condition ANDing ``conditions``; None when there are none."""
+    """One condition ANDing ``conditions`` (None among them left out);
+    None when there are none."""
+    conditions = [condition for condition in conditions
+                  if condition is not None]
     if not conditions:
         return None
     return conditions[0] if len(conditions) == 1 else _And(*conditions)
@@ -2961,21 +3003,27 @@ def _delete_request(key):
 
 def _one_by_one(write, entries, advance=None):
     """Apply ``write`` to each value of ``entries`` (a dict), one request
-    each: (``[(key, what write returned)]`` of those done, ``[(key,
-    exception)]`` of the others). After an error that stops the batch
-    (_stops_batch), the rest fail with it unsent. ``advance(1)``, if
-    given, follows each entry."""
-    done, failed = [], []
-    for key, entry in entries.items():
-        if failed and _stops_batch(failed[-1][1]):
-            failed.append((key, failed[-1][1]))
-            continue
+    each, on the worker pool: (``[(key, what write returned)]`` of those
+    done, ``[(key, exception)]`` of the others), in the order of
+    ``entries``. After an error that stops the batch (_stops_batch), those
+    not sent yet fail with it unsent. ``advance(1)``, if given, follows
+    each entry (from the calling thread)."""
+    stopped = []
+
+    def attempt(key):
+        if stopped:
+            return key, False, stopped[0]
         try:
-            done.append((key, write(entry)))
+            return key, True, write(entries[key])
         except DynamongoError as exc:
-            failed.append((key, exc))
-        if advance is not None:
-            advance(1)
+            if _stops_batch(exc):
+                stopped.append(exc)
+            return key, False, exc
+
+    done, failed = [], []
+    each = advance and (lambda _: advance(1))
+    for key, written, result in _parallel(attempt, list(entries), each):
+        (done if written else failed).append((key, result))
     return done, failed
 
 
@@ -2997,24 +3045,36 @@ def _request_key(request):
 
 def _parallel(function, tasks, each=None):
     """``[function(task) for task in tasks]``, run on the worker pool
-    (``concurrency`` threads) when there is more than one task, each in a
-    copy of the caller's context: on the caller's connection state.
+    (``concurrency`` threads, twice as many tasks in flight, the next one
+    sent as each result is taken) when there is more than one task, each
+    in a copy of the caller's context: on the caller's connection state.
     ``each(result)``, if given, is called from the calling thread as each
     result comes, in order."""
     state = _state()
-    if len(tasks) < 2 or state.settings["concurrency"] < 2:
-        results = (function(task) for task in tasks)
+    width = state.settings["concurrency"]
+    if len(tasks) < 2 or width < 2:
+        results = map(function, tasks)
     else:
-        pool = state.pool()
-        futures = [pool.submit(contextvars.copy_context().run, function,
-                               task) for task in tasks]
-        results = (future.result() for future in futures)
+        results = _in_flight(state.pool(), function, tasks, 2 * width)
     done = []
     for result in results:
         done.append(result)
         if each is not None:
             each(result)
     return done
+
+
+def _in_flight(pool, function, tasks, most):
+    """The results of ``function(task)`` for each task, in order, run on
+    ``pool`` with at most ``most`` tasks in flight."""
+    running = collections.deque()
+    for task in tasks:
+        running.append(pool.submit(contextvars.copy_context().run, function,
+                                   task))
+        if len(running) >= most:
+            yield running.popleft().result()
+    while running:
+        yield running.popleft().result()
 
 
 class _CollectorPause:
@@ -4175,6 +4235,7 @@ class _Metadata:
         self.key_fields = self.key_names = ()
         self.key_schemas = ()  # the table's, then each index's
         self.key_limits = {}  # table and index key names -> bytes
+        self.version = None  # the name of its VersionField
         self.sources = {}
         self._table_names = (None, None)  # (prefix, full name) last made
 
@@ -4534,18 +4595,23 @@ class _Metadata:
     def put_item(self, table, item, condition):
         """PutItem. A conditional put whose answer was lost and whose retry
         then failed its condition succeeded if the item is stored exactly
-        as sent: that is our own write, not a refusal."""
+        as sent: that is our own write, not a refusal. A versioned model's
+        item holds its next version (next_version): a refusal of the
+        version it requires raises VersionConflict."""
         try:
             _call("PutItem", self.with_condition(
                 {"TableName": table, "Item": item}, condition))
         except ConditionalCheckFailedException as exc:
-            if not exc.maybe_applied:
-                raise
             key = {name: item[name] for name in self.key_names}
-            stored = self.read_item(table, key)
-            if stored is None or _normal({"M": stored}) != _normal(
-                    {"M": item}):
-                raise
+            if exc.maybe_applied:
+                stored = self.read_item(table, key)
+                if stored is not None and _normal({"M": stored}) == _normal(
+                        {"M": item}):
+                    return
+            if self.version is not None:
+                self.check_version(exc, key,
+                                   int(item[self.version]["N"]) - 1 or None)
+            raise
 
     def read_item(self, table, key, consistent_read=True, fields=None):
         """GetItem: the stored item (``fields``: the names to read; None:
@@ -4614,10 +4680,13 @@ class _Metadata:
         return {name: av for name, av in item.items()
                 if name in names} if return_values == "UPDATED_NEW" else {}
 
-    def update_request(self, table, key, condition, updates):
+    def update_request(self, table, key, condition, updates, held=None):
         """(UpdateItem parameters, the bound guards of its adds) of
-        ``updates`` to the item of ``key``: the item must exist (UpdateItem
-        would create it), keep its fields' bounds and meet ``condition``."""
+        ``updates`` (a list) to the item of ``key``: the item must exist
+        (UpdateItem would create it), keep its fields' bounds and meet
+        ``condition``. On a versioned model ``updates`` gains the version's
+        (one more), and the item must be at version ``held`` unless that
+        is None."""
         for update in updates:
             _check_field_of(self.model, update.field)
             if update.field.path[0] in self.key_names:
@@ -4626,15 +4695,19 @@ class _Metadata:
                     "key: it cannot be updated (save a new item instead)")
         bounds = [guard for guard in (update._guard() for update in updates)
                   if guard is not None]
-        checks = [self.key_fields[0][1].exists(), *bounds]
-        if condition is not None:
-            checks.append(condition)
+        checks = [self.key_fields[0][1].exists(), *bounds, condition]
+        if self.version is not None:
+            field = self.fields[self.version]
+            if held is None:  # (an item without a version gets 1)
+                updates.append(AddUpdate(field, {"N": "1"}, 1))
+            else:
+                updates.append(SetUpdate(field, {"N": str(held + 1)}))
+                checks.append(field == held)
         expression = _Expression(model=self.model)
         params = {"TableName": table, "Key": key,
                   "UpdateExpression": UpdateBuilder._render(updates,
-                                                            expression),
-                  "ConditionExpression": _And(*checks)._render(expression)}
-        expression.into(params)
+                                                            expression)}
+        self.with_condition(params, _and_all(checks), expression)
         return params, bounds
 
     def check_bounds(self, table, key, updates):
@@ -4672,13 +4745,77 @@ class _Metadata:
                 return key
             raise
 
-    def with_condition(self, params, condition):
-        """``params`` with ``condition`` as their ConditionExpression."""
+    def with_condition(self, params, condition, expression=None):
+        """``params`` with ``condition`` as their ConditionExpression (its
+        names and values added to ``expression``'s, if given). A refused
+        write of a versioned model asks for the stored item
+        (VersionConflict.current)."""
         if condition is not None:
-            expression = _Expression(model=self.model)
+            expression = expression or _Expression(model=self.model)
             params["ConditionExpression"] = condition._render(expression)
             expression.into(params)
+            if self.version is not None:
+                params["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"
         return params
+
+    # -- optimistic locking (``self.version`` names the VersionField)
+
+    def next_version(self, native, stored, condition):
+        """Before a save of a versioned model: give the item its next
+        version, in ``native`` and ``stored`` (1 for an item holding none,
+        else one more), and return ``condition`` ANDed with requiring the
+        stored item to be at the version the item held."""
+        name = self.version
+        held = native.get(name)
+        native[name] = (held or 0) + 1
+        stored[name] = {"N": str(native[name])}
+        return _and_all([condition, self.at_version(held)])
+
+    def at_version(self, held):
+        """The condition that the stored item is at version ``held`` (has
+        none, for None: it is new, or was stored without one)."""
+        field = self.fields[self.version]
+        return field.not_exists() if held is None else field == held
+
+    def held_version(self, strategy):
+        """The version that an instance or dict strategy holds, validated;
+        None for other strategies, for none, and without a VersionField."""
+        name = self.version
+        if name is None:
+            return None
+        if isinstance(strategy, Model):
+            held = strategy.__dict__.get(name)
+        elif isinstance(strategy, dict):
+            held = strategy.get(name)
+        else:
+            return None
+        try:
+            return None if held is None else self.fields[name].validate(held)
+        except ValidationError as exc:
+            raise _located(exc, name) from None
+
+    def check_version(self, refusal, key, held):
+        """After a refused write that required the stored item at version
+        ``held`` (None: at none): raise VersionConflict, unless the stored
+        item DynamoDB sent back with the refusal is at it (another of the
+        write's conditions failed). No item sent back: the item is gone,
+        a conflict unless it was to be new."""
+        item = refusal.response.get("Item")
+        current = self.from_item(item) if item else None
+        stored = current and current.__dict__.get(self.version)
+        if (stored == held) if current else held is None:
+            return
+        state = f"is at version {stored}" if stored else \
+            "has no version" if current else "is gone"
+        wanted = f"at version {held}" if held else "new"
+        conflict = VersionConflict(
+            f"{refusal.operation} on table {refusal.table!r}: version "
+            f"conflict: {self.name} {_key_text(key)} was to be {wanted}, "
+            f"but it {state}", code=refusal.code,
+            operation=refusal.operation, table=refusal.table,
+            response=refusal.response)
+        conflict.current = current
+        raise conflict from refusal
 
     # -- many items
 
@@ -5306,6 +5443,15 @@ class _ModelType(type):
             if type(units) is not int or units < 1:
                 raise SchemaError(f"{name}.{attr} must be a positive int, "
                                   f"not {units!r}")
+        versions = [attr for attr, field in meta.fields.items()
+                    if isinstance(field, VersionField)]
+        if len(versions) > 1:
+            raise SchemaError(f"{name} has {len(versions)} VersionFields "
+                              f"({', '.join(versions)}): it may have one")
+        if versions and versions[0] in (key for key, _ in keys):
+            raise SchemaError(f"{name}.{versions[0]} is a VersionField: it "
+                              "cannot be a key")
+        meta.version = versions[0] if versions else None
         meta.key_fields = tuple(keys)
         meta.key_names = tuple(name for name, _ in keys)
         meta.key_schemas = _ModelType._check_indexes(cls, meta)
@@ -5551,12 +5697,20 @@ class Model(metaclass=_ModelType):
         :param overwrite: ``True`` replaces an item with the same key;
             ``False`` raises ConditionalCheckFailedException when the key
             exists; a condition replaces only when it holds (else raises).
+
+        On a model with a VersionField the item's version is required of
+        the stored item (none: there is no versioned item with its key)
+        and the saved instance holds the next one; VersionConflict
+        otherwise.
         """
+        meta = cls._meta
         table = cls.table_name()
-        condition = cls._meta.overwrite_condition(overwrite)
-        native, stored = cls._meta.validate_item(item)
-        cls._meta.put_item(table, stored, condition)
-        return cls._meta.instance(native)
+        condition = meta.overwrite_condition(overwrite)
+        native, stored = meta.validate_item(item)
+        if meta.version is not None:
+            condition = meta.next_version(native, stored, condition)
+        meta.put_item(table, stored, condition)
+        return meta.instance(native)
 
     @_one_connection
     def get_one(cls, strategy, consistent_read=False, fields=None):
@@ -5584,14 +5738,22 @@ class Model(metaclass=_ModelType):
     def delete_one(cls, strategy):
         """Delete the item named by ``strategy``; a key condition may AND
         further conditions, which must hold. Returns the deleted instance,
-        or None when nothing matched."""
+        or None when nothing matched. An instance or dict holding a
+        VersionField's version deletes only the item at that version
+        (VersionConflict otherwise)."""
+        meta = cls._meta
         table = cls.table_name()
-        key, condition = cls._meta.strategy(strategy)
+        key, condition = meta.strategy(strategy)
+        held = meta.held_version(strategy)
+        if held is not None:
+            condition = _and_all([condition, meta.at_version(held)])
         try:
-            old = cls._meta.delete_item(table, key, condition)
-        except ConditionalCheckFailedException:
+            old = meta.delete_item(table, key, condition)
+        except ConditionalCheckFailedException as exc:
+            if held is not None:
+                meta.check_version(exc, key, held)
             return None
-        return cls._meta.from_item(old) if old else None
+        return meta.from_item(old) if old else None
 
     @_one_connection
     def update_one(cls, strategy, updates, return_values="ALL_NEW"):
@@ -5610,46 +5772,58 @@ class Model(metaclass=_ModelType):
         :returns: an instance, or None when the item does not exist or the
             extra condition fails. An ``add`` that would take a field out of
             its bounds raises ValidationError and changes nothing.
+
+        A model's VersionField gains one; an instance or dict strategy
+        holding a version updates only the item at that version
+        (VersionConflict otherwise).
         """
+        meta = cls._meta
         table = cls.table_name()
         if return_values not in _RETURN_VALUES:
             raise ValidationError(f"return_values must be one of "
                                   f"{_RETURN_VALUES}, not {return_values!r}")
-        key, condition = cls._meta.strategy(strategy)
+        key, condition = meta.strategy(strategy)
+        held = meta.held_version(strategy)
         updates = _update_list(updates)
-        params, bounds = cls._meta.update_request(table, key, condition,
-                                                  updates)
+        params, bounds = meta.update_request(table, key, condition, updates,
+                                             held)
         params["ReturnValues"] = return_values
         try:
             attributes = _call("UpdateItem", params).get("Attributes", {})
         except ConditionalCheckFailedException as exc:
-            attributes = cls._meta.applied_update(
+            attributes = meta.applied_update(
                 table, key, updates, return_values, exc) \
                 if exc.maybe_applied else None
             if attributes is None:
+                if held is not None:
+                    meta.check_version(exc, key, held)
                 if bounds:
-                    cls._meta.check_bounds(table, key, updates)
+                    meta.check_bounds(table, key, updates)
                 return None
         if return_values in ("ALL_NEW", "ALL_OLD"):
-            return cls._meta.from_item(attributes)
-        return cls._meta.from_item(dict(attributes, **key))
+            return meta.from_item(attributes)
+        return meta.from_item(dict(attributes, **key))
 
     @_one_connection
     def update_from_dict(cls, item):
         """Set every field ``item`` names on the stored item with the same
         key (``None`` removes); return the updated instance, or None when
-        there is no such item."""
+        there is no such item. A version in ``item`` is required of the
+        stored item, as by update_one."""
         if not isinstance(item, dict):
             raise ValidationError(f"{cls.__name__}.update_from_dict takes a "
                                   f"dict, not {type(item).__name__}")
-        key_values = {name: item.get(name) for name in cls._meta.key_names}
-        cls._meta.key(key_values)  # the key must be there and valid
+        meta = cls._meta
+        # The key, and the version required of the stored item.
+        named = {name: item.get(name) for name in meta.key_names
+                 + ((meta.version,) if meta.version else ())}
+        meta.key(named)  # the key must be there and valid
         updates, errors = [], {}
         for name, value in item.items():
-            field = cls._meta.fields.get(name)
+            field = meta.fields.get(name)
             if field is None:
                 errors[name] = ["is not a field of the model"]
-            elif name not in cls._meta.key_names:
+            elif name not in named:
                 try:
                     updates.append(field.set(value))
                 except ValidationError as exc:
@@ -5662,7 +5836,7 @@ class Model(metaclass=_ModelType):
             raise ValidationError(f"{cls.__name__}.update_from_dict: the "
                                   "item holds only the key: nothing to "
                                   "update")
-        return cls.update_one(key_values, updates)
+        return cls.update_one(named, updates)
 
     # -- many items
 
@@ -5686,22 +5860,27 @@ class Model(metaclass=_ModelType):
 
         :param overwrite: ``True`` writes with BatchWriteItem (25 per
             request, unprocessed items resent with backoff); ``False`` or a
-            condition writes each item with a conditional PutItem, and an
-            item whose key exists (or whose condition fails) goes to
-            ``fail``.
+            condition writes each item with a conditional PutItem
+            (``concurrency`` at a time), and an item whose key exists (or
+            whose condition fails) goes to ``fail``.
         :param progress: called as ``progress(done, total)`` from the
             calling thread after each chunk (or item) is written or failed.
+
+        A model with a VersionField is written with conditional puts,
+        each requiring its item's version as save_one does; a conflict
+        goes to ``fail`` as a VersionConflict.
         """
         meta = cls._meta
         table = cls.table_name()
         condition = meta.overwrite_condition(overwrite)
+        conditional = condition is not None or meta.version is not None
         where = f"{cls.__name__}.save_many"
         if not _is_list_like(items):
             raise ValidationError(f"{where} takes a list of items, not "
                                   f"{type(items).__name__}")
         # By key identity: what is written (the JSON text of a PutRequest,
-        # or the DynamoDB item of a conditional put), what the caller gave,
-        # and the native values.
+        # or the DynamoDB item and condition of a conditional put), what the
+        # caller gave, and the native values.
         stored, givens, natives, errors = {}, {}, {}, {}
         validate, identify = meta.validate_item, meta.identity
         item_json = meta.item_json
@@ -5713,8 +5892,13 @@ class Model(metaclass=_ModelType):
                 continue
             identity = identify(av_item)
             stored.pop(identity, None)  # the last duplicate wins
-            stored[identity] = av_item if condition is not None \
-                else _put_request(item_json(av_item))
+            if not conditional:
+                stored[identity] = _put_request(item_json(av_item))
+            elif meta.version is None:
+                stored[identity] = (av_item, condition)
+            else:
+                stored[identity] = (av_item, meta.next_version(
+                    native, av_item, condition))
             givens[identity], natives[identity] = item, native
         if errors:
             raise ValidationError(f"{where}: invalid items: "
@@ -5722,13 +5906,12 @@ class Model(metaclass=_ModelType):
         if not stored:
             raise ValidationError(f"{where} needs at least one item")
         advance = _advance(progress, len(stored))
-        if condition is None:
+        if not conditional:
             done, failed = _batch_write(table, meta.key_names, stored,
                                         identify, advance)
         else:
             done, failed = _one_by_one(
-                lambda item: meta.put_item(table, item, condition), stored,
-                advance)
+                lambda entry: meta.put_item(table, *entry), stored, advance)
             done = [identity for identity, _ in done]
         return _finished(BatchResult(
             [meta.instance(natives[identity]) for identity in done],
@@ -6011,11 +6194,14 @@ class Transaction:
 
     def save_one(self, model, item, overwrite=True):
         """Put ``item`` (validated as by ``model.save_one``); ``overwrite``
-        as there. Returns the instance that will be stored."""
+        and the version it requires as there. Returns the instance that
+        will be stored."""
         meta = self._meta(model)
         with self._at("save_one"):
             condition = meta.overwrite_condition(overwrite)
             native, stored = meta.validate_item(item)
+        if meta.version is not None:
+            condition = meta.next_version(native, stored, condition)
         key = {name: stored[name] for name in meta.key_names}
         self._add("save_one", meta, key, "Put", meta.with_condition(
             {"TableName": model.table_name(), "Item": stored}, condition))
@@ -6024,21 +6210,27 @@ class Transaction:
     def update_one(self, model, strategy, updates):
         """Apply ``updates`` (an Update or a list of them) to the existing
         item of ``model`` that ``strategy`` names (a key, or a key condition
-        whose other parts must hold), as ``model.update_one`` does; an
-        ``add`` beyond a field's bounds cancels the transaction."""
+        whose other parts must hold, or an instance or dict holding a
+        version to require), as ``model.update_one`` does; an ``add``
+        beyond a field's bounds cancels the transaction."""
         meta = self._meta(model)
         with self._at("update_one"):
             key, condition = meta.strategy(strategy)
-            params, _ = meta.update_request(model.table_name(), key,
-                                            condition, _update_list(updates))
+            params, _ = meta.update_request(
+                model.table_name(), key, condition, _update_list(updates),
+                meta.held_version(strategy))
         self._add("update_one", meta, key, "Update", params)
 
     def delete_one(self, model, strategy):
-        """Delete the item of ``model`` that ``strategy`` names (a key, or
-        a key condition whose other parts must hold)."""
+        """Delete the item of ``model`` that ``strategy`` names (a key, a
+        key condition whose other parts must hold, or an instance or dict
+        holding a version to require)."""
         meta = self._meta(model)
         with self._at("delete_one"):
             key, condition = meta.strategy(strategy)
+            held = meta.held_version(strategy)
+        if held is not None:
+            condition = _and_all([condition, meta.at_version(held)])
         self._add("delete_one", meta, key, "Delete", meta.with_condition(
             {"TableName": model.table_name(), "Key": key}, condition))
 

@@ -58,7 +58,9 @@ MOTO_GAPS = {
                               "where DynamoDB's comparison is false",
 }
 GAPS = {
-    "moto": MOTO_GAPS,
+    "moto": dict(MOTO_GAPS, **{
+        "atomic conditional writes": "moto in-process lets two racing "
+                                     "conditional writes both succeed"}),
     "moto server": MOTO_GAPS,
     "dynalite": {
         "empty strings": "dynalite's BETWEEN and IN never match an "
@@ -70,6 +72,9 @@ GAPS = {
                                       "and never does it",
         "transactions": "dynalite has no TransactWriteItems or "
                         "TransactGetItems (UnknownOperationException)",
+        "conflict items": "dynalite ignores "
+                          "ReturnValuesOnConditionCheckFailure: a refused "
+                          "write sends no stored item back",
     },
 }
 
@@ -4025,6 +4030,273 @@ def test_transact_get_reads_items_in_the_order_asked(accounts):
         dynamongo.transact_get([])
 
 
+# -- Optimistic locking ------------------------------------------------------
+
+class Note(Model):
+    __table__ = "notes"
+    __hash_key__ = "id"
+    __billing_mode__ = "PAY_PER_REQUEST"
+    id = StringField(required=True)
+    text = StringField()
+    words = IntField(min_value=0, max_value=1000)
+    version = dynamongo.VersionField()
+
+
+@pytest.fixture
+def notes():
+    Note.create_table()
+    return Note
+
+
+def stored_note(key):
+    return Note.get_one(key, consistent_read=True)
+
+
+def assert_current(conflict, expected):
+    """VersionConflict.current is the stored item (None: gone), and its
+    message says what it holds, where the backend sends it back with a
+    refused write."""
+    assert isinstance(conflict, dynamongo.VersionConflict)
+    assert isinstance(conflict, ConditionalCheckFailedException)
+    if "conflict items" not in GAPS.get(BACKEND, {}):
+        assert conflict.current == expected
+        assert str(conflict).endswith(
+            "but it is gone" if expected is None else
+            f"but it is at version {expected.version}" if expected.version
+            else "but it has no version")
+
+
+def test_a_model_has_at_most_one_version_field_at_its_top_level():
+    with pytest.raises(SchemaError, match="2 VersionFields"):
+        class Twice(Model):
+            __table__ = "twice"
+            __hash_key__ = "id"
+            id = StringField()
+            version = dynamongo.VersionField()
+            revision = dynamongo.VersionField()
+    with pytest.raises(SchemaError, match="cannot be a key"):
+        class Keyed(Model):
+            __table__ = "keyed"
+            __hash_key__ = "version"
+            version = dynamongo.VersionField()
+    for nested in (lambda: ListField(dynamongo.VersionField),
+                   lambda: DictField(version=dynamongo.VersionField())):
+        with pytest.raises(SchemaError, match="top level"):
+            nested()
+
+    class Versioned(Model):
+        __abstract__ = True
+        version = dynamongo.VersionField()
+
+    with pytest.raises(SchemaError, match="version, revision"):
+        class Inherited(Versioned):
+            __table__ = "inherited"
+            __hash_key__ = "id"
+            id = StringField()
+            revision = dynamongo.VersionField()
+    for update in (lambda: Note.version.set(3), lambda: Note.version.add(1),
+                   lambda: Note.version.remove(),
+                   lambda: Note.version.set_if_not_exists(1)):
+        with pytest.raises(ValidationError, match="Note.version is a "
+                                                  "VersionField"):
+            update()
+
+
+def test_save_one_requires_the_version_it_holds_and_stores_the_next(notes):
+    first = Note.save_one({"id": "d", "text": "one"})
+    assert first == Note(id="d", text="one", version=1)
+    second = Note.save_one(Note(id="d", text="two", version=1))
+    assert second.version == 2
+    stale = Note(id="d", text="stale", version=1)
+    with pytest.raises(dynamongo.VersionConflict,
+                       match="was to be at version 1") as caught:
+        Note.save_one(stale)
+    assert_current(caught.value, Note(id="d", text="two", version=2))
+    assert stale.version == 1  # the caller's instance is left as it was
+    assert stored_note("d") == second
+    # An item without a version is new: there must be no versioned item.
+    if "conflict items" not in GAPS.get(BACKEND, {}):
+        with pytest.raises(dynamongo.VersionConflict,
+                           match="was to be new, but it is at version 2"):
+            Note.save_one({"id": "d", "text": "new again"})
+    with pytest.raises(ConditionalCheckFailedException):
+        Note.save_one({"id": "d", "text": "new again"})
+    assert stored_note("d") == second
+    # A version of an item that is gone.
+    with pytest.raises(dynamongo.VersionConflict) as caught:
+        Note.save_one({"id": "gone", "version": 4})
+    assert_current(caught.value, None)
+    # overwrite's condition and the version's together.
+    with pytest.raises(ConditionalCheckFailedException) as caught:
+        Note.save_one(second, overwrite=Note.text == "other")
+    assert not isinstance(caught.value, dynamongo.VersionConflict) or \
+        "conflict items" in GAPS.get(BACKEND, {})
+    assert Note.save_one(second, overwrite=Note.text == "two").version == 3
+    with pytest.raises(ValidationError, match="version"):
+        Note.save_one({"id": "d", "version": 0})
+
+
+def test_an_item_written_without_a_version_is_versioned_by_its_next_write(
+        notes):
+    Connection.client().put_item(TableName=Note.table_name(), Item={
+        "id": {"S": "plain"}, "text": {"S": "by another client"}})
+    with pytest.raises(dynamongo.VersionConflict,
+                       match="was to be at version 1") as caught:
+        Note.save_one({"id": "plain", "version": 1})
+    assert_current(caught.value, Note(id="plain", text="by another client"))
+    assert Note.save_one({"id": "plain", "text": "mine"}).version == 1
+    Connection.client().put_item(TableName=Note.table_name(), Item={
+        "id": {"S": "other"}})
+    assert Note.update_one("other", Note.words.set(3)) == Note(
+        id="other", words=3, version=1)
+
+
+def test_update_one_requires_a_held_version_and_increments_it(notes):
+    saved = Note.save_one({"id": "d", "text": "one", "words": 1})
+    updated = Note.update_one(saved, Note.text.set("two"))
+    assert updated == Note(id="d", text="two", words=1, version=2)
+    with pytest.raises(dynamongo.VersionConflict,
+                       match="UpdateItem .* was to be at version 1") \
+            as caught:
+        Note.update_one(saved, Note.text.set("lost"))
+    assert_current(caught.value, updated)
+    # A dict holding the version does the same; update_from_dict too.
+    assert Note.update_one({"id": "d", "version": 2},
+                          Note.words.add(1)).version == 3
+    with pytest.raises(dynamongo.VersionConflict):
+        Note.update_one({"id": "d", "version": 2}, Note.words.add(1))
+    assert Note.update_from_dict({"id": "d", "version": 3,
+                                 "text": "three"}).version == 4
+    with pytest.raises(dynamongo.VersionConflict):
+        Note.update_from_dict({"id": "d", "version": 3, "text": "lost"})
+    # A plain key or a key condition increments without requiring one.
+    assert Note.update_one("d", Note.words.add(1)).version == 5
+    assert Note.update_one((Note.id == "d") & (Note.words == 3),
+                          Note.text.set("four")).version == 6
+    assert Note.update_one((Note.id == "d") & (Note.words == 0),
+                          Note.text.set("no")) is None
+    assert stored_note("d") == Note(id="d", text="four", words=3, version=6)
+    # At the held version, a broken bound is the update's own refusal.
+    if "conflict items" not in GAPS.get(BACKEND, {}):
+        with pytest.raises(ValidationError, match="above max_value"):
+            Note.update_one({"id": "d", "version": 6}, Note.words.add(5000))
+    # An update of a gone item at a held version is a conflict.
+    with pytest.raises(dynamongo.VersionConflict) as caught:
+        Note.update_one({"id": "nobody", "version": 1}, Note.words.add(1))
+    assert_current(caught.value, None)
+    assert Note.update_one("nobody", Note.words.add(1)) is None
+    with pytest.raises(ValidationError, match="version"):
+        Note.update_one({"id": "d", "version": "six"}, Note.words.add(1))
+    assert stored_note("d").version == 6
+
+
+def test_delete_one_of_an_instance_requires_its_version(notes):
+    saved = Note.save_one({"id": "d", "text": "one"})
+    newer = Note.save_one(saved)
+    with pytest.raises(dynamongo.VersionConflict) as caught:
+        Note.delete_one(saved)
+    assert_current(caught.value, newer)
+    assert stored_note("d") == newer
+    assert Note.delete_one(newer) == newer
+    with pytest.raises(dynamongo.VersionConflict) as caught:
+        Note.delete_one(newer)
+    assert_current(caught.value, None)
+    Note.save_one({"id": "e"})
+    assert Note.delete_one("e") == Note(id="e", version=1)  # unconditional
+
+
+def test_a_versioned_write_whose_answer_was_lost_is_not_its_own_conflict(
+        notes, monkeypatch, no_sleep):
+    saved = Note.save_one({"id": "d", "words": 1})
+    send, lost = dynamongo._send, []
+
+    def losing(operation, params):
+        answer = send(operation, params)
+        if operation in ("PutItem", "UpdateItem") and not lost:
+            lost.append(operation)
+            raise dynamongo._NoAnswer("the connection failed", sent=True)
+        return answer
+
+    monkeypatch.setattr(dynamongo, "_send", losing)
+    saved = Note.save_one(dict(saved.to_dict(), text="two"))
+    assert lost == ["PutItem"] and saved.version == 2
+    del lost[:]
+    assert Note.update_one(saved, Note.text.set("three")).version == 3
+    assert lost == ["UpdateItem"]
+    assert stored_note("d") == Note(id="d", words=1, text="three", version=3)
+
+
+def test_save_many_of_a_versioned_model_puts_each_item_on_its_condition(
+        notes, calls):
+    Note.save_many([{"id": "a"}, {"id": "b"}])
+    del calls[:]
+    result = Note.save_many([{"id": "a", "version": 1, "text": "a2"},
+                            {"id": "b", "version": 7},
+                            {"id": "c", "text": "new"},
+                            {"id": "gone", "version": 2}])
+    assert set(operations(calls)) == {"PutItem"}
+    assert result.success == [Note(id="a", text="a2", version=2),
+                              Note(id="c", text="new", version=1)]
+    assert [failure.item for failure in result.fail] == [
+        {"id": "b", "version": 7}, {"id": "gone", "version": 2}]
+    for failure in result.fail:
+        assert isinstance(failure.error, dynamongo.VersionConflict)
+    assert_current(result.fail[0].error, Note(id="b", version=1))
+    assert_current(result.fail[1].error, None)
+    assert stored_note("b") == Note(id="b", version=1)
+
+
+def test_a_transaction_applies_version_conditions(notes):
+    skip_on_gap("transactions")
+    saved = Note.save_one({"id": "d", "words": 1})
+    with dynamongo.transaction() as t:
+        created = t.save_one(Note, {"id": "n"})
+        t.update_one(Note, saved, Note.words.add(1))
+    assert created == Note(id="n", version=1)
+    assert stored_note("n") == created
+    assert stored_note("d") == Note(id="d", words=2, version=2)
+    t = dynamongo.transaction()
+    t.save_one(Note, {"id": "m"})
+    t.delete_one(Note, saved)  # at version 1, now 2
+    with pytest.raises(dynamongo.TransactionCanceled) as caught:
+        t.commit()
+    assert [reason.code for reason in caught.value.reasons] == [
+        None, "ConditionalCheckFailed"]
+    assert caught.value.reasons[1].item == Note(id="d", words=2, version=2)
+    with pytest.raises(Note.DoesNotExist):
+        stored_note("m")
+
+
+def test_of_two_racing_updates_of_one_version_exactly_one_wins(notes):
+    skip_on_gap("atomic conditional writes")
+    saved = Note.save_one({"id": "d", "words": 0})
+    start = threading.Barrier(2)
+    outcomes = [None, None]
+
+    def update(index):
+        start.wait()
+        try:
+            outcomes[index] = Note.update_one(saved, Note.text.set(f"by {index}"))
+        except dynamongo.VersionConflict as conflict:
+            outcomes[index] = conflict
+
+    for attempt in range(10):
+        threads = [threading.Thread(target=update, args=(index,))
+                   for index in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        won = [outcome for outcome in outcomes if isinstance(outcome, Note)]
+        lost = [outcome for outcome in outcomes
+                if isinstance(outcome, dynamongo.VersionConflict)]
+        assert len(won) == len(lost) == 1
+        assert won[0].version == saved.version + 1
+        assert_current(lost[0], won[0])
+        assert stored_note("d") == won[0]
+        saved = won[0]
+
+
 # -- Retries -----------------------------------------------------------------
 
 def test_unprocessed_items_are_resent_until_all_land(monkeypatch, no_sleep):
@@ -5087,6 +5359,19 @@ MISUSES = [
         User, X), ExpressionError, "takes a condition"),
     ("transact_get(a model)", lambda: dynamongo.transact_get([User]),
      ValidationError, "(model, key) pairs"),
+    ("VersionField.set", lambda: Note.version.set(2), ValidationError,
+     "Note.version is a VersionField"),
+    ("two VersionFields", lambda: type(Model)("Twice", (Model,), {
+        "__table__": "twice", "__hash_key__": "id", "id": StringField(),
+        "a": dynamongo.VersionField(), "b": dynamongo.VersionField()}),
+     SchemaError, "a, b"),
+    ("save_one(version 0)", lambda: Note.save_one({"id": "n", "version": 0}),
+     ValidationError, "version"),
+    ("update_one(version 'x')", lambda: Note.update_one(
+        {"id": "n", "version": "x"}, Note.text.set("y")), ValidationError,
+     "version"),
+    ("delete_one(version -1)", lambda: Note.delete_one(
+        Note(id="n", version=-1)), ValidationError, "version"),
 ]
 
 
