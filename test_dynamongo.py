@@ -4066,6 +4066,21 @@ def assert_current(conflict, expected):
             else "but it has no version")
 
 
+def test_manual_optimistic_locking_example(notes):
+    doc = Note.save_one({"id": "d1", "text": "draft"})
+    assert doc.version == 1
+    mine = Note.get_one("d1")
+    doc.text = "final"
+    doc = Note.save_one(doc)
+    assert doc.version == 2
+    with pytest.raises(dynamongo.VersionConflict) as caught:
+        Note.update_one(mine, Note.text.set("mine"))
+    assert_current(caught.value, Note(id="d1", text="final", version=2))
+    if "conflict items" not in GAPS.get(BACKEND, {}):
+        assert repr(caught.value.current) == \
+            "Note(id='d1', text='final', version=2)"
+
+
 def test_a_model_has_at_most_one_version_field_at_its_top_level():
     with pytest.raises(SchemaError, match="2 VersionFields"):
         class Twice(Model):
@@ -4276,7 +4291,8 @@ def test_of_two_racing_updates_of_one_version_exactly_one_wins(notes):
     def update(index):
         start.wait()
         try:
-            outcomes[index] = Note.update_one(saved, Note.text.set(f"by {index}"))
+            outcomes[index] = Note.update_one(saved,
+                                              Note.text.set(f"by {index}"))
         except dynamongo.VersionConflict as conflict:
             outcomes[index] = conflict
 
