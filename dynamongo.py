@@ -5834,8 +5834,8 @@ class Model(metaclass=_ModelType):
                                   f"{_describe(errors)}", errors)
         if not updates:
             raise ValidationError(f"{cls.__name__}.update_from_dict: the "
-                                  "item holds only the key: nothing to "
-                                  "update")
+                                  f"item holds only {', '.join(named)}: "
+                                  "nothing to update")
         return cls.update_one(named, updates)
 
     # -- many items
