@@ -4125,15 +4125,18 @@ def test_a_model_has_at_most_one_version_field_at_its_top_level():
             update()
 
 
-def test_save_one_requires_the_version_it_holds_and_stores_the_next(notes):
+def test_save_one_requires_the_version_it_holds_and_stores_the_next(
+        notes, calls):
     first = Note.save_one({"id": "d", "text": "one"})
     assert first == Note(id="d", text="one", version=1)
     second = Note.save_one(Note(id="d", text="two", version=1))
     assert second.version == 2
     stale = Note(id="d", text="stale", version=1)
+    del calls[:]
     with pytest.raises(dynamongo.VersionConflict,
                        match="was to be at version 1") as caught:
         Note.save_one(stale)
+    assert operations(calls) == ["PutItem"]  # the item came with the refusal
     assert_current(caught.value, Note(id="d", text="two", version=2))
     assert stale.version == 1  # the caller's instance is left as it was
     assert stored_note("d") == second
