@@ -24,8 +24,10 @@ __version__ = "0.2.0"
 __all__ = [
     "AddUpdate",
     "BatchResult",
+    "BinaryField",
     "BooleanField",
     "CancellationReason",
+    "Change",
     "Condition",
     "ConditionalCheckFailedException",
     "Connection",
@@ -54,8 +56,11 @@ __all__ = [
     "Plan",
     "RemoveUpdate",
     "SchemaError",
+    "SetElementsUpdate",
+    "SetField",
     "SetUpdate",
     "StringField",
+    "TTLField",
     "TableNotFoundError",
     "ThrottlingError",
     "TimedeltaField",
@@ -71,6 +76,7 @@ __all__ = [
     "ValidationError",
     "VersionConflict",
     "VersionField",
+    "changes",
     "transact_get",
     "transaction",
 ]
@@ -101,6 +107,9 @@ _NUMBER_MAX = decimal.Decimal("1e126")
 _NUMBER_CONTEXT = decimal.Context(prec=_NUMBER_DIGITS)
 _NOT_FINITE = "must be a finite number (not NaN or infinity)"
 _NUMBER_TEXT = re.compile(r"\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*")
+# Binary values in DynamoDB's JSON.
+_BASE64 = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|"
+                     r"[A-Za-z0-9+/]{3}=)?")
 
 _TABLE_NAME = re.compile(r"[A-Za-z0-9_.\-]{3,255}")
 _TABLE_NAME_CHARS = re.compile(r"[A-Za-z0-9_.\-]*")
@@ -113,8 +122,9 @@ _MAX_DEPTH = 32  # and on the nesting of lists and maps
 _FAST_INT_LIMIT = 10 ** 38 - 1
 _FAST_FLOAT_LIMIT = math.nextafter(1e126, 0)  # the float 1e126 is out
 _FAST_FLOAT_TINY = 1e-130
-_KEY_TYPES = ("S", "N")
+_KEY_TYPES = ("S", "N", "B")
 _BILLING_MODES = ("PROVISIONED", "PAY_PER_REQUEST")
+_STREAM_VIEWS = ("NEW_AND_OLD_IMAGES", "NEW_IMAGE", "OLD_IMAGE", "KEYS_ONLY")
 _DEFAULT_REGION = "us-east-2"
 # Where a partial instance's __dict__ names the fields its read loaded (no
 # attribute can have this name).
@@ -128,6 +138,7 @@ _OPERATIONS = {
     "DeleteItem": "delete_item",
     "DeleteTable": "delete_table",
     "DescribeTable": "describe_table",
+    "DescribeTimeToLive": "describe_time_to_live",
     "GetItem": "get_item",
     "PutItem": "put_item",
     "Query": "query",
@@ -136,6 +147,7 @@ _OPERATIONS = {
     "TransactWriteItems": "transact_write_items",
     "UpdateItem": "update_item",
     "UpdateTable": "update_table",
+    "UpdateTimeToLive": "update_time_to_live",
 }
 
 
@@ -389,9 +401,50 @@ def _translate_error(exc, operation, params, endpoint=None):
 
 # -- Helpers -----------------------------------------------------------------
 
-# Requests hold plain trees of dicts, lists and strings: no cycle check.
+def _base64_text(data):
+    """The base64 text of bytes, as DynamoDB's JSON carries binary."""
+    import binascii
+
+    return binascii.b2a_base64(data, newline=False).decode()
+
+
+def _binary(value):
+    """The bytes of a binary AttributeValue's value: bytes as botocore
+    gives them, or the base64 text of DynamoDB's JSON."""
+    if type(value) is bytes:
+        return value
+    import binascii
+
+    return binascii.a2b_base64(value)
+
+
+def _json_default(value):
+    if isinstance(value, (bytes, bytearray)):
+        return _base64_text(value)
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+# Requests hold plain trees of dicts, lists, strings and bytes (binary
+# values, written as base64 text): no cycle check.
 _encode_json = json.JSONEncoder(ensure_ascii=False, check_circular=False,
-                                separators=(",", ":")).encode
+                                separators=(",", ":"),
+                                default=_json_default).encode
+
+
+def _with_bytes(tree):
+    """A request or answer decoded from DynamoDB's JSON with each binary
+    value (B, BS) as bytes, as botocore has them."""
+    if isinstance(tree, list):
+        return [_with_bytes(item) for item in tree]
+    if not isinstance(tree, dict):
+        return tree
+    if len(tree) == 1:
+        (kind, value), = tree.items()
+        if kind == "B" and isinstance(value, str):
+            return {"B": _binary(value)}
+        if kind == "BS" and isinstance(value, list):
+            return {"BS": [_binary(item) for item in value]}
+    return {name: _with_bytes(item) for name, item in tree.items()}
 
 
 def _path_text(path):
@@ -479,6 +532,10 @@ def _generic_to_av(value, where, depth=1):
             return {"N": _number_text(value)}
         except ValueError as exc:
             raise ValidationError(str(exc), {where: [str(exc)]}) from None
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return {"B": bytes(value)}
+    if isinstance(value, (set, frozenset)):
+        return _generic_set(value, where)
     if isinstance(value, (list, tuple, dict)) and depth > _MAX_DEPTH:
         message = (f"nests lists and maps more than {_MAX_DEPTH} levels "
                    "deep, which DynamoDB refuses")
@@ -497,6 +554,23 @@ def _generic_to_av(value, where, depth=1):
         return {"M": result}
     message = f"cannot store a value of type {kind.__name__}"
     raise ValidationError(message, {where: [message]})
+
+
+def _generic_set(value, where):
+    """The string, number or binary set AttributeValue of a free-form
+    set."""
+    kinds = {"S" if type(element) is str else "B" if isinstance(
+        element, (bytes, bytearray, memoryview)) else "N" if isinstance(
+        element, (int, float, decimal.Decimal)) and type(element) is not
+        bool else None for element in value}
+    if len(kinds) != 1 or None in kinds:
+        message = ("is an empty set, which DynamoDB cannot store" if not
+                   value else "a set holds strings, numbers or bytes, all "
+                   "of one kind")
+        raise ValidationError(message, {where: [message]})
+    kind, = kinds
+    return {kind + "S": [_generic_to_av(element, where)[kind]
+                         for element in value]}
 
 
 def _generic_from_av(av):
@@ -518,7 +592,10 @@ def _generic_from_av(av):
         return [_generic_from_av(item) for item in value]
     if kind == "M":
         return {key: _generic_from_av(item) for key, item in value.items()}
-    return value  # B, SS, NS, BS: stored by someone else; hand back as is
+    if kind == "B":
+        return _binary(value)
+    element = kind[0]  # SS, NS, BS
+    return {_generic_from_av({element: item}) for item in value}
 
 
 def _number_identity(text):
@@ -545,12 +622,13 @@ def _av_size(av):
                        for name, item in value.items())
     if kind in ("BOOL", "NULL"):
         return 1
-    if kind in ("SS", "BS"):
-        return sum(len(item.encode()) if kind == "SS" else len(item)
-                   for item in value)
+    if kind == "SS":
+        return sum(len(item.encode()) for item in value)
+    if kind == "BS":
+        return sum(len(_binary(item)) for item in value)
     if kind == "NS":
         return sum(len(item) // 2 + 2 for item in value)
-    return len(value)  # B
+    return len(_binary(value))  # B
 
 
 def _key_text(key):
@@ -565,15 +643,20 @@ def _keys_text(keys, most=10):
 
 
 def _order_key(av):
-    """How DynamoDB orders a number or string AttributeValue: numbers by
-    value, strings by their UTF-8 bytes."""
+    """How DynamoDB orders a number, string or binary AttributeValue:
+    numbers by value, strings by their UTF-8 bytes, binary as unsigned
+    bytes."""
     (kind, value), = av.items()
-    return decimal.Decimal(value) if kind == "N" else value.encode()
+    if kind == "N":
+        return decimal.Decimal(value)
+    return value.encode() if kind == "S" else _binary(value)
 
 
 def _av_text(av):
     """A readable form of an AttributeValue for messages."""
     (kind, value), = av.items()
+    if kind == "B":
+        return repr(_binary(value))
     return repr(value) if kind == "S" else str(value)
 
 
@@ -702,7 +785,7 @@ def _number_json(av):
 def _comparison(operator, ordered):
     """A comparison operator of Field: ``field <operator> value``."""
     def compare(self, value):
-        if value is None:
+        if self._is_absent(value):
             if operator == "=":
                 return self.not_exists()
             if operator == "<>":
@@ -811,6 +894,12 @@ class Field:
                 f"is stored as {kind} {_av_text(av)[:60]}, which a "
                 f"{type(self).__name__} cannot read") from None
 
+    @staticmethod
+    def _is_absent(value):
+        """Whether ``value`` stands for no value: None (a SetField's empty
+        set too: DynamoDB has none)."""
+        return value is None
+
     def _operand(self, value, path=None):
         """AttributeValue of a condition operand compared with this field
         (type-checked and converted, not held to the field's constraints);
@@ -902,6 +991,12 @@ class Field:
                                   f"{_path_text(self.path)} is not one")
         return _Function("contains", self, _string_operand(value, self))
 
+    def size(self):
+        """The attribute's size, to compare with an int in a condition:
+        ``User.name.size() > 3`` (a string's or binary's length in bytes,
+        the number of elements of a list, map or set)."""
+        return _Size(self)
+
     def exists(self):
         """The item has this attribute."""
         return _Function("attribute_exists", self)
@@ -913,14 +1008,15 @@ class Field:
     # Updates, for update_one.
 
     def set(self, value):
-        """Set the attribute to ``value`` (validated); ``None`` removes it."""
-        if value is None:
+        """Set the attribute to ``value`` (validated); ``None`` (or an empty
+        set, for a SetField) removes it."""
+        if self._is_absent(value):
             return self.remove()
         return SetUpdate(self, self._update_value(value))
 
     def set_if_not_exists(self, value):
         """Set the attribute to ``value`` only if the item lacks it."""
-        if value is None:
+        if self._is_absent(value):
             raise ValidationError(f"{_path_text(self.path)}: "
                                   "set_if_not_exists needs a value")
         return SetUpdate(self, self._update_value(value), if_not_exists=True)
@@ -943,7 +1039,7 @@ class Field:
     def _check_ordered(self, operator):
         if self.attribute_type not in _KEY_TYPES:
             raise ExpressionError(
-                f"{operator} compares numbers or strings; "
+                f"{operator} compares numbers, strings or binary; "
                 f"{_path_text(self.path)} is a {type(self).__name__}")
 
 
@@ -1118,6 +1214,8 @@ class VersionField(IntField):
     VersionConflict. dynamongo sets it: it cannot be updated by hand. At
     most one per model, at the top level, not a key."""
 
+    _model_level = True  # at most one per model, at its top level
+
     def __init__(self):
         super().__init__(min_value=1)
 
@@ -1199,6 +1297,37 @@ class BooleanField(Field):
             json=f"""('{{"BOOL":true}}' if {av}['BOOL'] """
                  f"""else '{{"BOOL":false}}')""",
             size=1)
+
+
+class BinaryField(Field):
+    """Bytes (a bytearray or memoryview is taken and stored as bytes),
+    stored as DynamoDB binary; it may be a key (ordered as unsigned
+    bytes). Takes ``required`` and ``default`` (see Field)."""
+
+    attribute_type = "B"
+
+    def to_native(self, value):
+        if type(value) is bytes:
+            return value
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            return bytes(value)
+        raise _wrong_type("bytes", value)
+
+    def to_primitive(self, value):
+        return _base64_text(value)
+
+    def _dump(self, value):
+        return {"B": value}
+
+    def _load(self, av):
+        return _binary(av["B"])
+
+    def _fast_path(self, value, av):
+        return _FastPath(
+            test=f"type({value}) is bytes", native=value,
+            stored=f"{{'B': {value}}}", read=f"binary({av}['B'])",
+            json=f"""'{{"B":"' + base64_text({av}['B']) + '"}}'""",
+            size=f"len({value})")
 
 
 class StringField(Field):
@@ -1602,13 +1731,55 @@ class TimedeltaField(Field):
         return _FastPath(json=_number_json(av), size=28)
 
 
+class TTLField(Field):
+    """When the item expires, for DynamoDB's Time to Live: stored as a
+    number of epoch seconds; takes an aware datetime, a naive one (taken
+    as UTC), a timedelta (from now) or an int (epoch seconds), and reads
+    back as an aware UTC datetime. ``create_table`` and ``sync_table``
+    turn DynamoDB's TTL on for it; reads leave out the items it has
+    passed (see ``include_expired``). At most one per model, at the top
+    level, not a key. Takes ``required`` and ``default`` (see Field)."""
+
+    attribute_type = "N"
+    _model_level = True
+
+    def to_native(self, value):
+        utc = datetime.timezone.utc
+        if isinstance(value, datetime.datetime):
+            value = value.replace(tzinfo=utc) if value.tzinfo is None \
+                else value.astimezone(utc)
+            return value.replace(microsecond=0)
+        if isinstance(value, datetime.timedelta):
+            value = datetime.datetime.fromtimestamp(int(_clock()), utc) \
+                + value
+            return value.replace(microsecond=0)
+        if isinstance(value, int) and type(value) is not bool:
+            try:
+                return datetime.datetime.fromtimestamp(value, utc)
+            except (OverflowError, OSError, ValueError):
+                raise ValidationError(f"{value} is not a time in epoch "
+                                      "seconds") from None
+        raise _wrong_type("a datetime, a timedelta or an int (epoch "
+                          "seconds)", value)
+
+    def to_primitive(self, value):
+        return int(value.timestamp())
+
+    def _dump(self, value):
+        return {"N": str(int(value.timestamp()))}
+
+    def _load(self, av):
+        return datetime.datetime.fromtimestamp(_load_int(av),
+                                               datetime.timezone.utc)
+
+
 def _field_instance(field, where):
     """A Field instance from a Field or Field subclass, else SchemaError."""
     if isinstance(field, type) and issubclass(field, Field):
         field = field()
-    if isinstance(field, VersionField):
-        raise SchemaError(f"{where} cannot be a VersionField: it stands at "
-                          "the top level of a model")
+    if getattr(field, "_model_level", False):
+        raise SchemaError(f"{where} cannot be a {type(field).__name__}: it "
+                          "stands at the top level of a model")
     if isinstance(field, Field):
         return field
     raise SchemaError(f"{where} must be a Field or Field class, "
@@ -1716,6 +1887,100 @@ class ListField(Field):
                         self.field._operand(value, self.path))
 
 
+class SetField(Field):
+    """A set of unique elements validated by ``field``: a string, number or
+    binary field or field class (``SetField(EmailField)`` checks every
+    element); a frozenset, list or tuple of unique elements is taken as a
+    set. Stored as a DynamoDB string, number or binary set (SS, NS, BS);
+    number elements keep their field's type. DynamoDB has no empty set: an
+    empty set is not stored, and reads back as absent (None). ``kwargs``
+    are ``required`` and ``default`` (see Field).
+
+    ``User.tags.add({"a", "b"})`` and ``User.tags.discard({"c"})`` change
+    the stored set; ``User.tags.contains("a")`` tests membership.
+    """
+
+    _KINDS = (set, frozenset, list, tuple)
+
+    def __init__(self, field, **kwargs):
+        super().__init__(**kwargs)
+        self.field = _field_instance(field, "the element field of SetField")
+        if self.field.attribute_type not in _KEY_TYPES:
+            raise SchemaError(
+                f"the element field of SetField must be a string, number or "
+                f"binary field, not {type(self.field).__name__}")
+        self.attribute_type = self.field.attribute_type + "S"
+
+    @classmethod
+    def _is_absent(cls, value):
+        return value is None or (isinstance(value, cls._KINDS) and not value)
+
+    def _each(self, value, convert):
+        if not isinstance(value, self._KINDS):
+            raise _wrong_type("a set", value)
+        result, errors = set(), {}
+        for element in value:
+            where = f"[{element!r}]"
+            if element is None:
+                errors[where] = ["must not be None"]
+                continue
+            try:
+                result.add(convert(element))
+            except ValidationError as exc:
+                errors.update(_located(exc, where).errors)
+        if errors:
+            raise ValidationError("invalid set elements", errors)
+        if len(result) < len(value):
+            raise ValidationError("holds an element more than once")
+        return result
+
+    def to_native(self, value):
+        return self._each(value, self.field.to_native)
+
+    def validate(self, value):
+        if not value and isinstance(value, self._KINDS):
+            raise ValidationError("is an empty set, which DynamoDB cannot "
+                                  "store (leave the field out)")
+        return self._each(value, self.field.validate)
+
+    def to_primitive(self, value):
+        return sorted(self.field.to_primitive(element) for element in value)
+
+    def _dump(self, value):
+        dump, kind = self.field._dump, self.field.attribute_type
+        return {self.attribute_type: [dump(element)[kind]
+                                      for element in value]}
+
+    def _load(self, av):
+        load, kind = self.field._load, self.field.attribute_type
+        return {load({kind: element}) for element in av[self.attribute_type]}
+
+    def add(self, elements):
+        """Add ``elements`` (a set, or one element) to the stored set,
+        making it if the item has none (DynamoDB's ADD)."""
+        return SetElementsUpdate(self, self._elements(elements, "add"),
+                                 "ADD")
+
+    def discard(self, elements):
+        """Take ``elements`` (a set, or one element) out of the stored set;
+        a set left empty is removed (DynamoDB's DELETE)."""
+        return SetElementsUpdate(self, self._elements(elements, "discard"),
+                                 "DELETE")
+
+    def _elements(self, elements, what):
+        if not isinstance(elements, self._KINDS):
+            elements = (elements,)
+        if not elements:
+            raise ValidationError(f"{_path_text(self.path)}: {what} needs at "
+                                  "least one element")
+        return self._update_value(elements)
+
+    def contains(self, value):
+        """The set holds ``value`` (converted by the element field)."""
+        return _Function("contains", self,
+                         self.field._operand(value, self.path))
+
+
 class DictField(Field):
     """A map with declared sub-fields: ``DictField(city=StringField())``.
 
@@ -1782,7 +2047,7 @@ class DictField(Field):
                     = ["is not a declared sub-field"]
         for name, field in self.fields.items():
             item = value.get(name)
-            if item is None:
+            if field._is_absent(item):
                 if field.required:
                     errors[f".{name}"] = ["is required"]
                 continue
@@ -1962,6 +2227,53 @@ class _Function(Condition):
         return f"{self.function}({name}, {expression.value(self.operand)})"
 
 
+class _Size:
+    """``field.size()``: compared with an int, a condition on the size of
+    the attribute (DynamoDB's ``size`` function)."""
+
+    __slots__ = ("field",)
+    __hash__ = None
+
+    def __init__(self, field):
+        self.field = field
+
+    def __repr__(self):
+        return f"size({_path_text(self.field.path)})"
+
+    def _comparison(operator):
+        def compare(self, number):
+            if type(number) is not int or number < 0:
+                raise ExpressionError(f"{self!r} {operator} takes an int >= "
+                                      f"0, not {number!r}")
+            return _SizeComparison(self.field, operator,
+                                   {"N": str(number)})
+        return compare
+
+    __eq__ = _comparison("=")
+    __ne__ = _comparison("<>")
+    __lt__ = _comparison("<")
+    __le__ = _comparison("<=")
+    __gt__ = _comparison(">")
+    __ge__ = _comparison(">=")
+    del _comparison
+
+
+class _SizeComparison(Condition):
+    # Not a _Comparison (whose ``field`` the planner reads as the field
+    # compared): a size never names a key.
+    __slots__ = ("size_of", "operator", "value")
+
+    def __init__(self, field, operator, value):
+        self.size_of, self.operator, self.value = field, operator, value
+
+    def _fields(self):
+        return [self.size_of]
+
+    def _render(self, expression):
+        return (f"size({expression.name(self.size_of)}) {self.operator} "
+                f"{expression.value(self.value)}")
+
+
 class _And(Condition):
     __slots__ = ("conditions",)
 
@@ -2097,6 +2409,26 @@ class ListExtendUpdate(Update):
         return f"{name} = list_append({values}, {current})"
 
 
+class SetElementsUpdate(Update):
+    """``ADD path elements`` or ``DELETE path elements`` (the ``action``)
+    of a SetField: made by ``field.add(elements)`` and
+    ``field.discard(elements)``."""
+
+    __slots__ = ("action", "elements")
+
+    def __init__(self, field, elements, action):
+        super().__init__(field)
+        self.elements, self.action = elements, action
+
+    def __repr__(self):
+        return f"<{type(self).__name__} {self.action} " \
+               f"{self._render(_Expression(inline=True))}>"
+
+    def _render(self, expression):
+        return (f"{expression.name(self.field)} "
+                f"{expression.value(self.elements)}")
+
+
 class AddUpdate(Update):
     """``SET path = if_not_exists(path, 0) + delta``: works on nested paths
     too, and keeps the field's bounds through a guard condition. Made by
@@ -2142,7 +2474,7 @@ class UpdateBuilder:
 
     @staticmethod
     def _render(updates, expression):
-        clauses = {"SET": [], "REMOVE": []}
+        clauses = {"SET": [], "REMOVE": [], "ADD": [], "DELETE": []}
         for update in updates:
             clauses[update.action].append(update._render(expression))
         return " ".join(f"{action} {', '.join(parts)}"
@@ -2244,6 +2576,7 @@ class _Expression:
 # keys the same way and report whatever is still left.
 
 _sleep = time.sleep  # tests replace it to run retries without waiting
+_clock = time.time  # and this one to move time on (TTLField)
 
 
 def _send(operation, params):
@@ -2642,6 +2975,8 @@ class _JsonParams:
     def _params(self):
         if self._decoded is None:
             self._decoded = json.loads(self.text)
+            if '"B' in self.text:
+                self._decoded = _with_bytes(self._decoded)
         return self._decoded
 
     def __getitem__(self, name):
@@ -2882,9 +3217,11 @@ def _normal(av):
         return {name: _normal(item) for name, item in value.items()}
     if kind == "NS":
         return frozenset(decimal.Decimal(number) for number in value)
-    if kind in ("SS", "BS"):
+    if kind == "SS":
         return frozenset(value)
-    return value
+    if kind == "BS":
+        return frozenset(_binary(item) for item in value)
+    return _binary(value) if kind == "B" else value
 
 
 def _pause(attempt):
@@ -3739,14 +4076,19 @@ def _value_at(item, path):
     return av
 
 
-def _check_key_text(text, limit):
-    """ValidationError unless DynamoDB takes ``text`` as a key value: not
-    empty, at most ``limit`` bytes of UTF-8."""
-    if not text:
+def _check_key_value(value, limit):
+    """ValidationError unless DynamoDB takes ``value`` (a string or
+    binary key's) as a key value: not empty, at most ``limit`` bytes (of
+    UTF-8, for a string)."""
+    if not value:
         raise ValidationError("is a key, so it must not be empty")
-    if len(text) * 4 > limit and len(text.encode()) > limit:
-        raise ValidationError(f"is a key of {len(text.encode())} bytes; "
-                              f"DynamoDB allows at most {limit}")
+    if type(value) is str:
+        if len(value) * 4 <= limit:
+            return
+        value = value.encode()
+    if len(value) > limit:
+        raise ValidationError(f"is a key of {len(value)} bytes; DynamoDB "
+                              f"allows at most {limit}")
 
 
 def _is_list_like(value):
@@ -3883,6 +4225,7 @@ class Plan:
     _loaded = None  # the fields it reads, when not all
     _start = ()  # the names of an ExclusiveStartKey of its requests
     _fixed = ()  # each request's hash key values, as its key condition has
+    _expiry = None  # the TTLField whose passed items it leaves out
 
     def __init__(self, operation, index=None, key_condition=None,
                  filter=None, reason=""):
@@ -3897,6 +4240,8 @@ class Plan:
             lines.append(f"  key condition: {self.key_condition}")
         if self.filter:
             lines.append(f"  filter: {self.filter}")
+        if self._expiry:
+            lines.append(f"  expired items ({self._expiry} passed) left out")
         lines.append(f"  why: {self.reason}")
         return "\n".join(lines)
 
@@ -3991,8 +4336,9 @@ def _codec_names():
         "load_int": _load_int, "plain_email": _ASCII_EMAIL.fullmatch,
         "utf8": _is_utf8, "generic_av": _generic_to_av,
         "generic_from_av": _generic_from_av, "av_size": _av_size,
-        "number_identity": _number_identity,
-        "check_key": _check_key_text, "located": _located,
+        "number_identity": _number_identity, "binary": _binary,
+        "base64_text": _base64_text,
+        "check_key": _check_key_value, "located": _located,
         "describe": _describe, "ValidationError": ValidationError,
     }
 
@@ -4066,9 +4412,14 @@ def _write_validate_item(meta):
         scope[f"{local}_validate"] = field.validate
         scope[f"{local}_dump"] = field._dump
         required = field.required or name in meta.key_names
-        lines += [f"    {value} = get({name!r})",
-                  f"    if {value} is None:",
-                  "        absent += 1"]
+        lines += [f"    {value} = get({name!r})"]
+        if field._is_absent is Field._is_absent:
+            lines += [f"    if {value} is None:", "        absent += 1"]
+        else:  # (a SetField's empty set): no value, and none kept
+            scope[f"{local}_absent"] = field._is_absent
+            lines += [f"    if {local}_absent({value}):",
+                      "        absent += 1",
+                      f"        native[{name!r}] = None"]
         if field.default is not None:
             scope[f"{local}_default"] = field._default_value
             lines += [f"        {value} = {local}_default()",
@@ -4097,9 +4448,11 @@ def _write_validate_item(meta):
                 body.append(f"    {keep}")
         body.append(f"stored[{name!r}] = {av}")
         limit = meta.key_limits.get(name)
-        if field.attribute_type == "S" and limit:  # a table or index key
-            body += [f"if not 0 < len({av}['S']) <= {limit // 4}:",
-                     f"    check_key({av}['S'], {limit})"]
+        kind = field.attribute_type
+        if kind in ("S", "B") and limit:  # a table or index key
+            body += [f"if not 0 < len({av}[{kind!r}]) <= "
+                     f"{limit // 4 if kind == 'S' else limit}:",
+                     f"    check_key({av}[{kind!r}], {limit})"]
         fixed += len(name.encode())
         if type(fast.size) is int:
             fixed += fast.size
@@ -4203,8 +4556,9 @@ def _write_item_json(meta):
 def _write_identity(meta):
     """``identity(item) -> hashable`` identity of a DynamoDB item's or
     key's key, numbers by value (DynamoDB returns ``1.0`` as ``1``)."""
-    parts = [f"number_identity(item[{name!r}]['N'])"
-             if field.attribute_type == "N" else f"item[{name!r}]['S']"
+    reads = {"N": "number_identity(item[{!r}]['N'])",
+             "S": "item[{!r}]['S']", "B": "binary(item[{!r}]['B'])"}
+    parts = [reads[field.attribute_type].format(name)
              for name, field in meta.key_fields]
     identity = parts[0] if len(parts) == 1 else f"({', '.join(parts)})"
     return _compile(meta, "identity",
@@ -4235,7 +4589,7 @@ class _Metadata:
         self.key_fields = self.key_names = ()
         self.key_schemas = ()  # the table's, then each index's
         self.key_limits = {}  # table and index key names -> bytes
-        self.version = None  # the name of its VersionField
+        self.version = self.ttl = None  # the names of those fields
         self.sources = {}
         self._table_names = (None, None)  # (prefix, full name) last made
 
@@ -4327,6 +4681,9 @@ class _Metadata:
         params["AttributeDefinitions"] = [
             {"AttributeName": name, "AttributeType": kind}
             for name, kind in attributes.items()]
+        if model.__stream__:
+            params["StreamSpecification"] = {
+                "StreamEnabled": True, "StreamViewType": model.__stream__}
         return params
 
     # -- items and their values
@@ -4411,9 +4768,10 @@ class _Metadata:
                     f"{self.name}: the key field {name!r} is missing",
                     {name: ["is required"]})
             av = field._operand(value)
-            if "S" in av:
+            if "N" not in av:  # a string or binary
                 try:
-                    _check_key_text(av["S"], _KEY_BYTES[len(key)])
+                    _check_key_value(av.get("S", av.get("B")),
+                                     _KEY_BYTES[len(key)])
                 except ValidationError as exc:
                     raise ValidationError(
                         f"{self.name}: the key field {name!r} {exc}",
@@ -4591,6 +4949,43 @@ class _Metadata:
                     "existing table")
             return False
         return done
+
+    def stream_change(self, table):
+        """The step turning on the model's stream on the described
+        ``table``, or None when it needs none."""
+        wanted = self.model.__stream__
+        have = table.get("StreamSpecification") or {}
+        if not wanted or have.get("StreamEnabled") and \
+                have.get("StreamViewType") == wanted:
+            return None
+        if have.get("StreamEnabled"):
+            raise SchemaError(
+                f"{self.name}: the table's stream shows "
+                f"{have.get('StreamViewType')}, the model's {wanted}; turn "
+                "the stream off first (its records are lost with it)")
+        return f"turn the stream on ({wanted})"
+
+    def ttl_change(self, table):
+        """Whether TTL must be turned on for the model's TTLField on
+        ``table``; SchemaError when it is on for another attribute."""
+        described = _call("DescribeTimeToLive", {"TableName": table}).get(
+            "TimeToLiveDescription", {})
+        status = described.get("TimeToLiveStatus", "DISABLED")
+        attribute = described.get("AttributeName")
+        if status in ("ENABLED", "ENABLING") and attribute == self.ttl:
+            return False
+        if status != "DISABLED":
+            raise SchemaError(
+                f"{self.name}: the table's TTL is {status.lower()} for "
+                f"{attribute!r}, not for {self.ttl!r}; DynamoDB takes one "
+                "TTL attribute: turn it off first")
+        return True
+
+    def enable_ttl(self, table):
+        """Turn DynamoDB's TTL on for the model's TTLField."""
+        _call("UpdateTimeToLive", {
+            "TableName": table, "TimeToLiveSpecification": {
+                "Enabled": True, "AttributeName": self.ttl}})
 
     def put_item(self, table, item, condition):
         """PutItem. A conditional put whose answer was lost and whose retry
@@ -4852,12 +5247,21 @@ class _Metadata:
 
     def plan(self, strategy, descending=False, consistent_read=False,
              limit=None, index=None, fields=None, segments=1,
-             what="get_many", sending=True):
+             what="get_many", sending=True, include_expired=False):
         """The Plan of a get_many/delete_many strategy, the first of: the
         keys it names (BatchGetItem), a Query on the table, a Query on an
         index, a Scan. ``fields``: the names to read (None: every field);
         when ``sending``, a Scan meets the ``scan`` setting (warned of or
-        refused)."""
+        refused). Unless ``include_expired``, the plan leaves out the
+        items whose TTL has passed (see ``requests`` and ``read``)."""
+        plan = self.plan_of(strategy, descending, consistent_read, limit,
+                            index, fields, segments, what, sending)
+        if self.ttl is not None and not include_expired:
+            plan._expiry = self.ttl
+        return plan
+
+    def plan_of(self, strategy, descending, consistent_read, limit, index,
+                fields, segments, what, sending):
         table = self.table_name()
         if isinstance(strategy, KeysIn):
             if not issubclass(self.model, strategy.model):
@@ -5103,12 +5507,54 @@ class _Metadata:
 
     def read(self, plan, consistent_read, limit=None, progress=None):
         """The stored items a plan reads, lazily (see iter_keys and
-        _iter_pages); its fields only, when it has them."""
-        if plan._keys is not None:
-            return self.iter_keys(self.table_name(), plan._keys,
-                                  consistent_read, limit, plan._loaded,
-                                  progress)
-        return _iter_pages(plan._requests, limit, _advance(progress, None))
+        _iter_pages); its fields only, when it has them (and its TTLField,
+        to leave out expired items)."""
+        if plan._keys is None:
+            return _iter_pages(self.requests(plan), limit,
+                               _advance(progress, None))
+        fields, keep = plan._loaded, None
+        if plan._expiry:
+            fields = fields and fields.union((plan._expiry,))
+            now = int(_clock())
+
+            def keep(item):
+                return not self.expired(item, now)
+        return self.iter_keys(self.table_name(), plan._keys, consistent_read,
+                              limit, fields, progress, keep)
+
+    # -- expiry (``self.ttl`` names the TTLField)
+
+    def expired(self, item, now):
+        """Whether the TTL of a stored item is before ``now`` (epoch
+        seconds); an item without one (or with a TTL that is not a number,
+        which DynamoDB ignores) never expires."""
+        av = item.get(self.ttl)
+        return av is not None and "N" in av and \
+            _number_identity(av["N"]) < now
+
+    def requests(self, plan):
+        """The Query or Scan requests of ``plan`` to send now: with an
+        expiry, each filter ANDs ``NOT (ttl < now)``, which keeps the items
+        without a TTL, and no Limit (it would count the items left
+        out)."""
+        if not plan._expiry:
+            return plan._requests
+        now = {"N": str(int(_clock()))}
+        sent = []
+        for operation, params in plan._requests:
+            params = dict(params)
+            params.pop("Limit", None)
+            test = "NOT (#expiry < :now)"
+            given = params.get("FilterExpression")
+            params["FilterExpression"] = f"({given}) AND {test}" if given \
+                else test
+            params["ExpressionAttributeNames"] = dict(
+                params.get("ExpressionAttributeNames", ()),
+                **{"#expiry": plan._expiry})
+            params["ExpressionAttributeValues"] = dict(
+                params.get("ExpressionAttributeValues", ()), **{":now": now})
+            sent.append((operation, params))
+        return sent
 
     def instances(self, plan, consistent_read, limit, progress):
         """Instances of the items a plan reads, lazily, each step on the
@@ -5134,7 +5580,7 @@ class _Metadata:
     def page(self, plan, limit, cursor, max_scanned):
         """(stored items, next cursor or None, items scanned) of one page
         of a Query or Scan plan, resuming at ``cursor``."""
-        requests = plan._requests
+        requests = self.requests(plan)
         fingerprint = self.fingerprint(plan)
         position, start = 0, None
         if cursor is not None:
@@ -5179,7 +5625,7 @@ class _Metadata:
                                  params.items() if name != "TableName"}]
                     for operation, params in plan._requests]
         text = json.dumps([self.model.__qualname__, requests],
-                          sort_keys=True)
+                          sort_keys=True, default=_json_default)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def make_cursor(self, fingerprint, position, start):
@@ -5190,7 +5636,8 @@ class _Metadata:
 
         body = base64.urlsafe_b64encode(json.dumps(
             {"f": fingerprint, "r": position, "k": start},
-            separators=(",", ":"), sort_keys=True).encode()).decode()
+            separators=(",", ":"), sort_keys=True,
+            default=_json_default).encode()).decode()
         body = body.rstrip("=")
         signature = self.sign(body)
         return body if signature is None else f"{body}.{signature}"
@@ -5250,12 +5697,14 @@ class _Metadata:
             kind = kinds[name]
             return isinstance(av, dict) and list(av) == [kind] and \
                 isinstance(av[kind], str) and bool(av[kind]) and (
-                    kind == "S" or bool(_NUMBER_TEXT.fullmatch(av[kind])))
+                    kind == "S" or bool(_NUMBER_TEXT.fullmatch(av[kind]))
+                    if kind != "B" else bool(_BASE64.fullmatch(av[kind])))
 
         if not isinstance(start, dict) or set(start) != set(kinds) or \
                 not all(is_key(name, av) for name, av in start.items()):
             raise CursorError(f"{self.name}.get_page: the cursor does not "
                               "hold a key of this query")
+        start = _with_bytes(start)  # as either path sends binary
         try:
             fixed = plan._fixed[position] if plan._fixed else {}
             if any(_normal(start[name]) != _normal(av)
@@ -5291,13 +5740,14 @@ class _Metadata:
                 return result
 
     def iter_keys(self, table, keys, consistent_read, limit, fields=None,
-                  progress=None):
+                  progress=None, keep=None):
         """The stored items of ``keys`` (each sent once) in key order, read
         lazily by BatchGetItem in chunks of 100: up to ``concurrency``
         chunks in flight on the worker pool, the next one sent as each
         answer is taken. With a limit, the chunks in flight hold at most
         the keys still wanting, twice as many once those are all read, and
-        so on. ``progress(keys read, keys)`` after each chunk."""
+        so on. ``progress(keys read, keys)`` after each chunk; ``keep(item)``
+        false leaves an item out."""
         unique, projection = {}, None
         for key in keys:
             unique.setdefault(self.identity(key), key)
@@ -5337,7 +5787,7 @@ class _Metadata:
                 stored = {self.identity(item): item for item in answer}
                 for identity, _ in chunk:
                     item = stored.get(identity)
-                    if item is not None:
+                    if item is not None and (keep is None or keep(item)):
                         yield item
                         found += 1
                         if found == limit:
@@ -5356,7 +5806,7 @@ _RESERVED_NAMES = frozenset({
     "delete_table", "estimated_count", "explain", "get_many", "get_one",
     "get_page", "iter_many", "keys_in", "count", "save_many", "save_one",
     "sync_table", "table", "table_name", "to_dict", "update_from_dict",
-    "update_one"})
+    "update_one", "from_image"})
 
 
 class _ModelType(type):
@@ -5428,8 +5878,8 @@ class _ModelType(type):
                                   "no field of that name")
             if field.attribute_type not in _KEY_TYPES:
                 raise SchemaError(
-                    f"{name}.{key} is a key, so it must be a string or number "
-                    f"field, not {type(field).__name__}")
+                    f"{name}.{key} is a key, so it must be a string, number "
+                    f"or binary field, not {type(field).__name__}")
             keys.append((key, field))
         if len(keys) == 2 and keys[0][0] == keys[1][0]:
             raise SchemaError(f"{name}: __hash_key__ and __range_key__ "
@@ -5438,20 +5888,24 @@ class _ModelType(type):
         if billing not in _BILLING_MODES:
             raise SchemaError(f"{name}.__billing_mode__ must be one of "
                               f"{_BILLING_MODES}, not {billing!r}")
+        if cls.__stream__ is not None and cls.__stream__ not in _STREAM_VIEWS:
+            raise SchemaError(f"{name}.__stream__ must be one of "
+                              f"{_STREAM_VIEWS}, not {cls.__stream__!r}")
         for attr in ("__read_units__", "__write_units__"):
             units = getattr(cls, attr)
             if type(units) is not int or units < 1:
                 raise SchemaError(f"{name}.{attr} must be a positive int, "
                                   f"not {units!r}")
-        versions = [attr for attr, field in meta.fields.items()
-                    if isinstance(field, VersionField)]
-        if len(versions) > 1:
-            raise SchemaError(f"{name} has {len(versions)} VersionFields "
-                              f"({', '.join(versions)}): it may have one")
-        if versions and versions[0] in (key for key, _ in keys):
-            raise SchemaError(f"{name}.{versions[0]} is a VersionField: it "
-                              "cannot be a key")
-        meta.version = versions[0] if versions else None
+        for kind, attr in ((VersionField, "version"), (TTLField, "ttl")):
+            found = [field_name for field_name, field in meta.fields.items()
+                     if isinstance(field, kind)]
+            if len(found) > 1:
+                raise SchemaError(f"{name} has {len(found)} {kind.__name__}s "
+                                  f"({', '.join(found)}): it may have one")
+            if found and found[0] in (key for key, _ in keys):
+                raise SchemaError(f"{name}.{found[0]} is a {kind.__name__}: "
+                                  "it cannot be a key")
+            setattr(meta, attr, found[0] if found else None)
         meta.key_fields = tuple(keys)
         meta.key_names = tuple(name for name, _ in keys)
         meta.key_schemas = _ModelType._check_indexes(cls, meta)
@@ -5506,8 +5960,9 @@ class _ModelType(type):
                                           f"not a field of {name}")
                     if field.attribute_type not in _KEY_TYPES:
                         raise SchemaError(
-                            f"{where}: its {what} {key!r} must be a string "
-                            f"or number field, not {type(field).__name__}")
+                            f"{where}: its {what} {key!r} must be a string, "
+                            f"number or binary field, not "
+                            f"{type(field).__name__}")
                     result.append((key, field))
                 return tuple(result)
 
@@ -5574,9 +6029,13 @@ class Model(metaclass=_ModelType):
     - ``__table__`` (required): the table name, after the connection's
       table prefix.
     - ``__hash_key__`` (required), ``__range_key__`` (optional): the names
-      of the key fields, which must be string or number fields.
+      of the key fields, which must be string, number or binary fields.
     - ``__read_units__``/``__write_units__``: provisioned throughput
       (default 8 each), or ``__billing_mode__ = "PAY_PER_REQUEST"``.
+    - ``__indexes__``: a tuple of GlobalIndex and LocalIndex.
+    - ``__stream__``: ``"NEW_AND_OLD_IMAGES"``, ``"NEW_IMAGE"``,
+      ``"OLD_IMAGE"`` or ``"KEYS_ONLY"``: the table's stream, which
+      create_table and sync_table turn on (see ``changes``).
     - ``__abstract__ = True``: a base holding shared fields, with no table.
 
     ``Model(**values)`` makes an instance without checking ``required``
@@ -5595,6 +6054,7 @@ class Model(metaclass=_ModelType):
     __write_units__ = 8
     __billing_mode__ = "PROVISIONED"
     __indexes__ = ()
+    __stream__ = None
 
     def __init__(self, **values):
         fields = self._meta.fields
@@ -5622,6 +6082,21 @@ class Model(metaclass=_ModelType):
         return {name: values[name] for name in self._meta.fields
                 if values.get(name) is not None}
 
+    @classmethod
+    def from_image(cls, image):
+        """An instance of a DynamoDB-JSON image, read as a stored item is:
+        ``record["dynamodb"]["NewImage"]`` of a Lambda stream event (see
+        ``changes``), a Kinesis record's, an export line's ``Item``.
+        Binary values may be base64 text, as DynamoDB's JSON has them."""
+        if not isinstance(image, dict) or not all(
+                isinstance(av, dict) and len(av) == 1
+                for av in image.values()):
+            raise ValidationError(
+                f"{cls.__name__}.from_image takes a DynamoDB-JSON image (a "
+                f"dict of attribute values such as {{'S': 'x'}}), not "
+                f"{image!r:.80}")
+        return cls._meta.from_item(image)
+
     # -- keys and strategies
 
     # -- tables
@@ -5638,21 +6113,28 @@ class Model(metaclass=_ModelType):
 
     @_one_connection
     def create_table(cls, wait=True, exist_ok=False):
-        """Create the model's table and wait until it is ACTIVE.
+        """Create the model's table (with its indexes, and its stream when
+        it declares ``__stream__``) and wait until it is ACTIVE; a model
+        with a TTLField then has DynamoDB's TTL turned on for it (which
+        waits for the table whatever ``wait`` says).
 
         :param exist_ok: do nothing when the table already exists.
         """
+        meta = cls._meta
         table = cls.table_name()
-        params = dict(cls._meta.table_definition(), TableName=table)
+        params = dict(meta.table_definition(), TableName=table)
+        created = True
         try:
             _call("CreateTable", params)
         except DynamoDBError as exc:
             if not (exist_ok and exc.code == "ResourceInUseException"):
                 raise
-        if wait:
-            cls._meta.wait_for_table(
-                lambda table: table is not None
-                and table["TableStatus"] == "ACTIVE")
+            created = False
+        if wait or meta.ttl and created:
+            meta.wait_for_table(lambda table: table is not None
+                                and table["TableStatus"] == "ACTIVE")
+        if meta.ttl and created:
+            meta.enable_ttl(table)
 
     @_one_connection
     def delete_table(cls, wait=True):
@@ -5669,7 +6151,10 @@ class Model(metaclass=_ModelType):
         waiting until it is ACTIVE); leave indexes the model does not
         declare, unless ``delete_indexes`` (which also recreates an index
         whose keys or projection differ). Local indexes exist only from
-        the table's creation: a difference raises SchemaError. Returns the
+        the table's creation: a difference raises SchemaError. Turns on
+        the stream ``__stream__`` declares and TTL for a TTLField (a
+        stream of another view, or TTL on another attribute, raises
+        SchemaError: DynamoDB must turn those off first). Returns the
         steps taken, or with ``dry_run`` those it would take, sending no
         change."""
         meta = cls._meta
@@ -5685,7 +6170,22 @@ class Model(metaclass=_ModelType):
             for _, params, index, created in changes:
                 _call("UpdateTable", dict(params, TableName=name))
                 meta.wait_for_table(meta.index_done(index, created))
-        return [change[0] for change in changes]
+        steps = [change[0] for change in changes]
+        stream = meta.stream_change(table)
+        if stream:
+            steps.append(stream)
+            if not dry_run:
+                _call("UpdateTable", {
+                    "TableName": name, "StreamSpecification": {
+                        "StreamEnabled": True,
+                        "StreamViewType": cls.__stream__}})
+                meta.wait_for_table(lambda table: table is not None
+                                    and table["TableStatus"] == "ACTIVE")
+        if meta.ttl and meta.ttl_change(name):
+            steps.append(f"turn TTL on for {meta.ttl!r}")
+            if not dry_run:
+                meta.enable_ttl(name)
+        return steps
 
     # -- single items
 
@@ -5713,13 +6213,16 @@ class Model(metaclass=_ModelType):
         return meta.instance(native)
 
     @_one_connection
-    def get_one(cls, strategy, consistent_read=False, fields=None):
+    def get_one(cls, strategy, consistent_read=False, fields=None,
+                include_expired=False):
         """The item named by ``strategy`` (a key value, a (hash, range)
         tuple, a dict, an instance or a key condition); raises
-        ``Model.DoesNotExist`` when there is none. ``consistent_read``
-        asks for a strongly consistent read; ``fields`` (fields or names)
-        reads only those and the key, and reading another field of the
-        instance raises FieldNotLoaded."""
+        ``Model.DoesNotExist`` when there is none, or when its TTLField
+        has passed (DynamoDB deletes expired items only eventually) unless
+        ``include_expired``. ``consistent_read`` asks for a strongly
+        consistent read; ``fields`` (fields or names) reads only those and
+        the key, and reading another field of the instance raises
+        FieldNotLoaded."""
         meta = cls._meta
         table = cls.table_name()
         key, condition = meta.strategy(strategy)
@@ -5728,10 +6231,15 @@ class Model(metaclass=_ModelType):
                 f"{cls.__name__}.get_one takes a key only; {condition!r} is "
                 "not part of the key (use get_many to filter)")
         fields = meta.projection(fields, "get_one")
-        item = meta.read_item(table, key, consistent_read, fields)
+        expiry = None if include_expired else meta.ttl
+        item = meta.read_item(table, key, consistent_read, fields and (
+            fields.union((expiry,)) if expiry else fields))
         if item is None:
             raise cls.DoesNotExist(f"{cls.__name__} with {_key_text(key)} "
                                    "does not exist")
+        if expiry and meta.expired(item, int(_clock())):
+            raise cls.DoesNotExist(f"{cls.__name__} with {_key_text(key)} "
+                                   f"has expired (its {expiry} has passed)")
         return meta.partial([meta.from_item(item)], fields)[0]
 
     @_one_connection
@@ -5921,7 +6429,7 @@ class Model(metaclass=_ModelType):
     @_pausing_collector
     def get_many(cls, strategy, descending=False, limit=None,
                  consistent_read=False, segments=None, index=None,
-                 fields=None, progress=None):
+                 fields=None, progress=None, include_expired=False):
         """The items a strategy names, as a list of instances; the first
         of these plans that applies reads them (``explain`` shows which):
 
@@ -5949,16 +6457,18 @@ class Model(metaclass=_ModelType):
         fewer fields, raise FieldNotLoaded for the fields not read.
         ``progress(done, total)``, if given, is called from the calling
         thread after each window of keys (keys read, keys asked for) or
-        each page (items read, None).
+        each page (items read, None). Items whose TTLField has passed are
+        left out unless ``include_expired``.
         """
         meta = cls._meta
         plan = meta.plan(strategy, descending, consistent_read,
                          _limit(limit), index,
                          meta.projection(fields, "get_many"),
-                         segments=_segments(segments))
+                         segments=_segments(segments),
+                         include_expired=include_expired)
         from_item = meta.from_item
         if plan._keys is None:  # several requests read in parallel
-            instances = _read_pages(plan._requests, from_item, limit,
+            instances = _read_pages(meta.requests(plan), from_item, limit,
                                     _advance(progress, None))
         else:
             instances = [from_item(item) for item in meta.read(
@@ -5968,7 +6478,7 @@ class Model(metaclass=_ModelType):
     @_one_connection
     def get_page(cls, strategy, limit, cursor=None, descending=False,
                  consistent_read=False, index=None, fields=None,
-                 max_scanned=None, segments=None):
+                 max_scanned=None, segments=None, include_expired=False):
         """One page of the items the condition ``strategy`` matches,
         planned as get_many plans it (a Query on the table or an index,
         else a Scan; with the same ``descending``, ``consistent_read``,
@@ -5980,7 +6490,8 @@ class Model(metaclass=_ModelType):
         its query, and one made for another query, altered, or not a
         cursor raises CursorError (see the ``cursor_secret`` setting). A
         list of keys is already a page: get_many reads it; ``segments``
-        is refused (a page is read in order)."""
+        is refused (a page is read in order). Items whose TTLField has
+        passed are left out unless ``include_expired``."""
         meta = cls._meta
         if segments is not None:
             raise ExpressionError(f"{cls.__name__}.get_page reads one page "
@@ -5992,7 +6503,8 @@ class Model(metaclass=_ModelType):
                                       f"must be an int >= 1, not {value!r}")
         fields = meta.projection(fields, "get_page")
         plan = meta.plan(strategy, descending, consistent_read, None, index,
-                         fields, what="get_page")
+                         fields, what="get_page",
+                         include_expired=include_expired)
         if plan._keys is not None:
             raise ExpressionError(
                 f"{cls.__name__}.get_page pages a condition's Query or "
@@ -6001,7 +6513,7 @@ class Model(metaclass=_ModelType):
             # A cursor is made of the last item's key attributes.
             plan = meta.plan(strategy, descending, consistent_read, None,
                              plan.index, fields.union(plan._start),
-                             what="get_page")
+                             what="get_page", include_expired=include_expired)
         items, cursor, scanned = meta.page(plan, limit, cursor, max_scanned)
         from_item = meta.from_item
         return Page(meta.partial([from_item(item) for item in items],
@@ -6010,10 +6522,11 @@ class Model(metaclass=_ModelType):
     @classmethod
     def iter_many(cls, strategy, descending=False, limit=None,
                   consistent_read=False, index=None, fields=None,
-                  segments=None, progress=None):
+                  segments=None, progress=None, include_expired=False):
         """The items of ``strategy``, as get_many reads them (with the same
         ``descending``, ``limit``, ``consistent_read``, ``index``,
-        ``fields``, ``segments`` and ``progress``), as an iterator that
+        ``fields``, ``segments``, ``progress`` and ``include_expired``),
+        as an iterator that
         reads a page (or a window of keys) at a time as it is consumed:
         memory stays bounded whatever the number of items, and an iterator
         left unfinished sends no further request. The plan is made, and
@@ -6023,16 +6536,19 @@ class Model(metaclass=_ModelType):
         plan = meta.plan(strategy, descending, consistent_read,
                          _limit(limit), index,
                          meta.projection(fields, "iter_many"),
-                         segments=_segments(segments), what="iter_many")
+                         segments=_segments(segments), what="iter_many",
+                         include_expired=include_expired)
         return meta.instances(plan, consistent_read, limit, progress)
 
     @_one_connection
-    def count(cls, strategy=None, consistent_read=False, index=None):
+    def count(cls, strategy=None, consistent_read=False, index=None,
+              include_expired=False):
         """How many stored items ``strategy`` matches (as get_many takes
         it; None: every item of the table, or of ``index``). DynamoDB
         counts them (Select=COUNT: no item is sent back), following every
         page; a list of keys counts the keys stored, reading keys only.
-        ``consistent_read`` and ``index`` are as for get_many."""
+        ``consistent_read``, ``index`` and ``include_expired`` are as for
+        get_many."""
         meta = cls._meta
         table = cls.table_name()
         if strategy is None:
@@ -6042,11 +6558,15 @@ class Model(metaclass=_ModelType):
                 params["IndexName"] = index
             if consistent_read:
                 params["ConsistentRead"] = True
-            return _count([("Scan", params)])
+            plan = Plan("Scan")
+            plan._requests = [("Scan", params)]
+            plan._expiry = None if include_expired else meta.ttl
+            return _count(meta.requests(plan))
         plan = meta.plan(strategy, consistent_read=consistent_read,
-                         index=index, what="count")
+                         index=index, what="count",
+                         include_expired=include_expired)
         if plan._keys is None:
-            return _count(plan._requests)
+            return _count(meta.requests(plan))
         plan._loaded = frozenset(meta.key_names)
         return sum(1 for _ in meta.read(plan, consistent_read))
 
@@ -6062,10 +6582,11 @@ class Model(metaclass=_ModelType):
     @classmethod
     def explain(cls, strategy, descending=False, limit=None,
                 consistent_read=False, segments=None, index=None,
-                fields=None):
+                fields=None, include_expired=False):
         """The Plan get_many would follow for ``strategy`` and
         ``descending``, ``limit``, ``consistent_read``, ``segments``,
-        ``index`` and ``fields`` (see get_many), sending nothing:
+        ``index``, ``fields`` and ``include_expired`` (see get_many),
+        sending nothing:
         ``print(User.explain(User.name == "x"))``. A single key (as
         get_one takes it) is a GetItem."""
         meta = cls._meta
@@ -6078,7 +6599,7 @@ class Model(metaclass=_ModelType):
                          _limit(limit), index,
                          meta.projection(fields, "explain"),
                          segments=_segments(segments), what="explain",
-                         sending=False)
+                         sending=False, include_expired=include_expired)
 
     @_one_connection
     @_pausing_collector
@@ -6104,7 +6625,8 @@ class Model(metaclass=_ModelType):
         conditional = []
         if isinstance(strategy, (Condition, KeysIn)):
             plan = meta.plan(strategy, fields=frozenset(names),
-                             segments=segments, what="delete_many")
+                             segments=segments, what="delete_many",
+                             include_expired=True)
             if plan._keys is None:
                 return _finished(meta.delete_found(
                     table, _iter_pages(plan._requests), progress))
@@ -6398,3 +6920,54 @@ def transact_get(requests, fields=None):
         found.append(meta.partial([meta.from_item(item)], loaded)[0]
                      if item else None)
     return found + [None] * (len(requests) - len(found))
+
+
+# -- Stream records ----------------------------------------------------------
+
+Change = collections.namedtuple("Change", "event model keys old new expired")
+Change.__doc__ = """One record of a table's stream, as ``changes()`` gives it:
+``event`` (``"INSERT"``, ``"MODIFY"`` or ``"REMOVE"``), ``model``, ``keys``
+(an instance holding the item's key), ``old`` and ``new`` (instances, or
+None where the stream's view type holds no such image), and ``expired``:
+True when DynamoDB's TTL removed the item."""
+
+
+def changes(event, *models):
+    """The records of a Lambda ``event`` from DynamoDB streams, as Change
+    objects, in order: ``for change in dynamongo.changes(event, User,
+    Order)``. Each record's model is the one of ``models`` whose table (its
+    full name, table prefix included) the record's ``eventSourceARN``
+    names; records of other tables are skipped."""
+    tables = {}
+    for model in models:
+        if not (isinstance(model, type) and issubclass(model, Model)
+                and model.__table__ is not None):
+            raise ValidationError(f"changes takes the event and models, not "
+                                  f"{model!r}")
+        tables[model.table_name()] = model
+    records = event.get("Records") if isinstance(event, dict) else None
+    if not isinstance(records, list):
+        raise ValidationError(f"changes takes a Lambda event holding "
+                              f"\"Records\", not {event!r:.80}")
+    return _changes(records, tables)
+
+
+def _changes(records, tables):
+    for record in records:
+        # arn:aws:dynamodb:REGION:ACCOUNT:table/NAME/stream/LABEL
+        arn = record.get("eventSourceARN") or ""
+        table = arn.partition(":table/")[2].partition("/stream/")[0]
+        model = tables.get(table)
+        if model is None:
+            continue
+        data = record.get("dynamodb") or {}
+        old, new = data.get("OldImage"), data.get("NewImage")
+        identity = record.get("userIdentity") or {}
+        yield Change(
+            record.get("eventName"), model,
+            model.from_image(data.get("Keys") or {}),
+            None if old is None else model.from_image(old),
+            None if new is None else model.from_image(new),
+            identity.get("type") == "Service"
+            and identity.get("principalId") == "dynamodb.amazonaws.com")
+
