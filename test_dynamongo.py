@@ -5366,6 +5366,35 @@ def test_property_every_valid_value_round_trips(everything, values):
 
 
 @PROPERTIES
+@given(values=st.fixed_dictionaries({}, optional={
+    name: VALID[name] for name in ("blob", "tags", "counts", "ratios",
+                                   "blobs")}).filter(bool))
+def test_property_binary_and_sets_round_trip_through_updates_and_conditions(
+        everything, values):
+    key = uuid.uuid4()
+    Everything.save_one({"id": key, "text": "first"})
+    updated = Everything.update_one(key, [
+        getattr(Everything, name).set(value)
+        for name, value in values.items()])
+    for name, value in values.items():
+        assert getattr(updated, name) == value, name
+    assert Everything.get_one(key) == updated
+    # Each value finds the item in a condition: equal, or a set's elements.
+    for name, value in values.items():
+        field = getattr(Everything, name)
+        conditions = [field == value] if name == "blob" else [
+            field.contains(element) for element in value]
+        for condition in conditions:
+            assert [item.id for item in Everything.get_many(
+                (Everything.id == key) & condition)] == [key], name
+    old = Everything.update_one(key, [
+        getattr(Everything, name).remove() for name in values],
+        return_values="UPDATED_OLD")
+    for name, value in values.items():
+        assert getattr(old, name) == value, name
+
+
+@PROPERTIES
 @given(items=st.lists(st.fixed_dictionaries({"id": st.uuids()},
                                             optional=VALID),
                       min_size=1, max_size=3, unique_by=lambda x: x["id"]))
