@@ -4642,6 +4642,25 @@ def test_expired_items_are_left_out_of_every_read(sessions, clock):
     assert Session.delete_many(Session.user == "ann").success_count == 5
 
 
+def test_manual_ttl_example(clock):
+    class Session(Model):
+        __table__ = "sessions"
+        __hash_key__ = "token"
+        token = StringField(required=True)
+        expires = TTLField()
+
+    try:
+        Session.create_table()
+    except DynamoDBError:
+        if "ttl" not in GAPS.get(BACKEND, {}):
+            raise
+    Session.save_one({"token": "t1", "expires": datetime.timedelta(hours=1)})
+    assert Session.get_one("t1").expires == utc(NOW + 3600)
+    clock[0] = NOW + 3601
+    with pytest.raises(Session.DoesNotExist, match="has expired"):
+        Session.get_one("t1")
+
+
 def test_create_table_and_sync_table_turn_ttl_on(sessions):
     skip_on_gap("ttl")
     client = Connection.client()
