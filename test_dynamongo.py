@@ -4349,6 +4349,7 @@ class Blob(Model):
     __hash_key__ = "owner"
     __range_key__ = "digest"
     __billing_mode__ = "PAY_PER_REQUEST"
+    __indexes__ = (GlobalIndex("by_data", hash_key="data"),)
     owner = StringField(required=True)
     digest = BinaryField(required=True)
     data = BinaryField()
@@ -4404,6 +4405,10 @@ def test_binary_keys_round_trip_and_sort_as_unsigned_bytes(blobs):
         (Blob.owner == "o") & Blob.digest.between(b"\x00\x01", b"\x7f"))] \
         == [b"\x00\x01", b"\x01\x00", b"\x7f"]
     assert Blob.get_one(("o", memoryview(b"\x80"))).data == b"\x80\x80"
+    # A binary index key.
+    assert Blob.explain(Blob.data == b"\x80\x80").index == "by_data"
+    assert [blob.digest for blob in Blob.get_many(
+        Blob.data == b"\x80\x80")] == [b"\x80"]
     keys = [("o", digest) for digest in DIGESTS] + [("o", b"none")]
     assert [blob.digest for blob in Blob.get_many(keys)] == DIGESTS
     # A cursor carries a binary key across pages, on either path.
