@@ -1745,14 +1745,18 @@ class TTLField(Field):
 
     def to_native(self, value):
         utc = datetime.timezone.utc
-        if isinstance(value, datetime.datetime):
-            value = value.replace(tzinfo=utc) if value.tzinfo is None \
-                else value.astimezone(utc)
-            return value.replace(microsecond=0)
-        if isinstance(value, datetime.timedelta):
-            value = datetime.datetime.fromtimestamp(int(_clock()), utc) \
-                + value
-            return value.replace(microsecond=0)
+        try:
+            if isinstance(value, datetime.datetime):
+                value = value.replace(tzinfo=utc) if value.tzinfo is None \
+                    else value.astimezone(utc)
+                return value.replace(microsecond=0)
+            if isinstance(value, datetime.timedelta):
+                value = datetime.datetime.fromtimestamp(int(_clock()),
+                                                        utc) + value
+                return value.replace(microsecond=0)
+        except OverflowError:
+            raise ValidationError(f"{value!r} is out of the range of UTC "
+                                  "datetimes") from None
         if isinstance(value, int) and type(value) is not bool:
             try:
                 return datetime.datetime.fromtimestamp(value, utc)
