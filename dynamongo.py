@@ -1990,8 +1990,8 @@ class DictField(Field):
 
     Sub-fields are reachable for conditions and updates as attributes
     (``User.address.city``) or items (``User.address["city"]``). Without
-    sub-fields, any dict of strings, numbers, bools, None, lists and dicts
-    is stored as given.
+    sub-fields, any dict of strings, numbers, bools, None, bytes, lists,
+    dicts and sets (of strings, numbers or bytes) is stored as given.
 
     :param required: as for Field.
     :param default: as for Field.
