@@ -225,6 +225,12 @@ class DynamoDBError(DynamongoError):
             "HTTPStatusCode")
         self.maybe_applied = False  # see _call
 
+    def _restated(self, kind, message):
+        """This refusal as a ``kind`` saying ``message``, with the same
+        code, request and response."""
+        return kind(message, code=self.code, operation=self.operation,
+                    table=self.table, response=self.response)
+
 
 class DynamoDBConnectionError(DynamoDBError):
     """DynamoDB could not be reached, or did not answer in time, after
@@ -4577,6 +4583,11 @@ _CODEC = {"validate_item": _write_validate_item,
 
 # -- Model metadata ----------------------------------------------------------
 
+def _is_active(table):
+    """Whether a described table exists and is ACTIVE."""
+    return table is not None and table["TableStatus"] == "ACTIVE"
+
+
 class _Metadata:
     """A model's own state and machinery, kept on ``Model._meta`` so that
     the model class holds only its fields and the public API (as peewee's
@@ -5066,11 +5077,9 @@ class _Metadata:
         else:
             why = None
         if why:
-            error = ConditionalCheckFailedException(
+            error = refusal._restated(ConditionalCheckFailedException, (
                 f"{refusal} -- the update may have been applied before its "
-                f"answer was lost: {why}", code=refusal.code,
-                operation=refusal.operation, table=refusal.table,
-                response=refusal.response)
+                f"answer was lost: {why}"))
             error.maybe_applied = True
             raise error from refusal
         if return_values == "ALL_NEW":
@@ -5207,12 +5216,10 @@ class _Metadata:
         state = f"is at version {stored}" if stored else \
             "has no version" if current else "is gone"
         wanted = f"at version {held}" if held else "new"
-        conflict = VersionConflict(
+        conflict = refusal._restated(VersionConflict, (
             f"{refusal.operation} on table {refusal.table!r}: version "
             f"conflict: {self.name} {_key_text(key)} was to be {wanted}, "
-            f"but it {state}", code=refusal.code,
-            operation=refusal.operation, table=refusal.table,
-            response=refusal.response)
+            f"but it {state}"))
         conflict.current = current
         raise conflict from refusal
 
@@ -6135,8 +6142,7 @@ class Model(metaclass=_ModelType):
                 raise
             created = False
         if wait or meta.ttl and created:
-            meta.wait_for_table(lambda table: table is not None
-                                and table["TableStatus"] == "ACTIVE")
+            meta.wait_for_table(_is_active)
         if meta.ttl and created:
             meta.enable_ttl(table)
 
@@ -6183,8 +6189,7 @@ class Model(metaclass=_ModelType):
                     "TableName": name, "StreamSpecification": {
                         "StreamEnabled": True,
                         "StreamViewType": cls.__stream__}})
-                meta.wait_for_table(lambda table: table is not None
-                                    and table["TableStatus"] == "ACTIVE")
+                meta.wait_for_table(_is_active)
         if meta.ttl and meta.ttl_change(name):
             steps.append(f"turn TTL on for {meta.ttl!r}")
             if not dry_run:
