@@ -19,6 +19,13 @@ dynamongo signs and sends its own requests and never imports it. MIT
 licensed.
 """
 
+# mypy: allow-untyped-defs, allow-untyped-calls, allow-incomplete-defs
+# mypy: allow-untyped-globals
+# mypy: disable-error-code="no-any-return, import-untyped"
+# pyright: basic
+
+from __future__ import annotations
+
 __version__ = "0.2.0"
 
 __all__ = [
@@ -95,6 +102,38 @@ import re
 import sys
 import threading
 import time
+
+# Types are for type checkers only: ``typing`` is never imported at run time
+# (it would cost ``import dynamongo`` a fifth of its time), annotations are
+# strings, and a stand-in makes ``Field[int]`` a plain class when it runs.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import uuid
+    from collections.abc import Callable, Iterable, Iterator, Sequence
+    from typing import (Any, ClassVar, Generic, NoReturn, TypeAlias,
+                        TypeVar, overload)
+
+    _T = TypeVar("_T")  # a field's Python type
+    _E = TypeVar("_E")  # a list's or set's element type
+    _N = TypeVar("_N", int, float)  # a number field's
+    _M = TypeVar("_M", bound="Model")
+    _F = TypeVar("_F", bound="Field[Any]")
+    _C = TypeVar("_C", bound="Callable[..., Any]")
+    # The fields a read loads; what progress callbacks are given.
+    _Fields: TypeAlias = "Iterable[str | Field[Any]] | None"
+    _Progress: TypeAlias = "Callable[[int, int | None], object] | None"
+else:
+    class Generic:
+        """``Generic[...]`` of the type checkers: at run time the class
+        itself."""
+
+        def __class_getitem__(cls, item):
+            return cls
+
+    def overload(function):
+        return function
+
+    _T = _E = _N = _M = None
 
 
 # -- Constants ---------------------------------------------------------------
@@ -193,7 +232,8 @@ class ValidationError(DynamongoError):
     ``"cities_visited[1]"``, ``"address.city"``) to a list of messages.
     """
 
-    def __init__(self, message, errors=None):
+    def __init__(self, message: str,
+                 errors: dict[str, list[str]] | None = None) -> None:
         super().__init__(message)
         self.errors = errors or {}
 
@@ -214,8 +254,9 @@ class DynamoDBError(DynamongoError):
     request failed, and ``response`` is the parsed error response.
     """
 
-    def __init__(self, message, code=None, operation=None, table=None,
-                 response=None):
+    def __init__(self, message: str, code: str | None = None,
+                 operation: str | None = None, table: str | None = None,
+                 response: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.operation = operation
@@ -271,7 +312,7 @@ class TransactionCanceled(DynamoDBError):
     ``reasons`` holds one CancellationReason per action, in the order the
     actions were added."""
 
-    reasons = ()
+    reasons: Sequence[CancellationReason] = ()
 
 
 CancellationReason = collections.namedtuple(
@@ -289,7 +330,8 @@ class UnprocessedError(DynamongoError):
     ``keys`` lists the keys (AttributeValue dicts) that were not processed.
     """
 
-    def __init__(self, message, keys=()):
+    def __init__(self, message: str,
+                 keys: Iterable[dict[str, Any]] = ()) -> None:
         super().__init__(message)
         self.keys = list(keys)
 
@@ -569,12 +611,12 @@ def _generic_set(value, where):
         element, (bytes, bytearray, memoryview)) else "N" if isinstance(
         element, (int, float, decimal.Decimal)) and type(element) is not
         bool else None for element in value}
-    if len(kinds) != 1 or None in kinds:
+    kind = kinds.pop() if len(kinds) == 1 else None
+    if kind is None:
         message = ("is an empty set, which DynamoDB cannot store" if not
                    value else "a set holds strings, numbers or bytes, all "
                    "of one kind")
         raise ValidationError(message, {where: [message]})
-    kind, = kinds
     return {kind + "S": [_generic_to_av(element, where)[kind]
                          for element in value]}
 
@@ -648,7 +690,7 @@ def _keys_text(keys, most=10):
     return shown + (" ..." if len(keys) > most else "")
 
 
-def _order_key(av):
+def _order_key(av) -> Any:
     """How DynamoDB orders a number, string or binary AttributeValue:
     numbers by value, strings by their UTF-8 bytes, binary as unsigned
     bytes."""
@@ -757,7 +799,8 @@ def _is_url(text, fqdn=True):
 #           counts it: an int, or source over the native ``value``
 #           (None: the item is measured).
 _FastPath = collections.namedtuple(
-    "_FastPath", "test native stored read json size", defaults=(None,) * 6)
+    "_FastPath", "test native stored read json size",
+    defaults=(None, None, None, None, None, None))
 _NO_FAST_PATH = _FastPath()
 
 # The plain methods a fast path stands for.
@@ -788,7 +831,8 @@ def _number_json(av):
     return f"""'{{"N":"' + {av}['N'] + '"}}'"""
 
 
-def _comparison(operator, ordered):
+def _comparison(operator: str,
+                ordered: bool) -> Callable[[Any, Any], Condition]:
     """A comparison operator of Field: ``field <operator> value``."""
     def compare(self, value):
         if self._is_absent(value):
@@ -804,7 +848,7 @@ def _comparison(operator, ordered):
     return compare
 
 
-class Field:
+class Field(Generic[_T]):
     """Base class of model fields.
 
     A field validates and converts one attribute, and is also the left-hand
@@ -817,11 +861,11 @@ class Field:
 
     attribute_type = None  # the DynamoDB type it stores: S, N, BOOL, L, M
 
-    def __init__(self, required=False, default=None):
+    def __init__(self, required: bool = False, default: Any = None) -> None:
         self.required = required
         self.default = default
-        self.path = ()
-        self.model = None
+        self.path: tuple[str | int, ...] = ()
+        self.model: type[Model] | None = None
 
     def __repr__(self):
         where = f"{self.model.__name__}.{_path_text(self.path)}" \
@@ -831,7 +875,12 @@ class Field:
     # Class attribute access gives the field; an instance without a value
     # for it reads None (values live in the instance __dict__), unless its
     # read did not load the field.
-    def __get__(self, instance, owner):
+    @overload
+    def __get__(self: _F, instance: None, owner: Any) -> _F: ...
+    @overload
+    def __get__(self, instance: Model, owner: Any) -> _T | None: ...
+
+    def __get__(self, instance: Any, owner: Any) -> Any:
         if instance is None:
             return self
         loaded = instance.__dict__.get(_LOADED)
@@ -854,17 +903,17 @@ class Field:
     # Conversion. to_native coerces a Python value into the field's native
     # type without checking constraints (condition operands use it);
     # validate also checks constraints (saves use it).
-    def to_native(self, value):
+    def to_native(self, value: Any) -> _T:
         """Convert ``value`` to the field's Python type; ValidationError if
         it has the wrong type."""
         return value
 
-    def validate(self, value):
+    def validate(self, value: Any) -> _T:
         """``to_native(value)`` plus the field's constraints (bounds,
         patterns)."""
         return self.to_native(value)
 
-    def to_primitive(self, value):
+    def to_primitive(self, value: Any) -> Any:
         """The stored form of a native value (str, int, float, bool, list
         or dict)."""
         return value
@@ -926,8 +975,8 @@ class Field:
         return default
 
     # Conditions: comparisons, then named functions.
-    __eq__ = _comparison("=", ordered=False)
-    __ne__ = _comparison("<>", ordered=False)
+    __eq__ = _comparison("=", ordered=False)  # type: ignore[assignment]
+    __ne__ = _comparison("<>", ordered=False)  # type: ignore[assignment]
     __lt__ = _comparison("<", ordered=True)
     __le__ = _comparison("<=", ordered=True)
     __gt__ = _comparison(">", ordered=True)
@@ -958,7 +1007,7 @@ class Field:
         path = _path_text(self.path)
         return f"{self.model.__name__}.{path}" if self.model else path
 
-    def in_(self, values):
+    def in_(self, values: Iterable[Any]) -> Condition:
         """``field IN (values)``; at most 100 values."""
         values = list(values)
         if not values:
@@ -970,7 +1019,7 @@ class Field:
                 f"DynamoDB allows at most {_MAX_IN_VALUES}")
         return _In(self, [self._operand(value) for value in values])
 
-    def between(self, low, high):
+    def between(self, low: Any, high: Any) -> Condition:
         """``low <= field <= high``; ``low`` must not be above ``high``."""
         self._check_ordered("between")
         low, high = self._operand(low), self._operand(high)
@@ -981,7 +1030,7 @@ class Field:
                 "(DynamoDB refuses it)")
         return _Between(self, low, high)
 
-    def begins_with(self, prefix):
+    def begins_with(self, prefix: str) -> Condition:
         """The string attribute starts with ``prefix`` (a plain string,
         not held to the field's format)."""
         if self.attribute_type != "S":
@@ -989,7 +1038,7 @@ class Field:
                                   f"{_path_text(self.path)} is not one")
         return _Function("begins_with", self, _string_operand(prefix, self))
 
-    def contains(self, value):
+    def contains(self, value: Any) -> Condition:
         """A string attribute holds the substring ``value``, or a list holds
         the element ``value``."""
         if self.attribute_type != "S":
@@ -997,37 +1046,37 @@ class Field:
                                   f"{_path_text(self.path)} is not one")
         return _Function("contains", self, _string_operand(value, self))
 
-    def size(self):
+    def size(self) -> _Size:
         """The attribute's size, to compare with an int in a condition:
         ``User.name.size() > 3`` (a string's or binary's length in bytes,
         the number of elements of a list, map or set)."""
         return _Size(self)
 
-    def exists(self):
+    def exists(self) -> Condition:
         """The item has this attribute."""
         return _Function("attribute_exists", self)
 
-    def not_exists(self):
+    def not_exists(self) -> Condition:
         """The item lacks this attribute."""
         return _Function("attribute_not_exists", self)
 
     # Updates, for update_one.
 
-    def set(self, value):
+    def set(self, value: _T | None) -> Update:
         """Set the attribute to ``value`` (validated); ``None`` (or an empty
         set, for a SetField) removes it."""
         if self._is_absent(value):
             return self.remove()
         return SetUpdate(self, self._update_value(value))
 
-    def set_if_not_exists(self, value):
+    def set_if_not_exists(self, value: _T) -> Update:
         """Set the attribute to ``value`` only if the item lacks it."""
         if self._is_absent(value):
             raise ValidationError(f"{_path_text(self.path)}: "
                                   "set_if_not_exists needs a value")
         return SetUpdate(self, self._update_value(value), if_not_exists=True)
 
-    def remove(self):
+    def remove(self) -> Update:
         """Remove the attribute (refused for required fields)."""
         if self.required:
             raise ValidationError(
@@ -1082,15 +1131,16 @@ def _string_operand(value, field):
     return {"S": value}
 
 
-class _NumberField(Field):
+class _NumberField(Field[_N]):
     """Shared range checks of IntField and FloatField."""
 
     attribute_type = "N"
 
-    def __init__(self, min_value=None, max_value=None, **kwargs):
+    def __init__(self, min_value: _N | None = None,
+                 max_value: _N | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.min_value = min_value
-        self.max_value = max_value
+        self.min_value: _N | None = min_value
+        self.max_value: _N | None = max_value
 
     def _range_source(self, value, limit):
         """Source testing that ``value`` lies where it needs no check but
@@ -1111,7 +1161,7 @@ class _NumberField(Field):
             raise ValidationError(f"must be at most {self.max_value}")
         return value
 
-    def add(self, number):
+    def add(self, number: _N) -> Update:
         """Add ``number`` (of the field's type) to the stored value, a
         missing value counting as 0. The update applies only while the
         result stays within ``min_value``/``max_value``; update_one raises
@@ -1136,7 +1186,7 @@ class _NumberField(Field):
             guard = self.not_exists() | guard  # a missing value counts as 0
         return AddUpdate(self, delta, number, guard)
 
-    def subtract(self, number):
+    def subtract(self, number: _N) -> Update:
         """Subtract ``number``; see add()."""
         return self.add(-number)
 
@@ -1169,7 +1219,7 @@ def _load_int(av):
         return int(decimal.Decimal(text))
 
 
-class IntField(_NumberField):
+class IntField(_NumberField[int]):
     """An integer (stored as a DynamoDB number, at most 38 digits).
 
     :param min_value: the lowest value allowed.
@@ -1222,12 +1272,30 @@ class VersionField(IntField):
 
     _model_level = True  # at most one per model, at its top level
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__(min_value=1)
 
-    def _set_by_dynamongo(self, *arguments):
-        """Refused, whatever the ``arguments``: dynamongo sets the
-        version."""
+    def set(self, value: Any) -> NoReturn:
+        """Refused, whatever the ``value``: dynamongo sets the version."""
+        self._refuse()
+
+    def set_if_not_exists(self, value: Any) -> NoReturn:
+        """Refused, whatever the ``value``: dynamongo sets the version."""
+        self._refuse()
+
+    def add(self, number: Any) -> NoReturn:
+        """Refused, whatever the ``number``: dynamongo adds one itself."""
+        self._refuse()
+
+    def subtract(self, number: Any) -> NoReturn:
+        """Refused, whatever the ``number``: dynamongo adds one itself."""
+        self._refuse()
+
+    def remove(self) -> NoReturn:
+        """Refused: the version stays."""
+        self._refuse()
+
+    def _refuse(self) -> NoReturn:
         where = _path_text(self.path)
         model = f"{self.model.__name__}." if self.model else ""
         raise ValidationError(
@@ -1235,10 +1303,8 @@ class VersionField(IntField):
             "at each write); it cannot be updated by hand",
             {where: ["is set by dynamongo"]})
 
-    set = set_if_not_exists = add = subtract = remove = _set_by_dynamongo
 
-
-class FloatField(_NumberField):
+class FloatField(_NumberField[float]):
     """A float, stored with full precision (shortest round-trip text).
 
     :param min_value: the lowest value allowed.
@@ -1280,7 +1346,7 @@ class FloatField(_NumberField):
             size=16)  # repr() of a float writes at most 24 characters
 
 
-class BooleanField(Field):
+class BooleanField(Field[bool]):
     """True or False. Takes ``required`` and ``default`` (see Field)."""
 
     attribute_type = "BOOL"
@@ -1305,7 +1371,7 @@ class BooleanField(Field):
             size=1)
 
 
-class BinaryField(Field):
+class BinaryField(Field[bytes]):
     """Bytes (a bytearray or memoryview is taken and stored as bytes),
     stored as DynamoDB binary; it may be a key (ordered as unsigned
     bytes). Takes ``required`` and ``default`` (see Field)."""
@@ -1336,7 +1402,7 @@ class BinaryField(Field):
             size=f"len({value})")
 
 
-class StringField(Field):
+class StringField(Field[str]):
     """A string, optionally held to a pattern and a length.
 
     :param regex: the whole string must match it.
@@ -1347,8 +1413,9 @@ class StringField(Field):
 
     attribute_type = "S"
 
-    def __init__(self, regex=None, min_length=None, max_length=None,
-                 **kwargs):
+    def __init__(self, regex: str | None = None,
+                 min_length: int | None = None,
+                 max_length: int | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.regex = re.compile(regex) if isinstance(regex, str) else regex
         self.min_length = min_length
@@ -1429,7 +1496,7 @@ class URLField(StringField):
         ``max_length``, and ``required`` and ``default`` (see Field).
     """
 
-    def __init__(self, fqdn=True, **kwargs):
+    def __init__(self, fqdn: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.fqdn = fqdn
 
@@ -1464,7 +1531,7 @@ class IPAddressField(StringField):
         return super()._fast_path(value, av)._replace(test=None)
 
 
-class UUIDField(Field):
+class UUIDField(Field["uuid.UUID"]):
     """A UUID, stored as its canonical text and read back as uuid.UUID.
     Takes ``required`` and ``default`` (see Field)."""
 
@@ -1504,7 +1571,7 @@ class UUIDField(Field):
 _TIME_ZONE_POLICIES = ("allow", "utc", "reject", "require")
 
 
-class DateTimeField(Field):
+class DateTimeField(Field[datetime.datetime]):
     """A datetime, stored as ISO 8601 text with microseconds.
 
     Naive datetimes stay naive and aware ones keep their UTC offset.
@@ -1525,8 +1592,11 @@ class DateTimeField(Field):
 
     attribute_type = "S"
 
-    def __init__(self, formats=None, serialized_format=None, parser=None,
-                 tzd="allow", convert_tz=False, drop_tzinfo=False, **kwargs):
+    def __init__(self, formats: str | Iterable[str] | None = None,
+                 serialized_format: str | None = None,
+                 parser: Callable[[str], datetime.datetime] | None = None,
+                 tzd: str = "allow", convert_tz: bool = False,
+                 drop_tzinfo: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if tzd not in _TIME_ZONE_POLICIES:
             raise SchemaError(f"tzd must be one of {_TIME_ZONE_POLICIES}, "
@@ -1617,7 +1687,7 @@ class DateTimeField(Field):
             size=42)  # with microseconds and an offset of seconds
 
 
-class DateField(Field):
+class DateField(Field[datetime.date]):
     """A date, stored as ISO 8601 text (``YYYY-MM-DD``).
 
     :param formats: strptime format(s) accepted for string input; ISO 8601
@@ -1627,7 +1697,8 @@ class DateField(Field):
 
     attribute_type = "S"
 
-    def __init__(self, formats=None, **kwargs):
+    def __init__(self, formats: str | Iterable[str] | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.formats = (formats,) if isinstance(formats, str) \
             else tuple(formats or ())
@@ -1675,7 +1746,7 @@ _MICROSECONDS = {
 }
 
 
-class TimedeltaField(Field):
+class TimedeltaField(Field[datetime.timedelta]):
     """A datetime.timedelta, stored as a number of ``precision`` units.
 
     :param precision: the unit stored: ``"weeks"``, ``"days"``,
@@ -1688,7 +1759,7 @@ class TimedeltaField(Field):
 
     attribute_type = "N"
 
-    def __init__(self, precision="seconds", **kwargs):
+    def __init__(self, precision: str = "seconds", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if precision not in _MICROSECONDS:
             raise SchemaError(f"precision must be one of "
@@ -1737,7 +1808,7 @@ class TimedeltaField(Field):
         return _FastPath(json=_number_json(av), size=28)
 
 
-class TTLField(Field):
+class TTLField(Field[datetime.datetime]):
     """When the item expires, for DynamoDB's Time to Live: stored as a
     number of epoch seconds; takes an aware datetime, a naive one (taken
     as UTC), a timedelta (from now) or an int (epoch seconds), and reads
@@ -1796,7 +1867,7 @@ def _field_instance(field, where):
                       f"not {field!r}")
 
 
-class ListField(Field):
+class ListField(Field[list[_E]]):
     """A list whose items are validated by ``field`` (a field, or a field
     class); ``kwargs`` are ``required`` and ``default`` (see Field).
 
@@ -1806,11 +1877,13 @@ class ListField(Field):
 
     attribute_type = "L"
 
-    def __init__(self, field, **kwargs):
+    def __init__(self, field: Field[_E] | type[Field[_E]],
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.field = _field_instance(field, "the item field of ListField")
+        self.field: Field[_E] = _field_instance(
+            field, "the item field of ListField")
 
-    def __getitem__(self, index):
+    def __getitem__(self, index: int) -> Field[_E]:
         if not isinstance(index, int) or index < 0:
             raise ExpressionError(f"list index must be an int >= 0, "
                                   f"not {index!r}")
@@ -1876,12 +1949,12 @@ class ListField(Field):
             size = f"3 + len({value}) + sum([{item.size} {loop}])"
         return _FastPath(test, native, stored, read, json, size)
 
-    def append(self, *values):
+    def append(self, *values: _E) -> Update:
         """Add ``values`` (validated by the item field) at the end of the
         list, making the list if the item has none."""
         return ListExtendUpdate(self, self._new_items(values), append=True)
 
-    def prepend(self, *values):
+    def prepend(self, *values: _E) -> Update:
         """Add ``values`` at the front of the list."""
         return ListExtendUpdate(self, self._new_items(values), append=False)
 
@@ -1891,13 +1964,13 @@ class ListField(Field):
                                   "prepend need at least one value")
         return self._update_value(list(values))
 
-    def contains(self, value):
+    def contains(self, value: Any) -> Condition:
         """The list holds ``value`` (converted by the item field)."""
         return _Function("contains", self,
                         self.field._operand(value, self.path))
 
 
-class SetField(Field):
+class SetField(Field[set[_E]]):
     """A set of unique elements validated by ``field``: a string, number or
     binary field or field class (``SetField(EmailField)`` checks every
     element); a frozenset, list or tuple of unique elements is taken as a
@@ -1912,9 +1985,11 @@ class SetField(Field):
 
     _KINDS = (set, frozenset, list, tuple)
 
-    def __init__(self, field, **kwargs):
+    def __init__(self, field: Field[_E] | type[Field[_E]],
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.field = _field_instance(field, "the element field of SetField")
+        self.field: Field[_E] = _field_instance(
+            field, "the element field of SetField")
         if self.field.attribute_type not in _KEY_TYPES:
             raise SchemaError(
                 f"the element field of SetField must be a string, number or "
@@ -1965,13 +2040,13 @@ class SetField(Field):
         load, kind = self.field._load, self.field.attribute_type
         return {load({kind: element}) for element in av[self.attribute_type]}
 
-    def add(self, elements):
+    def add(self, elements: _E | Iterable[_E]) -> Update:
         """Add ``elements`` (a set, or one element) to the stored set,
         making it if the item has none (DynamoDB's ADD)."""
         return SetElementsUpdate(self, self._elements(elements, "add"),
                                  "ADD")
 
-    def discard(self, elements):
+    def discard(self, elements: _E | Iterable[_E]) -> Update:
         """Take ``elements`` (a set, or one element) out of the stored set;
         a set left empty is removed (DynamoDB's DELETE)."""
         return SetElementsUpdate(self, self._elements(elements, "discard"),
@@ -1985,13 +2060,13 @@ class SetField(Field):
                                   "least one element")
         return self._update_value(elements)
 
-    def contains(self, value):
+    def contains(self, value: Any) -> Condition:
         """The set holds ``value`` (converted by the element field)."""
         return _Function("contains", self,
                          self.field._operand(value, self.path))
 
 
-class DictField(Field):
+class DictField(Field["dict[str, Any]"]):
     """A map with declared sub-fields: ``DictField(city=StringField())``.
 
     Sub-fields are reachable for conditions and updates as attributes
@@ -2006,19 +2081,20 @@ class DictField(Field):
 
     attribute_type = "M"
 
-    def __init__(self, required=False, default=None, **fields):
+    def __init__(self, required: bool = False, default: Any = None,
+                 **fields: Field[Any] | type[Field[Any]]) -> None:
         super().__init__(required=required, default=default)
         self.fields = {name: _field_instance(field, f"DictField sub-field "
                                                     f"{name!r}")
                        for name, field in fields.items()}
-        self._bound = {}
+        self._bound: dict[str, Field[Any]] = {}
         # Sub-fields named like the field's own attributes and methods
         # (path, default, set...) are reachable as items only.
         shadowed = frozenset(name for name in self.fields
                              if hasattr(type(self), name)
                              or name in self.__dict__)
         if shadowed:
-            self.__class__ = _guarding(type(self))
+            self.__class__ = _guarding(type(self))  # type: ignore[arg-type]
             self._shadowed = shadowed
 
     def _bind(self, model, path):
@@ -2026,7 +2102,7 @@ class DictField(Field):
         bound._bound = {}
         return bound
 
-    def __getitem__(self, name):
+    def __getitem__(self, name: str) -> Field[Any]:
         bound = self._bound.get(name)
         if bound is None:
             field = self.fields.get(name)
@@ -2039,7 +2115,7 @@ class DictField(Field):
                                                     self.path + (name,))
         return bound
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> Field[Any]:
         if name.startswith("_") or "fields" not in self.__dict__:
             raise AttributeError(name)
         return self[name]
@@ -2141,16 +2217,16 @@ class Condition:
 
     __slots__ = ()
 
-    def __and__(self, other):
+    def __and__(self, other: Condition) -> Condition:
         return _And(self, _condition(other, "&"))
 
-    def __or__(self, other):
+    def __or__(self, other: Condition) -> Condition:
         return _Or(self, _condition(other, "|"))
 
-    def __invert__(self):
+    def __invert__(self) -> Condition:
         return _Not(self)
 
-    def __bool__(self):
+    def __bool__(self) -> bool:
         raise TruthValueError(
             "a dynamongo condition has no truth value: combine conditions "
             "with & (and), | (or) and ~ (not), not with Python's and/or/not")
@@ -2164,7 +2240,7 @@ class Condition:
 
     def _fields(self):
         """Every field this condition tests."""
-        return [self.field]
+        return [self.field]  # pyright: ignore[reportAttributeAccessIssue]
 
     def _render(self, expression):
         raise NotImplementedError
@@ -2237,12 +2313,21 @@ class _Function(Condition):
         return f"{self.function}({name}, {expression.value(self.operand)})"
 
 
+def _size_comparison(operator: str) -> Callable[[_Size, int], Condition]:
+    """A comparison operator of ``field.size()``."""
+    def compare(self, number):
+        if type(number) is not int or number < 0:
+            raise ExpressionError(f"{self!r} {operator} takes an int >= 0, "
+                                  f"not {number!r}")
+        return _SizeComparison(self.field, operator, {"N": str(number)})
+    return compare
+
+
 class _Size:
     """``field.size()``: compared with an int, a condition on the size of
     the attribute (DynamoDB's ``size`` function)."""
 
     __slots__ = ("field",)
-    __hash__ = None
 
     def __init__(self, field):
         self.field = field
@@ -2250,22 +2335,12 @@ class _Size:
     def __repr__(self):
         return f"size({_path_text(self.field.path)})"
 
-    def _comparison(operator):
-        def compare(self, number):
-            if type(number) is not int or number < 0:
-                raise ExpressionError(f"{self!r} {operator} takes an int >= "
-                                      f"0, not {number!r}")
-            return _SizeComparison(self.field, operator,
-                                   {"N": str(number)})
-        return compare
-
-    __eq__ = _comparison("=")
-    __ne__ = _comparison("<>")
-    __lt__ = _comparison("<")
-    __le__ = _comparison("<=")
-    __gt__ = _comparison(">")
-    __ge__ = _comparison(">=")
-    del _comparison
+    __eq__ = _size_comparison("=")  # type: ignore[assignment]
+    __ne__ = _size_comparison("<>")  # type: ignore[assignment]
+    __lt__ = _size_comparison("<")
+    __le__ = _size_comparison("<=")
+    __gt__ = _size_comparison(">")
+    __ge__ = _size_comparison(">=")
 
 
 class _SizeComparison(Condition):
@@ -2475,7 +2550,7 @@ class UpdateBuilder:
     """Renders updates into an UpdateExpression."""
 
     @staticmethod
-    def create(updates):
+    def create(updates: Update | Iterable[Update]) -> dict[str, Any]:
         """UpdateItem parameters for ``updates``: ``UpdateExpression`` and
         the ``ExpressionAttributeNames``/``Values`` it uses."""
         expression = _Expression()
@@ -2589,7 +2664,7 @@ _sleep = time.sleep  # tests replace it to run retries without waiting
 _clock = time.time  # and this one to move time on (TTLField)
 
 
-def _send(operation, params):
+def _send(operation: str, params: Any) -> Any:
     """One request, as it goes on the wire; returns the parsed response."""
     state = _state()
     return (state._wire or state.wire())(operation, params)
@@ -2675,7 +2750,8 @@ class _ItemStream:
 
     def __iter__(self):
         text, rest = self.text, {}
-        scan, space = _scanner(), _SPACE.match
+        space: Any = _SPACE.match  # (it always matches)
+        scan = _scanner()
         try:
             at = space(text).end() + 1  # past the "{"
             while True:
@@ -2715,7 +2791,8 @@ def _scanner():
     """The json module's scanner: ``scan(text, at) -> (value, end)``."""
     import json.scanner
 
-    return json.scanner.make_scanner(json.JSONDecoder())
+    decoder: Any = json.JSONDecoder()
+    return json.scanner.make_scanner(decoder)
 
 
 class _ClientWire:
@@ -2733,7 +2810,7 @@ class _ClientWire:
             return getattr(self.client, _OPERATIONS[operation])(**params)
         except (AttributeError, KeyError, IndexError, TypeError) as exc:
             # botocore's parser fails on a JSON answer of another shape.
-            frame = exc.__traceback__
+            frame: Any = exc.__traceback__
             while frame.tb_next is not None:
                 frame = frame.tb_next
             if frame.tb_frame.f_globals.get("__name__") != "botocore.parsers":
@@ -2982,7 +3059,7 @@ class _JsonParams:
     def __init__(self, text):
         self.text, self._decoded = text, None
 
-    def _params(self):
+    def _params(self) -> Any:
         if self._decoded is None:
             self._decoded = json.loads(self.text)
             if '"B' in self.text:
@@ -3135,7 +3212,7 @@ class _FastWire:
                 # and delayed ACKs stall small requests for ~40 ms.
                 socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
 
-            def post(request):
+            def post(request):  # pyright: ignore[reportRedeclaration]
                 return _answer_of(pool.send(request))
         else:
             # The own route's connections, when they trust the same CAs.
@@ -3185,7 +3262,7 @@ class _FastWire:
                         "HTTPHeaders": dict(headers)})
 
 
-def _call(operation, params):
+def _call(operation: str, params: Any) -> Any:
     """Send one low-level DynamoDB request and return its parsed response.
 
     ``params`` are DynamoDB JSON (AttributeValue dicts such as
@@ -3547,7 +3624,7 @@ def _pages(operation, params, page=None):
                 yield items.pop()
         if page is not None:
             page(count)
-        last = answer.get("LastEvaluatedKey")
+        last = answer.get("LastEvaluatedKey")  # pyright: ignore
         if not last:
             return
         params = dict(params, ExclusiveStartKey=last)
@@ -3629,7 +3706,8 @@ def _resolve_settings(given):
     sections, path = _aws_config()
     names = [f"profile {profile}"] + ["default"] * (profile == "default")
     name = next((name for name in names if name in sections), None)
-    config, where = sections.get(name, {}), f"[{name}] of {path}"
+    config = sections.get(name, {}) if name else {}
+    where = f"[{name}] of {path}"
     # botocore's switch for endpoints configured outside the code.
     ignore = (env.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")
               or config.get("ignore_configured_endpoint_urls", ""))
@@ -3793,7 +3871,8 @@ class _Connected:
 
 
 # The connection state a call in progress runs on (see _one_connection).
-_pinned = contextvars.ContextVar("dynamongo_connection", default=None)
+_pinned: contextvars.ContextVar[_Connected | None] = contextvars.ContextVar(
+    "dynamongo_connection", default=None)
 
 
 def _state():
@@ -3801,7 +3880,7 @@ def _state():
     return _pinned.get() or Connection._current or Connection._connect()
 
 
-def _one_connection(method):
+def _one_connection(method: _C) -> _C:
     """Run a model method on one connection state from start to end, its
     worker threads included: a set_config or reset made meanwhile by
     another thread applies to the calls that start after it."""
@@ -3814,17 +3893,17 @@ def _one_connection(method):
             return method(cls, *args, **kwargs)
         finally:
             _pinned.reset(token)
-    return classmethod(call)
+    return call  # type: ignore[return-value]
 
 
-def _pausing_collector(method):
+def _pausing_collector(method: _C) -> _C:
     """Run a many-item method with the garbage collector paused
     (_CollectorPause)."""
     @functools.wraps(method)
     def call(cls, *args, **kwargs):
         with _collector_paused:
             return method(cls, *args, **kwargs)
-    return call
+    return call  # type: ignore[return-value]
 
 
 class Connection:
@@ -3844,15 +3923,24 @@ class Connection:
     _current = None  # the _Connected of the settings in force
 
     @classmethod
-    def set_config(cls, access_key_id=None, secret_access_key=None,
-                   region=None, table_prefix=None, endpoint_url=None,
-                   session_token=None, profile_name=None,
-                   connect_timeout=None, read_timeout=None,
-                   max_attempts=None, batch_attempts=None,
-                   backoff_base=None, backoff_cap=None,
-                   max_pool_connections=None, fast_path=None,
-                   concurrency=None, scan_segments=None, scan=None,
-                   cursor_secret=None, pause_gc=None):
+    def set_config(cls, access_key_id: str | None = None,
+                   secret_access_key: str | None = None,
+                   region: str | None = None, table_prefix: str | None = None,
+                   endpoint_url: str | None = None,
+                   session_token: str | None = None,
+                   profile_name: str | None = None,
+                   connect_timeout: float | None = None,
+                   read_timeout: float | None = None,
+                   max_attempts: int | None = None,
+                   batch_attempts: int | None = None,
+                   backoff_base: float | None = None,
+                   backoff_cap: float | None = None,
+                   max_pool_connections: int | None = None,
+                   fast_path: bool | None = None,
+                   concurrency: int | None = None,
+                   scan_segments: int | None = None, scan: str | None = None,
+                   cursor_secret: str | bytes | None = None,
+                   pause_gc: bool | None = None) -> None:
         """Merge the settings given over those set before (an argument left
         at None changes nothing); calls that start afterwards use them, and
         calls already running finish on the settings they began with.
@@ -3904,7 +3992,7 @@ class Connection:
             results (it resumes when they return; see README's
             Performance); ``False`` leaves it running.
         """
-        given = dict(access_key_id=access_key_id,
+        given: dict[str, Any] = dict(access_key_id=access_key_id,
                      secret_access_key=secret_access_key, region=region,
                      table_prefix=table_prefix, endpoint_url=endpoint_url,
                      session_token=session_token, profile_name=profile_name,
@@ -3956,7 +4044,7 @@ class Connection:
             cls._current = None
 
     @classmethod
-    def reset(cls):
+    def reset(cls) -> None:
         """Forget ``set_config``: calls that start afterwards use the
         environment's settings."""
         with cls._lock:
@@ -3964,7 +4052,7 @@ class Connection:
             cls._current = None
 
     @classmethod
-    def settings(cls, masked=True):
+    def settings(cls, masked: bool = True) -> dict[str, Any]:
         """The settings in force, with ``sources``: where each came from
         (``"set_config"``, an environment variable, the AWS config file's
         profile, or ``"default"``). The secret key and session token are
@@ -3979,7 +4067,7 @@ class Connection:
         return settings
 
     @classmethod
-    def table_prefix(cls):
+    def table_prefix(cls) -> str:
         """The prefix of every table name ('' when none)."""
         return _state().settings["table_prefix"]
 
@@ -3999,18 +4087,18 @@ class Connection:
         cls._current = None
 
     @classmethod
-    def client(cls):
+    def client(cls) -> Any:
         """The low-level boto3 DynamoDB client (botocore's standard retries,
         ``max_attempts`` attempts), for requests of your own."""
         return _state().client()
 
     @classmethod
-    def resource(cls):
+    def resource(cls) -> Any:
         """The boto3 DynamoDB service resource."""
         return _state().resource()
 
     @classmethod
-    def get_table(cls, name):
+    def get_table(cls, name: str) -> Any:
         """The boto3 ``Table`` resource of the table called ``name``."""
         if not isinstance(name, str):
             raise ValidationError(f"get_table takes a table name, a str, "
@@ -4030,23 +4118,24 @@ Failure.__doc__ = """An item a batch could not write: ``item``, the item as
 given, and ``error``, the exception that stopped it."""
 
 
-class BatchResult:
+class BatchResult(Generic[_M]):
     """What save_many or delete_many did.
 
     ``success`` lists the items written or deleted; ``fail`` lists a
     ``Failure(item, error)`` for each item that was not, with the reason.
     """
 
-    def __init__(self, success=None, fail=None):
-        self.success = [] if success is None else success
-        self.fail = [] if fail is None else fail
+    def __init__(self, success: list[_M] | None = None,
+                 fail: list[Failure] | None = None) -> None:
+        self.success: list[_M] = [] if success is None else success
+        self.fail: list[Failure] = [] if fail is None else fail
 
     @property
-    def success_count(self):
+    def success_count(self) -> int:
         return len(self.success)
 
     @property
-    def fail_count(self):
+    def fail_count(self) -> int:
         return len(self.fail)
 
     def __repr__(self):
@@ -4173,8 +4262,11 @@ class GlobalIndex(_Index):
     :param write_units: provisioned writes, likewise.
     """
 
-    def __init__(self, name, hash_key, range_key=None, projection="ALL",
-                 read_units=None, write_units=None):
+    def __init__(self, name: str, hash_key: str | tuple[str, ...],
+                 range_key: str | tuple[str, ...] | None = None,
+                 projection: str | Iterable[str] = "ALL",
+                 read_units: int | None = None,
+                 write_units: int | None = None) -> None:
         super().__init__(name, hash_key, range_key, projection)
         self.read_units = read_units
         self.write_units = write_units
@@ -4193,7 +4285,8 @@ class LocalIndex(_Index):
 
     local = True
 
-    def __init__(self, name, range_key, projection="ALL"):
+    def __init__(self, name: str, range_key: str,
+                 projection: str | Iterable[str] = "ALL") -> None:
         super().__init__(name, None, range_key, projection)
 
 
@@ -4230,12 +4323,13 @@ class Plan:
     a better one. ``str(plan)`` shows all of it.
     """
 
-    _keys = None  # what a BatchGetItem reads
-    _requests = ()  # what a Query or Scan sends: (operation, params)
-    _loaded = None  # the fields it reads, when not all
-    _start = ()  # the names of an ExclusiveStartKey of its requests
-    _fixed = ()  # each request's hash key values, as its key condition has
-    _expiry = None  # the TTLField whose passed items it leaves out
+    _keys: list[dict[str, Any]] | None = None  # what a BatchGetItem reads
+    # What a Query or Scan sends: (operation, params).
+    _requests: Sequence[tuple[str, dict[str, Any]]] = ()
+    _loaded: frozenset[str] | None = None  # the fields it reads, if not all
+    _start: Sequence[str] = ()  # the names of its requests' start keys
+    _fixed: Sequence[dict[str, Any]] = ()  # each request's hash key values
+    _expiry: str | None = None  # the TTLField whose passed items it omits
 
     def __init__(self, operation, index=None, key_condition=None,
                  filter=None, reason=""):
@@ -4260,13 +4354,14 @@ class Plan:
             f" on {self.index}>" if self.index else ">")
 
 
-class Page(list):
+class Page(list[_M]):
     """The instances of one page of ``Model.get_page``: ``cursor`` is the
     opaque, URL-safe text to pass back as ``cursor=`` for the next page
     (None when nothing comes after), ``scanned_count`` the items DynamoDB
     examined for this page."""
 
-    def __init__(self, items=(), cursor=None, scanned_count=0):
+    def __init__(self, items: Iterable[_M] = (), cursor: str | None = None,
+                 scanned_count: int = 0) -> None:
         super().__init__(items)
         self.cursor, self.scanned_count = cursor, scanned_count
 
@@ -4382,7 +4477,7 @@ def _compile(meta, name, lines, scope):
     # Models of the same name (made again and again in one module) each
     # keep their own source.
     while filename in linecache.cache and \
-            linecache.cache[filename][2] != kept:
+            linecache.cache[filename][2] != kept:  # pyright: ignore
         number += 1
         filename = f"<dynamongo {where} #{number}>"
     linecache.cache[filename] = (len(source), None, kept, filename)
@@ -4601,8 +4696,11 @@ class _Metadata:
         self.model = model
         self.name = model.__name__
         self.fields = fields
-        self.key_fields = self.key_names = ()
-        self.key_schemas = ()  # the table's, then each index's
+        # (name, field) of the hash and the range key, and their names.
+        self.key_fields: tuple[tuple[str, Field[Any]], ...] = ()
+        self.key_names: tuple[str, ...] = ()
+        # The key schemas of the table, then of each index.
+        self.key_schemas: tuple[_KeySchema, ...] = ()
         self.key_limits = {}  # table and index key names -> bytes
         self.version = self.ttl = None  # the names of those fields
         self.sources = {}
@@ -4631,14 +4729,14 @@ class _Metadata:
         getattr(self, name)
         return self.sources[name]
 
-    def table_name(self):
+    def table_name(self) -> str:
         """The table's full name: the connection's prefix + ``__table__``."""
         if not self.key_fields:
             raise SchemaError(f"{self.name} is abstract: it has no table")
         prefix = Connection.table_prefix()
         cached_prefix, name = self._table_names
         if cached_prefix == prefix:
-            return name
+            return name  # pyright: ignore[reportReturnType]
         name = prefix + self.model.__table__
         if not _TABLE_NAME.fullmatch(name):
             raise SchemaError(
@@ -4673,7 +4771,7 @@ class _Metadata:
             params["ProvisionedThroughput"] = throughput(
                 model.__read_units__, model.__write_units__)
         for schema in indexes:
-            declared = schema.declared
+            declared: Any = schema.declared  # (an index's, not None)
             if schema.projected is None:
                 projection = {"ProjectionType": "ALL"}
             else:
@@ -4734,7 +4832,8 @@ class _Metadata:
                                              or _av_size(av))
                  for name, av in item.items()}
         if sum(sizes.values()) > _MAX_ITEM_BYTES:
-            largest = sorted(sizes, key=sizes.get, reverse=True)[:3]
+            largest = sorted(sizes, key=lambda name: sizes[name],
+                             reverse=True)[:3]
             raise ValidationError(
                 f"{self.name}: the item is about {sum(sizes.values())} "
                 f"bytes, over DynamoDB's limit of {_MAX_ITEM_BYTES} (400 KB); "
@@ -5422,7 +5521,7 @@ class _Metadata:
                    consistent_read, limit, fields):
         """The Plan of a _Query: a request per in_() value, and why."""
         schema = query.schema
-        key_names = [_tested_name(part) for part in query.key_parts]
+        key_names = [str(_tested_name(part)) for part in query.key_parts]
         reason = (f"{' and '.join(key_names)} in the key of "
                   f"{schema.where()}")
         if query.values is not None:
@@ -5445,8 +5544,9 @@ class _Metadata:
                  if isinstance(part, _Comparison) and part.operator == "="
                  and _tested_name(part) in dict(schema.hash)}
         in_name = query.values is not None and _tested_name(query.values)
-        plan._fixed = [dict(equal, **({in_name: value} if in_name else {}))
-                       for value in values]
+        plan._fixed = [  # pyright: ignore
+            dict(equal, **({in_name: value} if in_name else {}))
+            for value in values]
         plan._requests = [self.read_request(
             table, "Query", schema.index,
             [part if part is not query.values else
@@ -5467,8 +5567,9 @@ class _Metadata:
         if segment is not None and segment[1] > 1:
             params["Segment"], params["TotalSegments"] = segment
         if key_parts is not None:
-            params["KeyConditionExpression"] = _and_all(
-                key_parts)._render(expression)
+            key_condition: Any = _and_all(key_parts)
+            params["KeyConditionExpression"] = key_condition._render(
+                expression)
             params["ScanIndexForward"] = not descending
         if rest is not None:
             params["FilterExpression"] = rest._render(expression)
@@ -5505,7 +5606,7 @@ class _Metadata:
                 raise UnknownFieldError(
                     f"{self.name}.{what}: fields= names {field!r}, which is "
                     f"not a field of {self.name}")
-            names.add(field)
+            names.add(field)  # pyright: ignore[reportArgumentType]
         return frozenset(names)
 
     def partial(self, instances, loaded):
@@ -5528,8 +5629,9 @@ class _Metadata:
             fields = fields and fields.union((plan._expiry,))
             now = int(_clock())
 
-            def keep(item):
+            def unexpired(item):
                 return not self.expired(item, now)
+            keep = unexpired
         return self.iter_keys(self.table_name(), plan._keys, consistent_read,
                               limit, fields, progress, keep)
 
@@ -5853,20 +5955,22 @@ class _ModelType(type):
                 field = value._bind(cls, (attr,))
                 setattr(cls, attr, field)
                 fields[attr] = field
-        cls._meta = _Metadata(cls, fields)
+        cls._meta = _Metadata(cls, fields)  # pyright: ignore
 
-        class DoesNotExistForModel(getattr(cls, "DoesNotExist", DoesNotExist)):
+        base = getattr(cls, "DoesNotExist", DoesNotExist)
+
+        class DoesNotExistForModel(base):  # pyright: ignore
             pass
 
         DoesNotExistForModel.__name__ = "DoesNotExist"
         DoesNotExistForModel.__qualname__ = f"{name}.DoesNotExist"
-        cls.DoesNotExist = DoesNotExistForModel
+        cls.DoesNotExist = DoesNotExistForModel  # pyright: ignore
         if not namespace.get("__abstract__", False):
             mcs._check_schema(cls)
         return cls
 
     @staticmethod
-    def _check_schema(cls):
+    def _check_schema(cls):  # pyright: ignore
         meta = cls._meta
         name = cls.__name__
         table = cls.__table__
@@ -5929,7 +6033,7 @@ class _ModelType(type):
                         limit, meta.key_limits.get(name, limit))
 
     @staticmethod
-    def _check_indexes(cls, meta):
+    def _check_indexes(cls, meta):  # pyright: ignore
         """The key schemas of the table and of each of ``__indexes__``,
         checked against DynamoDB's rules."""
         name = cls.__name__
@@ -6067,26 +6171,30 @@ class Model(metaclass=_ModelType):
     __indexes__ = ()
     __stream__ = None
 
-    def __init__(self, **values):
+    if TYPE_CHECKING:
+        _meta: ClassVar[_Metadata]
+        DoesNotExist: ClassVar[type[DoesNotExist]]
+
+    def __init__(self, **values: Any) -> None:
         fields = self._meta.fields
         for name in values:
             if name not in fields:
                 raise ValidationError(
                     f"{type(self).__name__} has no field {name!r}",
                     {name: ["is not a field of the model"]})
-        self.__dict__.update(values)
+        self.__dict__.update(values)  # pyright: ignore
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         values = ", ".join(f"{name}={value!r}"
                            for name, value in self.to_dict().items())
         return f"{type(self).__name__}({values})"
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
             return NotImplemented
         return self.to_dict() == other.to_dict()
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         """The instance's field values (Python values; unset fields left
         out)."""
         values = self.__dict__
@@ -6094,7 +6202,7 @@ class Model(metaclass=_ModelType):
                 if values.get(name) is not None}
 
     @classmethod
-    def from_image(cls, image):
+    def from_image(cls: type[_M], image: dict[str, Any]) -> _M:
         """An instance of a DynamoDB-JSON image, read as a stored item is:
         ``record["dynamodb"]["NewImage"]`` of a Lambda stream event (see
         ``changes``), a Kinesis record's, an export line's ``Item``.
@@ -6113,17 +6221,18 @@ class Model(metaclass=_ModelType):
     # -- tables
 
     @classmethod
-    def table_name(cls):
+    def table_name(cls) -> str:
         """The table's full name: the connection's prefix + ``__table__``."""
         return cls._meta.table_name()
 
     @classmethod
-    def table(cls):
+    def table(cls) -> Any:
         """The boto3 ``Table`` resource of this model's table."""
         return Connection.get_table(cls.table_name())
 
+    @classmethod
     @_one_connection
-    def create_table(cls, wait=True, exist_ok=False):
+    def create_table(cls, wait: bool = True, exist_ok: bool = False) -> None:
         """Create the model's table (with its indexes, and its stream when
         it declares ``__stream__``) and wait until it is ACTIVE; a model
         with a TTLField then has DynamoDB's TTL turned on for it (which
@@ -6146,16 +6255,19 @@ class Model(metaclass=_ModelType):
         if meta.ttl and created:
             meta.enable_ttl(table)
 
+    @classmethod
     @_one_connection
-    def delete_table(cls, wait=True):
+    def delete_table(cls, wait: bool = True) -> None:
         """Delete the model's table and every item in it; with ``wait``,
         return once DynamoDB has deleted it."""
         _call("DeleteTable", {"TableName": cls.table_name()})
         if wait:
             cls._meta.wait_for_table(lambda table: table is None)
 
+    @classmethod
     @_one_connection
-    def sync_table(cls, dry_run=False, delete_indexes=False):
+    def sync_table(cls, dry_run: bool = False,
+                   delete_indexes: bool = False) -> list[str]:
         """Bring the model's table to the model: create it when missing;
         create each global index it lacks (one UpdateTable per index,
         waiting until it is ACTIVE); leave indexes the model does not
@@ -6198,8 +6310,10 @@ class Model(metaclass=_ModelType):
 
     # -- single items
 
+    @classmethod
     @_one_connection
-    def save_one(cls, item, overwrite=True):
+    def save_one(cls: type[_M], item: _M | dict[str, Any],
+                 overwrite: bool | Condition = True) -> _M:
         """Validate and store one item (a dict or an instance); return the
         saved instance, defaults applied.
 
@@ -6221,9 +6335,11 @@ class Model(metaclass=_ModelType):
         meta.put_item(table, stored, condition)
         return meta.instance(native)
 
+    @classmethod
     @_one_connection
-    def get_one(cls, strategy, consistent_read=False, fields=None,
-                include_expired=False):
+    def get_one(cls: type[_M], strategy: Any, consistent_read: bool = False,
+                fields: _Fields = None,
+                include_expired: bool = False) -> _M:
         """The item named by ``strategy`` (a key value, a (hash, range)
         tuple, a dict, an instance or a key condition); raises
         ``Model.DoesNotExist`` when there is none, or when its TTLField
@@ -6239,20 +6355,21 @@ class Model(metaclass=_ModelType):
             raise ExpressionError(
                 f"{cls.__name__}.get_one takes a key only; {condition!r} is "
                 "not part of the key (use get_many to filter)")
-        fields = meta.projection(fields, "get_one")
+        loaded = meta.projection(fields, "get_one")
         expiry = None if include_expired else meta.ttl
-        item = meta.read_item(table, key, consistent_read, fields and (
-            fields.union((expiry,)) if expiry else fields))
+        item = meta.read_item(table, key, consistent_read, loaded and (
+            loaded.union((expiry,)) if expiry else loaded))
         if item is None:
             raise cls.DoesNotExist(f"{cls.__name__} with {_key_text(key)} "
                                    "does not exist")
         if expiry and meta.expired(item, int(_clock())):
             raise cls.DoesNotExist(f"{cls.__name__} with {_key_text(key)} "
                                    f"has expired (its {expiry} has passed)")
-        return meta.partial([meta.from_item(item)], fields)[0]
+        return meta.partial([meta.from_item(item)], loaded)[0]
 
+    @classmethod
     @_one_connection
-    def delete_one(cls, strategy):
+    def delete_one(cls: type[_M], strategy: Any) -> _M | None:
         """Delete the item named by ``strategy``; a key condition may AND
         further conditions, which must hold. Returns the deleted instance,
         or None when nothing matched. An instance or dict holding a
@@ -6272,8 +6389,11 @@ class Model(metaclass=_ModelType):
             return None
         return meta.from_item(old) if old else None
 
+    @classmethod
     @_one_connection
-    def update_one(cls, strategy, updates, return_values="ALL_NEW"):
+    def update_one(cls: type[_M], strategy: Any,
+                   updates: Update | Iterable[Update],
+                   return_values: str = "ALL_NEW") -> _M | None:
         """Change one existing item in place; never creates one.
 
         :param strategy: names the item, as for get_one; a key condition
@@ -6321,8 +6441,9 @@ class Model(metaclass=_ModelType):
             return meta.from_item(attributes)
         return meta.from_item(dict(attributes, **key))
 
+    @classmethod
     @_one_connection
-    def update_from_dict(cls, item):
+    def update_from_dict(cls: type[_M], item: dict[str, Any]) -> _M | None:
         """Set every field ``item`` names on the stored item with the same
         key (``None`` removes); return the updated instance, or None when
         there is no such item. A version in ``item`` is required of the
@@ -6358,15 +6479,18 @@ class Model(metaclass=_ModelType):
     # -- many items
 
     @classmethod
-    def keys_in(cls, values):
+    def keys_in(cls, values: Iterable[Any]) -> KeysIn:
         """A get_many/delete_many strategy naming items by key: hash values,
         or ``(hash, range)`` tuples for a composite key."""
         return KeysIn(cls, [key for key, _, _ in
                             cls._meta.entries(values, "keys_in")])
 
+    @classmethod
     @_one_connection
     @_pausing_collector
-    def save_many(cls, items, overwrite=True, progress=None):
+    def save_many(cls: type[_M], items: Iterable[_M | dict[str, Any]],
+                  overwrite: bool | Condition = True,
+                  progress: _Progress = None) -> BatchResult[_M]:
         """Validate and store many items (dicts, instances or both); return
         a BatchResult.
 
@@ -6398,7 +6522,8 @@ class Model(metaclass=_ModelType):
         # By key identity: what is written (the JSON text of a PutRequest,
         # or the DynamoDB item and condition of a conditional put), what the
         # caller gave, and the native values.
-        stored, givens, natives, errors = {}, {}, {}, {}
+        stored: dict[Any, Any] = {}
+        givens, natives, errors = {}, {}, {}
         validate, identify = meta.validate_item, meta.identity
         item_json = meta.item_json
         for index, item in enumerate(items):
@@ -6434,11 +6559,15 @@ class Model(metaclass=_ModelType):
             [meta.instance(natives[identity]) for identity in done],
             [Failure(givens[identity], error) for identity, error in failed]))
 
+    @classmethod
     @_one_connection
     @_pausing_collector
-    def get_many(cls, strategy, descending=False, limit=None,
-                 consistent_read=False, segments=None, index=None,
-                 fields=None, progress=None, include_expired=False):
+    def get_many(cls: type[_M], strategy: Any, descending: bool = False,
+                 limit: int | None = None, consistent_read: bool = False,
+                 segments: int | None = None, index: str | None = None,
+                 fields: _Fields = None,
+                 progress: _Progress = None,
+                 include_expired: bool = False) -> list[_M]:
         """The items a strategy names, as a list of instances; the first
         of these plans that applies reads them (``explain`` shows which):
 
@@ -6484,10 +6613,14 @@ class Model(metaclass=_ModelType):
                 plan, consistent_read, limit, progress)]
         return meta.partial(instances, plan._loaded)
 
+    @classmethod
     @_one_connection
-    def get_page(cls, strategy, limit, cursor=None, descending=False,
-                 consistent_read=False, index=None, fields=None,
-                 max_scanned=None, segments=None, include_expired=False):
+    def get_page(cls: type[_M], strategy: Any, limit: int,
+                 cursor: str | None = None, descending: bool = False,
+                 consistent_read: bool = False, index: str | None = None,
+                 fields: _Fields = None,
+                 max_scanned: int | None = None, segments: None = None,
+                 include_expired: bool = False) -> Page[_M]:
         """One page of the items the condition ``strategy`` matches,
         planned as get_many plans it (a Query on the table or an index,
         else a Scan; with the same ``descending``, ``consistent_read``,
@@ -6510,18 +6643,18 @@ class Model(metaclass=_ModelType):
                     type(value) is not int or value < 1):
                 raise ValidationError(f"{cls.__name__}.get_page: {name} "
                                       f"must be an int >= 1, not {value!r}")
-        fields = meta.projection(fields, "get_page")
+        loaded = meta.projection(fields, "get_page")
         plan = meta.plan(strategy, descending, consistent_read, None, index,
-                         fields, what="get_page",
+                         loaded, what="get_page",
                          include_expired=include_expired)
         if plan._keys is not None:
             raise ExpressionError(
                 f"{cls.__name__}.get_page pages a condition's Query or "
                 "Scan; keys are already a page: get_many reads them")
-        if fields is not None and not fields.issuperset(plan._start):
+        if loaded is not None and not loaded.issuperset(plan._start):
             # A cursor is made of the last item's key attributes.
             plan = meta.plan(strategy, descending, consistent_read, None,
-                             plan.index, fields.union(plan._start),
+                             plan.index, loaded.union(plan._start),
                              what="get_page", include_expired=include_expired)
         items, cursor, scanned = meta.page(plan, limit, cursor, max_scanned)
         from_item = meta.from_item
@@ -6529,9 +6662,13 @@ class Model(metaclass=_ModelType):
                                  plan._loaded), cursor, scanned)
 
     @classmethod
-    def iter_many(cls, strategy, descending=False, limit=None,
-                  consistent_read=False, index=None, fields=None,
-                  segments=None, progress=None, include_expired=False):
+    def iter_many(cls: type[_M], strategy: Any, descending: bool = False,
+                  limit: int | None = None, consistent_read: bool = False,
+                  index: str | None = None,
+                  fields: _Fields = None,
+                  segments: int | None = None,
+                  progress: _Progress = None,
+                  include_expired: bool = False) -> Iterator[_M]:
         """The items of ``strategy``, as get_many reads them (with the same
         ``descending``, ``limit``, ``consistent_read``, ``index``,
         ``fields``, ``segments``, ``progress`` and ``include_expired``),
@@ -6549,9 +6686,10 @@ class Model(metaclass=_ModelType):
                          include_expired=include_expired)
         return meta.instances(plan, consistent_read, limit, progress)
 
+    @classmethod
     @_one_connection
-    def count(cls, strategy=None, consistent_read=False, index=None,
-              include_expired=False):
+    def count(cls, strategy: Any = None, consistent_read: bool = False,
+              index: str | None = None, include_expired: bool = False) -> int:
         """How many stored items ``strategy`` matches (as get_many takes
         it; None: every item of the table, or of ``index``). DynamoDB
         counts them (Select=COUNT: no item is sent back), following every
@@ -6561,7 +6699,7 @@ class Model(metaclass=_ModelType):
         meta = cls._meta
         table = cls.table_name()
         if strategy is None:
-            params = {"TableName": table}
+            params: dict[str, Any] = {"TableName": table}
             if index is not None:
                 meta.forced_schema(index, consistent_read, "count")
                 params["IndexName"] = index
@@ -6579,8 +6717,9 @@ class Model(metaclass=_ModelType):
         plan._loaded = frozenset(meta.key_names)
         return sum(1 for _ in meta.read(plan, consistent_read))
 
+    @classmethod
     @_one_connection
-    def estimated_count(cls):
+    def estimated_count(cls) -> int:
         """The table's item count as DynamoDB keeps it (DescribeTable's
         ItemCount), which it refreshes only about every six hours: recent
         writes may be missing. count() counts exactly, at the cost of
@@ -6589,9 +6728,11 @@ class Model(metaclass=_ModelType):
                      {"TableName": cls.table_name()})["Table"]["ItemCount"]
 
     @classmethod
-    def explain(cls, strategy, descending=False, limit=None,
-                consistent_read=False, segments=None, index=None,
-                fields=None, include_expired=False):
+    def explain(cls, strategy: Any, descending: bool = False,
+                limit: int | None = None, consistent_read: bool = False,
+                segments: int | None = None, index: str | None = None,
+                fields: _Fields = None,
+                include_expired: bool = False) -> Plan:
         """The Plan get_many would follow for ``strategy`` and
         ``descending``, ``limit``, ``consistent_read``, ``segments``,
         ``index``, ``fields`` and ``include_expired`` (see get_many),
@@ -6610,9 +6751,11 @@ class Model(metaclass=_ModelType):
                          segments=_segments(segments), what="explain",
                          sending=False, include_expired=include_expired)
 
+    @classmethod
     @_one_connection
     @_pausing_collector
-    def delete_many(cls, strategy, segments=None, progress=None):
+    def delete_many(cls: type[_M], strategy: Any, segments: int | None = None,
+                    progress: _Progress = None) -> BatchResult[_M]:
         """Delete the items a strategy names (as for get_many); return a
         BatchResult.
 
@@ -6678,7 +6821,7 @@ _TRANSACTION_ACTIONS = 100  # DynamoDB's limits on one transaction
 _TRANSACTION_BYTES = 4 * 1024 * 1024
 
 
-def transaction(token=None):
+def transaction(token: str | None = None) -> Transaction:
     """A Transaction: writes added to it are sent together, in one
     TransactWriteItems, by ``commit()`` -- or on leaving a ``with`` block
     normally (an exception inside the block sends nothing).
@@ -6697,7 +6840,7 @@ class Transaction:
     (ValidationError or ExpressionError naming its position,
     ``[2].email``); none is sent before ``commit()``."""
 
-    def __init__(self, token=None):
+    def __init__(self, token: str | None = None) -> None:
         import uuid
 
         if token is not None and (not isinstance(token, str)
@@ -6705,8 +6848,10 @@ class Transaction:
             raise ValidationError(f"token must be a string of 1 to 36 "
                                   f"characters, not {token!r}")
         self.token = token or str(uuid.uuid4())
-        self._actions = []  # (what was asked, its meta, kind, request)
-        self._items = set()  # (table, key identity) of each action's item
+        # (what was asked, its meta, kind, request) of each action, and the
+        # (table, key identity) of each action's item.
+        self._actions: list[tuple[str, _Metadata, str, dict[str, Any]]] = []
+        self._items: set[tuple[str, Any]] = set()
         self._state = _state()
         self._done = False
 
@@ -6714,16 +6859,17 @@ class Transaction:
         return (f"<Transaction {self.token} of {len(self._actions)} "
                 f"actions{', over' if self._done else ''}>")
 
-    def __enter__(self):
+    def __enter__(self) -> Transaction:
         return self
 
-    def __exit__(self, kind, error, traceback):
+    def __exit__(self, kind: object, error: object, traceback: object) -> None:
         if kind is not None:
             self._done = True  # nothing was sent; nothing will be
         elif not self._done:  # (commit() inside the block sent it)
             self.commit()
 
-    def save_one(self, model, item, overwrite=True):
+    def save_one(self, model: type[_M], item: _M | dict[str, Any],
+                 overwrite: bool | Condition = True) -> _M:
         """Put ``item`` (validated as by ``model.save_one``); ``overwrite``
         and the version it requires as there. Returns the instance that
         will be stored."""
@@ -6738,7 +6884,8 @@ class Transaction:
             {"TableName": model.table_name(), "Item": stored}, condition))
         return meta.instance(native)
 
-    def update_one(self, model, strategy, updates):
+    def update_one(self, model: type[Model], strategy: Any,
+                   updates: Update | Iterable[Update]) -> None:
         """Apply ``updates`` (an Update or a list of them) to the existing
         item of ``model`` that ``strategy`` names (a key, or a key condition
         whose other parts must hold, or an instance or dict holding a
@@ -6752,7 +6899,7 @@ class Transaction:
                 meta.held_version(strategy))
         self._add("update_one", meta, key, "Update", params)
 
-    def delete_one(self, model, strategy):
+    def delete_one(self, model: type[Model], strategy: Any) -> None:
         """Delete the item of ``model`` that ``strategy`` names (a key, a
         key condition whose other parts must hold, or an instance or dict
         holding a version to require)."""
@@ -6765,7 +6912,7 @@ class Transaction:
         self._add("delete_one", meta, key, "Delete", meta.with_condition(
             {"TableName": model.table_name(), "Key": key}, condition))
 
-    def check(self, model, condition):
+    def check(self, model: type[Model], condition: Condition) -> None:
         """Require ``condition`` -- a key condition and more -- to hold of
         the item of ``model`` it names, without changing it
         (ConditionCheck)."""
@@ -6782,7 +6929,7 @@ class Transaction:
         self._add("check", meta, key, "ConditionCheck", meta.with_condition(
             {"TableName": model.table_name(), "Key": key}, rest))
 
-    def commit(self):
+    def commit(self) -> None:
         """Send the actions in one TransactWriteItems (nothing to send:
         nothing is sent). Raises TransactionCanceled, with a reason per
         action, when DynamoDB cancels it; a transaction cancelled only by
@@ -6887,7 +7034,8 @@ class _ActionErrors:
         return False
 
 
-def transact_get(requests, fields=None):
+def transact_get(requests: Sequence[tuple[type[Model], Any]],
+                 fields: Iterable[str] | None = None) -> list[Model | None]:
     """Read up to 100 items at once, consistently with each other
     (TransactGetItems): ``requests`` is a list of ``(Model, key)`` (a key
     value, a (hash, range) tuple, a dict, an instance or a key condition);
@@ -6941,13 +7089,13 @@ None where the stream's view type holds no such image), and ``expired``:
 True when DynamoDB's TTL removed the item."""
 
 
-def changes(event, *models):
+def changes(event: dict[str, Any], *models: type[Model]) -> Iterator[Change]:
     """The records of a Lambda ``event`` from DynamoDB streams, as Change
     objects, in order: ``for change in dynamongo.changes(event, User,
     Order)``. Each record's model is the one of ``models`` whose table (its
     full name, table prefix included) the record's ``eventSourceARN``
     names; records of other tables are skipped."""
-    tables = {}
+    tables: dict[str, type[Model]] = {}
     for model in models:
         if not (isinstance(model, type) and issubclass(model, Model)
                 and model.__table__ is not None):
