@@ -19,9 +19,12 @@ dynamongo signs and sends its own requests and never imports it. MIT
 licensed.
 """
 
+# The public API is typed; the module's own internals are checked as mypy
+# and pyright check code by default, even inside a project that is strict.
 # mypy: allow-untyped-defs, allow-untyped-calls, allow-incomplete-defs
-# mypy: allow-untyped-globals
-# mypy: disable-error-code="no-any-return, import-untyped"
+# mypy: allow-untyped-globals, allow-any-generics, check-untyped-defs=False
+# mypy: warn-unused-ignores=False
+# mypy: disable-error-code="no-any-return,import-untyped,annotation-unchecked"
 # pyright: basic
 
 from __future__ import annotations
@@ -831,8 +834,7 @@ def _number_json(av):
     return f"""'{{"N":"' + {av}['N'] + '"}}'"""
 
 
-def _comparison(operator: str,
-                ordered: bool) -> Callable[[Any, Any], Condition]:
+def _comparison(operator, ordered):
     """A comparison operator of Field: ``field <operator> value``."""
     def compare(self, value):
         if self._is_absent(value):
@@ -975,12 +977,20 @@ class Field(Generic[_T]):
         return default
 
     # Conditions: comparisons, then named functions.
-    __eq__ = _comparison("=", ordered=False)  # type: ignore[assignment]
-    __ne__ = _comparison("<>", ordered=False)  # type: ignore[assignment]
-    __lt__ = _comparison("<", ordered=True)
-    __le__ = _comparison("<=", ordered=True)
-    __gt__ = _comparison(">", ordered=True)
-    __ge__ = _comparison(">=", ordered=True)
+    if TYPE_CHECKING:  # what the comparisons made below give
+        def __eq__(self, value: object) -> Condition: ...  # type: ignore
+        def __ne__(self, value: object) -> Condition: ...  # type: ignore
+        def __lt__(self, value: Any) -> Condition: ...
+        def __le__(self, value: Any) -> Condition: ...
+        def __gt__(self, value: Any) -> Condition: ...
+        def __ge__(self, value: Any) -> Condition: ...
+    else:
+        __eq__ = _comparison("=", ordered=False)
+        __ne__ = _comparison("<>", ordered=False)
+        __lt__ = _comparison("<", ordered=True)
+        __le__ = _comparison("<=", ordered=True)
+        __gt__ = _comparison(">", ordered=True)
+        __ge__ = _comparison(">=", ordered=True)
     __hash__ = object.__hash__
 
     def _misused(self, *_):
@@ -2313,7 +2323,7 @@ class _Function(Condition):
         return f"{self.function}({name}, {expression.value(self.operand)})"
 
 
-def _size_comparison(operator: str) -> Callable[[_Size, int], Condition]:
+def _size_comparison(operator):
     """A comparison operator of ``field.size()``."""
     def compare(self, number):
         if type(number) is not int or number < 0:
@@ -2335,12 +2345,20 @@ class _Size:
     def __repr__(self):
         return f"size({_path_text(self.field.path)})"
 
-    __eq__ = _size_comparison("=")  # type: ignore[assignment]
-    __ne__ = _size_comparison("<>")  # type: ignore[assignment]
-    __lt__ = _size_comparison("<")
-    __le__ = _size_comparison("<=")
-    __gt__ = _size_comparison(">")
-    __ge__ = _size_comparison(">=")
+    if TYPE_CHECKING:  # what the comparisons made below give
+        def __eq__(self, number: object) -> Condition: ...  # type: ignore
+        def __ne__(self, number: object) -> Condition: ...  # type: ignore
+        def __lt__(self, number: int) -> Condition: ...
+        def __le__(self, number: int) -> Condition: ...
+        def __gt__(self, number: int) -> Condition: ...
+        def __ge__(self, number: int) -> Condition: ...
+    else:
+        __eq__ = _size_comparison("=")
+        __ne__ = _size_comparison("<>")
+        __lt__ = _size_comparison("<")
+        __le__ = _size_comparison("<=")
+        __gt__ = _size_comparison(">")
+        __ge__ = _size_comparison(">=")
 
 
 class _SizeComparison(Condition):
@@ -5926,14 +5944,15 @@ class _ModelType(type):
     """Makes a model class: collects its fields (inherited ones first) into
     ``cls._meta`` and checks the schema."""
 
-    def __getattr__(cls, name):
-        # Only reached when normal lookup fails: an unknown field.
-        if name.startswith("_"):
-            raise AttributeError(name)
-        meta = cls.__dict__.get("_meta")
-        raise UnknownFieldError(
-            f"{cls.__name__} has no field {name!r}; its fields are "
-            f"{', '.join(meta.fields if meta else ()) or 'none'}")
+    if not TYPE_CHECKING:  # (which then finds a misspelt field)
+        def __getattr__(cls, name):
+            # Only reached when normal lookup fails: an unknown field.
+            if name.startswith("_"):
+                raise AttributeError(name)
+            meta = cls.__dict__.get("_meta")
+            raise UnknownFieldError(
+                f"{cls.__name__} has no field {name!r}; its fields are "
+                f"{', '.join(meta.fields if meta else ()) or 'none'}")
 
     def __new__(mcs, name, bases, namespace):
         for attr, value in namespace.items():
@@ -6161,15 +6180,15 @@ class Model(metaclass=_ModelType):
     any name but ``_meta`` and those of the methods.
     """
 
-    __abstract__ = True
-    __table__ = None
-    __hash_key__ = None
-    __range_key__ = None
-    __read_units__ = 8
-    __write_units__ = 8
-    __billing_mode__ = "PROVISIONED"
-    __indexes__ = ()
-    __stream__ = None
+    __abstract__: ClassVar[bool] = True
+    __table__: ClassVar[str | None] = None
+    __hash_key__: ClassVar[str | None] = None
+    __range_key__: ClassVar[str | None] = None
+    __read_units__: ClassVar[int] = 8
+    __write_units__: ClassVar[int] = 8
+    __billing_mode__: ClassVar[str] = "PROVISIONED"
+    __indexes__: ClassVar[tuple[GlobalIndex | LocalIndex, ...]] = ()
+    __stream__: ClassVar[str | None] = None
 
     if TYPE_CHECKING:
         _meta: ClassVar[_Metadata]

@@ -1,0 +1,121 @@
+"""What type checkers know of dynamongo models: run with
+``mypy --strict typing_tests`` and ``pyright typing_tests`` (see
+.ci/run). ``assert_type`` lines must hold; lines marked ``# type: ignore``
+must be errors (mypy's warn_unused_ignores, in --strict, and pyright's
+reportUnnecessaryTypeIgnoreComment say so when one is not)."""
+
+import datetime
+import uuid
+from collections.abc import Iterator
+from typing import Any, assert_type
+
+import dynamongo
+from dynamongo import (
+    BatchResult, BinaryField, BooleanField, Condition, DateField,
+    DateTimeField, DictField, EmailField, FloatField, IntField,
+    IPAddressField, ListField, Model, Page, SetField, StringField,
+    TimedeltaField, TTLField, Update, URLField, UUIDField, VersionField)
+
+
+class User(Model):
+    __table__ = "users"
+    __hash_key__ = "email"
+
+    email = EmailField(required=True)
+    name = StringField(required=True)
+    year_of_birth = IntField(min_value=1900, max_value=2018)
+    ratio = FloatField()
+    active = BooleanField()
+    site = URLField()
+    ip = IPAddressField()
+    id = UUIDField()
+    created_at = DateTimeField(default=datetime.datetime.now)
+    birthday = DateField()
+    timeout = TimedeltaField()
+    photo = BinaryField()
+    cities_visited = ListField(StringField)
+    scores = ListField(IntField())
+    tags = SetField(StringField)
+    lucky = SetField(IntField)
+    address = DictField(city=StringField())
+    expires = TTLField()
+    version = VersionField()
+
+
+def fields_on_instances(user: User) -> None:
+    assert_type(user.email, str | None)
+    assert_type(user.year_of_birth, int | None)
+    assert_type(user.ratio, float | None)
+    assert_type(user.active, bool | None)
+    assert_type(user.site, str | None)
+    assert_type(user.id, uuid.UUID | None)
+    assert_type(user.created_at, datetime.datetime | None)
+    assert_type(user.birthday, datetime.date | None)
+    assert_type(user.timeout, datetime.timedelta | None)
+    assert_type(user.photo, bytes | None)
+    assert_type(user.cities_visited, list[str] | None)
+    assert_type(user.scores, list[int] | None)
+    assert_type(user.tags, set[str] | None)
+    assert_type(user.lucky, set[int] | None)
+    assert_type(user.address, dict[str, Any] | None)
+    assert_type(user.expires, datetime.datetime | None)
+    assert_type(user.version, int | None)
+
+
+def fields_on_the_class() -> None:
+    assert_type(User.email, EmailField)
+    assert_type(User.year_of_birth, IntField)
+    assert_type(User.cities_visited, ListField[str])
+    assert_type(User.tags, SetField[str])
+    assert_type(User.year_of_birth > 1990, Condition)
+    assert_type((User.email == "a@b.io") & (User.year_of_birth >= 2000),
+                Condition)
+    assert_type(~User.cities_visited.contains("Nairobi"), Condition)
+    assert_type(User.name.size() > 3, Condition)
+    assert_type(User.year_of_birth.add(1), Update)
+    assert_type(User.tags.add({"a", "b"}), Update)
+    assert_type(User.cities_visited.append("Paris"), Update)
+    assert_type(User.cities_visited[0], dynamongo.Field[str])
+
+
+def calls() -> None:
+    user = User.save_one({"email": "a@b.io", "name": "A"})
+    assert_type(user, User)
+    assert_type(User.save_one(user), User)
+    assert_type(User.get_one("a@b.io"), User)
+    assert_type(User.get_one("a@b.io", fields=["name", User.email]), User)
+    assert_type(User.get_many(User.name == "A"), list[User])
+    assert_type(User.iter_many(User.name == "A"), Iterator[User])
+    page = User.get_page(User.name == "A", limit=10)
+    assert_type(page, Page[User])
+    assert_type(page.cursor, str | None)
+    assert_type(User.update_one(user, User.name.set("B")), User | None)
+    assert_type(User.update_from_dict({"email": "a@b.io"}), User | None)
+    assert_type(User.delete_one("a@b.io"), User | None)
+    result = User.save_many([user, {"email": "b@c.io", "name": "B"}])
+    assert_type(result, BatchResult[User])
+    assert_type(result.success, list[User])
+    assert_type(result.fail_count, int)
+    assert_type(User.delete_many(["a@b.io"]), BatchResult[User])
+    assert_type(User.count(), int)
+    assert_type(User.from_image({"email": {"S": "a@b.io"}}), User)
+    with dynamongo.transaction() as t:
+        assert_type(t.save_one(User, user), User)
+        t.update_one(User, user, User.year_of_birth.add(1))
+    for change in dynamongo.changes({"Records": []}, User):
+        assert_type(change, dynamongo.Change)
+
+
+def mistakes(user: User) -> None:
+    User.year_of_birth.add("x")  # type: ignore[arg-type]
+    User.ratio.add("x")  # type: ignore[arg-type]
+    User.get_one("a@b.io", consistent_read="yes")  # type: ignore[arg-type]
+    User.get_many(User.name == "A", limit="10")  # type: ignore[arg-type]
+    user.year_of_birth + 1  # type: ignore[operator]
+    User.name.set(5)  # type: ignore[arg-type]
+    User.tags.add({1, 2})  # type: ignore[arg-type]
+    User.cities_visited.append(7)  # type: ignore[arg-type]
+    User.nmae  # type: ignore[attr-defined]
+    User.save_one(["not", "an", "item"])  # type: ignore[arg-type]
+    IntField(min_value="1")  # type: ignore[arg-type]
+    ListField(3)  # type: ignore[arg-type]
