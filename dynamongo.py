@@ -1163,7 +1163,7 @@ class _NumberField(Field[_N]):
             return None
         return f"{low!r} <= {value} <= {high!r}"
 
-    def validate(self, value):
+    def validate(self, value: Any) -> _N:
         value = self.to_native(value)
         if self.min_value is not None and value < self.min_value:
             raise ValidationError(f"must be at least {self.min_value}")
@@ -1237,7 +1237,7 @@ class IntField(_NumberField[int]):
     :param kwargs: ``required`` and ``default`` (see Field).
     """
 
-    def to_native(self, value):
+    def to_native(self, value: Any) -> int:
         kind = type(value)
         if kind is int:
             if -_FAST_INT_LIMIT <= value <= _FAST_INT_LIMIT:
@@ -1322,7 +1322,7 @@ class FloatField(_NumberField[float]):
     :param kwargs: ``required`` and ``default`` (see Field).
     """
 
-    def to_native(self, value):
+    def to_native(self, value: Any) -> float:
         kind = type(value)
         if kind is float:
             if value == 0.0 or _FAST_FLOAT_TINY <= abs(value) \
@@ -1361,7 +1361,7 @@ class BooleanField(Field[bool]):
 
     attribute_type = "BOOL"
 
-    def to_native(self, value):
+    def to_native(self, value: Any) -> bool:
         if value is not True and value is not False:
             raise _wrong_type("a bool", value)
         return value
@@ -1388,14 +1388,14 @@ class BinaryField(Field[bytes]):
 
     attribute_type = "B"
 
-    def to_native(self, value):
+    def to_native(self, value: Any) -> bytes:
         if type(value) is bytes:
             return value
         if isinstance(value, (bytes, bytearray, memoryview)):
             return bytes(value)
         raise _wrong_type("bytes", value)
 
-    def to_primitive(self, value):
+    def to_primitive(self, value: bytes) -> Any:
         return _base64_text(value)
 
     def _dump(self, value):
@@ -1431,13 +1431,13 @@ class StringField(Field[str]):
         self.min_length = min_length
         self.max_length = max_length
 
-    def to_native(self, value):
+    def to_native(self, value: Any) -> str:
         if not isinstance(value, str):
             raise _wrong_type("a string", value)
         _check_utf8(value)
         return value
 
-    def validate(self, value):
+    def validate(self, value: Any) -> str:
         value = self.to_native(value)
         if self.min_length is not None and len(value) < self.min_length:
             raise ValidationError(f"must have at least {self.min_length} "
@@ -1524,7 +1524,7 @@ class IPAddressField(StringField):
     StringField's ``regex``, ``min_length`` and ``max_length`` and, as
     ``kwargs``, ``required`` and ``default``."""
 
-    def to_native(self, value):
+    def to_native(self, value: Any) -> str:
         import ipaddress
 
         if isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
@@ -1547,7 +1547,7 @@ class UUIDField(Field["uuid.UUID"]):
 
     attribute_type = "S"
 
-    def to_native(self, value):
+    def to_native(self, value: Any) -> uuid.UUID:
         import uuid
 
         if isinstance(value, uuid.UUID):
@@ -1560,7 +1560,7 @@ class UUIDField(Field["uuid.UUID"]):
                     f"{value!r} is not a valid UUID") from None
         raise _wrong_type("a UUID", value)
 
-    def to_primitive(self, value):
+    def to_primitive(self, value: uuid.UUID) -> Any:
         return str(value)
 
     def _dump(self, value):
@@ -1619,7 +1619,7 @@ class DateTimeField(Field[datetime.datetime]):
         self.convert_tz = convert_tz
         self.drop_tzinfo = drop_tzinfo
 
-    def to_native(self, value):
+    def to_native(self, value: Any) -> datetime.datetime:
         if isinstance(value, datetime.datetime):
             moment = value
         elif isinstance(value, str):
@@ -1664,7 +1664,7 @@ class DateTimeField(Field[datetime.datetime]):
                 pass
         raise ValidationError(f"{text!r} is not a valid date-time")
 
-    def to_primitive(self, value):
+    def to_primitive(self, value: datetime.datetime) -> Any:
         if self.serialized_format:
             # %Y as strptime reads it back: 4 digits (strftime writes years
             # below 1000 unpadded on some platforms).
@@ -1713,7 +1713,7 @@ class DateField(Field[datetime.date]):
         self.formats = (formats,) if isinstance(formats, str) \
             else tuple(formats or ())
 
-    def to_native(self, value):
+    def to_native(self, value: Any) -> datetime.date:
         if isinstance(value, datetime.datetime):
             raise ValidationError("must be a date, not a datetime")
         if isinstance(value, datetime.date):
@@ -1732,7 +1732,7 @@ class DateField(Field[datetime.date]):
                 pass
         raise ValidationError(f"{value!r} is not a valid date")
 
-    def to_primitive(self, value):
+    def to_primitive(self, value: datetime.date) -> Any:
         return value.isoformat()
 
     def _dump(self, value):
@@ -1777,7 +1777,7 @@ class TimedeltaField(Field[datetime.timedelta]):
         self.precision = precision
         self._unit = decimal.Decimal(_MICROSECONDS[precision])
 
-    def to_native(self, value):
+    def to_native(self, value: Any) -> datetime.timedelta:
         if isinstance(value, datetime.timedelta):
             return value
         if type(value) is bool or not isinstance(
@@ -1795,7 +1795,7 @@ class TimedeltaField(Field[datetime.timedelta]):
             raise ValidationError(f"{value!r} {self.precision} is out of the "
                            "range of a timedelta") from None
 
-    def to_primitive(self, value):
+    def to_primitive(self, value: datetime.timedelta) -> Any:
         micro = value // datetime.timedelta(microseconds=1)
         number = _NUMBER_CONTEXT.divide(decimal.Decimal(micro), self._unit)
         if number == number.to_integral_value():
@@ -1830,7 +1830,7 @@ class TTLField(Field[datetime.datetime]):
     attribute_type = "N"
     _model_level = True
 
-    def to_native(self, value):
+    def to_native(self, value: Any) -> datetime.datetime:
         utc = datetime.timezone.utc
         try:
             if isinstance(value, datetime.datetime):
@@ -1853,7 +1853,7 @@ class TTLField(Field[datetime.datetime]):
         raise _wrong_type("a datetime, a timedelta or an int (epoch "
                           "seconds)", value)
 
-    def to_primitive(self, value):
+    def to_primitive(self, value: datetime.datetime) -> Any:
         return int(value.timestamp())
 
     def _dump(self, value):
@@ -1915,13 +1915,13 @@ class ListField(Field[list[_E]]):
             raise ValidationError("invalid list items", errors)
         return result
 
-    def to_native(self, value):
+    def to_native(self, value: Any) -> list[_E]:
         return self._each(value, self.field.to_native)
 
-    def validate(self, value):
+    def validate(self, value: Any) -> list[_E]:
         return self._each(value, self.field.validate)
 
-    def to_primitive(self, value):
+    def to_primitive(self, value: list[_E]) -> Any:
         return [self.field.to_primitive(item) for item in value]
 
     def _dump(self, value):
@@ -2029,16 +2029,16 @@ class SetField(Field[set[_E]]):
             raise ValidationError("holds an element more than once")
         return result
 
-    def to_native(self, value):
+    def to_native(self, value: Any) -> set[_E]:
         return self._each(value, self.field.to_native)
 
-    def validate(self, value):
+    def validate(self, value: Any) -> set[_E]:
         if not value and isinstance(value, self._KINDS):
             raise ValidationError("is an empty set, which DynamoDB cannot "
                                   "store (leave the field out)")
         return self._each(value, self.field.validate)
 
-    def to_primitive(self, value):
+    def to_primitive(self, value: set[_E]) -> Any:
         return sorted(self.field.to_primitive(element) for element in value)
 
     def _dump(self, value):
@@ -2155,13 +2155,13 @@ class DictField(Field["dict[str, Any]"]):
             raise ValidationError("invalid sub-fields", errors)
         return result
 
-    def to_native(self, value):
+    def to_native(self, value: Any) -> dict[str, Any]:
         return self._each(value, lambda field, item: field.to_native(item))
 
-    def validate(self, value):
+    def validate(self, value: Any) -> dict[str, Any]:
         return self._each(value, lambda field, item: field.validate(item))
 
-    def to_primitive(self, value):
+    def to_primitive(self, value: dict[str, Any]) -> Any:
         if not self.fields:
             return value
         return {name: self.fields[name].to_primitive(item)
@@ -2450,7 +2450,7 @@ class Update:
     __slots__ = ("field",)
     action = "SET"
 
-    def __init__(self, field):
+    def __init__(self, field: Any) -> None:
         self.field = field
 
     def __repr__(self):
@@ -2471,7 +2471,8 @@ class SetUpdate(Update):
 
     __slots__ = ("value", "if_not_exists")
 
-    def __init__(self, field, value, if_not_exists=False):
+    def __init__(self,
+                 field: Any, value: Any, if_not_exists: Any = False) -> None:
         super().__init__(field)
         self.value, self.if_not_exists = value, if_not_exists
 
@@ -2499,7 +2500,7 @@ class ListExtendUpdate(Update):
 
     __slots__ = ("values", "append")
 
-    def __init__(self, field, values, append=True):
+    def __init__(self, field: Any, values: Any, append: Any = True) -> None:
         super().__init__(field)
         self.values, self.append = values, append
 
@@ -2519,7 +2520,7 @@ class SetElementsUpdate(Update):
 
     __slots__ = ("action", "elements")
 
-    def __init__(self, field, elements, action):
+    def __init__(self, field: Any, elements: Any, action: Any) -> None:
         super().__init__(field)
         self.elements, self.action = elements, action
 
@@ -2540,7 +2541,9 @@ class AddUpdate(Update):
 
     __slots__ = ("delta", "number", "guard")
 
-    def __init__(self, field, delta, number, guard=None):
+    def __init__(self,
+                 field: Any, delta: Any, number: Any,
+                 guard: Any = None) -> None:
         super().__init__(field)
         self.delta, self.number, self.guard = delta, number, guard
 
@@ -4168,7 +4171,7 @@ class KeysIn:
 
     __slots__ = ("model", "keys")
 
-    def __init__(self, model, keys):
+    def __init__(self, model: Any, keys: Any) -> None:
         self.model = model
         self.keys = keys
 
@@ -4349,8 +4352,9 @@ class Plan:
     _fixed: Sequence[dict[str, Any]] = ()  # each request's hash key values
     _expiry: str | None = None  # the TTLField whose passed items it omits
 
-    def __init__(self, operation, index=None, key_condition=None,
-                 filter=None, reason=""):
+    def __init__(self,
+                 operation: Any, index: Any = None, key_condition: Any = None,
+                 filter: Any = None, reason: Any = "") -> None:
         self.operation, self.index = operation, index
         self.key_condition, self.filter = key_condition, filter
         self.reason = reason

@@ -76,6 +76,11 @@ def fields_on_the_class() -> None:
     assert_type(User.tags.add({"a", "b"}), Update)
     assert_type(User.cities_visited.append("Paris"), Update)
     assert_type(User.cities_visited[0], dynamongo.Field[str])
+    assert_type(User.year_of_birth.validate("1990"), int)
+    assert_type(User.ratio.to_native(1), float)
+    assert_type(User.created_at.validate("2020-01-02"), datetime.datetime)
+    assert_type(User.tags.validate(["a"]), set[str])
+    assert_type(User.email.to_primitive("a@b.io"), Any)
 
 
 def calls() -> None:
