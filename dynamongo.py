@@ -1581,6 +1581,23 @@ class UUIDField(Field["uuid.UUID"]):
 _TIME_ZONE_POLICIES = ("allow", "utc", "reject", "require")
 
 
+def _from_isoformat_310(text):
+    """datetime.fromisoformat taking, on Python 3.10, what it takes from
+    3.11 on and others write: "Z" for UTC, fractions of any length."""
+    try:
+        return datetime.datetime.fromisoformat(text)
+    except ValueError:
+        if text[-1:] in ("Z", "z"):
+            text = text[:-1] + "+00:00"
+        text = re.sub(r"(\.\d{1,6})\d*", lambda match: match[1].ljust(7, "0"),
+                      text, count=1)
+        return datetime.datetime.fromisoformat(text)
+
+
+_from_isoformat = datetime.datetime.fromisoformat if sys.version_info >= (
+    3, 11) else _from_isoformat_310
+
+
 class DateTimeField(Field[datetime.datetime]):
     """A datetime, stored as ISO 8601 text with microseconds.
 
@@ -1659,7 +1676,7 @@ class DateTimeField(Field[datetime.datetime]):
                 pass
         if not self.formats:
             try:
-                return datetime.datetime.fromisoformat(text)
+                return _from_isoformat(text)
             except ValueError:
                 pass
         raise ValidationError(f"{text!r} is not a valid date-time")
@@ -1679,7 +1696,7 @@ class DateTimeField(Field[datetime.datetime]):
     def _load(self, av):
         if self.serialized_format:
             return datetime.datetime.strptime(av["S"], self.serialized_format)
-        return datetime.datetime.fromisoformat(av["S"])
+        return _from_isoformat(av["S"])
 
     def _fast_path(self, value, av):
         if self.serialized_format:
@@ -4457,7 +4474,7 @@ def _codec_names():
     return {
         "json": _encode_json, "json_string": json.encoder.encode_basestring,
         "datetime": datetime.datetime, "date": datetime.date,
-        "fromisoformat": datetime.datetime.fromisoformat,
+        "fromisoformat": _from_isoformat,
         "date_fromisoformat": datetime.date.fromisoformat,
         "UUID": uuid.UUID, "Decimal": decimal.Decimal,
         "load_int": _load_int, "plain_email": _ASCII_EMAIL.fullmatch,
