@@ -5323,6 +5323,15 @@ class _Metadata:
         field = self.fields[self.version]
         return field.not_exists() if held is None else field == held
 
+    def target(self, strategy, deleting=False):
+        """(key, extra condition, held version) of an update's or a
+        delete's strategy; a delete's condition requires the version."""
+        key, condition = self.strategy(strategy)
+        held = self.held_version(strategy)
+        if deleting and held is not None:
+            condition = _and_all([condition, self.at_version(held)])
+        return key, condition, held
+
     def held_version(self, strategy):
         """The version that an instance or dict strategy holds, validated;
         None for other strategies, for none, and without a VersionField."""
@@ -6417,10 +6426,7 @@ class Model(metaclass=_ModelType):
         (VersionConflict otherwise)."""
         meta = cls._meta
         table = cls.table_name()
-        key, condition = meta.strategy(strategy)
-        held = meta.held_version(strategy)
-        if held is not None:
-            condition = _and_all([condition, meta.at_version(held)])
+        key, condition, held = meta.target(strategy, deleting=True)
         try:
             old = meta.delete_item(table, key, condition)
         except ConditionalCheckFailedException as exc:
@@ -6459,8 +6465,7 @@ class Model(metaclass=_ModelType):
         if return_values not in _RETURN_VALUES:
             raise ValidationError(f"return_values must be one of "
                                   f"{_RETURN_VALUES}, not {return_values!r}")
-        key, condition = meta.strategy(strategy)
-        held = meta.held_version(strategy)
+        key, condition, held = meta.target(strategy)
         updates = _update_list(updates)
         params, bounds = meta.update_request(table, key, condition, updates,
                                              held)
@@ -6933,10 +6938,10 @@ class Transaction:
         beyond a field's bounds cancels the transaction."""
         meta = self._meta(model)
         with self._at("update_one"):
-            key, condition = meta.strategy(strategy)
+            key, condition, held = meta.target(strategy)
             params, _ = meta.update_request(
                 model.table_name(), key, condition, _update_list(updates),
-                meta.held_version(strategy))
+                held)
         self._add("update_one", meta, key, "Update", params)
 
     def delete_one(self, model: type[Model], strategy: Any) -> None:
@@ -6945,10 +6950,7 @@ class Transaction:
         holding a version to require)."""
         meta = self._meta(model)
         with self._at("delete_one"):
-            key, condition = meta.strategy(strategy)
-            held = meta.held_version(strategy)
-        if held is not None:
-            condition = _and_all([condition, meta.at_version(held)])
+            key, condition, _ = meta.target(strategy, deleting=True)
         self._add("delete_one", meta, key, "Delete", meta.with_condition(
             {"TableName": model.table_name(), "Key": key}, condition))
 
