@@ -159,6 +159,7 @@ _MAX_IN_VALUES = 100  # DynamoDB's limit on the operands of IN
 _MAX_ITEM_BYTES = 400 * 1024  # DynamoDB's limit on the size of an item
 _KEY_BYTES = (2048, 1024)  # its limits on hash and range key values
 _MAX_DEPTH = 32  # and on the nesting of lists and maps
+_MAX_SEGMENTS = 1_000_000  # and on the segments of a parallel Scan
 # Numbers a converter passes on sight: every int within 38 digits, every
 # float within DynamoDB's range.
 _FAST_INT_LIMIT = 10 ** 38 - 1
@@ -2940,13 +2941,19 @@ def _answer_of(response):
 
 
 class _Http:
-    """A small HTTP/1.1 client for the fast path: one kept-alive connection
-    per thread, the request written in a single send, the answer read by
-    Content-Length (or chunks). A failure is _NoAnswer, telling apart a
-    request that never left (no connection, TLS refused) from one whose
-    answer was lost (a closed connection, a read timeout)."""
+    """A small HTTP/1.1 client for the fast path: kept-alive connections
+    shared by the threads (an idle one is taken for each request and put
+    back once its answer has been read whole, at most ``keep`` of them
+    kept), the request written in a single send, the answer read by
+    Content-Length (or chunks). A connection whose exchange did not finish
+    -- whatever interrupted it, KeyboardInterrupt included -- is closed,
+    never reused: its late answer cannot be read as another request's. A
+    failure is _NoAnswer, telling apart a request that never left (no
+    connection, TLS refused) from one whose answer was lost (a closed
+    connection, a read timeout)."""
 
-    def __init__(self, url, connect_timeout, read_timeout, ca_bundle=None):
+    def __init__(self, url, connect_timeout, read_timeout, ca_bundle=None,
+                 keep=32):
         from urllib.parse import urlsplit
 
         parts = urlsplit(url)
@@ -2958,35 +2965,42 @@ class _Http:
                      f"Host: {_host_of(url)}\r\n").encode()
         self.connect_timeout, self.read_timeout = connect_timeout, read_timeout
         self.ca_bundle = ca_bundle
-        self.local = threading.local()
+        self.idle, self.keep = [], keep  # (socket, reader), newest last
         self.context = None
 
     def post(self, headers, body):
         """(status, headers with lower-case names, body) of a POST."""
-        connection = self._connection()
+        connection, reader = self._connection()
         message = self.head + "".join(
             f"{name}: {value}\r\n" for name, value in headers.items()
         ).encode() + b"\r\n" + body
         try:
             connection.sendall(message)
-            return self._read(self.local.reader)
-        except TimeoutError as error:
-            self._close()
-            raise _NoAnswer(f"no answer within {self.read_timeout} s",
-                            sent=True) from error
-        except (OSError, ValueError) as error:
-            self._close()
-            raise _NoAnswer(f"the connection failed: {error}",
-                            sent=True) from error
+            status, headers, body = self._read(reader)
+        except BaseException as error:
+            _close(connection, reader)
+            if isinstance(error, TimeoutError):
+                raise _NoAnswer(f"no answer within {self.read_timeout} s",
+                                sent=True) from error
+            if isinstance(error, (OSError, ValueError)):
+                raise _NoAnswer(f"the connection failed: {error}",
+                                sent=True) from error
+            raise
+        if headers.get("connection", "").lower() == "close" \
+                or len(self.idle) >= self.keep:
+            _close(connection, reader)
+        else:
+            self.idle.append((connection, reader))
+        return status, headers, body
 
-    def _read(self, reader):
+    @staticmethod
+    def _read(reader):
         line = reader.readline(65537)
         if not line:
             raise ConnectionError("the server closed the connection")
         parts = line.split(None, 2)
         if len(parts) < 2 or not parts[0].startswith(b"HTTP/") \
                 or not parts[1].isdigit():
-            self._close()
             raise _BadAnswer(f"not an HTTP answer: {line[:80]!r}")
         status = int(parts[1])
         headers = {}
@@ -3016,17 +3030,19 @@ class _Http:
         else:
             body = reader.read()
             headers["connection"] = "close"
-        if headers.get("connection", "").lower() == "close":
-            self._close()
         return status, headers, body
 
     def _connection(self):
-        """This thread's connection, made anew when the server closed it."""
+        """An idle kept-alive connection (and its reader), else a new one."""
         import select
 
-        connection = getattr(self.local, "connection", None)
-        if connection is not None:
-            # Readable while idle means closed (or garbage): start over.
+        while True:
+            try:
+                connection, reader = self.idle.pop()
+            except IndexError:
+                connection = self._connect()
+                return connection, connection.makefile("rb")
+            # Readable while idle means closed (or garbage): drop it.
             # poll, unlike select, takes descriptors above 1024.
             if hasattr(select, "poll"):
                 poller = select.poll()
@@ -3034,14 +3050,9 @@ class _Http:
                 readable = poller.poll(0)
             else:
                 readable = select.select([connection], [], [], 0)[0]
-            if readable:
-                self._close()
-                connection = None
-        if connection is None:
-            connection = self._connect()
-            self.local.connection = connection
-            self.local.reader = connection.makefile("rb")
-        return connection
+            if not readable:
+                return connection, reader
+            _close(connection, reader)
 
     def _connect(self):
         import socket
@@ -3055,15 +3066,18 @@ class _Http:
         except OSError as error:
             raise _NoAnswer(f"could not connect: {error}",
                             sent=False) from error
-        connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        connection.settimeout(self.read_timeout)
-        if self.tls:
-            try:
+        try:
+            connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            connection.settimeout(self.read_timeout)
+            if self.tls:
                 connection = self._tls().wrap_socket(
                     connection, server_hostname=self.address[0])
-            except OSError as error:
-                connection.close()
-                raise _NoAnswer(f"TLS failed: {error}", sent=False) from error
+        except BaseException as error:
+            connection.close()
+            if isinstance(error, OSError):
+                raise _NoAnswer(f"TLS failed: {error}",
+                                sent=False) from error
+            raise
         return connection
 
     def _tls(self):
@@ -3074,15 +3088,12 @@ class _Http:
                 cafile=self.ca_bundle or _ca_bundle())
         return self.context
 
-    def _close(self):
-        connection = getattr(self.local, "connection", None)
-        self.local.connection = None
-        if connection is not None:
-            try:
-                self.local.reader.close()
-                connection.close()
-            except OSError:
-                pass
+def _close(connection, reader):
+    try:
+        reader.close()
+        connection.close()
+    except OSError:
+        pass
 
 
 class _JsonParams:
@@ -3193,7 +3204,8 @@ class _FastWire:
         own = _own_route(settings)
         self.credentials, ca_bundle = own or (None, None)
         self.http = _Http(self.url, settings["connect_timeout"],
-                          settings["read_timeout"], ca_bundle)
+                          settings["read_timeout"], ca_bundle,
+                          settings["max_pool_connections"])
         self.signer = _SigV4(region, self.url)
         self.user_agent = (f"dynamongo/{__version__} Python/"
                            f"{sys.version.split()[0]}")
@@ -3255,7 +3267,8 @@ class _FastWire:
         else:
             # The own route's connections, when they trust the same CAs.
             http = self.http if ca_bundle == self.http.ca_bundle \
-                else _Http(url, *timeouts, ca_bundle)
+                else _Http(url, *timeouts, ca_bundle,
+                           settings["max_pool_connections"])
 
             def post(request):
                 return http.post(request.headers, request.body)
@@ -3312,7 +3325,10 @@ def _call(operation: str, params: Any) -> Any:
     state = _state()
     attempts = state.settings["max_attempts"]
     maybe_applied = False
+    working_for = _working_for.get()
     for attempt in range(attempts):
+        if working_for and any(stop.is_set() for stop in working_for):
+            raise _Stopped(operation)
         try:
             return _send(operation, params)
         except Exception as exc:
@@ -3391,7 +3407,7 @@ def _batch_write(table, key_names, requests, identify, advance=None):
     """Send ``requests`` -- the JSON text of write requests (_put_request,
     _delete_request) under the identities of their keys (``identify(item
     or key)``; ``key_names`` are the table's key attributes) -- in
-    BatchWriteItem requests of 25, on the worker pool, resending what comes
+    BatchWriteItem requests of 25, on the call's _Workers, resending what comes
     back unprocessed. Returns (the identities of the items written,
     [(identity, exception)] of those that were not); after an error that
     stops the batch (_stops_batch) no further chunk is sent, and its items
@@ -3465,7 +3481,7 @@ def _delete_request(key):
 
 def _one_by_one(write, entries, advance=None):
     """Apply ``write`` to each value of ``entries`` (a dict), one request
-    each, on the worker pool: (``[(key, what write returned)]`` of those
+    each, on the call's _Workers: (``[(key, what write returned)]`` of those
     done, ``[(key, exception)]`` of the others), in the order of
     ``entries``. After an error that stops the batch (_stops_batch), those
     not sent yet fail with it unsent. ``advance(1)``, if given, follows
@@ -3506,37 +3522,83 @@ def _request_key(request):
 
 
 def _parallel(function, tasks, each=None):
-    """``[function(task) for task in tasks]``, run on the worker pool
-    (``concurrency`` threads, twice as many tasks in flight, the next one
-    sent as each result is taken) when there is more than one task, each
-    in a copy of the caller's context: on the caller's connection state.
+    """``[function(task) for task in tasks]``, run by _Workers (at most
+    ``concurrency`` threads, twice as many tasks in flight, the next one
+    sent as each result is taken) when there is more than one task.
     ``each(result)``, if given, is called from the calling thread as each
-    result comes, in order."""
-    state = _state()
-    width = state.settings["concurrency"]
-    if len(tasks) < 2 or width < 2:
-        results = map(function, tasks)
-    else:
-        results = _in_flight(state.pool(), function, tasks, 2 * width)
+    result comes, in order; when it raises, no further request is sent."""
+    width = _state().settings["concurrency"] if len(tasks) > 1 else 1
     done = []
-    for result in results:
-        done.append(result)
-        if each is not None:
-            each(result)
+    with _Workers(width) as workers:
+        for result in workers.map(function, tasks):
+            done.append(result)
+            if each is not None:
+                each(result)
     return done
 
 
-def _in_flight(pool, function, tasks, most):
-    """The results of ``function(task)`` for each task, in order, run on
-    ``pool`` with at most ``most`` tasks in flight."""
-    running = collections.deque()
-    for task in tasks:
-        running.append(pool.submit(contextvars.copy_context().run, function,
-                                   task))
-        if len(running) >= most:
+# The _Workers whose calls a thread's requests are made for: once any of
+# them has stopped, _call sends nothing more.
+_working_for: contextvars.ContextVar[tuple[threading.Event, ...]] = \
+    contextvars.ContextVar("dynamongo_working_for", default=())
+
+
+class _Stopped(Exception):
+    """A request not sent because the call it was made for has ended."""
+
+
+class _Workers:
+    """The threads of one many-item call, used as ``with _Workers(width) as
+    workers:``. ``submit(function, task)`` runs a task on one of at most
+    ``width`` threads, started as needed, in a copy of the caller's context
+    (its connection state, contextvars); with a width of 1, ``map`` runs
+    tasks in the calling thread.
+
+    However the block is left -- a result, an error, a callback that
+    raised, KeyboardInterrupt, a generator closed early -- the call is
+    over: tasks not started are cancelled, tasks running send no further
+    request (no next page, no retry: _call checks), and no thread outlives
+    the call (they are joined when the block ends normally; after an
+    exception they end once their request in flight is answered, rather
+    than making Ctrl-C wait for it). So a process forked between calls
+    has a single thread."""
+
+    def __init__(self, width):
+        self.width, self.executor = width, None
+        self.stop = threading.Event()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback):
+        self.stop.set()
+        if self.executor is not None:
+            self.executor.shutdown(wait=kind is None, cancel_futures=True)
+
+    def submit(self, function, task):
+        """A Future of ``function(task)`` run on a worker thread."""
+        if self.executor is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self.executor = ThreadPoolExecutor(
+                self.width, thread_name_prefix="dynamongo")
+        context = contextvars.copy_context()
+        context.run(_working_for.set, _working_for.get() + (self.stop,))
+        return self.executor.submit(context.run, function, task)
+
+    def map(self, function, tasks):
+        """The results of ``function(task)`` for each task, in order, with
+        at most twice ``width`` tasks in flight."""
+        if self.width < 2:
+            yield from map(function, tasks)
+            return
+        running = collections.deque()
+        for task in tasks:
+            running.append(self.submit(function, task))
+            if len(running) >= 2 * self.width:
+                yield running.popleft().result()
+        while running:
             yield running.popleft().result()
-    while running:
-        yield running.popleft().result()
 
 
 class _CollectorPause:
@@ -3834,17 +3896,16 @@ class _TokenMask:
 
 class _Connected:
     """What one set of settings makes, each part on first use: the boto3
-    session and clients, the wire sending dynamongo's requests and the
-    worker pool. A call runs on one of these from start to end: set_config
-    and reset make a new one for the calls that start after them, and a
-    forked process makes its own (it must not share its parent's sockets
-    or wait on its parent's threads)."""
+    session and clients, and the wire sending dynamongo's requests. A call
+    runs on one of these from start to end: set_config and reset make a
+    new one for the calls that start after them, and a forked process
+    makes its own (it must not share its parent's sockets)."""
 
     def __init__(self, settings):
         self.settings = settings
         self._lock = threading.RLock()
         self._session = self._client = self._resource = None
-        self._wire = self._pool = None
+        self._wire = None
 
     def _made(self, attribute, make):
         """The object in ``attribute``, made by one thread while the others
@@ -3898,14 +3959,6 @@ class _Connected:
             return _ClientWire(self.boto3("client", botocore_retries=False))
         return self._wire or self._made("_wire", make)
 
-    def pool(self):
-        """The thread pool that sends the chunks of many-item calls."""
-        def make():
-            from concurrent.futures import ThreadPoolExecutor
-
-            return ThreadPoolExecutor(self.settings["concurrency"],
-                                      thread_name_prefix="dynamongo")
-        return self._pool or self._made("_pool", make)
 
 
 # The connection state a call in progress runs on (see _one_connection).
@@ -4060,6 +4113,10 @@ class Connection:
                                  or given[key] < 1):
                 raise ValidationError(f"{key} must be an int >= 1, not "
                                       f"{given[key]!r}")
+        if given.get("scan_segments", 1) > _MAX_SEGMENTS:
+            raise ValidationError(f"scan_segments must be at most "
+                                  f"{_MAX_SEGMENTS:,} (DynamoDB's limit), "
+                                  f"not {scan_segments!r}")
         for key in ("backoff_base", "backoff_cap", "connect_timeout",
                     "read_timeout"):
             if key in given and (not isinstance(given[key], (int, float))
@@ -4247,8 +4304,9 @@ def _segments(segments):
     """The number of Scan segments: ``segments``, or the setting."""
     if segments is None:
         return _state().settings["scan_segments"]
-    if type(segments) is not int or segments < 1:
-        raise ValidationError(f"segments must be an int >= 1, not "
+    if type(segments) is not int or not 1 <= segments <= _MAX_SEGMENTS:
+        raise ValidationError(f"segments must be an int from 1 to "
+                              f"{_MAX_SEGMENTS:,} (DynamoDB's limit), not "
                               f"{segments!r}")
     return segments
 
@@ -4391,6 +4449,35 @@ class Plan:
     def __repr__(self):
         return f"<Plan {self.operation}" + (
             f" on {self.index}>" if self.index else ">")
+
+
+class _Segments:
+    """The requests of a Scan in ``total`` segments (``params`` without
+    Segment and TotalSegments), each made when it is reached: DynamoDB
+    allows up to a million segments, too many requests to hold at once."""
+
+    __slots__ = ("operation", "params", "total")
+
+    def __init__(self, operation, params, total):
+        self.operation, self.params, self.total = operation, params, total
+
+    def __len__(self):
+        return self.total
+
+    def __getitem__(self, segment):
+        if not 0 <= segment < self.total:
+            raise IndexError(segment)
+        if self.total == 1:
+            return self.operation, self.params
+        return self.operation, dict(self.params, Segment=segment,
+                                    TotalSegments=self.total)
+
+    def __iter__(self):
+        return map(self.__getitem__, range(self.total))
+
+    def changed(self, change):
+        """These segments of the request ``change(operation, params)``."""
+        return _Segments(*change(self.operation, self.params), self.total)
 
 
 class Page(list[_M]):
@@ -5490,10 +5577,9 @@ class _Metadata:
                     reason)
         plan = Plan("Scan", filter=_condition_text(parts), reason=reason)
         plan._loaded, plan._start = fields, self.key_names
-        plan._requests = [self.read_request(
+        plan._requests = _Segments(*self.read_request(
             table, "Scan", None, None, condition, descending,
-            consistent_read, limit, fields, (segment, segments))
-            for segment in range(segments)]
+            consistent_read, limit, fields), segments)
         return plan
 
     def forced_schema(self, index, consistent_read, what):
@@ -5600,20 +5686,17 @@ class _Metadata:
             [part if part is not query.values else
              _Comparison(part.field, "=", value)
              for part in query.key_parts],
-            rest, descending, consistent_read, limit, fields, None)
+            rest, descending, consistent_read, limit, fields)
             for value in values]
         return plan
 
     def read_request(self, table, operation, index, key_parts, rest,
-                     descending, consistent_read, limit, fields,
-                     segment):
+                     descending, consistent_read, limit, fields):
         """(operation, params) of one Query or Scan."""
         expression = _Expression(model=self.model)
         params = {"TableName": table}
         if index is not None:
             params["IndexName"] = index
-        if segment is not None and segment[1] > 1:
-            params["Segment"], params["TotalSegments"] = segment
         if key_parts is not None:
             key_condition: Any = _and_all(key_parts)
             params["KeyConditionExpression"] = key_condition._render(
@@ -5701,8 +5784,8 @@ class _Metadata:
         if not plan._expiry:
             return plan._requests
         now = {"N": str(int(_clock()))}
-        sent = []
-        for operation, params in plan._requests:
+
+        def unexpired(operation, params):
             params = dict(params)
             params.pop("Limit", None)
             test = "NOT (#expiry < :now)"
@@ -5714,8 +5797,10 @@ class _Metadata:
                 **{"#expiry": plan._expiry})
             params["ExpressionAttributeValues"] = dict(
                 params.get("ExpressionAttributeValues", ()), **{":now": now})
-            sent.append((operation, params))
-        return sent
+            return operation, params
+        if isinstance(plan._requests, _Segments):
+            return plan._requests.changed(unexpired)
+        return [unexpired(*request) for request in plan._requests]
 
     def instances(self, plan, consistent_read, limit, progress):
         """Instances of the items a plan reads, lazily, each step on the
@@ -5779,13 +5864,13 @@ class _Metadata:
 
     def fingerprint(self, plan):
         """What a cursor is bound to: the model, and the requests of the
-        plan (operation, index, expressions, values, order, projection)."""
+        plan (operation, table by its full name, index, expressions,
+        values, order, projection)."""
         import hashlib
 
-        requests = [[operation, {name: value for name, value in
-                                 params.items() if name != "TableName"}]
-                    for operation, params in plan._requests]
-        text = json.dumps([self.model.__qualname__, requests],
+        requests = [list(request) for request in plan._requests]
+        text = json.dumps([self.model.__module__, self.model.__qualname__,
+                           requests],
                           sort_keys=True, default=_json_default)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -5844,7 +5929,7 @@ class _Metadata:
         if fingerprint_given != fingerprint:
             raise CursorError(
                 f"{self.name}.get_page: the cursor belongs to another query "
-                "(another model, condition, index, order or fields)")
+                "(another model or table, condition, index, order or fields)")
         if type(position) is not int or not 0 <= position < len(
                 plan._requests):
             raise CursorError(f"{self.name}.get_page: the cursor is not "
@@ -5904,7 +5989,7 @@ class _Metadata:
                   progress=None, keep=None):
         """The stored items of ``keys`` (each sent once) in key order, read
         lazily by BatchGetItem in chunks of 100: up to ``concurrency``
-        chunks in flight on the worker pool, the next one sent as each
+        chunks in flight on the call's _Workers, the next one sent as each
         answer is taken. With a limit, the chunks in flight hold at most
         the keys still wanting, twice as many once those are all read, and
         so on. ``progress(keys read, keys)`` after each chunk; ``keep(item)``
@@ -5917,9 +6002,9 @@ class _Metadata:
             projection = expression.into(self.project({}, expression,
                                                       fields))
         pending = list(unique.items())
-        state = _state()
-        width = state.settings["concurrency"]
-        pool = state.pool() if width > 1 and len(pending) > 100 else None
+        width = _state().settings["concurrency"]
+        if len(pending) <= 100:
+            width = 1
 
         def get(chunk):
             return _batch_get(table, [key for _, key in chunk],
@@ -5927,7 +6012,7 @@ class _Metadata:
 
         running = collections.deque()  # (chunk, its future), in key order
         read = done = found = rounds = budget = 0
-        try:
+        with _Workers(width) as workers:
             while read < len(pending) or running:
                 if limit is not None and not running:
                     budget = (limit - found) << rounds
@@ -5938,8 +6023,8 @@ class _Metadata:
                                                  else min(100, budget))]
                     read += len(chunk)
                     budget -= len(chunk)
-                    running.append((chunk, pool and pool.submit(
-                        contextvars.copy_context().run, get, chunk)))
+                    running.append((chunk, workers.submit(get, chunk)
+                                    if width > 1 else None))
                 chunk, future = running.popleft()
                 answer = future.result() if future else get(chunk)
                 done += len(chunk)
@@ -5953,10 +6038,6 @@ class _Metadata:
                         found += 1
                         if found == limit:
                             return
-        finally:
-            for _, future in running:
-                if future:
-                    future.cancel()
 
 
 # -- Model -------------------------------------------------------------------

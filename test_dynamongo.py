@@ -20,6 +20,7 @@ import collections
 import datetime
 import decimal
 import ipaddress
+import itertools
 import json
 import logging
 import math
@@ -28,6 +29,7 @@ import random
 import re
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 import uuid
@@ -990,8 +992,9 @@ def test_signature_matches_botocore(monkeypatch, url, token, body):
 class ScriptedServer:
     """A loopback server answering each request with the next scripted
     reply: bytes to send, "close" to drop the connection unanswered,
-    "silence" to keep it open unanswered, or ("then close", bytes) to answer
-    and then drop the connection as an idle server does."""
+    "silence" to keep it open unanswered, ("then close", bytes) to answer
+    and then drop the connection as an idle server does, or ("late", bytes)
+    to answer after half a second."""
 
     def __init__(self, replies, tls=None):
         import socket
@@ -1041,6 +1044,13 @@ class ScriptedServer:
             if reply == "silence":
                 time.sleep(2)
                 return connection.close()
+            if isinstance(reply, tuple) and reply[0] == "late":
+                time.sleep(0.5)
+                try:
+                    connection.sendall(reply[1])
+                except OSError:  # the client has gone
+                    return connection.close()
+                continue
             if isinstance(reply, tuple):
                 connection.sendall(reply[1])
                 time.sleep(0.05)
@@ -1149,6 +1159,74 @@ def test_http_client_reconnects_after_an_idle_close():
     assert post(client)[2] == b'{"again":1}'
     assert server.connections == 2
     server.close()
+
+
+def interrupt_main_thread(after):
+    """Ctrl-C in ``after`` seconds: a SIGINT, which ends a blocking read
+    in the main thread with KeyboardInterrupt."""
+    import signal
+
+    timer = threading.Timer(after, signal.pthread_kill,
+                            (threading.main_thread().ident, signal.SIGINT))
+    timer.start()
+    return timer
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_an_answer_interrupted_is_never_read_by_the_next_call(fast_path):
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signals reach the main thread only")
+
+    def answer(email):
+        return http_reply(json.dumps({"Item": {
+            "email": {"S": email}, "name": {"S": email}}}).encode())
+
+    server = ScriptedServer([("late", answer("one@example.com")),
+                             answer("two@example.com")])
+    try:
+        Connection.set_config(endpoint_url=server.url, fast_path=fast_path,
+                              max_attempts=1)
+        timer = interrupt_main_thread(0.1)
+        with pytest.raises(KeyboardInterrupt):
+            User.get_one("one@example.com")
+        timer.join()
+        # Sent before the late answer arrives, which must not be read.
+        assert User.get_one("two@example.com").email == "two@example.com"
+        assert server.connections == 2
+    finally:
+        server.close()
+
+
+def test_http_client_closes_a_connection_on_any_interruption(monkeypatch):
+    server = ScriptedServer([http_reply(b'{"n":1}'), http_reply(b'{"n":2}')])
+    client = dynamongo._Http(server.url, 1, 1)
+
+    def interrupted(reader):
+        raise SystemExit("interrupted")  # any BaseException
+
+    try:
+        monkeypatch.setattr(client, "_read", interrupted)
+        with pytest.raises(SystemExit, match="interrupted"):
+            post(client)
+        monkeypatch.undo()
+        assert client.idle == []  # closed, not kept
+        assert post(client)[2] == b'{"n":2}'
+        assert server.connections == 2
+    finally:
+        server.close()
+
+
+def test_http_client_shares_idle_connections_between_threads():
+    server = ScriptedServer([http_reply(b"{}")] * 3)
+    client = dynamongo._Http(server.url, 1, 1)
+    try:
+        for _ in range(3):  # one after another: one connection
+            thread = threading.Thread(target=post, args=(client,))
+            thread.start()
+            thread.join()
+        assert server.connections == 1 and len(client.idle) == 1
+    finally:
+        server.close()
 
 
 def test_import_does_not_import_boto3():
@@ -2956,6 +3034,37 @@ def test_parallel_scan_reads_every_segment(calls):
             Event.get_many(Event.kind == "odd", segments=segments)
 
 
+def test_segments_beyond_dynamodbs_limit_are_refused_before_anything(calls):
+    Event.create_table()
+    del calls[:]
+    odd = Event.kind == "odd"
+    for segments in (1_000_001, 10 ** 30):
+        message = (f"segments must be an int from 1 to 1,000,000 "
+                   f"\\(DynamoDB's limit\\), not {segments}")
+        for call in (lambda: Event.get_many(odd, segments=segments),
+                     lambda: Event.iter_many(odd, segments=segments),
+                     lambda: Event.delete_many(odd, segments=segments),
+                     lambda: Event.explain(odd, segments=segments)):
+            with pytest.raises(ValidationError, match=message):
+                call()
+        with pytest.raises(ValidationError, match="scan_segments must be at "
+                           "most 1,000,000"):
+            Connection.set_config(scan_segments=segments)
+    assert calls == []
+    # A million segments are planned without making a million requests.
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        plan = Event.explain(odd, segments=1_000_000)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert plan.operation == "Scan" and peak < 1_000_000
+    assert len(plan._requests) == 1_000_000
+    assert plan._requests[999_999][1]["Segment"] == 999_999
+
+
 def test_chunks_are_sent_by_a_bounded_pool(monkeypatch, calls):
     Event.create_table()
     threads = set()
@@ -2976,7 +3085,103 @@ def test_chunks_are_sent_by_a_bounded_pool(monkeypatch, calls):
     result = Event.delete_many([("ann", seq) for seq in range(400)])
     assert result.success_count == 400
     assert threads == {threading.current_thread().name}
-    assert dynamongo._state()._pool is None
+
+def dynamongo_threads():
+    return [thread for thread in threading.enumerate()
+            if thread.name.startswith("dynamongo")]
+
+
+def wait_for_no_dynamongo_thread():
+    deadline = time.monotonic() + 10
+    while dynamongo_threads() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not dynamongo_threads()
+
+
+@pytest.mark.parametrize("interrupt", [RuntimeError, KeyboardInterrupt])
+def test_a_batch_that_raised_sends_nothing_more(monkeypatch, interrupt):
+    Event.create_table()
+    Connection.set_config(concurrency=2)
+    send, gate, lock = dynamongo._send, threading.Event(), threading.Lock()
+    sent = []  # the items of each BatchWriteItem sent
+
+    def gated(operation, params):
+        if operation != "BatchWriteItem":
+            return send(operation, params)
+        (table, requests), = params["RequestItems"].items()
+        with lock:
+            sent.append(tuple(sorted(
+                request["PutRequest"]["Item"]["seq"]["N"]
+                for request in requests)))
+            first = len(sent) == 1
+        if first:
+            return send(operation, params)
+        gate.wait(10)  # in flight while the call raises
+        return {"UnprocessedItems": {table: requests}}  # asks for a resend
+
+    def progress(done, total):
+        raise interrupt("stop")
+
+    monkeypatch.setattr(dynamongo, "_send", gated)
+    try:
+        with pytest.raises(interrupt, match="stop"):
+            Event.save_many(events("ann", 250), progress=progress)
+    finally:
+        gate.set()
+    wait_for_no_dynamongo_thread()
+    # The first chunk and at most one more per thread were sent; none of
+    # the chunks queued and no resend of those in flight.
+    assert len(sent) <= 3 and len(set(sent)) == len(sent)
+    monkeypatch.undo()
+    assert Event.save_many(events("bob", 30)).success_count == 30
+
+
+def test_no_thread_outlives_a_call(calls):
+    Event.create_table()
+    Connection.set_config(concurrency=4)
+    keys = [("ann", seq) for seq in range(300)]
+    Event.save_many(events("ann", 300))
+    assert not dynamongo_threads()
+    assert len(Event.get_many(keys)) == 300
+    assert not dynamongo_threads()
+    assert len(list(itertools.islice(Event.iter_many(keys), 150))) == 150
+    wait_for_no_dynamongo_thread()  # the iterator left unfinished is gone
+    assert Event.delete_many(keys).success_count == 300
+    assert not dynamongo_threads()
+
+
+def test_a_fork_after_a_batch_is_single_threaded(tmp_path):
+    code = textwrap.dedent("""
+        import os, sys, threading, warnings
+        import dynamongo as dm
+        from moto import mock_aws
+
+        class Item(dm.Model):
+            __table__ = "items"
+            __hash_key__ = "id"
+            id = dm.IntField(required=True)
+
+        warnings.simplefilter("error")  # 3.12+ warns at fork with threads
+        with mock_aws():
+            dm.Connection.set_config(access_key_id="k", secret_access_key="s",
+                                     region="us-east-1", concurrency=4)
+            Item.create_table()
+            assert Item.save_many([{"id": n} for n in range(200)]) \
+                .success_count == 200
+            assert len(Item.get_many(list(range(200)))) == 200
+            assert threading.active_count() == 1, threading.enumerate()
+            child = os.fork()
+            if child == 0:
+                os._exit(0 if Item.get_one(7).id == 7 else 1)
+            assert os.waitpid(child, 0)[1] == 0
+        print("ok")
+    """)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True,
+        cwd=os.path.dirname(os.path.abspath(dynamongo.__file__)))
+    assert (result.returncode, result.stdout.strip()) == (0, "ok"), \
+        result.stderr
+
 
 def test_batches_on_a_missing_table_raise_with_their_result(calls):
     items = [dict(JOHN, email=f"user{number}@example.com")
@@ -3734,6 +3939,21 @@ def test_cursors_are_bound_to_their_query():
             Event.get_page(condition, 3, cursor=page.cursor, **kwargs)
     with pytest.raises(CursorError, match="another query"):
         Page.get_page(Page.site == "ann", 3, cursor=page.cursor)
+    # A model of the same name on another table, and the same model under
+    # another table prefix, are other queries.
+    namesake = dynamongo._ModelType("Event", (Model,), {
+        "__module__": Event.__module__, "__qualname__": Event.__qualname__,
+        "__table__": "events-archive", "__hash_key__": "user",
+        "__range_key__": "seq", "user": StringField(required=True),
+        "seq": IntField(required=True), "kind": StringField(),
+        "payload": StringField()})
+    with pytest.raises(CursorError, match="another query"):
+        namesake.get_page(namesake.user == "ann", 3, cursor=page.cursor)
+    prefix = Connection.table_prefix()
+    Connection.set_config(table_prefix="other-" + prefix)
+    with pytest.raises(CursorError, match="another query"):
+        Event.get_page(Event.user == "ann", 3, cursor=page.cursor)
+    Connection.set_config(table_prefix=prefix)
     import base64
     body = json.loads(base64.urlsafe_b64decode(page.cursor + "=="))
     for start in ({"user": {"S": "bob"}, "seq": {"N": "1"}},
