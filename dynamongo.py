@@ -650,6 +650,11 @@ def _generic_from_av(av):
     return {_generic_from_av({element: item}) for item in value}
 
 
+def _generic_map(av):
+    """The dict of a stored map (KeyError unless it is one)."""
+    return {key: _generic_from_av(item) for key, item in av["M"].items()}
+
+
 def _number_identity(text):
     """A number's identity, equal for equal numbers however written ("1",
     "1.0", "1E+0"): an int when the text is one, else a Decimal (which
@@ -2199,11 +2204,11 @@ class DictField(Field["dict[str, Any]"]):
         return _FastPath(
             test=f"type({value}) is dict", native=f"dict({value})",
             stored=f"generic_av({value}, '', {len(self.path) or 1})",
-            read=f"generic_from_av({av})")
+            read=f"generic_map({av})")
 
     def _load(self, av):
         if not self.fields:
-            return _generic_from_av(av)
+            return _generic_map(av)
         fields = self.fields
         return {name: fields[name]._load(item)
                 for name, item in av["M"].items() if name in fields}
@@ -3827,8 +3832,29 @@ def _resolve_settings(given):
         elif config.get("endpoint_url"):
             settings["endpoint_url"] = config["endpoint_url"]
             sources["endpoint_url"] = f"{where}: endpoint_url"
+    if settings["endpoint_url"]:
+        _check_endpoint(settings["endpoint_url"], sources["endpoint_url"])
     settings["sources"] = sources
     return settings
+
+
+def _check_endpoint(url, source):
+    """ValidationError unless ``url`` (given by ``source``) is an endpoint
+    URL: http:// or https://, a host, and a port if not the scheme's. A
+    typo must never send a signed request elsewhere, or in plain text."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname) \
+            and parts.port != 0
+    except ValueError:  # a port out of range, or not a number
+        valid = False
+    if not valid:
+        raise ValidationError(
+            f"endpoint_url {url!r} (from {source}) is not an endpoint URL: "
+            "expected http:// or https:// followed by a host and an "
+            "optional port, e.g. 'http://localhost:8000'")
 
 
 def _aws_config():
@@ -4123,6 +4149,8 @@ class Connection:
                                  or given[key] < 0):
                 raise ValidationError(f"{key} must be a number of seconds "
                                       f">= 0, not {given[key]!r}")
+        if "endpoint_url" in given:
+            _check_endpoint(endpoint_url, "set_config")
         if "cursor_secret" in given and (
                 not isinstance(cursor_secret, bytes) or not cursor_secret):
             raise ValidationError("cursor_secret must be non-empty bytes, "
@@ -4566,7 +4594,8 @@ def _codec_names():
         "UUID": uuid.UUID, "Decimal": decimal.Decimal,
         "load_int": _load_int, "plain_email": _ASCII_EMAIL.fullmatch,
         "utf8": _is_utf8, "generic_av": _generic_to_av,
-        "generic_from_av": _generic_from_av, "av_size": _av_size,
+        "generic_map": _generic_map,
+        "av_size": _av_size,
         "number_identity": _number_identity, "binary": _binary,
         "base64_text": _base64_text,
         "check_key": _check_key_value, "located": _located,
@@ -5227,12 +5256,13 @@ class _Metadata:
             "TableName": table, "TimeToLiveSpecification": {
                 "Enabled": True, "AttributeName": self.ttl}})
 
-    def put_item(self, table, item, condition):
+    def put_item(self, table, item, condition, version_alone=False):
         """PutItem. A conditional put whose answer was lost and whose retry
         then failed its condition succeeded if the item is stored exactly
         as sent: that is our own write, not a refusal. A versioned model's
         item holds its next version (next_version): a refusal of the
-        version it requires raises VersionConflict."""
+        version it requires raises VersionConflict (``version_alone``: the
+        version is the put's only condition)."""
         try:
             _call("PutItem", self.with_condition(
                 {"TableName": table, "Item": item}, condition))
@@ -5245,7 +5275,8 @@ class _Metadata:
                     return
             if self.version is not None:
                 self.check_version(exc, key,
-                                   int(item[self.version]["N"]) - 1 or None)
+                                   int(item[self.version]["N"]) - 1 or None,
+                                   version_alone)
             raise
 
     def read_item(self, table, key, consistent_read=True, fields=None):
@@ -5436,19 +5467,22 @@ class _Metadata:
         except ValidationError as exc:
             raise _located(exc, name) from None
 
-    def check_version(self, refusal, key, held):
+    def check_version(self, refusal, key, held, alone=False):
         """After a refused write that required the stored item at version
         ``held`` (None: at none): raise VersionConflict, unless the stored
         item DynamoDB sent back with the refusal is at it (another of the
         write's conditions failed). No item sent back: the item is gone,
-        a conflict unless it was to be new."""
+        a conflict unless it was to be new -- and then too when the
+        version was the only condition (``alone``): a server that sends no
+        item (dynalite) refused the version."""
         item = refusal.response.get("Item")
         current = self.from_item(item) if item else None
         stored = current and current.__dict__.get(self.version)
-        if (stored == held) if current else held is None:
+        if (stored == held) if current else held is None and not alone:
             return
         state = f"is at version {stored}" if stored else \
-            "has no version" if current else "is gone"
+            "has no version" if current else "is gone" if held else \
+            "has one (the refusal came without the stored item)"
         wanted = f"at version {held}" if held else "new"
         conflict = refusal._restated(VersionConflict, (
             f"{refusal.operation} on table {refusal.table!r}: version "
@@ -5825,13 +5859,21 @@ class _Metadata:
 
     def page(self, plan, limit, cursor, max_scanned):
         """(stored items, next cursor or None, items scanned) of one page
-        of a Query or Scan plan, resuming at ``cursor``."""
+        of a Query or Scan plan, resuming at ``cursor``. It reads on to
+        the first item past the page, so that a page ending at the last
+        item has no cursor: DynamoDB sends a LastEvaluatedKey whenever a
+        page fills its Limit, whether or not anything follows."""
         requests = self.requests(plan)
         fingerprint = self.fingerprint(plan)
         position, start = 0, None
         if cursor is not None:
             position, start = self.open_cursor(cursor, fingerprint, plan)
-        items, scanned = [], 0
+        items, scanned, ends_at = [], 0, None
+
+        def after(item):  # the cursor resuming after the page's last item
+            return self.make_cursor(fingerprint, ends_at, {
+                name: item[name] for name in plan._start})
+
         while position < len(requests):
             operation, params = requests[position]
             params = dict(params)
@@ -5839,25 +5881,24 @@ class _Metadata:
                 params["ExclusiveStartKey"] = start
             budget = None if max_scanned is None else max_scanned - scanned
             if "FilterExpression" not in params:
-                budget = min(budget or limit, limit - len(items))
+                wanted = limit + 1 - len(items)  # and one past the page
+                budget = wanted if budget is None else min(budget, wanted)
             if budget is not None:
                 params["Limit"] = budget
             response = _call(operation, params)
             found = response.get("Items", [])
             scanned += response.get("ScannedCount", len(found))
             start = response.get("LastEvaluatedKey")
-            for index, item in enumerate(found):
+            for item in found:
+                if len(items) == limit:  # one past the page: more follow
+                    return items, after(items[-1]), scanned
                 items.append(item)
-                if len(items) == limit:
-                    more = index + 1 < len(found) or bool(start) or \
-                        position + 1 < len(requests)
-                    return items, self.make_cursor(
-                        fingerprint, position,
-                        {name: item[name] for name in plan._start}
-                    ) if more else None, scanned
+                ends_at = position
             if not start:
                 position += 1
             if max_scanned is not None and scanned >= max_scanned:
+                if len(items) == limit:  # a next item is not known
+                    return items, after(items[-1]), scanned
                 return items, self.make_cursor(fingerprint, position, start) \
                     if position < len(requests) else None, scanned
         return items, None, scanned
@@ -6460,9 +6501,10 @@ class Model(metaclass=_ModelType):
         table = cls.table_name()
         condition = meta.overwrite_condition(overwrite)
         native, stored = meta.validate_item(item)
+        alone = condition is None
         if meta.version is not None:
             condition = meta.next_version(native, stored, condition)
-        meta.put_item(table, stored, condition)
+        meta.put_item(table, stored, condition, alone)
         return meta.instance(native)
 
     @classmethod
@@ -6666,7 +6708,7 @@ class Model(metaclass=_ModelType):
                 stored[identity] = (av_item, condition)
             else:
                 stored[identity] = (av_item, meta.next_version(
-                    native, av_item, condition))
+                    native, av_item, condition), condition is None)
             givens[identity], natives[identity] = item, native
         if errors:
             raise ValidationError(f"{where}: invalid items: "

@@ -893,6 +893,37 @@ def test_endpoint_url_is_used():
     assert Connection.client().meta.endpoint_url == "http://127.0.0.1:1"
 
 
+@pytest.mark.parametrize("fast_path", [True, False])
+@pytest.mark.parametrize("url", [
+    "htps://dynamodb.us-east-1.amazonaws.com", "htp://localhost:8000",
+    "ftp://localhost:8000", "localhost:8000", "http://", "http://:8000",
+    "http://localhost:99999", "http://localhost:port", "//localhost:8000"])
+def test_an_endpoint_url_that_is_no_url_is_refused_before_sending(
+        monkeypatch, tmp_path, calls, url, fast_path):
+    expected = (f"endpoint_url {re.escape(repr(url))} \\(from {{}}\\) is not "
+                "an endpoint URL: expected http:// or https:// followed by "
+                "a host and an optional port")
+    with pytest.raises(ValidationError, match=expected.format("set_config")):
+        Connection.set_config(endpoint_url=url, fast_path=fast_path)
+    Connection.reset()  # keys, region and endpoint from elsewhere
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", url)
+    Connection.set_config(fast_path=fast_path)
+    with pytest.raises(ValidationError,
+                       match=expected.format("AWS_ENDPOINT_URL")):
+        User.get_one("john@example.com")
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    config = tmp_path / "config"
+    config.write_text(f"[default]\nendpoint_url = {url}\n")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    with pytest.raises(ValidationError, match=expected.format(
+            re.escape(f"[default] of {config}: endpoint_url"))):
+        User.get_one("john@example.com")
+    assert calls == []
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+
+
 def test_wire_path_follows_the_setting(users):
     Connection.set_config(fast_path=True)
     assert isinstance(dynamongo._state().wire(), dynamongo._FastWire)
@@ -2208,6 +2239,20 @@ def test_reading_null_and_other_types_written_by_others(users):
         "tags": {"NULL": True}})
     assert Profile.get_one("p").to_dict() == {"name": "p",
                                               "address": {"zip": 100}}
+    # A free-form map holds a map, not a string or a list.
+    Everything.create_table()
+    key = uuid.UUID(int=7)
+    for stored in ({"S": "x"}, {"L": [{"S": "x"}]}, {"N": "1"}):
+        client.put_item(TableName=Everything.table_name(), Item={
+            "id": {"S": str(key)}, "free": stored})
+        kind = next(iter(stored))
+        with pytest.raises(ValidationError, match=(
+                rf"Everything item id='{key}' as stored cannot be read: "
+                rf"free: is stored as {kind} ")) as caught:
+            Everything.get_one(key)
+        assert list(caught.value.errors) == ["free"]
+        with pytest.raises(ValidationError, match=f"id='{key}'"):
+            Everything.get_many([key])
 
 
 def test_a_bound_kept_on_a_number_written_by_others_as_text(users):
@@ -2721,8 +2766,9 @@ def test_save_many_mixes_dicts_and_instances_in_chunks_of_25(users, calls):
              for index in range(60)]
     result = User.save_many(items)
     assert operations(calls) == ["BatchWriteItem"] * 3
-    assert [len(params["RequestItems"][User.table_name()])
-            for _, params in calls] == [25, 25, 10]
+    # Chunks go out concurrently: their sizes, in whatever order.
+    assert sorted(len(params["RequestItems"][User.table_name()])
+                  for _, params in calls) == [10, 25, 25]
     assert result.success_count == 60 and result.fail == []
     stored = {item["email"]["S"]: item for item in raw_items(User)}
     assert len(stored) == 60
@@ -3854,6 +3900,7 @@ def every_page(read, **kwargs):
     items, sizes, cursor = [], [], None
     while True:
         page = read(cursor=cursor, **kwargs)
+        assert page or cursor is None  # a cursor never leads to nothing
         items += page
         sizes.append(len(page))
         cursor = page.cursor
@@ -3902,6 +3949,31 @@ def test_get_page_returns_every_item_once_across_cursors(calls):
     page = Event.get_page(Event.user == "ann", 3, descending=True,
                           fields=["kind"], cursor=page.cursor)
     assert [item.seq for item in page] == [1496, 1495, 1494]
+
+
+def test_a_page_ending_at_the_last_item_has_no_cursor(orders):
+    Event.create_table()
+    Event.save_many(events("ann", 6) + events("bob", 6))
+    for read, size in (
+            (lambda **kwargs: Event.get_page(Event.user == "ann", 3,
+                                             **kwargs), 3),  # table Query
+            (lambda **kwargs: Event.get_page(  # a Query per in_() value
+                Event.user.in_(["ann", "bob"]), 4, **kwargs), 4),
+            (lambda **kwargs: Event.get_page(  # a filtered Query
+                (Event.user == "ann") & (Event.kind == "odd"), 3,
+                **kwargs), 3),
+            (lambda **kwargs: Event.get_page(Event.seq >= 3, 3,
+                                             **kwargs), 3),  # a Scan
+            (lambda **kwargs: Order.get_page(  # an index Query
+                Order.status == "open", 2, **kwargs), 2)):
+        found, sizes = every_page(read)
+        assert sizes[-1] == size and len(found) == size * len(sizes)
+    page = Event.get_page(Event.user == "ann", 6)
+    assert len(page) == 6 and page.cursor is None
+    page = Event.get_page(Event.user == "ann", 5)
+    assert [item.seq for item in page] == [0, 1, 2, 3, 4] and page.cursor
+    last = Event.get_page(Event.user == "ann", 5, cursor=page.cursor)
+    assert [item.seq for item in last] == [5] and last.cursor is None
 
 
 def test_get_page_max_scanned_stops_short_and_resumes():
@@ -4381,11 +4453,10 @@ def test_save_one_requires_the_version_it_holds_and_stores_the_next(
     assert stale.version == 1  # the caller's instance is left as it was
     assert stored_note("d") == second
     # An item without a version is new: there must be no versioned item.
-    if "conflict items" not in GAPS.get(BACKEND, {}):
-        with pytest.raises(dynamongo.VersionConflict,
-                           match="was to be new, but it is at version 2"):
-            Note.save_one({"id": "d", "text": "new again"})
-    with pytest.raises(ConditionalCheckFailedException):
+    state = "has one \\(the refusal came without the stored item\\)" \
+        if "conflict items" in GAPS.get(BACKEND, {}) else "is at version 2"
+    with pytest.raises(dynamongo.VersionConflict,
+                       match=f"was to be new, but it {state}"):
         Note.save_one({"id": "d", "text": "new again"})
     assert stored_note("d") == second
     # A version of an item that is gone.
@@ -4400,6 +4471,38 @@ def test_save_one_requires_the_version_it_holds_and_stores_the_next(
     assert Note.save_one(second, overwrite=Note.text == "two").version == 3
     with pytest.raises(ValidationError, match="version"):
         Note.save_one({"id": "d", "version": 0})
+
+
+def test_a_refusal_without_the_stored_item_is_a_conflict_of_the_version(
+        notes, monkeypatch):
+    send = dynamongo._send
+
+    def without_item(operation, params):  # as dynalite refuses
+        try:
+            return send(operation, params)
+        except Exception as exc:
+            getattr(exc, "response", {}).pop("Item", None)
+            raise
+
+    Note.save_one({"id": "d", "text": "one"})
+    Note.save_one(Note(id="d", text="two", version=1))
+    monkeypatch.setattr(dynamongo, "_send", without_item)
+    for stale, wanted in (
+            ({"id": "d", "text": "new again"}, "new, but it has one "
+             r"\(the refusal came without the stored item\)"),
+            (Note(id="d", text="x", version=1), "at version 1")):
+        with pytest.raises(dynamongo.VersionConflict,
+                           match=f"was to be {wanted}") as caught:
+            Note.save_one(stale)
+        assert caught.value.current is None
+        result = Note.save_many([stale])
+        assert isinstance(result.fail[0].error, dynamongo.VersionConflict)
+    # With another condition, the refusal of a new item may be that one's.
+    with pytest.raises(ConditionalCheckFailedException) as caught:
+        Note.save_one({"id": "d", "text": "x"},
+                      overwrite=Note.text == "other")
+    assert not isinstance(caught.value, dynamongo.VersionConflict)
+    assert stored_note("d").text == "two"
 
 
 def test_an_item_written_without_a_version_is_versioned_by_its_next_write(
