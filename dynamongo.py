@@ -41,11 +41,13 @@ __all__ = [
     "Condition",
     "ConditionalCheckFailedException",
     "Connection",
+    "CredentialsError",
     "CursorError",
     "DateField",
     "DateTimeField",
     "DictField",
     "DoesNotExist",
+    "DynamoDBConnectionError",
     "DynamoDBError",
     "DynamongoError",
     "EmailField",
@@ -357,6 +359,16 @@ _ERROR_CODES = {
 }
 
 
+# What DynamoDB's error codes mean, for refusals that come without a
+# message (as some servers send them).
+_MEANINGS = {
+    "ResourceInUseException": "the table exists already, or is being "
+                              "created, changed or deleted",
+    "ResourceNotFoundException": "Requested resource not found",
+    "ConditionalCheckFailedException": "The conditional request failed",
+    "ValidationException": "the request is not valid",
+}
+
 # botocore's exceptions for credentials that are missing or cannot be
 # loaded (looked up by name: not every botocore has each).
 _CREDENTIAL_ERRORS = (
@@ -397,12 +409,14 @@ class _Refusal(Exception):
         self.response, self.operation_name = response, operation
 
 
-def _translate_error(exc, operation, params, endpoint=None):
+def _translate_error(exc, operation, params, settings):
     """(the dynamongo exception, worth retrying, may have been applied) of
     a failed attempt: botocore's errors and Python's become dynamongo's,
-    naming the operation and table."""
+    naming the operation and table (and, where it helps to know where the
+    request went, the region and endpoint of ``settings``)."""
     if isinstance(exc, DynamongoError):
         return exc, False, False
+    endpoint = _endpoint_of(settings)
     table = params.get("TableName") or next(iter(params.get("RequestItems",
                                                             ())), None)
     where = f"{operation} on table {table!r}" if table else operation
@@ -410,7 +424,11 @@ def _translate_error(exc, operation, params, endpoint=None):
     response = getattr(exc, "response", None)
     if isinstance(response, dict) and "Error" in response:
         code = response["Error"].get("Code")
-        text = response["Error"].get("Message") or code
+        text = response["Error"].get("Message") or _MEANINGS.get(
+            code, "no message")
+        if code == "ResourceNotFoundException" and table:
+            text += (f" (no table {table!r} in region {settings['region']} "
+                     f"at {endpoint}: the model's create_table() makes it)")
         error = _ERROR_CODES.get(code, DynamoDBError)(
             f"{where} failed: {code}: {text}", code=code, response=response,
             **request)
@@ -441,7 +459,8 @@ def _translate_error(exc, operation, params, endpoint=None):
         if any(isinstance(exc, getattr(exceptions, name, ()))
                for name in _CREDENTIAL_ERRORS):
             return CredentialsError(
-                f"{where}: no usable AWS credentials ({kind}: {exc}); set "
+                f"{where}: no usable AWS credentials to sign the request to "
+                f"{endpoint} ({kind}: {exc}); set "
                 "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a profile "
                 "(AWS_PROFILE) or Connection.set_config(access_key_id=..., "
                 "secret_access_key=...)"), False, False
@@ -3305,12 +3324,11 @@ class _FastWire:
         try:
             extra = json.loads(body)
         except ValueError:
-            extra = {}
-        if not isinstance(extra, dict):
-            extra = {}
+            extra = None
+        if not isinstance(extra, dict):  # not JSON: the text is the message
+            extra = {"message": body[:200].decode("utf-8", "replace")}
         code = str(extra.pop("__type", status)).rpartition("#")[2]
-        message = extra.pop("message", None) or extra.pop(
-            "Message", None) or body[:200].decode("utf-8", "replace")
+        message = extra.pop("message", None) or extra.pop("Message", None)
         return dict(extra, Error={"Code": code, "Message": message},
                     ResponseMetadata={
                         "HTTPStatusCode": status,
@@ -3338,7 +3356,7 @@ def _call(operation: str, params: Any) -> Any:
             return _send(operation, params)
         except Exception as exc:
             error, transient, applied = _translate_error(
-                exc, operation, params, _endpoint_of(state.settings))
+                exc, operation, params, state.settings)
             if attempt + 1 < attempts and transient:
                 maybe_applied = maybe_applied or applied
                 _pause(attempt)
@@ -3718,8 +3736,8 @@ def _pages(operation, params, page=None):
                     count += 1
                     yield item
             except _BadAnswer as exc:
-                raise _translate_error(exc, operation, params, _endpoint_of(
-                    _state().settings))[0] from exc
+                raise _translate_error(exc, operation, params,
+                                       _state().settings)[0] from exc
             answer = answer.rest
         else:
             items = answer.get("Items", [])
@@ -6418,8 +6436,13 @@ class Model(metaclass=_ModelType):
         try:
             _call("CreateTable", params)
         except DynamoDBError as exc:
-            if not (exist_ok and exc.code == "ResourceInUseException"):
+            if exc.code != "ResourceInUseException":
                 raise
+            if not exist_ok:
+                raise exc._restated(DynamoDBError, (
+                    f"{cls.__name__}.create_table: table {table!r} exists "
+                    "already (or is being created or deleted); "
+                    "create_table(exist_ok=True) accepts it")) from exc
             created = False
         if wait or meta.ttl and created:
             meta.wait_for_table(_is_active)

@@ -477,6 +477,16 @@ def test_number_text_refuses_what_dynamodb_cannot_hold(number):
         dynamongo._number_text(number)
 
 
+def test_every_public_class_is_in_all():
+    public = {name for name, value in vars(dynamongo).items()
+              if isinstance(value, type) and not name.startswith("_")
+              and value.__module__ == "dynamongo"}
+    assert public - set(dynamongo.__all__) == {"Generic"}  # for checkers
+    assert {"CredentialsError", "DynamoDBConnectionError"} <= \
+        set(dynamongo.__all__)
+    assert dynamongo.__all__ == sorted(dynamongo.__all__)
+
+
 # -- Validators --------------------------------------------------------------
 
 @pytest.mark.parametrize("text, valid", [
@@ -1556,11 +1566,12 @@ def test_missing_credentials_raise_credentials_error(monkeypatch, fast_path):
                  "AWS_SESSION_TOKEN"):
         monkeypatch.setenv(name, "")  # (moto's mock_aws restores them)
     Connection.reset()
+    endpoint = f"http://127.0.0.1:{unused_port()}"
     Connection.set_config(region="us-east-1", table_prefix="nokeys-",
-                          endpoint_url=f"http://127.0.0.1:{unused_port()}",
-                          fast_path=fast_path)
+                          endpoint_url=endpoint, fast_path=fast_path)
     with pytest.raises(dynamongo.CredentialsError,
-                       match="GetItem on table 'nokeys-users'.*credentials"
+                       match=f"GetItem on table 'nokeys-users': no usable AWS "
+                       f"credentials to sign the request to {endpoint}/ "
                        ) as caught:
         User.get_one("a@b.io")
     assert type(caught.value.__cause__).__name__ == "NoCredentialsError"
@@ -2058,11 +2069,38 @@ def test_create_table_twice_and_delete_table():
     with pytest.raises(DynamoDBError) as caught:
         User.create_table()
     assert caught.value.code == "ResourceInUseException"
-    assert User.table_name() in str(caught.value)
+    assert str(caught.value) == (
+        f"User.create_table: table {User.table_name()!r} exists already (or "
+        "is being created or deleted); create_table(exist_ok=True) accepts "
+        "it")
     User.create_table(exist_ok=True)
     User.delete_table()
-    with pytest.raises(TableNotFoundError, match="GetItem"):
+    settings = Connection.settings()
+    endpoint = dynamongo._endpoint_of(settings)
+    with pytest.raises(TableNotFoundError, match=re.escape(
+            f"(no table {User.table_name()!r} in region "
+            f"{settings['region']} at {endpoint}: the model's create_table() "
+            "makes it)")) as caught:
         User.get_one("a@b.io")
+    assert str(caught.value).startswith(
+        f"GetItem on table {User.table_name()!r} failed: "
+        "ResourceNotFoundException: ")
+
+
+def test_a_refusal_without_a_message_says_what_its_code_means(monkeypatch):
+    wire = dynamongo._FastWire._error
+    for body, message in (
+            (b'{"__type":"com.amazon#ResourceInUseException","message":""}',
+             "ResourceInUseException: the table exists already, or is being "
+             "created, changed or deleted"),
+            (b'{"__type":"com.amazon#SomethingNewException"}',
+             "SomethingNewException: no message"),
+            (b"<html>Bad gateway</html>", "502: <html>Bad gateway</html>")):
+        response = wire(body, 502, {})
+        error = dynamongo._translate_error(
+            dynamongo._Refusal(response, "CreateTable"), "CreateTable",
+            {"TableName": "t"}, Connection.settings())[0]
+        assert str(error) == f"CreateTable on table 't' failed: {message}"
 
 
 # -- Single-item operations --------------------------------------------------
@@ -6195,7 +6233,7 @@ MISUSES = [
     ("set_config(max_attempts=0)", lambda: Connection.set_config(
         max_attempts=0), ValidationError, "max_attempts"),
     ("create_table(twice)", lambda: User.create_table(), DynamoDBError,
-     "CreateTable"),
+     "exist_ok=True"),
     ("delete_table(missing)", lambda: Contacts.delete_table(),
      TableNotFoundError, "user-contacts"),
     ("table_name(abstract)", lambda: Stamped.table_name(), SchemaError,
