@@ -283,7 +283,7 @@ class DynamoDBConnectionError(DynamoDBError):
     """DynamoDB could not be reached, or did not answer in time, after
     every attempt; ``endpoint`` is where dynamongo sent the request."""
 
-    endpoint = None
+    endpoint: str | None = None
 
 
 class CredentialsError(DynamongoError):
@@ -917,6 +917,11 @@ class Field(Generic[_T]):
                 f"its read loaded {', '.join(sorted(loaded))} only (by "
                 "fields=, or from an index holding no more)")
         return None
+
+    if TYPE_CHECKING:
+        # Instances hold their values in __dict__: a __set__ at run time
+        # would make every read go through __get__.
+        def __set__(self, instance: Model, value: _T | None) -> None: ...
 
     def _bind(self, model, path):
         """A copy of this field placed at ``path`` of ``model``."""
@@ -3187,8 +3192,10 @@ def _ca_bundle():
     """The certificates botocore trusts: certifi's when it is installed,
     else those botocore ships (found without importing it), else None (the
     system's)."""
-    try:
-        import certifi
+    from importlib import import_module
+
+    try:  # (by name: a vendored copy type-checks without certifi)
+        certifi = import_module("certifi")
     except ImportError:
         from importlib.util import find_spec
 
@@ -4467,7 +4474,7 @@ class Plan:
 
     _keys: list[dict[str, Any]] | None = None  # what a BatchGetItem reads
     # What a Query or Scan sends: (operation, params).
-    _requests: Sequence[tuple[str, dict[str, Any]]] = ()
+    _requests: Sequence[tuple[str, dict[str, Any]]] | _Segments = ()
     _loaded: frozenset[str] | None = None  # the fields it reads, if not all
     _start: Sequence[str] = ()  # the names of its requests' start keys
     _fixed: Sequence[dict[str, Any]] = ()  # each request's hash key values
@@ -4523,7 +4530,8 @@ class _Segments:
 
     def changed(self, change):
         """These segments of the request ``change(operation, params)``."""
-        return _Segments(*change(self.operation, self.params), self.total)
+        operation, params = change(self.operation, self.params)
+        return _Segments(operation, params, self.total)
 
 
 class Page(list[_M]):

@@ -111,7 +111,18 @@ def calls() -> None:
         assert_type(change, dynamongo.Change)
 
 
+def assignments(user: User) -> None:
+    user.year_of_birth = 1990
+    user.year_of_birth = None
+    user.cities_visited = ["Nairobi"]
+    user.tags = {"a"}
+    user.created_at = datetime.datetime.now()
+    user.address = {"city": "Nairobi"}
+
+
 def mistakes(user: User) -> None:
+    user.year_of_birth = "1990"  # type: ignore[assignment]
+    user.tags = ["a"]  # type: ignore[assignment]
     User.year_of_birth.add("x")  # type: ignore[arg-type]
     User.ratio.add("x")  # type: ignore[arg-type]
     User.get_one("a@b.io", consistent_read="yes")  # type: ignore[arg-type]
