@@ -1,14 +1,10 @@
+"""The one build step pyproject.toml cannot declare: installing the module
+as a package marked typed (its metadata is in pyproject.toml)."""
+
 import os
-import re
 
 from setuptools import setup
 from setuptools.command.build_py import build_py
-
-with open("dynamongo.py", encoding="utf-8") as module:
-    version = re.search(r'^__version__ = "([^"]+)"', module.read(), re.M)[1]
-
-with open("README.md", encoding="utf-8") as readme:
-    long_description = readme.read()
 
 
 class BuildTypedPackage(build_py):
@@ -30,21 +26,4 @@ class BuildTypedPackage(build_py):
             pass
 
 
-setup(
-    name="dynamongo",
-    version=version,
-    description="A PyMongo-style object mapper for AWS DynamoDB",
-    long_description=long_description,
-    long_description_content_type="text/markdown",
-    license="MIT",
-    py_modules=["dynamongo"],
-    cmdclass={"build_py": BuildTypedPackage},
-    python_requires=">=3.10",
-    install_requires=["boto3>=1.34"],
-    extras_require={"test": ["pytest", "moto[server]>=5", "hypothesis"]},
-    classifiers=[
-        "Programming Language :: Python :: 3",
-        "Topic :: Database",
-        "Typing :: Typed",
-    ],
-)
+setup(cmdclass={"build_py": BuildTypedPackage})
