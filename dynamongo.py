@@ -3007,7 +3007,7 @@ class _Http:
             connection.sendall(message)
             status, headers, body = self._read(reader)
         except BaseException as error:
-            _close(connection, reader)
+            _close_connection(connection, reader)
             if isinstance(error, TimeoutError):
                 raise _NoAnswer(f"no answer within {self.read_timeout} s",
                                 sent=True) from error
@@ -3017,7 +3017,7 @@ class _Http:
             raise
         if headers.get("connection", "").lower() == "close" \
                 or len(self.idle) >= self.keep:
-            _close(connection, reader)
+            _close_connection(connection, reader)
         else:
             self.idle.append((connection, reader))
         return status, headers, body
@@ -3081,7 +3081,7 @@ class _Http:
                 readable = select.select([connection], [], [], 0)[0]
             if not readable:
                 return connection, reader
-            _close(connection, reader)
+            _close_connection(connection, reader)
 
     def _connect(self):
         import socket
@@ -3117,7 +3117,8 @@ class _Http:
                 cafile=self.ca_bundle or _ca_bundle())
         return self.context
 
-def _close(connection, reader):
+
+def _close_connection(connection, reader):
     try:
         reader.close()
         connection.close()
@@ -3437,8 +3438,8 @@ def _batch_write(table, key_names, requests, identify, advance=None):
     """Send ``requests`` -- the JSON text of write requests (_put_request,
     _delete_request) under the identities of their keys (``identify(item
     or key)``; ``key_names`` are the table's key attributes) -- in
-    BatchWriteItem requests of 25, on the call's _Workers, resending what comes
-    back unprocessed. Returns (the identities of the items written,
+    BatchWriteItem requests of 25, by the call's _Workers, resending what
+    comes back unprocessed. Returns (the identities of the items written,
     [(identity, exception)] of those that were not); after an error that
     stops the batch (_stops_batch) no further chunk is sent, and its items
     fail with it. ``advance(n)``, if given, is told of each chunk's items
@@ -3511,8 +3512,8 @@ def _delete_request(key):
 
 def _one_by_one(write, entries, advance=None):
     """Apply ``write`` to each value of ``entries`` (a dict), one request
-    each, on the call's _Workers: (``[(key, what write returned)]`` of those
-    done, ``[(key, exception)]`` of the others), in the order of
+    each, by the call's _Workers: (``[(key, what write returned)]`` of
+    those done, ``[(key, exception)]`` of the others), in the order of
     ``entries``. After an error that stops the batch (_stops_batch), those
     not sent yet fail with it unsent. ``advance(1)``, if given, follows
     each entry (from the calling thread)."""
@@ -4009,7 +4010,6 @@ class _Connected:
                 return _FastWire(self)
             return _ClientWire(self.boto3("client", botocore_retries=False))
         return self._wire or self._made("_wire", make)
-
 
 
 # The connection state a call in progress runs on (see _one_connection).
@@ -4620,8 +4620,7 @@ def _codec_names():
         "UUID": uuid.UUID, "Decimal": decimal.Decimal,
         "load_int": _load_int, "plain_email": _ASCII_EMAIL.fullmatch,
         "utf8": _is_utf8, "generic_av": _generic_to_av,
-        "generic_map": _generic_map,
-        "av_size": _av_size,
+        "generic_map": _generic_map, "av_size": _av_size,
         "number_identity": _number_identity, "binary": _binary,
         "base64_text": _base64_text,
         "check_key": _check_key_value, "located": _located,

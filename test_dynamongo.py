@@ -6682,7 +6682,8 @@ def test_every_readme_example_runs_as_written_in_order(backend, capsys):
     for gap in ("transactions", "ttl", "conflict items"):
         skip_on_gap(gap)
     text = readme()
-    blocks = re.findall(r"^```python\n(.*?)^```", text, re.M | re.S)
+    blocks = [textwrap.dedent(block) for _, block in re.findall(
+        r"^( *)```python\n(.*?)^\1```", text, re.M | re.S)]
     assert len(blocks) > 15
     # The quickstart's prefix is this test's, so that a server shared
     # with other runs keeps them apart; the backend's settings come back
@@ -6708,5 +6709,6 @@ def test_every_readme_example_runs_as_written_in_order(backend, capsys):
     assert shown in printed
     assert "update_one Account id='b' failed; stored: Account(id='b', " \
         "balance=5)" in printed
+    assert "saved 25 of 60\nsaved 50 of 60\nsaved 60 of 60\n" in printed
     assert namespace["Session"].get_one("t1").expires > \
         datetime.datetime.now(UTC)

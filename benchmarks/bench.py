@@ -25,6 +25,7 @@ import os
 import socket
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 import timeit
@@ -824,7 +825,8 @@ def plot(figures, path):
     middle.bar(list(range(len(cold))), [value * 1e3 for value in
                                         cold.values()], 0.6)
     middle.set_xticks(list(range(len(cold))),
-                      [name.replace(" ", "\n", 1) for name in cold])
+                      [textwrap.fill(name, 11) for name in cold],
+                      fontsize="small")
     middle.set_ylabel("wall ms (lower is better)")
     middle.set_title("Cold start: import, define, one get_one")
     if figures["bulk"]:
