@@ -1034,8 +1034,9 @@ class ScriptedServer:
     """A loopback server answering each request with the next scripted
     reply: bytes to send, "close" to drop the connection unanswered,
     "silence" to keep it open unanswered, ("then close", bytes) to answer
-    and then drop the connection as an idle server does, or ("late", bytes)
-    to answer after half a second."""
+    and then drop the connection as an idle server does, or ("late",
+    bytes) to answer after half a second -- having interrupted the main
+    thread (interrupt_main_thread) as the request arrived."""
 
     def __init__(self, replies, tls=None):
         import socket
@@ -1086,6 +1087,7 @@ class ScriptedServer:
                 time.sleep(2)
                 return connection.close()
             if isinstance(reply, tuple) and reply[0] == "late":
+                interrupt_main_thread()
                 time.sleep(0.5)
                 try:
                     connection.sendall(reply[1])
@@ -1202,15 +1204,12 @@ def test_http_client_reconnects_after_an_idle_close():
     server.close()
 
 
-def interrupt_main_thread(after):
-    """Ctrl-C in ``after`` seconds: a SIGINT, which ends a blocking read
-    in the main thread with KeyboardInterrupt."""
+def interrupt_main_thread():
+    """Ctrl-C: a SIGINT, which ends a blocking read in the main thread
+    with KeyboardInterrupt."""
     import signal
 
-    timer = threading.Timer(after, signal.pthread_kill,
-                            (threading.main_thread().ident, signal.SIGINT))
-    timer.start()
-    return timer
+    signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
 
 
 @pytest.mark.parametrize("fast_path", [True, False])
@@ -1227,10 +1226,8 @@ def test_an_answer_interrupted_is_never_read_by_the_next_call(fast_path):
     try:
         Connection.set_config(endpoint_url=server.url, fast_path=fast_path,
                               max_attempts=1)
-        timer = interrupt_main_thread(0.1)
-        with pytest.raises(KeyboardInterrupt):
+        with pytest.raises(KeyboardInterrupt):  # once the server has it
             User.get_one("one@example.com")
-        timer.join()
         # Sent before the late answer arrives, which must not be read.
         assert User.get_one("two@example.com").email == "two@example.com"
         assert server.connections == 2
