@@ -162,6 +162,9 @@ _MAX_ITEM_BYTES = 400 * 1024  # DynamoDB's limit on the size of an item
 _KEY_BYTES = (2048, 1024)  # its limits on hash and range key values
 _MAX_DEPTH = 32  # and on the nesting of lists and maps
 _MAX_SEGMENTS = 1_000_000  # and on the segments of a parallel Scan
+_BATCH_WRITE_ITEMS = 25  # and on the requests of one BatchWriteItem
+_BATCH_GET_KEYS = 100  # and on the keys of one BatchGetItem
+_HEADER_LINE = 65537  # the longest HTTP header line read (as http.client)
 # Numbers a converter passes on sight: every int within 38 digits, every
 # float within DynamoDB's range.
 _FAST_INT_LIMIT = 10 ** 38 - 1
@@ -3024,7 +3027,10 @@ class _Http:
 
     @staticmethod
     def _read(reader):
-        line = reader.readline(65537)
+        def readline():
+            return reader.readline(_HEADER_LINE)
+
+        line = readline()
         if not line:
             raise ConnectionError("the server closed the connection")
         parts = line.split(None, 2)
@@ -3034,7 +3040,7 @@ class _Http:
         status = int(parts[1])
         headers = {}
         while True:
-            line = reader.readline(65537)
+            line = readline()
             if line in (b"\r\n", b"\n", b""):
                 break
             name, _, value = line.decode("latin-1").partition(":")
@@ -3042,14 +3048,13 @@ class _Http:
         if headers.get("transfer-encoding", "").lower() == "chunked":
             chunks = []
             while True:
-                size = int(reader.readline(65537).split(b";")[0], 16)
+                size = int(readline().split(b";")[0], 16)
                 if size == 0:
-                    while reader.readline(65537) not in (b"\r\n", b"\n",
-                                                         b""):
+                    while readline() not in (b"\r\n", b"\n", b""):
                         pass  # trailers
                     break
                 chunks.append(reader.read(size))
-                reader.readline(65537)
+                readline()
             body = b"".join(chunks)
         elif "content-length" in headers:
             length = int(headers["content-length"])
@@ -3455,7 +3460,7 @@ def _batch_write(table, key_names, requests, identify, advance=None):
         stopped.extend(error for _, error in left[:1] if _stops_batch(error))
         return written, left
 
-    chunks = list(_chunks(list(requests), 25))
+    chunks = list(_chunks(list(requests), _BATCH_WRITE_ITEMS))
     each = advance and (lambda result: advance(len(result[0])
                                                + len(result[1])))
     for written, left in _parallel(write, chunks, each):
@@ -6034,7 +6039,7 @@ class _Metadata:
         """
         names, result = self.key_names, BatchResult()
         advance = _advance(progress, None)
-        batch_size = 25 * _state().settings["concurrency"]
+        batch_size = _BATCH_WRITE_ITEMS * _state().settings["concurrency"]
         while True:
             batch = {self.identity(item): {name: item[name] for name in names}
                      for item in itertools.islice(items, batch_size)}
@@ -6069,7 +6074,7 @@ class _Metadata:
                                                       fields))
         pending = list(unique.items())
         width = _state().settings["concurrency"]
-        if len(pending) <= 100:
+        if len(pending) <= _BATCH_GET_KEYS:
             width = 1
 
         def get(chunk):
@@ -6085,8 +6090,9 @@ class _Metadata:
                     rounds += 1
                 while read < len(pending) and len(running) < width and (
                         limit is None or budget > 0):
-                    chunk = pending[read:read + (100 if limit is None
-                                                 else min(100, budget))]
+                    chunk = pending[read:read + (
+                        _BATCH_GET_KEYS if limit is None
+                        else min(_BATCH_GET_KEYS, budget))]
                     read += len(chunk)
                     budget -= len(chunk)
                     running.append((chunk, workers.submit(get, chunk)
