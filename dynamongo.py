@@ -3798,28 +3798,133 @@ def _count(requests):
 
 # -- Connection --------------------------------------------------------------
 
-# Each setting with its default, and the environment variables that give it,
-# in order of precedence (set_config's value comes first, then these).
-_DEFAULT_SETTINGS = {
-    "access_key_id": None, "secret_access_key": None, "session_token": None,
-    "region": _DEFAULT_REGION, "table_prefix": "", "endpoint_url": None,
-    "profile_name": None, "fast_path": True, "connect_timeout": 5,
-    "read_timeout": 30, "max_attempts": 8, "batch_attempts": 16,
-    "backoff_base": 0.05, "backoff_cap": 5.0, "max_pool_connections": 32,
-    "concurrency": 16, "scan_segments": 1, "scan": "allow",
-    "cursor_secret": None, "pause_gc": True,
-}
-_SETTING_VARIABLES = {
-    "access_key_id": ("AWS_ACCESS_KEY_ID",),
-    "secret_access_key": ("AWS_SECRET_ACCESS_KEY",),
-    "session_token": ("AWS_SESSION_TOKEN",),
-    "region": ("AWS_REGION_NAME", "AWS_REGION", "AWS_DEFAULT_REGION"),
-    "table_prefix": ("AWS_TABLE_PREFIX",),
-    "endpoint_url": ("AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL"),
-    "profile_name": ("AWS_PROFILE", "AWS_DEFAULT_PROFILE"),
-}
-_SECRET_SETTINGS = ("secret_access_key", "session_token", "cursor_secret")
+# -- Settings, each declared once: its name, default, the environment
+# variables giving it (in order of precedence; set_config's value comes
+# first), the check of a value set_config is given, and what it means
+# (set_config's docstring is made of these).
+
 _SCAN_POLICIES = ("allow", "warn", "refuse")
+
+
+def _a_string(name, value):
+    if not isinstance(value, str):
+        raise ValidationError(f"{name} must be a string, not "
+                              f"{type(value).__name__}")
+
+
+def _an_endpoint(name, value):
+    _a_string(name, value)
+    _check_endpoint(value, "set_config")
+
+
+def _a_prefix(name, value):
+    if not isinstance(value, str) or not _TABLE_NAME_CHARS.fullmatch(value):
+        raise SchemaError(f"{name} {value!r} may hold only letters, digits, "
+                          "'_', '-' and '.'")
+
+
+def _a_count(name, value):
+    if type(value) is not int or value < 1:
+        raise ValidationError(f"{name} must be an int >= 1, not {value!r}")
+
+
+def _a_segment_count(name, value):
+    _a_count(name, value)
+    if value > _MAX_SEGMENTS:
+        raise ValidationError(f"{name} must be at most {_MAX_SEGMENTS:,} "
+                              f"(DynamoDB's limit), not {value!r}")
+
+
+def _seconds(name, value):
+    if not isinstance(value, (int, float)) or value < 0:
+        raise ValidationError(f"{name} must be a number of seconds >= 0, "
+                              f"not {value!r}")
+
+
+def _a_switch(name, value):
+    if type(value) is not bool:
+        raise ValidationError(f"{name} must be True or False, not {value!r}")
+
+
+def _a_secret(name, value):
+    if not isinstance(value, bytes) or not value:
+        raise ValidationError(f"{name} must be non-empty bytes, not "
+                              f"{type(value).__name__}")
+
+
+def _a_policy(name, value):
+    if value not in _SCAN_POLICIES:
+        raise ValidationError(f"{name} must be one of {_SCAN_POLICIES}, not "
+                              f"{value!r}")
+
+
+_Setting = collections.namedtuple("_Setting",
+                                  "default variables check doc secret")
+_SETTINGS = {name: _Setting(*declared, secret=name in (
+    "secret_access_key", "session_token", "cursor_secret"))
+    for name, declared in {
+    "access_key_id": (None, ("AWS_ACCESS_KEY_ID",), _a_string,
+                      "the AWS access key id"),
+    "secret_access_key": (None, ("AWS_SECRET_ACCESS_KEY",), _a_string,
+                          "its secret"),
+    "region": (_DEFAULT_REGION, ("AWS_REGION_NAME", "AWS_REGION",
+                                 "AWS_DEFAULT_REGION"), _a_string,
+               "the AWS region (else the profile's ``region``)"),
+    "table_prefix": ("", ("AWS_TABLE_PREFIX",), _a_prefix,
+                     "prepended to every model's ``__table__``"),
+    "endpoint_url": (None, ("AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL"),
+                     _an_endpoint,
+                     "a local DynamoDB (DynamoDB Local, dynalite, moto "
+                     "server), e.g. ``\"http://localhost:8000\"`` (else the "
+                     "profile's ``endpoint_url``; None: AWS)"),
+    "session_token": (None, ("AWS_SESSION_TOKEN",), _a_string,
+                      "the session token of temporary credentials"),
+    "profile_name": (None, ("AWS_PROFILE", "AWS_DEFAULT_PROFILE"),
+                     _a_string, "the AWS profile giving credentials, region "
+                     "and endpoint"),
+    "connect_timeout": (5, (), _seconds,
+                        "seconds to wait for a connection"),
+    "read_timeout": (30, (), _seconds, "seconds to wait for an answer"),
+    "max_attempts": (8, (), _a_count,
+                     "attempts per request on throttling, 5xx and "
+                     "connection errors"),
+    "batch_attempts": (16, (), _a_count,
+                       "rounds of sending a batch's unprocessed items or "
+                       "keys before they are reported"),
+    "backoff_base": (0.05, (), _seconds,
+                     "seconds before the first retry, doubling each time "
+                     "up to ``backoff_cap``; each pause is drawn at random "
+                     "below that ceiling (full jitter)"),
+    "backoff_cap": (5.0, (), _seconds,
+                    "the longest pause between attempts, in seconds"),
+    "max_pool_connections": (32, (), _a_count,
+                             "connections kept alive (dynamongo's and "
+                             "botocore's pools)"),
+    "fast_path": (True, (), _a_switch,
+                  "``True`` sends dynamongo's requests without botocore's "
+                  "serializer and parser; ``False`` sends them through a "
+                  "plain boto3 client"),
+    "concurrency": (16, (), _a_count,
+                    "threads sending the chunks of one many-item call at "
+                    "once (1 sends them one after another)"),
+    "scan_segments": (1, (), _a_segment_count,
+                      "segments of a parallel Scan (1: a plain Scan); each "
+                      "segment is read by its own thread"),
+    "scan": ("allow", (), _a_policy,
+             "what a read or delete that can only Scan the whole table "
+             "does: ``\"allow\"``, ``\"warn\"`` (a warning on the "
+             "``dynamongo`` logger saying why no key or index applied) or "
+             "``\"refuse\"`` (ExpressionError, nothing sent)"),
+    "cursor_secret": (None, (), _a_secret,
+                      "bytes signing get_page's cursors (HMAC-SHA256), so "
+                      "that a cursor a client altered is refused; without "
+                      "it, cursors are checked only for their query and "
+                      "key shape"),
+    "pause_gc": (True, (), _a_switch,
+                 "``True`` pauses Python's cyclic garbage collector while "
+                 "get_many, save_many and delete_many build their results "
+                 "(see README's Performance); ``False`` leaves it running"),
+}.items()}
 
 
 def _resolve_settings(given):
@@ -3829,12 +3934,12 @@ def _resolve_settings(given):
     as botocore reads it, else the default."""
     env = os.environ
     settings, sources = {}, {}
-    for name, default in _DEFAULT_SETTINGS.items():
+    for name, setting in _SETTINGS.items():
         if name in given:
             settings[name], sources[name] = given[name], "set_config"
             continue
-        settings[name], sources[name] = default, "default"
-        for variable in _SETTING_VARIABLES.get(name, ()):
+        settings[name], sources[name] = setting.default, "default"
+        for variable in setting.variables:
             if env.get(variable):
                 settings[name], sources[name] = env[variable], variable
                 break
@@ -4090,108 +4195,11 @@ class Connection:
                    pause_gc: bool | None = None) -> None:
         """Merge the settings given over those set before (an argument left
         at None changes nothing); calls that start afterwards use them, and
-        calls already running finish on the settings they began with.
-
-        :param access_key_id: the AWS access key id (``AWS_ACCESS_KEY_ID``).
-        :param secret_access_key: its secret (``AWS_SECRET_ACCESS_KEY``).
-        :param region: the AWS region (``AWS_REGION_NAME``, ``AWS_REGION``,
-            ``AWS_DEFAULT_REGION``, the profile's ``region``; default
-            ``us-east-2``).
-        :param table_prefix: prepended to every model's ``__table__``
-            (``AWS_TABLE_PREFIX``).
-        :param endpoint_url: a local DynamoDB (DynamoDB Local, dynalite,
-            moto server), e.g. ``"http://localhost:8000"``
-            (``AWS_ENDPOINT_URL_DYNAMODB``, ``AWS_ENDPOINT_URL``, the
-            profile's ``endpoint_url``; default: AWS).
-        :param session_token: the session token of temporary credentials
-            (``AWS_SESSION_TOKEN``).
-        :param profile_name: the AWS profile giving credentials, region and
-            endpoint (``AWS_PROFILE``, ``AWS_DEFAULT_PROFILE``).
-        :param connect_timeout: seconds to wait for a connection (default
-            5).
-        :param read_timeout: seconds to wait for an answer (default 30).
-        :param max_attempts: attempts per request on throttling, 5xx and
-            connection errors (default 8).
-        :param batch_attempts: rounds of sending a batch's unprocessed
-            items or keys before they are reported (default 16).
-        :param backoff_base: seconds before the first retry (default 0.05),
-            doubling each time up to ``backoff_cap`` (default 5); each pause
-            is drawn at random below that ceiling (full jitter).
-        :param backoff_cap: the longest pause between attempts, in seconds.
-        :param max_pool_connections: connections botocore's pools keep
-            (default 32).
-        :param fast_path: ``True`` (default) sends dynamongo's requests
-            without botocore's serializer and parser; ``False`` sends them
-            through a plain boto3 client.
-        :param concurrency: threads sending the chunks of one many-item
-            call at once (default 16; 1 sends them one after another).
-        :param scan_segments: segments of a parallel Scan (default 1: a
-            plain Scan); each segment is read by its own thread.
-        :param scan: what a read or delete that can only Scan the whole
-            table does: ``"allow"`` (default), ``"warn"`` (a warning on the
-            ``dynamongo`` logger saying why no key or index applied) or
-            ``"refuse"`` (ExpressionError, nothing sent).
-        :param cursor_secret: bytes signing get_page's cursors (HMAC-SHA256),
-            so that a cursor a client altered is refused; without it,
-            cursors are checked only for their query and key shape.
-        :param pause_gc: ``True`` (default) pauses Python's cyclic garbage
-            collector while get_many, save_many and delete_many build their
-            results (it resumes when they return; see README's
-            Performance); ``False`` leaves it running.
-        """
-        given: dict[str, Any] = dict(access_key_id=access_key_id,
-                     secret_access_key=secret_access_key, region=region,
-                     table_prefix=table_prefix, endpoint_url=endpoint_url,
-                     session_token=session_token, profile_name=profile_name,
-                     connect_timeout=connect_timeout,
-                     read_timeout=read_timeout, max_attempts=max_attempts,
-                     batch_attempts=batch_attempts,
-                     backoff_base=backoff_base, backoff_cap=backoff_cap,
-                     max_pool_connections=max_pool_connections,
-                     fast_path=fast_path, concurrency=concurrency,
-                     scan_segments=scan_segments, scan=scan,
-                     cursor_secret=cursor_secret, pause_gc=pause_gc)
-        given = {key: value for key, value in given.items()
-                 if value is not None}
-        if "table_prefix" in given and (
-                not isinstance(table_prefix, str)
-                or not _TABLE_NAME_CHARS.fullmatch(table_prefix)):
-            raise SchemaError(f"table_prefix {table_prefix!r} may hold only "
-                              "letters, digits, '_', '-' and '.'")
-        for key in ("access_key_id", "secret_access_key", "region",
-                    "endpoint_url", "session_token", "profile_name"):
-            if key in given and not isinstance(given[key], str):
-                raise ValidationError(f"{key} must be a string, not "
-                                      f"{type(given[key]).__name__}")
-        for key in ("max_attempts", "batch_attempts", "max_pool_connections",
-                    "concurrency", "scan_segments"):
-            if key in given and (type(given[key]) is not int
-                                 or given[key] < 1):
-                raise ValidationError(f"{key} must be an int >= 1, not "
-                                      f"{given[key]!r}")
-        if given.get("scan_segments", 1) > _MAX_SEGMENTS:
-            raise ValidationError(f"scan_segments must be at most "
-                                  f"{_MAX_SEGMENTS:,} (DynamoDB's limit), "
-                                  f"not {scan_segments!r}")
-        for key in ("backoff_base", "backoff_cap", "connect_timeout",
-                    "read_timeout"):
-            if key in given and (not isinstance(given[key], (int, float))
-                                 or given[key] < 0):
-                raise ValidationError(f"{key} must be a number of seconds "
-                                      f">= 0, not {given[key]!r}")
-        if "endpoint_url" in given:
-            _check_endpoint(endpoint_url, "set_config")
-        if "cursor_secret" in given and (
-                not isinstance(cursor_secret, bytes) or not cursor_secret):
-            raise ValidationError("cursor_secret must be non-empty bytes, "
-                                  f"not {type(cursor_secret).__name__}")
-        if "scan" in given and scan not in _SCAN_POLICIES:
-            raise ValidationError(f"scan must be one of {_SCAN_POLICIES}, "
-                                  f"not {scan!r}")
-        for key in ("fast_path", "pause_gc"):
-            if key in given and type(given[key]) is not bool:
-                raise ValidationError(f"{key} must be True or False, not "
-                                      f"{given[key]!r}")
+        calls already running finish on the settings they began with."""
+        given = {name: value for name, value in locals().items()
+                 if name in _SETTINGS and value is not None}
+        for name, value in given.items():
+            _SETTINGS[name].check(name, value)
         with cls._lock:
             cls._given = dict(cls._given, **given)
             cls._current = None
@@ -4215,8 +4223,9 @@ class Connection:
                                   f"{masked!r}")
         settings = _state().settings
         if masked:
-            settings = dict(settings, **{name: "****" for name in
-                                         _SECRET_SETTINGS if settings[name]})
+            settings = dict(settings, **{
+                name: "****" for name, setting in _SETTINGS.items()
+                if setting.secret and settings[name]})
         return settings
 
     @classmethod
@@ -4259,6 +4268,20 @@ class Connection:
         return cls.resource().Table(name)
 
 
+def _settings_doc(method):
+    """Add each setting's parameter line to set_config's docstring, from
+    its declaration (_SETTINGS)."""
+    lines = [method.__doc__, ""]
+    for name, setting in _SETTINGS.items():
+        origin = [f"``{variable}``" for variable in setting.variables]
+        if setting.default is not None:
+            origin.append(f"default {setting.default!r}")
+        lines.append(f"        :param {name}: {setting.doc}"
+                     + (f" ({'; '.join(origin)})." if origin else "."))
+    method.__doc__ = "\n".join(lines) + "\n        "
+
+
+_settings_doc(vars(Connection)["set_config"].__func__)
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=Connection._forget_in_child)
     os.register_at_fork(after_in_child=_collector_paused.forget_in_child)

@@ -1555,6 +1555,28 @@ def test_requests_go_where_the_profile_says(monkeypatch, tmp_path,
     assert "/ap-south-1/dynamodb/aws4_request" in head
 
 
+def test_every_setting_is_declared_once_and_documented():
+    import inspect
+
+    declared = dynamongo._SETTINGS
+    parameters = list(inspect.signature(Connection.set_config).parameters)
+    assert parameters == list(declared)
+    doc = inspect.getdoc(Connection.set_config)
+    table = readme().split("## Connection", 1)[1].split("\n\n## ", 1)[0]
+    for name, setting in declared.items():
+        assert f":param {name}: {setting.doc}" in doc
+        assert f"`{name}`" in table, name
+        for variable in setting.variables:
+            assert f"``{variable}``" in doc and f"`{variable}`" in table
+    # Each check is the one set_config applies, naming the setting.
+    for name, bad in (("region", 5), ("concurrency", 0),
+                      ("read_timeout", -1), ("fast_path", "yes"),
+                      ("cursor_secret", "text"), ("scan", "never")):
+        with pytest.raises(ValidationError, match=f"^{name} must be"):
+            Connection.set_config(**{name: bad})
+    assert Connection.settings()["concurrency"] == 16
+
+
 def test_settings_name_their_sources_and_hide_secrets(monkeypatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "very-secret")
     monkeypatch.setenv("AWS_TABLE_PREFIX", "env-")
