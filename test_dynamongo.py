@@ -6106,6 +6106,18 @@ CODEC_FIELDS = [
     lambda kind=SetField: kind(BinaryField), lambda kind=TTLField: kind(),
     lambda kind=dynamongo.VersionField: kind(),
 ]
+CODEC_FIELD_NAMES = [  # the test ids of CODEC_FIELDS, in order
+    "IntField", "IntField(bounds)", "FloatField", "FloatField(min)",
+    "BooleanField", "StringField", "StringField(lengths)",
+    "StringField(regex)", "EmailField", "URLField", "IPAddressField",
+    "UUIDField", "DateTimeField", "DateTimeField(tzd=utc)",
+    "DateTimeField(serialized_format)", "DateField", "TimedeltaField",
+    "TimedeltaField(weeks)", "ListField(StringField)",
+    "ListField(IntField(max))", "ListField(overriding IntField)",
+    "DictField()", "DictField(sub-fields)", "BinaryField",
+    "ListField(BinaryField)", "SetField(StringField)",
+    "SetField(IntField(max))", "SetField(BinaryField)", "TTLField",
+    "VersionField"]
 codec_values = st.one_of(
     st.booleans(), st.integers(-10 ** 40, 10 ** 40),
     st.floats(), st.decimals(allow_nan=False, places=3),
@@ -6127,8 +6139,9 @@ codec_values = st.one_of(
 
 @PROPERTIES
 @given(data=st.data())
-@pytest.mark.parametrize("override", [False, True])
-@pytest.mark.parametrize("make", CODEC_FIELDS)
+@pytest.mark.parametrize("override", [False, True],
+                         ids=["its methods", "a subclass overriding them"])
+@pytest.mark.parametrize("make", CODEC_FIELDS, ids=CODEC_FIELD_NAMES)
 def test_property_generated_functions_agree_with_the_plain_methods(
         make, override, data, clock):
     field = make(overriding(make.__defaults__[0])) if override else make()
