@@ -1079,7 +1079,10 @@ class ScriptedServer:
         while True:
             head = b""
             while not head.endswith(b"\r\n\r\n"):
-                line = reader.readline()
+                try:
+                    line = reader.readline()
+                except OSError:  # a client that closed with data unread
+                    line = b""
                 if not line:
                     return connection.close()
                 head += line
