@@ -4196,6 +4196,7 @@ class Connection:
         """Merge the settings given over those set before (an argument left
         at None changes nothing); calls that start afterwards use them, and
         calls already running finish on the settings they began with."""
+        # The parameters are the settings' names (a test holds them so).
         given = {name: value for name, value in locals().items()
                  if name in _SETTINGS and value is not None}
         for name, value in given.items():

@@ -522,6 +522,11 @@ def lambda_bundles(folder):
                             "--invalidation-mode", "unchecked-hash",
                             bundle], check=True)
         os.utime(os.path.join(bundle, "dynamongo.py"))  # as unzipped
+        imported = subprocess.run(
+            [sys.executable, "-c",
+             "import dynamongo; print(dynamongo.__file__)"],
+            cwd=bundle, capture_output=True, text=True, check=True).stdout
+        assert imported.startswith(bundle), imported  # not an installed copy
         bundles[name] = bundle
     return bundles
 
