@@ -115,18 +115,29 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import uuid
     from collections.abc import Callable, Iterable, Iterator, Sequence
-    from typing import (Any, ClassVar, Generic, NoReturn, TypeAlias,
-                        TypeVar, overload)
+    from typing import (Any, ClassVar, Generic, Literal, NoReturn,
+                        TypeAlias, TypedDict, TypeVar, overload)
+
+    from typing_extensions import TypeVar as TypeVarWithDefault, Unpack
 
     _T = TypeVar("_T")  # a field's Python type
     _E = TypeVar("_E")  # a list's or set's element type
     _N = TypeVar("_N", int, float)  # a number field's
+    # Literal[True] for a field declared required=True, whose value on an
+    # instance is then typed T, not T | None.
+    _R = TypeVarWithDefault("_R", Literal[True], bool, covariant=True,
+                            default=bool)
     _M = TypeVar("_M", bound="Model")
-    _F = TypeVar("_F", bound="Field[Any]")
+    _F = TypeVar("_F", bound="Field[Any, Any]")
     _C = TypeVar("_C", bound="Callable[..., Any]")
     # The fields a read loads; what progress callbacks are given.
     _Fields: TypeAlias = "Iterable[str | Field[Any]] | None"
     _Progress: TypeAlias = "Callable[[int, int | None], object] | None"
+
+    class _Options(TypedDict, Generic[_R], total=False):
+        """The arguments every field takes (see Field)."""
+        required: _R
+        default: Any
 else:
     class Generic:
         """``Generic[...]`` of the type checkers: at run time the class
@@ -138,7 +149,7 @@ else:
     def overload(function):
         return function
 
-    _T = _E = _N = _M = None
+    _T = _E = _N = _M = _R = None
 
 
 # -- Constants ---------------------------------------------------------------
@@ -878,21 +889,24 @@ def _comparison(operator, ordered):
     return compare
 
 
-class Field(Generic[_T]):
+class Field(Generic[_T, _R]):
     """Base class of model fields.
 
     A field validates and converts one attribute, and is also the left-hand
     operand of conditions and updates: ``User.email == "a@b.io"``.
 
-    :param required: ``save_one``/``save_many`` refuse an item without it.
+    :param required: ``save_one``/``save_many`` refuse an item without it;
+        type checkers then type its value on instances ``T``, not
+        ``T | None``.
     :param default: a value, or a callable returning one, used on save when
         the item has no value for the field.
     """
 
     attribute_type = None  # the DynamoDB type it stores: S, N, BOOL, L, M
 
-    def __init__(self, required: bool = False, default: Any = None) -> None:
-        self.required = required
+    def __init__(self, required: _R = False,  # type: ignore[assignment]
+                 default: Any = None) -> None:
+        self.required: bool = required
         self.default = default
         self.path: tuple[str | int, ...] = ()
         self.model: type[Model] | None = None
@@ -907,6 +921,9 @@ class Field(Generic[_T]):
     # read did not load the field.
     @overload
     def __get__(self: _F, instance: None, owner: Any) -> _F: ...
+    @overload
+    def __get__(self: Field[_T, Literal[True]], instance: Model,
+                owner: Any) -> _T: ...
     @overload
     def __get__(self, instance: Model, owner: Any) -> _T | None: ...
 
@@ -1174,14 +1191,14 @@ def _string_operand(value, field):
     return {"S": value}
 
 
-class _NumberField(Field[_N]):
+class _NumberField(Field[_N, _R]):
     """Shared range checks of IntField and FloatField."""
 
     attribute_type = "N"
 
     def __init__(self, min_value: _N | None = None,
-                 max_value: _N | None = None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+                 max_value: _N | None = None, **kwargs: Unpack[_Options[_R]]) -> None:
+        Field.__init__(self, **kwargs)
         self.min_value: _N | None = min_value
         self.max_value: _N | None = max_value
 
@@ -1262,7 +1279,7 @@ def _load_int(av):
         return int(decimal.Decimal(text))
 
 
-class IntField(_NumberField[int]):
+class IntField(_NumberField[int, _R]):
     """An integer (stored as a DynamoDB number, at most 38 digits).
 
     :param min_value: the lowest value allowed.
@@ -1347,7 +1364,7 @@ class VersionField(IntField):
             {where: ["is set by dynamongo"]})
 
 
-class FloatField(_NumberField[float]):
+class FloatField(_NumberField[float, _R]):
     """A float, stored with full precision (shortest round-trip text).
 
     :param min_value: the lowest value allowed.
@@ -1389,7 +1406,7 @@ class FloatField(_NumberField[float]):
             size=16)  # repr() of a float writes at most 24 characters
 
 
-class BooleanField(Field[bool]):
+class BooleanField(Field[bool, _R]):
     """True or False. Takes ``required`` and ``default`` (see Field)."""
 
     attribute_type = "BOOL"
@@ -1414,7 +1431,7 @@ class BooleanField(Field[bool]):
             size=1)
 
 
-class BinaryField(Field[bytes]):
+class BinaryField(Field[bytes, _R]):
     """Bytes (a bytearray or memoryview is taken and stored as bytes),
     stored as DynamoDB binary; it may be a key (ordered as unsigned
     bytes). Takes ``required`` and ``default`` (see Field)."""
@@ -1445,7 +1462,7 @@ class BinaryField(Field[bytes]):
             size=f"len({value})")
 
 
-class StringField(Field[str]):
+class StringField(Field[str, _R]):
     """A string, optionally held to a pattern and a length.
 
     :param regex: the whole string must match it.
@@ -1458,8 +1475,8 @@ class StringField(Field[str]):
 
     def __init__(self, regex: str | None = None,
                  min_length: int | None = None,
-                 max_length: int | None = None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+                 max_length: int | None = None, **kwargs: Unpack[_Options[_R]]) -> None:
+        Field.__init__(self, **kwargs)
         self.regex = re.compile(regex) if isinstance(regex, str) else regex
         self.min_length = min_length
         self.max_length = max_length
@@ -1510,7 +1527,7 @@ class StringField(Field[str]):
             size=f"4 * len({value})")  # UTF-8 has at most 4 bytes a char
 
 
-class EmailField(StringField):
+class EmailField(StringField[_R]):
     """An e-mail address (``local@domain.tld``). Takes StringField's
     ``regex``, ``min_length`` and ``max_length`` and, as ``kwargs``,
     ``required`` and ``default``."""
@@ -1530,7 +1547,7 @@ class EmailField(StringField):
             size=4 * 254)  # _is_email allows 254 characters
 
 
-class URLField(StringField):
+class URLField(StringField[_R]):
     """An http, https, ftp or ftps URL.
 
     :param fqdn: require a fully qualified host name (``example.com``, not
@@ -1539,8 +1556,8 @@ class URLField(StringField):
         ``max_length``, and ``required`` and ``default`` (see Field).
     """
 
-    def __init__(self, fqdn: bool = True, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, fqdn: bool = True, **kwargs: Unpack[_Options[_R]]) -> None:
+        StringField.__init__(self, **kwargs)
         self.fqdn = fqdn
 
     def _check_format(self, value):
@@ -1552,7 +1569,7 @@ class URLField(StringField):
         return super()._fast_path(value, av)._replace(test=None)
 
 
-class IPAddressField(StringField):
+class IPAddressField(StringField[_R]):
     """An IPv4 or IPv6 address, stored as the text given. Takes
     StringField's ``regex``, ``min_length`` and ``max_length`` and, as
     ``kwargs``, ``required`` and ``default``."""
@@ -1574,7 +1591,7 @@ class IPAddressField(StringField):
         return super()._fast_path(value, av)._replace(test=None)
 
 
-class UUIDField(Field["uuid.UUID"]):
+class UUIDField(Field["uuid.UUID", _R]):
     """A UUID, stored as its canonical text and read back as uuid.UUID.
     Takes ``required`` and ``default`` (see Field)."""
 
@@ -1631,7 +1648,7 @@ _from_isoformat = datetime.datetime.fromisoformat if sys.version_info >= (
     3, 11) else _from_isoformat_310
 
 
-class DateTimeField(Field[datetime.datetime]):
+class DateTimeField(Field[datetime.datetime, _R]):
     """A datetime, stored as ISO 8601 text with microseconds.
 
     Naive datetimes stay naive and aware ones keep their UTC offset.
@@ -1656,8 +1673,8 @@ class DateTimeField(Field[datetime.datetime]):
                  serialized_format: str | None = None,
                  parser: Callable[[str], datetime.datetime] | None = None,
                  tzd: str = "allow", convert_tz: bool = False,
-                 drop_tzinfo: bool = False, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+                 drop_tzinfo: bool = False, **kwargs: Unpack[_Options[_R]]) -> None:
+        Field.__init__(self, **kwargs)
         if tzd not in _TIME_ZONE_POLICIES:
             raise SchemaError(f"tzd must be one of {_TIME_ZONE_POLICIES}, "
                               f"not {tzd!r}")
@@ -1747,7 +1764,7 @@ class DateTimeField(Field[datetime.datetime]):
             size=42)  # with microseconds and an offset of seconds
 
 
-class DateField(Field[datetime.date]):
+class DateField(Field[datetime.date, _R]):
     """A date, stored as ISO 8601 text (``YYYY-MM-DD``).
 
     :param formats: strptime format(s) accepted for string input; ISO 8601
@@ -1758,8 +1775,8 @@ class DateField(Field[datetime.date]):
     attribute_type = "S"
 
     def __init__(self, formats: str | Iterable[str] | None = None,
-                 **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+                 **kwargs: Unpack[_Options[_R]]) -> None:
+        Field.__init__(self, **kwargs)
         self.formats = (formats,) if isinstance(formats, str) \
             else tuple(formats or ())
 
@@ -1806,7 +1823,7 @@ _MICROSECONDS = {
 }
 
 
-class TimedeltaField(Field[datetime.timedelta]):
+class TimedeltaField(Field[datetime.timedelta, _R]):
     """A datetime.timedelta, stored as a number of ``precision`` units.
 
     :param precision: the unit stored: ``"weeks"``, ``"days"``,
@@ -1819,8 +1836,8 @@ class TimedeltaField(Field[datetime.timedelta]):
 
     attribute_type = "N"
 
-    def __init__(self, precision: str = "seconds", **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, precision: str = "seconds", **kwargs: Unpack[_Options[_R]]) -> None:
+        Field.__init__(self, **kwargs)
         if precision not in _MICROSECONDS:
             raise SchemaError(f"precision must be one of "
                               f"{tuple(_MICROSECONDS)}, not {precision!r}")
@@ -1868,7 +1885,7 @@ class TimedeltaField(Field[datetime.timedelta]):
         return _FastPath(json=_number_json(av), size=28)
 
 
-class TTLField(Field[datetime.datetime]):
+class TTLField(Field[datetime.datetime, _R]):
     """When the item expires, for DynamoDB's Time to Live: stored as a
     number of epoch seconds; takes an aware datetime, a naive one (taken
     as UTC), a timedelta (from now) or an int (epoch seconds), and reads
@@ -1927,7 +1944,7 @@ def _field_instance(field, where):
                       f"not {field!r}")
 
 
-class ListField(Field[list[_E]]):
+class ListField(Field[list[_E], _R]):
     """A list whose items are validated by ``field`` (a field, or a field
     class); ``kwargs`` are ``required`` and ``default`` (see Field).
 
@@ -1938,8 +1955,8 @@ class ListField(Field[list[_E]]):
     attribute_type = "L"
 
     def __init__(self, field: Field[_E] | type[Field[_E]],
-                 **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+                 **kwargs: Unpack[_Options[_R]]) -> None:
+        Field.__init__(self, **kwargs)
         self.field: Field[_E] = _field_instance(
             field, "the item field of ListField")
 
@@ -2030,7 +2047,7 @@ class ListField(Field[list[_E]]):
                         self.field._operand(value, self.path))
 
 
-class SetField(Field[set[_E]]):
+class SetField(Field[set[_E], _R]):
     """A set of unique elements validated by ``field``: a string, number or
     binary field or field class (``SetField(EmailField)`` checks every
     element); a frozenset, list or tuple of unique elements is taken as a
@@ -2046,8 +2063,8 @@ class SetField(Field[set[_E]]):
     _KINDS = (set, frozenset, list, tuple)
 
     def __init__(self, field: Field[_E] | type[Field[_E]],
-                 **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+                 **kwargs: Unpack[_Options[_R]]) -> None:
+        Field.__init__(self, **kwargs)
         self.field: Field[_E] = _field_instance(
             field, "the element field of SetField")
         if self.field.attribute_type not in _KEY_TYPES:
@@ -2126,7 +2143,7 @@ class SetField(Field[set[_E]]):
                          self.field._operand(value, self.path))
 
 
-class DictField(Field["dict[str, Any]"]):
+class DictField(Field["dict[str, Any]", _R]):
     """A map with declared sub-fields: ``DictField(city=StringField())``.
 
     Sub-fields are reachable for conditions and updates as attributes
@@ -2141,12 +2158,13 @@ class DictField(Field["dict[str, Any]"]):
 
     attribute_type = "M"
 
-    def __init__(self, required: bool = False, default: Any = None,
+    def __init__(self, required: _R = False,  # type: ignore[assignment]
+                 default: Any = None,
                  **fields: Field[Any] | type[Field[Any]]) -> None:
-        super().__init__(required=required, default=default)
-        self.fields = {name: _field_instance(field, f"DictField sub-field "
-                                                    f"{name!r}")
-                       for name, field in fields.items()}
+        Field.__init__(self, required, default)
+        self.fields: dict[str, Field[Any]] = {
+            name: _field_instance(field, f"DictField sub-field {name!r}")
+            for name, field in fields.items()}
         self._bound: dict[str, Field[Any]] = {}
         # Sub-fields named like the field's own attributes and methods
         # (path, default, set...) are reachable as items only.

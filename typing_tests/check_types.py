@@ -7,7 +7,7 @@ reportUnnecessaryTypeIgnoreComment say so when one is not)."""
 import datetime
 import uuid
 from collections.abc import Iterator
-from typing import Any, assert_type
+from typing import Any, Literal, assert_type
 
 import dynamongo
 from dynamongo import (
@@ -40,10 +40,22 @@ class User(Model):
     address = DictField(city=StringField())
     expires = TTLField()
     version = VersionField()
+    # required=True: typed T on instances, not T | None.
+    score = IntField(min_value=0, required=True)
+    visited = DateTimeField(required=True, default=datetime.datetime.now)
+    aliases = ListField(StringField, required=True)
+    home = DictField(required=True, city=StringField())
+    nickname = StringField(required=False)
 
 
 def fields_on_instances(user: User) -> None:
-    assert_type(user.email, str | None)
+    assert_type(user.email, str)
+    assert_type(user.name, str)
+    assert_type(user.score, int)
+    assert_type(user.visited, datetime.datetime)
+    assert_type(user.aliases, list[str])
+    assert_type(user.home, dict[str, Any])
+    assert_type(user.nickname, str | None)
     assert_type(user.year_of_birth, int | None)
     assert_type(user.ratio, float | None)
     assert_type(user.active, bool | None)
@@ -63,7 +75,11 @@ def fields_on_instances(user: User) -> None:
 
 
 def fields_on_the_class() -> None:
-    assert_type(User.email, EmailField)
+    assert_type(User.email, EmailField[Literal[True]])
+    assert_type(User.nickname, StringField)
+    assert_type(User.aliases, ListField[str, Literal[True]])
+    email: EmailField = User.email  # a required field is a field
+    assert_type(email.required, bool)
     assert_type(User.year_of_birth, IntField)
     assert_type(User.cities_visited, ListField[str])
     assert_type(User.tags, SetField[str])
@@ -111,7 +127,11 @@ def calls() -> None:
         assert_type(change, dynamongo.Change)
 
 
-def assignments(user: User) -> None:
+def assignments(user: User, flag: bool) -> None:
+    user.email = "a@b.io"
+    user.score = 3
+    optional = IntField(required=flag)  # not known to be required
+    assert_type(optional, IntField)
     user.year_of_birth = 1990
     user.year_of_birth = None
     user.cities_visited = ["Nairobi"]
@@ -135,3 +155,6 @@ def mistakes(user: User) -> None:
     User.save_one(["not", "an", "item"])  # type: ignore[arg-type]
     IntField(min_value="1")  # type: ignore[arg-type]
     ListField(3)  # type: ignore[arg-type]
+    IntField(requird=True)  # type: ignore[call-arg]
+    StringField(required="yes")  # type: ignore[type-var]
+    user.score = "3"  # type: ignore[assignment]

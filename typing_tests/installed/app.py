@@ -27,5 +27,9 @@ def tags_of(email: str) -> set[str]:
     return user.tags or set()
 
 
+def address_of(email: str) -> str:
+    return User.get_one(email).email  # required: a str, never None
+
+
 def mistake(email: str) -> str:
     return User.get_one(email).year_of_birth  # type: ignore[return-value]
