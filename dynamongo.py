@@ -746,8 +746,11 @@ def _av_text(av):
     """A readable form of an AttributeValue for messages."""
     (kind, value), = av.items()
     if kind == "B":
-        return repr(_binary(value))
-    return repr(value) if kind == "S" else str(value)
+        try:
+            return repr(_binary(value))
+        except ValueError:  # text that is not base64, as is
+            pass
+    return repr(value) if kind in "SB" else str(value)
 
 
 # -- Validators --------------------------------------------------------------

@@ -6140,47 +6140,158 @@ codec_values = st.one_of(
         max_size=2), max_size=3), st.frozensets(st.integers(0, 4)))
 
 
-@PROPERTIES
-@given(data=st.data())
-@pytest.mark.parametrize("override", [False, True],
-                         ids=["its methods", "a subclass overriding them"])
-@pytest.mark.parametrize("make", CODEC_FIELDS, ids=CODEC_FIELD_NAMES)
-def test_property_generated_functions_agree_with_the_plain_methods(
-        make, override, data, clock):
+# The edges of every field's input domain: bounds of numbers, lengths,
+# dates and sizes; control characters and lone surrogates; formats almost
+# right; containers of the wrong shape; values of no field's type.
+MINUTES = datetime.timezone(datetime.timedelta(hours=5, minutes=30))
+EDGE_VALUES = [
+    True, False, 0, 1, -1, 7, 2 ** 63, -(2 ** 63) - 1, 10 ** 38 - 1,
+    10 ** 38 + 1, 10 ** 125, 10 ** 126, -(10 ** 126), -51, -50, 10 ** 6,
+    10 ** 6 + 1, 100, 101, 3, 4,
+    0.0, -0.0, 0.49, 0.5, 1.5, 1e-130, 1e-131, 9.9e125, 1e126, 1e308,
+    5e-324, math.inf, -math.inf, math.nan,
+    decimal.Decimal("1e-130"), decimal.Decimal("1e-131"),
+    decimal.Decimal("9.99e125"), decimal.Decimal("1e126"),
+    decimal.Decimal("NaN"), decimal.Decimal("-0"), decimal.Decimal("0.5"),
+    decimal.Decimal("1" * 38), decimal.Decimal("1" * 39),
+    "", " ", "a", "7", "aaaaa", "aaaaaa", "Abc", "\x00", "a\x00b", "\x1f",
+    "\x7f", "\x85", "\u2028", "\ud800", "a\udfff", "\uffff", "\U0001f600",
+    "é", "12", " 12 ", "1e3", "0x10", "1_000", "nan", "inf", "true",
+    "a@b.io", "A@B.IO", "a@b", "a..b@c.io", "a@b.io\n", "élan@b.io",
+    "a" * 65 + "@b.io", "http://x.io", "http://x.io/7", "https://localhost",
+    "ftp://x.io", "http://x.io/\x00", "http:///x", "10.0.0.1", "256.0.0.1",
+    "::1", "1.2.3.4\n", "2020-01-02", "2020-02-30", "2020-01-02T03:04:05",
+    "2020-01-02T03:04:05Z", "2020-01-02T03:04:05.123+05:30",
+    "2020-01-02 03:04:05.000001", "0001-01-01T00:00:00",
+    "9999-12-31T23:59:59.999999", "2020-01-02T24:00:00",
+    "00000000-0000-0000-0000-000000000000",
+    "{12345678-1234-5678-1234-567812345678}", uuid.UUID(int=0),
+    uuid.UUID(int=2 ** 128 - 1),
+    datetime.datetime.min, datetime.datetime.max,
+    datetime.datetime.max.replace(tzinfo=UTC),
+    datetime.datetime(1970, 1, 1, tzinfo=UTC),
+    datetime.datetime(2020, 1, 2, 3, 4, 5, 7, tzinfo=MINUTES),
+    datetime.date.min, datetime.date.max, datetime.date(2020, 2, 29),
+    datetime.timedelta(0), datetime.timedelta.max, datetime.timedelta.min,
+    datetime.timedelta(microseconds=1), datetime.timedelta(weeks=1),
+    datetime.timedelta(seconds=-1),
+    b"", b"\x00", b"\xff" * 4, bytearray(b"ab"), memoryview(b"ab"),
+    [], [""], ["a", "b"], [1, None], [1, "a"], [b"a"], [[1]], (1, 2),
+    ["7"], ["a\x00"], ["\ud800"], [100], [101], [1, 1],
+    {}, {"city": "x"}, {"city": 1}, {"zip": 5}, {"x": None}, {"": 1},
+    {"city": "x", "zip": 7}, {"city": "\x00"}, {1: "a"}, {"x": {"y": [b"z", {1, 2}]}},
+    set(), {""}, {"a"}, {"a\x00"}, {1, 2}, {1, "a"}, {b"a"}, {b""}, {4}, {1.5},
+    {True}, frozenset({3}),
+    object(), 1j, Ellipsis, int,
+]
+# What other clients may have stored: values of every type, of the field's
+# type but odd, and NULL.
+EDGE_STORED = [
+    {"NULL": True}, {"BOOL": True}, {"S": ""}, {"S": "\x00"}, {"S": "12"},
+    {"S": "2020-01-02"}, {"S": "2020-13-01"}, {"S": "a@b"}, {"S": "x" * 9},
+    {"N": "1"}, {"N": "-0"}, {"N": "1e5"}, {"N": "1.5"}, {"N": " 1"},
+    {"N": "1_0"}, {"N": "1e400"}, {"N": "NaN"}, {"N": "9" * 39},
+    {"N": "1E-130"}, {"N": "99999999999999999999"}, {"B": b""},
+    {"B": "YWI="}, {"B": "not base64"}, {"L": []}, {"L": [{"S": "a"}]},
+    {"L": [{"N": "101"}]}, {"L": [{"NULL": True}]}, {"M": {}},
+    {"M": {"city": {"S": "x"}}}, {"M": {"zip": {"S": "x"}}},
+    {"SS": ["a"]}, {"SS": ["7", "8"]}, {"NS": ["1", "4"]}, {"BS": [b"a"]},
+]
+
+
+def agree_on(field, meta, value):
+    """What the generated functions make of ``value`` is what the field's
+    plain methods make of it: the same refusal, or the same native value,
+    stored form, JSON and value read back."""
+    if field._is_absent(value):  # a SetField's empty set: not stored
+        assert "value" not in meta.validate_item(
+            {"id": "k", "value": value})[1]
+        return
+    try:
+        native = field.validate(value)
+        av = field._dump(native)
+    except ValidationError as exc:
+        with pytest.raises(ValidationError) as caught:
+            meta.validate_item({"id": "k", "value": value})
+        assert caught.value.errors == dynamongo._located(
+            exc, "value").errors
+        return
+    natives, stored = meta.validate_item({"id": "k", "value": value})
+    # A size bound the codec relies on holds.
+    bound = dynamongo._fast_path_of(field, "value", "av").size
+    if type(bound) is int:
+        assert dynamongo._av_size(av) <= bound
+    elif bound:
+        assert dynamongo._av_size(av) <= eval(  # noqa: S307 -- ours
+            bound, {"value": native})
+    assert type(natives["value"]) is type(native)
+    assert natives["value"] == native and stored["value"] == av
+    assert dynamongo._with_bytes(json.loads(meta.item_json(stored))) \
+        == stored
+    loaded = meta.from_item(stored).value
+    assert loaded == field._load(av)
+    assert type(loaded) is type(field._load(av))
+
+
+def agree_on_stored(meta, av):
+    """Reading a stored attribute value: the generated reader gives what
+    the plain one (``read_stored``, built on the field's methods) gives,
+    or refuses it with the same error."""
+    item = {"id": {"S": "k"}, "value": av}
+    try:
+        expected = meta.read_stored(item)
+    except ValidationError as exc:
+        with pytest.raises(ValidationError) as caught:
+            meta.from_item(item)
+        assert caught.value.errors == exc.errors
+        return
+    read = meta.from_item(item).__dict__
+    assert repr(read) == repr(expected)  # (NaN included)
+    assert [type(value) for value in read.values()] \
+        == [type(value) for value in expected.values()]
+
+
+def agreeing(make, override):
+    """The field ``make`` makes (in a subclass overriding its methods when
+    ``override``), on a model of its own, and the model's _meta."""
     field = make(overriding(make.__defaults__[0])) if override else make()
     model = type("Agree", (Model,), {
         "__table__": "agree", "__hash_key__": "id", "__module__": __name__,
         "id": StringField(required=True), "value": field})
-    field, meta = model.value, model._meta
-    for value in data.draw(st.lists(codec_values, min_size=1, max_size=5)):
-        if field._is_absent(value):  # a SetField's empty set: not stored
-            assert "value" not in meta.validate_item(
-                {"id": "k", "value": value})[1]
-            continue
+    return model.value, model._meta
+
+
+OVERRIDES = pytest.mark.parametrize(
+    "override", [False, True],
+    ids=["its methods", "a subclass overriding them"])
+
+
+@OVERRIDES
+@pytest.mark.parametrize("make", CODEC_FIELDS, ids=CODEC_FIELD_NAMES)
+def test_generated_functions_agree_with_the_plain_methods_on_every_edge(
+        make, override, clock):
+    field, meta = agreeing(make, override)
+    for value in EDGE_VALUES:
         try:
-            native = field.validate(value)
-            av = field._dump(native)
-        except ValidationError as exc:
-            with pytest.raises(ValidationError) as caught:
-                meta.validate_item({"id": "k", "value": value})
-            assert caught.value.errors == dynamongo._located(
-                exc, "value").errors
-            continue
-        natives, stored = meta.validate_item({"id": "k", "value": value})
-        # A size bound the codec relies on holds.
-        bound = dynamongo._fast_path_of(field, "value", "av").size
-        if type(bound) is int:
-            assert dynamongo._av_size(av) <= bound
-        elif bound:
-            assert dynamongo._av_size(av) <= eval(  # noqa: S307 -- ours
-                bound, {"value": native})
-        assert type(natives["value"]) is type(native)
-        assert natives["value"] == native and stored["value"] == av
-        assert dynamongo._with_bytes(json.loads(meta.item_json(stored))) \
-            == stored
-        loaded = meta.from_item(stored).value
-        assert loaded == field._load(av)
-        assert type(loaded) is type(field._load(av))
+            agree_on(field, meta, value)
+        except AssertionError as exc:
+            raise AssertionError(f"on {value!r}") from exc
+    for av in EDGE_STORED:
+        try:
+            agree_on_stored(meta, av)
+        except AssertionError as exc:
+            raise AssertionError(f"on stored {av!r}") from exc
+
+
+@PROPERTIES
+@given(data=st.data())
+@OVERRIDES
+@pytest.mark.parametrize("make", CODEC_FIELDS, ids=CODEC_FIELD_NAMES)
+def test_property_generated_functions_agree_with_the_plain_methods(
+        make, override, data, clock):
+    field, meta = agreeing(make, override)
+    for value in data.draw(st.lists(codec_values, min_size=1, max_size=5)):
+        agree_on(field, meta, value)
 
 
 # -- Every misuse gets a clear error -----------------------------------------
