@@ -114,9 +114,10 @@ import time
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import uuid
-    from collections.abc import Callable, Iterable, Iterator, Sequence
+    from collections.abc import (Callable, Generator, Iterable, Iterator,
+                                 Sequence)
     from typing import (Any, ClassVar, Generic, Literal, NoReturn,
-                        TypeAlias, TypedDict, TypeVar, overload)
+                        ParamSpec, TypeAlias, TypedDict, TypeVar, overload)
 
     from typing_extensions import TypeVar as TypeVarWithDefault, Unpack
 
@@ -130,6 +131,10 @@ if TYPE_CHECKING:
     _M = TypeVar("_M", bound="Model")
     _F = TypeVar("_F", bound="Field[Any, Any]")
     _C = TypeVar("_C", bound="Callable[..., Any]")
+    _A = TypeVar("_A")  # what a procedure returns
+    _P = ParamSpec("_P")
+    # A procedure (see the engine): yields effects, returns an _A.
+    _Procedure: TypeAlias = "Generator[Any, Any, _A]"
     # The fields a read loads; what progress callbacks are given.
     _Fields: TypeAlias = "Iterable[str | Field[Any]] | None"
     _Progress: TypeAlias = "Callable[[int, int | None], object] | None"
@@ -284,7 +289,7 @@ class DynamoDBError(DynamongoError):
         self.response = response or {}
         self.status = self.response.get("ResponseMetadata", {}).get(
             "HTTPStatusCode")
-        self.maybe_applied = False  # see _call
+        self.maybe_applied = False  # see _request
 
     def _restated(self, kind, message):
         """This refusal as a ``kind`` saying ``message``, with the same
@@ -2745,12 +2750,10 @@ class _Expression:
 
 # -- The wire ----------------------------------------------------------------
 #
-# Layers, bottom up: _send makes one HTTP request, through the fast path
-# (_FastWire: on its own, or through botocore once it is loaded or needed)
-# or a plain boto3 client (_ClientWire), neither retrying;
-# _call retries throttling, 5xx and connection errors with exponential
-# backoff and full jitter; the batch helpers resend unprocessed items and
-# keys the same way and report whatever is still left.
+# _send makes one HTTP request, through the fast path (_FastWire: on its
+# own, or through botocore once it is loaded or needed) or a plain boto3
+# client (_ClientWire), neither retrying: retries, pages and batches are
+# the engine's (below), which alone calls _send.
 
 _sleep = time.sleep  # tests replace it to run retries without waiting
 _clock = time.time  # and this one to move time on (TTLField)
@@ -3370,8 +3373,145 @@ class _FastWire:
                         "HTTPHeaders": dict(headers)})
 
 
-def _call(operation: str, params: Any) -> Any:
-    """Send one low-level DynamoDB request and return its parsed response.
+# -- The engine --------------------------------------------------------------
+#
+# Each exchange with DynamoDB is a procedure: a generator that yields what
+# it needs done and is sent back the outcome, and does no I/O of its own
+# (the "sans-I/O" style of h11):
+#
+#     answer = yield operation, params  # one attempt of one request: its
+#                                       # parsed response, or its error
+#                                       # thrown in
+#     yield seconds                     # a wait (a float), before a retry
+#     result = yield window             # a _Window's next result
+#     count = yield _Items(items)       # items handed out (_stream)
+#
+# Procedures call procedures with ``yield from``: _request is the one retry
+# loop, _pages the one loop following LastEvaluatedKey, _parallel the one
+# window of requests in flight. A driver runs a procedure and answers what
+# it yields: _run for its result, _stream for the items it hands out, both
+# on the calling thread and the call's _Workers. (A request is a plain
+# tuple and a wait a float: a request's cost is mostly this engine's, so
+# it allocates nothing of its own.)
+
+
+class _Window:
+    """Effect: run ``procedures`` (an iterable of them, taken as room
+    comes) at most ``width`` at once, twice as many started; each time
+    the window is yielded, the next one's result comes back in order, or
+    _END after the last. Once the procedure yielding it ends, however it
+    ends, those not done are stopped (_Workers)."""
+
+    __slots__ = ("procedures", "width", "results")
+
+    def __init__(self, procedures, width):
+        self.procedures, self.width, self.results = procedures, width, None
+
+
+_END = object()  # a _Window's answer after its last result
+
+
+class _Items:
+    """Effect: hand ``items`` (an iterable) out to whoever iterates the
+    procedure (_stream), one at a time; the answer is how many were
+    taken. An error raised while iterating ``items`` is thrown in."""
+
+    __slots__ = ("items",)
+
+    def __init__(self, items):
+        self.items = items
+
+
+def _run(procedure):
+    """Drive ``procedure`` to its end on this thread: what it returns, or
+    the exception it raises. Once a _Workers the thread works for has
+    stopped, nothing more is sent (_Stopped)."""
+    outcome, failed, opened = None, False, []
+    working_for = _working_for.get()
+    try:
+        while True:
+            try:
+                effect = procedure.throw(outcome) if failed \
+                    else procedure.send(outcome)
+            except StopIteration as done:
+                _close(opened, None)
+                return done.value
+            try:
+                if type(effect) is tuple:  # (the common case, inline)
+                    if working_for and any(stop.is_set()
+                                           for stop in working_for):
+                        raise _Stopped(effect[0])
+                    outcome, failed = _send(*effect), False
+                else:
+                    outcome, failed = _perform(effect, opened), False
+            except _Stopped:
+                raise
+            except Exception as exc:
+                outcome, failed = exc, True
+    except BaseException as exc:
+        procedure.close()
+        _close(opened, exc)
+        raise
+
+
+def _stream(procedure):
+    """Drive ``procedure`` as _run does, as a generator of the items it
+    hands out (_Items). Closing the generator ends the procedure: no
+    further request is sent for it."""
+    outcome, failed, opened = None, False, []
+    try:
+        while True:
+            try:
+                effect = procedure.throw(outcome) if failed \
+                    else procedure.send(outcome)
+            except StopIteration:
+                _close(opened, None)
+                return
+            try:
+                if type(effect) is _Items:
+                    outcome = 0
+                    for item in effect.items:
+                        outcome += 1
+                        yield item
+                    failed = False
+                else:
+                    outcome, failed = _perform(effect, opened), False
+            except _Stopped:
+                raise
+            except Exception as exc:
+                outcome, failed = exc, True
+    except BaseException as exc:
+        procedure.close()
+        _close(opened, exc)
+        raise
+
+
+def _perform(effect, opened):
+    """What the sync driver answers to a request, a wait or a _Window
+    (whose _Workers it adds to ``opened``)."""
+    if type(effect) is tuple:
+        working_for = _working_for.get()
+        if working_for and any(stop.is_set() for stop in working_for):
+            raise _Stopped(effect[0])
+        return _send(*effect)
+    if type(effect) is float:
+        return _sleep(effect)
+    if effect.results is None:
+        workers = _Workers(effect.width)
+        opened.append(workers)
+        effect.results = workers.map(_run, effect.procedures)
+    return next(effect.results, _END)
+
+
+def _close(opened, error):
+    """End the _Workers of a procedure's windows: joined after a result,
+    left to end by themselves after ``error``."""
+    for workers in opened:
+        workers.end(error is not None)
+
+
+def _request(operation: str, params: Any) -> Any:
+    """Procedure: the parsed response to one low-level DynamoDB request.
 
     ``params`` are DynamoDB JSON (AttributeValue dicts such as
     ``{"S": "x"}``). Every request dynamongo makes comes through here. It
@@ -3379,21 +3519,18 @@ def _call(operation: str, params: Any) -> Any:
     ``max_attempts`` attempts in all; errors come out as dynamongo
     exceptions naming the operation and table.
     """
-    state = _state()
-    attempts = state.settings["max_attempts"]
+    settings = _state().settings
+    attempts = settings["max_attempts"]
     maybe_applied = False
-    working_for = _working_for.get()
     for attempt in range(attempts):
-        if working_for and any(stop.is_set() for stop in working_for):
-            raise _Stopped(operation)
         try:
-            return _send(operation, params)
+            return (yield operation, params)
         except Exception as exc:
             error, transient, applied = _translate_error(
-                exc, operation, params, state.settings)
+                exc, operation, params, settings)
             if attempt + 1 < attempts and transient:
                 maybe_applied = maybe_applied or applied
-                _pause(attempt)
+                yield _backoff(attempt)
                 continue
             if isinstance(error, DynamoDBError):
                 # A refusal after an attempt that may have been applied (its
@@ -3422,15 +3559,16 @@ def _normal(av):
     return _binary(value) if kind == "B" else value
 
 
-def _pause(attempt):
-    """Sleep before attempt ``attempt + 1``: full jitter over an exponential
-    ceiling (``backoff_base`` doubling up to ``backoff_cap`` seconds)."""
+def _backoff(attempt):
+    """The seconds to wait before attempt ``attempt + 1``: full jitter over
+    an exponential ceiling (``backoff_base`` doubling up to
+    ``backoff_cap`` seconds)."""
     import random
 
     settings = _state().settings
     ceiling = min(settings["backoff_cap"],
                   settings["backoff_base"] * 2 ** attempt)
-    _sleep(random.uniform(0, ceiling))
+    return random.uniform(0, ceiling)
 
 
 def _chunks(sequence, size):
@@ -3461,7 +3599,7 @@ _ITEM_CODES = frozenset({"TransactionConflictException",
 
 
 def _batch_write(table, key_names, requests, identify, advance=None):
-    """Send ``requests`` -- the JSON text of write requests (_put_request,
+    """Procedure: send ``requests`` -- the JSON text of write requests (_put_request,
     _delete_request) under the identities of their keys (``identify(item
     or key)``; ``key_names`` are the table's key attributes) -- in
     BatchWriteItem requests of 25, by the call's _Workers, resending what
@@ -3475,31 +3613,32 @@ def _batch_write(table, key_names, requests, identify, advance=None):
     def write(chunk):
         if stopped:
             return [], [(name, stopped[0]) for name in chunk]
-        written, left = _write_chunk(table, key_names,
-                                     {name: requests[name] for name in chunk},
-                                     identify)
+        written, left = yield from _write_chunk(
+            table, key_names, {name: requests[name] for name in chunk},
+            identify)
         stopped.extend(error for _, error in left[:1] if _stops_batch(error))
         return written, left
 
     chunks = list(_chunks(list(requests), _BATCH_WRITE_ITEMS))
     each = advance and (lambda result: advance(len(result[0])
                                                + len(result[1])))
-    for written, left in _parallel(write, chunks, each):
+    for written, left in (yield from _parallel(write, chunks, each)):
         done += written
         failed += left
     return done, failed
 
 
 def _write_chunk(table, key_names, pending, identify):
-    """(identities written, failures) of one chunk of ``pending`` write
-    requests, resent while some come back unprocessed."""
+    """Procedure: (identities written, failures) of one chunk of
+    ``pending`` write requests, resent while some come back
+    unprocessed."""
     attempts = _state().settings["batch_attempts"]
     head = '{"RequestItems":{' + json.encoder.encode_basestring(table) + ":["
     done = []
     for attempt in range(attempts):
         params = _JsonParams(head + ",".join(pending.values()) + "]}}")
         try:
-            response = _call("BatchWriteItem", params)
+            response = yield from _request("BatchWriteItem", params)
         except DynamongoError as exc:
             return done, [(name, exc) for name in pending]
         unprocessed = response.get("UnprocessedItems", {}).get(table)
@@ -3517,7 +3656,7 @@ def _write_chunk(table, key_names, pending, identify):
         if not pending:  # none of those sent came back
             return done, []
         if attempt + 1 < attempts:
-            _pause(attempt)
+            yield _backoff(attempt)
     keys = [_request_key(json.loads(request)) for request in pending.values()]
     error = UnprocessedError(
         f"BatchWriteItem on table {table!r} left {len(pending)} items "
@@ -3537,8 +3676,8 @@ def _delete_request(key):
 
 
 def _one_by_one(write, entries, advance=None):
-    """Apply ``write`` to each value of ``entries`` (a dict), one request
-    each, by the call's _Workers: (``[(key, what write returned)]`` of
+    """Procedure: run the procedure ``write(entry)`` for each value of
+    ``entries`` (a dict), one request each, concurrently (_parallel): (``[(key, what write returned)]`` of
     those done, ``[(key, exception)]`` of the others), in the order of
     ``entries``. After an error that stops the batch (_stops_batch), those
     not sent yet fail with it unsent. ``advance(1)``, if given, follows
@@ -3549,7 +3688,7 @@ def _one_by_one(write, entries, advance=None):
         if stopped:
             return key, False, stopped[0]
         try:
-            return key, True, write(entries[key])
+            return key, True, (yield from write(entries[key]))
         except DynamongoError as exc:
             if _stops_batch(exc):
                 stopped.append(exc)
@@ -3557,7 +3696,8 @@ def _one_by_one(write, entries, advance=None):
 
     done, failed = [], []
     each = advance and (lambda _: advance(1))
-    for key, written, result in _parallel(attempt, list(entries), each):
+    for key, written, result in (
+            yield from _parallel(attempt, list(entries), each)):
         (done if written else failed).append((key, result))
     return done, failed
 
@@ -3579,23 +3719,24 @@ def _request_key(request):
 
 
 def _parallel(function, tasks, each=None):
-    """``[function(task) for task in tasks]``, run by _Workers (at most
-    ``concurrency`` threads, twice as many tasks in flight, the next one
-    sent as each result is taken) when there is more than one task.
-    ``each(result)``, if given, is called from the calling thread as each
-    result comes, in order; when it raises, no further request is sent."""
+    """Procedure: ``[result of the procedure function(task) for task in
+    tasks]``, run in a _Window (at most ``concurrency`` at once, twice as
+    many started, the next one started as each result is taken) when
+    there is more than one task. ``each(result)``, if given, is called as
+    each result comes, in order; when it raises, no further request is
+    sent."""
     width = _state().settings["concurrency"] if len(tasks) > 1 else 1
+    window = _Window((function(task) for task in tasks), width)
     done = []
-    with _Workers(width) as workers:
-        for result in workers.map(function, tasks):
-            done.append(result)
-            if each is not None:
-                each(result)
+    while (result := (yield window)) is not _END:
+        done.append(result)
+        if each is not None:
+            each(result)
     return done
 
 
-# The _Workers whose calls a thread's requests are made for: once any of
-# them has stopped, _call sends nothing more.
+# The _Workers whose procedures a thread runs: once any of them has
+# stopped, the driver sends nothing more for them.
 _working_for: contextvars.ContextVar[tuple[threading.Event, ...]] = \
     contextvars.ContextVar("dynamongo_working_for", default=())
 
@@ -3605,18 +3746,19 @@ class _Stopped(Exception):
 
 
 class _Workers:
-    """The threads of one many-item call, used as ``with _Workers(width) as
-    workers:``. ``submit(function, task)`` runs a task on one of at most
-    ``width`` threads, started as needed, in a copy of the caller's context
-    (its connection state, contextvars); with a width of 1, ``map`` runs
-    tasks in the calling thread.
+    """The threads running one _Window for the sync driver (_perform),
+    which ends them (``end``) when the procedure it runs ends (_close).
+    ``submit(function, task)`` runs a task on one of at most ``width``
+    threads, started as needed, in a copy of the caller's context (its
+    connection state, contextvars); with a width of 1, ``map`` runs tasks
+    in the calling thread.
 
-    However the block is left -- a result, an error, a callback that
-    raised, KeyboardInterrupt, a generator closed early -- the call is
-    over: tasks not started are cancelled, tasks running send no further
-    request (no next page, no retry: _call checks), and no thread outlives
-    the call (they are joined when the block ends normally; after an
-    exception they end once their request in flight is answered, rather
+    However the procedure that opened them ends -- a result, an error, a
+    callback that raised, KeyboardInterrupt, a generator closed early --
+    the call is over: tasks not started are cancelled, tasks running send
+    no further request (no next page, no retry: _run checks), and no
+    thread outlives the call (they are joined when it ends normally; after
+    an exception they end once their request in flight is answered, rather
     than making Ctrl-C wait for it). So a process forked between calls
     has a single thread."""
 
@@ -3624,13 +3766,12 @@ class _Workers:
         self.width, self.executor = width, None
         self.stop = threading.Event()
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, error, traceback):
+    def end(self, failed):
+        """Cancel the tasks not started, stop those running, and join the
+        threads unless the call ``failed``."""
         self.stop.set()
         if self.executor is not None:
-            self.executor.shutdown(wait=kind is None, cancel_futures=True)
+            self.executor.shutdown(wait=not failed, cancel_futures=True)
 
     def submit(self, function, task):
         """A Future of ``function(task)`` run on a worker thread."""
@@ -3699,7 +3840,7 @@ _collector_paused = _CollectorPause()
 
 
 def _batch_get(table, keys, consistent_read=False, projection=None):
-    """The stored items among ``keys`` (at most 100) by BatchGetItem,
+    """Procedure: the stored items among ``keys`` (at most 100) by BatchGetItem,
     resending unprocessed keys; raises UnprocessedError naming the keys
     still unread after every attempt, and an error that no retry could
     mend (_stops_batch) as it is. ``projection``: the ProjectionExpression
@@ -3711,8 +3852,8 @@ def _batch_get(table, keys, consistent_read=False, projection=None):
     items = []
     for attempt in range(attempts):
         try:
-            response = _call("BatchGetItem",
-                             {"RequestItems": {table: request}})
+            response = yield from _request(
+                "BatchGetItem", {"RequestItems": {table: request}})
         except DynamongoError as exc:
             if _stops_batch(exc):
                 raise
@@ -3725,7 +3866,7 @@ def _batch_get(table, keys, consistent_read=False, projection=None):
         if not request:
             return items
         if attempt + 1 < attempts:
-            _pause(attempt)
+            yield _backoff(attempt)
     missing = request["Keys"]
     raise UnprocessedError(
         f"BatchGetItem on table {table!r} left {len(missing)} keys unread "
@@ -3733,58 +3874,96 @@ def _batch_get(table, keys, consistent_read=False, projection=None):
 
 
 def _read_pages(requests, convert, limit=None, page=None):
-    """``convert(item)`` of each item of several Query/Scan requests, in
-    request order, each item converted as it is decoded: read in parallel,
-    or one after another (stopping early) under a limit; ``page(count)`` is
-    called from the calling thread after each page, or after each
-    request's items when they are read in parallel."""
+    """Procedure: ``convert(item)`` of each item of several Query/Scan
+    requests, in request order, each item converted as it is decoded:
+    read in parallel (_parallel), or one after another (stopping early)
+    under a limit; ``page(count)`` is called after each page, or after
+    each request's items when they are read in parallel."""
     if limit is None and len(requests) > 1:
-        return [item for items in _parallel(
-            lambda request: [convert(item) for item in _pages(*request)],
-            requests, page and (lambda items: page(len(items))))
-            for item in items]
-    return [convert(item) for item in _iter_pages(requests, limit, page)]
+        def read(request):
+            found = []
+            yield from _pages(*request, take=lambda items: _extended(
+                found, map(convert, items)))
+            return found
+        each = page and (lambda items: page(len(items)))
+        return [item for items in (yield from _parallel(read, requests,
+                                                        each))
+                for item in items]
+    found = []
+
+    def take(items):
+        count = _extended(found, map(convert, itertools.islice(
+            items, None if limit is None else limit - len(found))))
+        return None if len(found) == limit else count
+    for operation, params in requests:
+        if (yield from _pages(operation, params, take, page)) is None:
+            break
+    return found
 
 
-def _iter_pages(requests, limit=None, page=None):
-    """The items of several Query/Scan requests one after another, lazily,
-    at most ``limit``; ``page(count)`` after each page."""
-    items = itertools.chain.from_iterable(
-        _pages(operation, params, page) for operation, params in requests)
-    return itertools.islice(items, limit)
+def _extended(found, items):
+    """How many ``items`` were added to the list ``found``."""
+    before = len(found)
+    found.extend(items)
+    return len(found) - before
 
 
-def _pages(operation, params, page=None):
-    """The items of a Query or Scan, following LastEvaluatedKey to the end
-    (lazily: a caller that stops early sends no further requests);
-    ``page(count)`` is called after each page's items are yielded. Each
-    item is decoded (on the fast path: _ItemStream) or let go as it is
-    yielded, so that a caller converting items as they come holds no more
-    than one of them besides the page's text."""
+def _read_each(requests, page=None, take=None):
+    """Procedure: the items of several Query/Scan requests, one request
+    after another, given to ``take`` or handed out (see _pages);
+    ``page(count)`` after each page. Returns how many DynamoDB counted."""
+    total = 0
+    for operation, params in requests:
+        counted = yield from _pages(operation, params, take, page)
+        if counted is None:  # (take stopped it)
+            return None
+        total += counted
+    return total
+
+
+def _pages(operation, params, take=None, then=None):
+    """Procedure: the pages of a Query or Scan, following LastEvaluatedKey:
+    each page's items (on the fast path decoded one by one as they are
+    taken: _ItemStream) go to ``take(items)``, which returns how many it
+    took or None to read no further, or without ``take`` are handed out
+    (_Items). Then ``then(count)``, if given, is called: it may return a
+    procedure to run before the next page, which returns False to read no
+    further. A caller that stops early sends no further request. Returns
+    the number of items DynamoDB counted (with Select=COUNT, the matches),
+    or None when stopped."""
+    settings = _state().settings
+    counted = 0
     while True:
-        answer = _call(operation, _StreamParams(params))
-        count = 0
-        if type(answer) is _ItemStream:
-            try:
-                for item in answer:
-                    count += 1
-                    yield item
-            except _BadAnswer as exc:
-                raise _translate_error(exc, operation, params,
-                                       _state().settings)[0] from exc
+        answer = yield from _request(operation, _StreamParams(params))
+        stream = type(answer) is _ItemStream
+        items = answer if stream else _let_go(answer.get("Items", []))
+        try:
+            count = (yield _Items(items)) if take is None else take(items)
+        except _BadAnswer as exc:
+            raise _translate_error(exc, operation, params,
+                                   settings)[0] from exc
+        if count is None:
+            return None
+        if stream:
             answer = answer.rest
-        else:
-            items = answer.get("Items", [])
-            count = len(items)
-            items.reverse()
-            while items:
-                yield items.pop()
-        if page is not None:
-            page(count)
+        counted += answer.get("Count", count)  # pyright: ignore
+        if then is not None:
+            after = then(count)
+            if after is not None and (yield from after) is False:
+                return None
         last = answer.get("LastEvaluatedKey")  # pyright: ignore
         if not last:
-            return
+            return counted
         params = dict(params, ExclusiveStartKey=last)
+
+
+def _let_go(items):
+    """The items of a list, each let go of by the list as it is taken (so
+    that a caller converting them as they come holds only the
+    converted)."""
+    items.reverse()
+    while items:
+        yield items.pop()
 
 
 def _advance(progress, total):
@@ -3802,19 +3981,17 @@ def _advance(progress, total):
 
 
 def _count(requests):
-    """How many items the Query/Scan requests match (Select=COUNT: no item
-    is sent back), following every page."""
+    """Procedure: how many items the Query/Scan requests match
+    (Select=COUNT: no item is sent back), following every page."""
     total = 0
     for operation, params in requests:
-        params = dict(params, Select="COUNT")
-        while True:
-            response = _call(operation, params)
-            total += response["Count"]
-            last = response.get("LastEvaluatedKey")
-            if not last:
-                break
-            params = dict(params, ExclusiveStartKey=last)
+        total += (yield from _pages(operation, dict(params, Select="COUNT"),
+                                    take=_how_many)) or 0
     return total
+
+
+def _how_many(items):
+    return sum(1 for _ in items)
 
 
 # -- Connection --------------------------------------------------------------
@@ -4134,8 +4311,8 @@ class _Connected:
 
     def wire(self):
         """What sends dynamongo's requests: the fast path, or a boto3 client
-        with botocore's retries off (_call retries, the same way on both
-        paths)."""
+        with botocore's retries off (_request retries, the same way on
+        both paths)."""
         def make():
             if self.settings["fast_path"]:
                 return _FastWire(self)
@@ -4143,7 +4320,7 @@ class _Connected:
         return self._wire or self._made("_wire", make)
 
 
-# The connection state a call in progress runs on (see _one_connection).
+# The connection state a call in progress runs on (see _driven).
 _pinned: contextvars.ContextVar[_Connected | None] = contextvars.ContextVar(
     "dynamongo_connection", default=None)
 
@@ -4153,20 +4330,28 @@ def _state():
     return _pinned.get() or Connection._current or Connection._connect()
 
 
-def _one_connection(method: _C) -> _C:
-    """Run a model method on one connection state from start to end, its
-    worker threads included: a set_config or reset made meanwhile by
-    another thread applies to the calls that start after it."""
+def _driven(method: Callable[_P, _Procedure[_A]]) -> Callable[_P, _A]:
+    """A model method whose body is a procedure (its exchange with
+    DynamoDB), run to its end by the driver, on one connection state from
+    start to end, its worker threads included: a set_config or reset made
+    meanwhile by another thread applies to the calls that start after it.
+    The procedure stays at ``.procedure``, for other procedures to run."""
     @functools.wraps(method)
-    def call(cls, *args, **kwargs):
+    def call(*args: _P.args, **kwargs: _P.kwargs) -> _A:
         if _pinned.get() is not None:
-            return method(cls, *args, **kwargs)
+            return _run(method(*args, **kwargs))
         token = _pinned.set(_state())
         try:
-            return method(cls, *args, **kwargs)
+            return _run(method(*args, **kwargs))
         finally:
             _pinned.reset(token)
+    call.procedure = method  # type: ignore[attr-defined]
     return call  # type: ignore[return-value]
+
+
+def _procedure(method):
+    """The procedure of a _driven model method, taking its class first."""
+    return method.procedure
 
 
 def _pausing_collector(method: _C) -> _C:
@@ -5187,14 +5372,16 @@ class _Metadata:
     # -- requests
 
     def wait_for_table(self, done, timeout=600.0):
-        """Return once ``done(table)`` holds for DescribeTable's ``Table``
-        (None when there is no table); DynamongoError after ``timeout``."""
+        """Procedure: return once ``done(table)`` holds for DescribeTable's
+        ``Table`` (None when there is no table); DynamongoError after
+        ``timeout``."""
         name = self.table_name()
         deadline = time.monotonic() + timeout
         pause = 0.02
         while True:
             try:
-                table = _call("DescribeTable", {"TableName": name})["Table"]
+                table = (yield from _request(
+                    "DescribeTable", {"TableName": name}))["Table"]
             except TableNotFoundError:
                 table = None
             if done(table):
@@ -5204,7 +5391,7 @@ class _Metadata:
                 raise DynamongoError(f"table {name!r} is still "
                                      f"{status or 'missing'} after "
                                      f"{timeout:.0f} s")
-            time.sleep(pause)
+            yield pause
             pause = min(pause * 2, 1.0)
 
     def index_changes(self, table, delete_indexes):
@@ -5310,9 +5497,10 @@ class _Metadata:
         return f"turn the stream on ({wanted})"
 
     def ttl_change(self, table):
-        """Whether TTL must be turned on for the model's TTLField on
+        """Procedure: whether TTL must be turned on for the model's TTLField on
         ``table``; SchemaError when it is on for another attribute."""
-        described = _call("DescribeTimeToLive", {"TableName": table}).get(
+        described = (yield from _request(
+            "DescribeTimeToLive", {"TableName": table})).get(
             "TimeToLiveDescription", {})
         status = described.get("TimeToLiveStatus", "DISABLED")
         attribute = described.get("AttributeName")
@@ -5326,25 +5514,25 @@ class _Metadata:
         return True
 
     def enable_ttl(self, table):
-        """Turn DynamoDB's TTL on for the model's TTLField."""
-        _call("UpdateTimeToLive", {
+        """Procedure: turn DynamoDB's TTL on for the model's TTLField."""
+        yield from _request("UpdateTimeToLive", {
             "TableName": table, "TimeToLiveSpecification": {
                 "Enabled": True, "AttributeName": self.ttl}})
 
     def put_item(self, table, item, condition, version_alone=False):
-        """PutItem. A conditional put whose answer was lost and whose retry
+        """Procedure: PutItem. A conditional put whose answer was lost and whose retry
         then failed its condition succeeded if the item is stored exactly
         as sent: that is our own write, not a refusal. A versioned model's
         item holds its next version (next_version): a refusal of the
         version it requires raises VersionConflict (``version_alone``: the
         version is the put's only condition)."""
         try:
-            _call("PutItem", self.with_condition(
+            yield from _request("PutItem", self.with_condition(
                 {"TableName": table, "Item": item}, condition))
         except ConditionalCheckFailedException as exc:
             key = {name: item[name] for name in self.key_names}
             if exc.maybe_applied:
-                stored = self.read_item(table, key)
+                stored = yield from self.read_item(table, key)
                 if stored is not None and _normal({"M": stored}) == _normal(
                         {"M": item}):
                     return
@@ -5355,7 +5543,7 @@ class _Metadata:
             raise
 
     def read_item(self, table, key, consistent_read=True, fields=None):
-        """GetItem: the stored item (``fields``: the names to read; None:
+        """Procedure: GetItem: the stored item (``fields``: the names to read; None:
         all), or None."""
         params = {"TableName": table, "Key": key,
                   "ConsistentRead": consistent_read}
@@ -5363,7 +5551,7 @@ class _Metadata:
             expression = _Expression()
             self.project(params, expression, fields)
             expression.into(params)
-        return _call("GetItem", params).get("Item")
+        return (yield from _request("GetItem", params)).get("Item")
 
     def overwrite_condition(self, overwrite):
         """The condition of a save's ``overwrite`` argument, or None."""
@@ -5377,14 +5565,14 @@ class _Metadata:
                               f"condition, not {overwrite!r}")
 
     def applied_update(self, table, key, updates, return_values, refusal):
-        """After an update whose answer was lost was refused on retry: the
+        """Procedure: after an update whose answer was lost was refused on retry: the
         attributes it would have returned when the stored item shows it
         was applied (every value it sets is there, every attribute it
         removes is gone), None when it shows it was not. When the item
         cannot tell (an add or append is not seen twice) or the old values
         were lost with the answer, the refusal is raised, marked
         ``maybe_applied``."""
-        item = self.read_item(table, key)
+        item = yield from self.read_item(table, key)
         if item is None:  # an update never deletes the item
             return None
         unknown = []
@@ -5450,10 +5638,10 @@ class _Metadata:
         return params, bounds
 
     def check_bounds(self, table, key, updates):
-        """After a refused update: ValidationError if an add() broke a
+        """Procedure: after a refused update, ValidationError if an add() broke a
         bound of the stored item (a missing item or a failed condition of
         the caller's leaves update_one returning None)."""
-        item = self.read_item(table, key)
+        item = yield from self.read_item(table, key)
         if item is None:
             return
         errors = {}
@@ -5470,17 +5658,19 @@ class _Metadata:
                                   f"{_describe(errors)}", errors)
 
     def delete_item(self, table, key, condition):
-        """DeleteItem; the old item's attributes, or None if there was
+        """Procedure: DeleteItem; the old item's attributes, or None if there was
         none."""
         params = self.with_condition(
             {"TableName": table, "Key": key, "ReturnValues": "ALL_OLD"},
             condition)
         try:
-            return _call("DeleteItem", params).get("Attributes")
+            return (yield from _request("DeleteItem", params)).get(
+                "Attributes")
         except ConditionalCheckFailedException as exc:
             # An earlier attempt whose answer was lost may have deleted it;
             # its attributes are gone with that answer: only the key is left.
-            if exc.maybe_applied and self.read_item(table, key) is None:
+            if exc.maybe_applied and (
+                    yield from self.read_item(table, key)) is None:
                 return key
             raise
 
@@ -5857,13 +6047,17 @@ class _Metadata:
                 instance.__dict__[_LOADED] = loaded
         return instances
 
-    def read(self, plan, consistent_read, limit=None, progress=None):
-        """The stored items a plan reads, lazily (see iter_keys and
-        _iter_pages); its fields only, when it has them (and its TTLField,
-        to leave out expired items)."""
+    def read(self, plan, consistent_read, limit=None, progress=None,
+             take=None):
+        """Procedure: the stored items a plan reads (see iter_keys and
+        _read_each), given to ``take(items)`` or handed out (_Items); its
+        fields only, when it has them (and its TTLField, to leave out
+        expired items). A read by keys stops at ``limit``; a Query's or a
+        Scan's, when they are no longer taken. Returns how many were
+        read."""
         if plan._keys is None:
-            return _iter_pages(self.requests(plan), limit,
-                               _advance(progress, None))
+            return _read_each(self.requests(plan), _advance(progress, None),
+                              take)
         fields, keep = plan._loaded, None
         if plan._expiry:
             fields = fields and fields.union((plan._expiry,))
@@ -5873,7 +6067,8 @@ class _Metadata:
                 return not self.expired(item, now)
             keep = unexpired
         return self.iter_keys(self.table_name(), plan._keys, consistent_read,
-                              limit, fields, progress, keep)
+                              limit, fields=fields, progress=progress,
+                              keep=keep, take=take)
 
     # -- expiry (``self.ttl`` names the TTLField)
 
@@ -5915,7 +6110,8 @@ class _Metadata:
         """Instances of the items a plan reads, lazily, each step on the
         connection state in force now (as a call made now would be)."""
         state = _state()
-        items = self.read(plan, consistent_read, limit, progress)
+        items = itertools.islice(_stream(self.read(
+            plan, consistent_read, limit, progress)), limit)
         from_item, loaded = self.from_item, plan._loaded
         while True:
             token = _pinned.set(state)
@@ -5933,7 +6129,8 @@ class _Metadata:
     # -- pages and cursors
 
     def page(self, plan, limit, cursor, max_scanned):
-        """(stored items, next cursor or None, items scanned) of one page
+        """Procedure: (stored items, next cursor or None, items scanned) of
+        one page
         of a Query or Scan plan, resuming at ``cursor``. It reads on to
         the first item past the page, so that a page ending at the last
         item has no cursor: DynamoDB sends a LastEvaluatedKey whenever a
@@ -5960,7 +6157,7 @@ class _Metadata:
                 budget = wanted if budget is None else min(budget, wanted)
             if budget is not None:
                 params["Limit"] = budget
-            response = _call(operation, params)
+            response = yield from _request(operation, params)
             found = response.get("Items", [])
             scanned += response.get("ScannedCount", len(found))
             start = response.get("LastEvaluatedKey")
@@ -6077,39 +6274,56 @@ class _Metadata:
                               "not in this query's range") from None
         return position, start
 
-    def delete_found(self, table, items, progress):
-        """The BatchResult of deleting the keys of ``items`` (an iterator
-        of stored items: a Query's or a Scan's), a few pages at a time as
+    def delete_found(self, table, requests, progress):
+        """Procedure: the BatchResult of deleting the keys of the items
+        ``requests`` (Queries or Scans) find, a few pages at a time as
         they come; no batch is sent after one that stopped (_stops_batch).
         """
         names, result = self.key_names, BatchResult()
         advance = _advance(progress, None)
         batch_size = _BATCH_WRITE_ITEMS * _state().settings["concurrency"]
-        while True:
-            batch = {self.identity(item): {name: item[name] for name in names}
-                     for item in itertools.islice(items, batch_size)}
-            if not batch:
-                return result
-            done, failed = _batch_write(
-                table, names, {identity: _delete_request(key)
-                               for identity, key in batch.items()},
-                self.identity, advance)
-            result.success += [self.from_item(batch[identity])
-                               for identity in done]
-            result.fail += [Failure(batch[identity], error)
-                            for identity, error in failed]
-            if any(_stops_batch(error) for _, error in failed):
-                return result
+        found = {}  # the keys of the items found, by identity, in order
 
-    def iter_keys(self, table, keys, consistent_read, limit, fields=None,
-                  progress=None, keep=None):
-        """The stored items of ``keys`` (each sent once) in key order, read
-        lazily by BatchGetItem in chunks of 100: up to ``concurrency``
-        chunks in flight on the call's _Workers, the next one sent as each
-        answer is taken. With a limit, the chunks in flight hold at most
-        the keys still wanting, twice as many once those are all read, and
-        so on. ``progress(keys read, keys)`` after each chunk; ``keep(item)``
-        false leaves an item out."""
+        def take(items):
+            count = 0
+            for count, item in enumerate(items, 1):
+                found[self.identity(item)] = {name: item[name]
+                                              for name in names}
+            return count
+
+        def delete(at_least):  # the found keys, in batches
+            while found and len(found) >= at_least:
+                batch = dict(itertools.islice(found.items(), batch_size))
+                for identity in batch:
+                    del found[identity]
+                done, failed = yield from _batch_write(
+                    table, names, {identity: _delete_request(key)
+                                   for identity, key in batch.items()},
+                    self.identity, advance)
+                result.success += [self.from_item(batch[identity])
+                                   for identity in done]
+                result.fail += [Failure(batch[identity], error)
+                                for identity, error in failed]
+                if any(_stops_batch(error) for _, error in failed):
+                    return False
+            return True
+
+        for operation, params in requests:
+            if (yield from _pages(operation, params, take,
+                                  lambda _: delete(batch_size))) is None:
+                return result
+        yield from delete(1)
+        return result
+
+    def iter_keys(self, table, keys, consistent_read, limit, *, fields=None,
+                  progress=None, keep=None, take=None):
+        """Procedure: the stored items of ``keys`` (each sent once) in key
+        order, given to ``take(items)`` or handed out (_Items), read by BatchGetItem in chunks of 100 in
+        a _Window, the next one sent as each answer is taken. With a
+        limit, the chunks hold at most the keys still wanting, twice as
+        many once those are all read, and so on. ``progress(keys read,
+        keys)`` after each chunk; ``keep(item)`` false leaves an item
+        out. Returns how many were found."""
         unique, projection = {}, None
         for key in keys:
             unique.setdefault(self.identity(key), key)
@@ -6121,40 +6335,33 @@ class _Metadata:
         width = _state().settings["concurrency"]
         if len(pending) <= _BATCH_GET_KEYS:
             width = 1
-
-        def get(chunk):
-            return _batch_get(table, [key for _, key in chunk],
-                              consistent_read, projection)
-
-        running = collections.deque()  # (chunk, its future), in key order
-        read = done = found = rounds = budget = 0
-        with _Workers(width) as workers:
-            while read < len(pending) or running:
-                if limit is not None and not running:
-                    budget = (limit - found) << rounds
-                    rounds += 1
-                while read < len(pending) and len(running) < width and (
-                        limit is None or budget > 0):
-                    chunk = pending[read:read + (
-                        _BATCH_GET_KEYS if limit is None
-                        else min(_BATCH_GET_KEYS, budget))]
-                    read += len(chunk)
-                    budget -= len(chunk)
-                    running.append((chunk, workers.submit(get, chunk)
-                                    if width > 1 else None))
-                chunk, future = running.popleft()
-                answer = future.result() if future else get(chunk)
+        read = done = found = rounds = 0
+        while read < len(pending):
+            budget = len(pending) if limit is None \
+                else (limit - found) << rounds
+            rounds += 1
+            chunks = []
+            while read < len(pending) and budget > 0:
+                chunks.append(pending[read:read + min(_BATCH_GET_KEYS,
+                                                      budget)])
+                read += len(chunks[-1])
+                budget -= len(chunks[-1])
+            window = _Window((_batch_get(table, [key for _, key in chunk],
+                                         consistent_read, projection)
+                              for chunk in chunks), width)
+            for chunk in chunks:
+                answer = yield window
                 done += len(chunk)
                 if progress is not None:
                     progress(done, len(pending))
                 stored = {self.identity(item): item for item in answer}
-                for identity, _ in chunk:
-                    item = stored.get(identity)
-                    if item is not None and (keep is None or keep(item)):
-                        yield item
-                        found += 1
-                        if found == limit:
-                            return
+                kept = [item for item in map(stored.get, dict(chunk))
+                        if item is not None and (keep is None or keep(item))]
+                del kept[limit - found if limit is not None else len(kept):]
+                found += take(kept) if take else (yield _Items(kept))
+                if found == limit:
+                    return found
+        return found
 
 
 # -- Model -------------------------------------------------------------------
@@ -6478,8 +6685,9 @@ class Model(metaclass=_ModelType):
         return Connection.get_table(cls.table_name())
 
     @classmethod
-    @_one_connection
-    def create_table(cls, wait: bool = True, exist_ok: bool = False) -> None:
+    @_driven
+    def create_table(cls, wait: bool = True,
+                     exist_ok: bool = False) -> _Procedure[None]:
         """Create the model's table (with its indexes, and its stream when
         it declares ``__stream__``) and wait until it is ACTIVE; a model
         with a TTLField then has DynamoDB's TTL turned on for it (which
@@ -6492,7 +6700,7 @@ class Model(metaclass=_ModelType):
         params = dict(meta.table_definition(), TableName=table)
         created = True
         try:
-            _call("CreateTable", params)
+            yield from _request("CreateTable", params)
         except DynamoDBError as exc:
             if exc.code != "ResourceInUseException":
                 raise
@@ -6503,23 +6711,23 @@ class Model(metaclass=_ModelType):
                     "create_table(exist_ok=True) accepts it")) from exc
             created = False
         if wait or meta.ttl and created:
-            meta.wait_for_table(_is_active)
+            yield from meta.wait_for_table(_is_active)
         if meta.ttl and created:
-            meta.enable_ttl(table)
+            yield from meta.enable_ttl(table)
 
     @classmethod
-    @_one_connection
-    def delete_table(cls, wait: bool = True) -> None:
+    @_driven
+    def delete_table(cls, wait: bool = True) -> _Procedure[None]:
         """Delete the model's table and every item in it; with ``wait``,
         return once DynamoDB has deleted it."""
-        _call("DeleteTable", {"TableName": cls.table_name()})
+        yield from _request("DeleteTable", {"TableName": cls.table_name()})
         if wait:
-            cls._meta.wait_for_table(lambda table: table is None)
+            yield from cls._meta.wait_for_table(lambda table: table is None)
 
     @classmethod
-    @_one_connection
+    @_driven
     def sync_table(cls, dry_run: bool = False,
-                   delete_indexes: bool = False) -> list[str]:
+                   delete_indexes: bool = False) -> _Procedure[list[str]]:
         """Bring the model's table to the model: create it when missing;
         create each global index it lacks (one UpdateTable per index,
         waiting until it is ACTIVE); leave indexes the model does not
@@ -6534,38 +6742,41 @@ class Model(metaclass=_ModelType):
         meta = cls._meta
         name = cls.table_name()
         try:
-            table = _call("DescribeTable", {"TableName": name})["Table"]
+            table = (yield from _request(
+                "DescribeTable", {"TableName": name}))["Table"]
         except TableNotFoundError:
             if not dry_run:
-                cls.create_table()
+                yield from _procedure(cls.create_table)(cls)
             return [f"create table {name!r} with its indexes"]
         changes = meta.index_changes(table, delete_indexes)
         if not dry_run:
             for _, params, index, created in changes:
-                _call("UpdateTable", dict(params, TableName=name))
-                meta.wait_for_table(meta.index_done(index, created))
+                yield from _request("UpdateTable",
+                                    dict(params, TableName=name))
+                yield from meta.wait_for_table(meta.index_done(index,
+                                                               created))
         steps = [change[0] for change in changes]
         stream = meta.stream_change(table)
         if stream:
             steps.append(stream)
             if not dry_run:
-                _call("UpdateTable", {
+                yield from _request("UpdateTable", {
                     "TableName": name, "StreamSpecification": {
                         "StreamEnabled": True,
                         "StreamViewType": cls.__stream__}})
-                meta.wait_for_table(_is_active)
-        if meta.ttl and meta.ttl_change(name):
+                yield from meta.wait_for_table(_is_active)
+        if meta.ttl and (yield from meta.ttl_change(name)):
             steps.append(f"turn TTL on for {meta.ttl!r}")
             if not dry_run:
-                meta.enable_ttl(name)
+                yield from meta.enable_ttl(name)
         return steps
 
     # -- single items
 
     @classmethod
-    @_one_connection
+    @_driven
     def save_one(cls: type[_M], item: _M | dict[str, Any],
-                 overwrite: bool | Condition = True) -> _M:
+                 overwrite: bool | Condition = True) -> _Procedure[_M]:
         """Validate and store one item (a dict or an instance); return the
         saved instance, defaults applied.
 
@@ -6585,14 +6796,14 @@ class Model(metaclass=_ModelType):
         alone = condition is None
         if meta.version is not None:
             condition = meta.next_version(native, stored, condition)
-        meta.put_item(table, stored, condition, alone)
+        yield from meta.put_item(table, stored, condition, alone)
         return meta.instance(native)
 
     @classmethod
-    @_one_connection
+    @_driven
     def get_one(cls: type[_M], strategy: Any, consistent_read: bool = False,
                 fields: _Fields = None,
-                include_expired: bool = False) -> _M:
+                include_expired: bool = False) -> _Procedure[_M]:
         """The item named by ``strategy`` (a key value, a (hash, range)
         tuple, a dict, an instance or a key condition); raises
         ``Model.DoesNotExist`` when there is none, or when its TTLField
@@ -6610,8 +6821,9 @@ class Model(metaclass=_ModelType):
                 "not part of the key (use get_many to filter)")
         loaded = meta.projection(fields, "get_one")
         expiry = None if include_expired else meta.ttl
-        item = meta.read_item(table, key, consistent_read, loaded and (
-            loaded.union((expiry,)) if expiry else loaded))
+        item = yield from meta.read_item(
+            table, key, consistent_read,
+            loaded and (loaded.union((expiry,)) if expiry else loaded))
         if item is None:
             raise cls.DoesNotExist(f"{cls.__name__} with {_key_text(key)} "
                                    "does not exist")
@@ -6621,8 +6833,8 @@ class Model(metaclass=_ModelType):
         return meta.partial([meta.from_item(item)], loaded)[0]
 
     @classmethod
-    @_one_connection
-    def delete_one(cls: type[_M], strategy: Any) -> _M | None:
+    @_driven
+    def delete_one(cls: type[_M], strategy: Any) -> _Procedure[_M | None]:
         """Delete the item named by ``strategy``; a key condition may AND
         further conditions, which must hold. Returns the deleted instance,
         or None when nothing matched. An instance or dict holding a
@@ -6632,7 +6844,7 @@ class Model(metaclass=_ModelType):
         table = cls.table_name()
         key, condition, held = meta.target(strategy, deleting=True)
         try:
-            old = meta.delete_item(table, key, condition)
+            old = yield from meta.delete_item(table, key, condition)
         except ConditionalCheckFailedException as exc:
             if held is not None:
                 meta.check_version(exc, key, held)
@@ -6640,10 +6852,10 @@ class Model(metaclass=_ModelType):
         return meta.from_item(old) if old else None
 
     @classmethod
-    @_one_connection
+    @_driven
     def update_one(cls: type[_M], strategy: Any,
                    updates: Update | Iterable[Update],
-                   return_values: str = "ALL_NEW") -> _M | None:
+                   return_values: str = "ALL_NEW") -> _Procedure[_M | None]:
         """Change one existing item in place; never creates one.
 
         :param strategy: names the item, as for get_one; a key condition
@@ -6675,24 +6887,26 @@ class Model(metaclass=_ModelType):
                                              held)
         params["ReturnValues"] = return_values
         try:
-            attributes = _call("UpdateItem", params).get("Attributes", {})
+            attributes = (yield from _request("UpdateItem", params)).get(
+                "Attributes", {})
         except ConditionalCheckFailedException as exc:
-            attributes = meta.applied_update(
-                table, key, updates, return_values, exc) \
+            attributes = (yield from meta.applied_update(
+                table, key, updates, return_values, exc)) \
                 if exc.maybe_applied else None
             if attributes is None:
                 if held is not None:
                     meta.check_version(exc, key, held)
                 if bounds:
-                    meta.check_bounds(table, key, updates)
+                    yield from meta.check_bounds(table, key, updates)
                 return None
         if return_values in ("ALL_NEW", "ALL_OLD"):
             return meta.from_item(attributes)
         return meta.from_item(dict(attributes, **key))
 
     @classmethod
-    @_one_connection
-    def update_from_dict(cls: type[_M], item: dict[str, Any]) -> _M | None:
+    @_driven
+    def update_from_dict(cls: type[_M],
+                         item: dict[str, Any]) -> _Procedure[_M | None]:
         """Set every field ``item`` names on the stored item with the same
         key (``None`` removes); return the updated instance, or None when
         there is no such item. A version in ``item`` is required of the
@@ -6723,7 +6937,8 @@ class Model(metaclass=_ModelType):
             raise ValidationError(f"{cls.__name__}.update_from_dict: the "
                                   f"item holds only {', '.join(named)}: "
                                   "nothing to update")
-        return cls.update_one(named, updates)
+        return (yield from _procedure(cls.update_one)(cls, named,
+                                                           updates))
 
     # -- many items
 
@@ -6735,11 +6950,11 @@ class Model(metaclass=_ModelType):
                             cls._meta.entries(values, "keys_in")])
 
     @classmethod
-    @_one_connection
     @_pausing_collector
+    @_driven
     def save_many(cls: type[_M], items: Iterable[_M | dict[str, Any]],
                   overwrite: bool | Condition = True,
-                  progress: _Progress = None) -> BatchResult[_M]:
+                  progress: _Progress = None) -> _Procedure[BatchResult[_M]]:
         """Validate and store many items (dicts, instances or both); return
         a BatchResult.
 
@@ -6798,10 +7013,10 @@ class Model(metaclass=_ModelType):
             raise ValidationError(f"{where} needs at least one item")
         advance = _advance(progress, len(stored))
         if not conditional:
-            done, failed = _batch_write(table, meta.key_names, stored,
-                                        identify, advance)
+            done, failed = yield from _batch_write(
+                table, meta.key_names, stored, identify, advance)
         else:
-            done, failed = _one_by_one(
+            done, failed = yield from _one_by_one(
                 lambda entry: meta.put_item(table, *entry), stored, advance)
             done = [identity for identity, _ in done]
         return _finished(BatchResult(
@@ -6809,14 +7024,14 @@ class Model(metaclass=_ModelType):
             [Failure(givens[identity], error) for identity, error in failed]))
 
     @classmethod
-    @_one_connection
     @_pausing_collector
+    @_driven
     def get_many(cls: type[_M], strategy: Any, descending: bool = False,
                  limit: int | None = None, consistent_read: bool = False,
                  segments: int | None = None, index: str | None = None,
                  fields: _Fields = None,
                  progress: _Progress = None,
-                 include_expired: bool = False) -> list[_M]:
+                 include_expired: bool = False) -> _Procedure[list[_M]]:
         """The items a strategy names, as a list of instances; the first
         of these plans that applies reads them (``explain`` shows which):
 
@@ -6855,21 +7070,24 @@ class Model(metaclass=_ModelType):
                          include_expired=include_expired)
         from_item = meta.from_item
         if plan._keys is None:  # several requests read in parallel
-            instances = _read_pages(meta.requests(plan), from_item, limit,
-                                    _advance(progress, None))
+            instances = yield from _read_pages(
+                meta.requests(plan), from_item, limit,
+                _advance(progress, None))
         else:
-            instances = [from_item(item) for item in meta.read(
-                plan, consistent_read, limit, progress)]
+            instances = []
+            yield from meta.read(plan, consistent_read, limit, progress,
+                                 lambda items: _extended(
+                                     instances, map(from_item, items)))
         return meta.partial(instances, plan._loaded)
 
     @classmethod
-    @_one_connection
+    @_driven
     def get_page(cls: type[_M], strategy: Any, limit: int,
                  cursor: str | None = None, descending: bool = False,
                  consistent_read: bool = False, index: str | None = None,
                  fields: _Fields = None,
                  max_scanned: int | None = None, segments: None = None,
-                 include_expired: bool = False) -> Page[_M]:
+                 include_expired: bool = False) -> _Procedure[Page[_M]]:
         """One page of the items the condition ``strategy`` matches,
         planned as get_many plans it (a Query on the table or an index,
         else a Scan; with the same ``descending``, ``consistent_read``,
@@ -6905,7 +7123,8 @@ class Model(metaclass=_ModelType):
             plan = meta.plan(strategy, descending, consistent_read, None,
                              plan.index, loaded.union(plan._start),
                              what="get_page", include_expired=include_expired)
-        items, cursor, scanned = meta.page(plan, limit, cursor, max_scanned)
+        items, cursor, scanned = yield from meta.page(plan, limit, cursor,
+                                                      max_scanned)
         from_item = meta.from_item
         return Page(meta.partial([from_item(item) for item in items],
                                  plan._loaded), cursor, scanned)
@@ -6936,9 +7155,10 @@ class Model(metaclass=_ModelType):
         return meta.instances(plan, consistent_read, limit, progress)
 
     @classmethod
-    @_one_connection
+    @_driven
     def count(cls, strategy: Any = None, consistent_read: bool = False,
-              index: str | None = None, include_expired: bool = False) -> int:
+              index: str | None = None,
+              include_expired: bool = False) -> _Procedure[int]:
         """How many stored items ``strategy`` matches (as get_many takes
         it; None: every item of the table, or of ``index``). DynamoDB
         counts them (Select=COUNT: no item is sent back), following every
@@ -6957,24 +7177,24 @@ class Model(metaclass=_ModelType):
             plan = Plan("Scan")
             plan._requests = [("Scan", params)]
             plan._expiry = None if include_expired else meta.ttl
-            return _count(meta.requests(plan))
+            return (yield from _count(meta.requests(plan)))
         plan = meta.plan(strategy, consistent_read=consistent_read,
                          index=index, what="count",
                          include_expired=include_expired)
         if plan._keys is None:
-            return _count(meta.requests(plan))
+            return (yield from _count(meta.requests(plan)))
         plan._loaded = frozenset(meta.key_names)
-        return sum(1 for _ in meta.read(plan, consistent_read))
+        return (yield from meta.read(plan, consistent_read, take=len)) or 0
 
     @classmethod
-    @_one_connection
-    def estimated_count(cls) -> int:
+    @_driven
+    def estimated_count(cls) -> _Procedure[int]:
         """The table's item count as DynamoDB keeps it (DescribeTable's
         ItemCount), which it refreshes only about every six hours: recent
         writes may be missing. count() counts exactly, at the cost of
         reading the table."""
-        return _call("DescribeTable",
-                     {"TableName": cls.table_name()})["Table"]["ItemCount"]
+        return (yield from _request("DescribeTable", {
+            "TableName": cls.table_name()}))["Table"]["ItemCount"]
 
     @classmethod
     def explain(cls, strategy: Any, descending: bool = False,
@@ -7001,10 +7221,10 @@ class Model(metaclass=_ModelType):
                          sending=False, include_expired=include_expired)
 
     @classmethod
-    @_one_connection
     @_pausing_collector
+    @_driven
     def delete_many(cls: type[_M], strategy: Any, segments: int | None = None,
-                    progress: _Progress = None) -> BatchResult[_M]:
+                    progress: _Progress = None) -> _Procedure[BatchResult[_M]]:
         """Delete the items a strategy names (as for get_many); return a
         BatchResult.
 
@@ -7029,8 +7249,8 @@ class Model(metaclass=_ModelType):
                              segments=segments, what="delete_many",
                              include_expired=True)
             if plan._keys is None:
-                return _finished(meta.delete_found(
-                    table, _iter_pages(plan._requests), progress))
+                return _finished((yield from meta.delete_found(
+                    table, plan._requests, progress)))
             entries = [(key, key) for key in plan._keys]
         else:
             entries = []
@@ -7046,7 +7266,7 @@ class Model(metaclass=_ModelType):
             if identity not in batch_keys:
                 batch_keys[identity], givens[identity] = key, given
         advance = _advance(progress, len(batch_keys) + len(conditional))
-        done, failed = _batch_write(
+        done, failed = yield from _batch_write(
             table, names, {identity: _delete_request(key)
                            for identity, key in batch_keys.items()},
             meta.identity, advance)
@@ -7054,7 +7274,7 @@ class Model(metaclass=_ModelType):
             [meta.from_item(batch_keys[identity]) for identity in done],
             [Failure(givens[identity], error) for identity, error in failed])
         if not any(_stops_batch(failure.error) for failure in result.fail):
-            deleted, failed = _one_by_one(
+            deleted, failed = yield from _one_by_one(
                 lambda entry: meta.delete_item(table, entry[0], entry[1]),
                 dict(enumerate(conditional)), advance)
             result.success += [meta.from_item(old or conditional[index][0])
@@ -7194,20 +7414,24 @@ class Transaction:
                                   "DynamoDB's limit of 4 MB")
         token = _pinned.set(self._state)
         try:
-            attempts = self._state.settings["max_attempts"]
-            for attempt in range(attempts):
-                try:
-                    _call("TransactWriteItems", params)
-                    return
-                except TransactionCanceled as exc:
-                    self._explain(exc)
-                    codes = {reason.code for reason in exc.reasons} - {None}
-                    if not codes <= {"TransactionConflict"} \
-                            or attempt + 1 == attempts:
-                        raise
-                _pause(attempt)
+            _run(self._write(params))
         finally:
             _pinned.reset(token)
+
+    def _write(self, params):
+        """Procedure: TransactWriteItems, sent again while conflicts with
+        other transactions alone cancel it."""
+        attempts = self._state.settings["max_attempts"]
+        for attempt in range(attempts):
+            try:
+                return (yield from _request("TransactWriteItems", params))
+            except TransactionCanceled as exc:
+                self._explain(exc)
+                codes = {reason.code for reason in exc.reasons} - {None}
+                if not codes <= {"TransactionConflict"} \
+                        or attempt + 1 == attempts:
+                    raise
+            yield _backoff(attempt)
 
     # -- internals
 
@@ -7313,7 +7537,7 @@ def transact_get(requests: Sequence[tuple[type[Model], Any]],
             expression.into(get)
         gets.append({"Get": get})
         metas.append((meta, loaded))
-    answer = _call("TransactGetItems", {"TransactItems": gets})
+    answer = _run(_request("TransactGetItems", {"TransactItems": gets}))
     found = []
     for (meta, loaded), response in zip(metas, answer.get("Responses", [])):
         item = response.get("Item")

@@ -303,13 +303,13 @@ def contacts():
 def calls(monkeypatch):
     """Records (operation, params) of every request dynamongo sends."""
     recorded = []
-    send = dynamongo._call
+    request = dynamongo._request
 
     def recording(operation, params):
         recorded.append((operation, params))
-        return send(operation, params)
+        return request(operation, params)
 
-    monkeypatch.setattr(dynamongo, "_call", recording)
+    monkeypatch.setattr(dynamongo, "_request", recording)
     return recorded
 
 
@@ -1277,6 +1277,9 @@ def test_http_client_closes_a_connection_on_any_interruption(monkeypatch):
             post(client)
         monkeypatch.undo()
         assert client.idle == []  # closed, not kept
+        deadline = time.monotonic() + 5  # the server takes the first reply
+        while not server.requests and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert post(client)[2] == b'{"n":2}'
         assert server.connections == 2
     finally:
