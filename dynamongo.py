@@ -5093,11 +5093,6 @@ _CODEC = {"validate_item": _write_validate_item,
 
 # -- Model metadata ----------------------------------------------------------
 
-def _is_active(table):
-    """Whether a described table exists and is ACTIVE."""
-    return table is not None and table["TableStatus"] == "ACTIVE"
-
-
 class _Metadata:
     """A model's own state and machinery, kept on ``Model._meta`` so that
     the model class holds only its fields and the public API (as peewee's
@@ -5159,60 +5154,6 @@ class _Metadata:
                 "letters, digits, '_', '-' or '.'")
         self._table_names = (prefix, name)
         return name
-
-    def table_definition(self):
-        """CreateTable's parameters, less the table name: keys, billing,
-        indexes."""
-        model = self.model
-        provisioned = model.__billing_mode__ == "PROVISIONED"
-        attributes = {}
-
-        def key_schema(schema):
-            elements = []
-            for fields, kind in ((schema.hash, "HASH"),
-                                 (schema.range, "RANGE")):
-                for name, field in fields:
-                    attributes[name] = field.attribute_type
-                    elements.append({"AttributeName": name, "KeyType": kind})
-            return elements
-
-        def throughput(read, write):
-            return {"ReadCapacityUnits": read, "WriteCapacityUnits": write}
-
-        table, *indexes = self.key_schemas
-        params = {"KeySchema": key_schema(table),
-                  "BillingMode": model.__billing_mode__}
-        if provisioned:
-            params["ProvisionedThroughput"] = throughput(
-                model.__read_units__, model.__write_units__)
-        for schema in indexes:
-            declared: Any = schema.declared  # (an index's, not None)
-            if schema.projected is None:
-                projection = {"ProjectionType": "ALL"}
-            else:
-                keys = set(table.names() + schema.names())
-                extra = sorted(schema.projected - keys)
-                projection = {"ProjectionType": "INCLUDE",
-                              "NonKeyAttributes": extra} if extra \
-                    else {"ProjectionType": "KEYS_ONLY"}
-            index = {"IndexName": schema.index,
-                     "KeySchema": key_schema(schema),
-                     "Projection": projection}
-            if schema.local:
-                params.setdefault("LocalSecondaryIndexes", []).append(index)
-                continue
-            if provisioned:
-                index["ProvisionedThroughput"] = throughput(
-                    declared.read_units or model.__read_units__,
-                    declared.write_units or model.__write_units__)
-            params.setdefault("GlobalSecondaryIndexes", []).append(index)
-        params["AttributeDefinitions"] = [
-            {"AttributeName": name, "AttributeType": kind}
-            for name, kind in attributes.items()]
-        if model.__stream__:
-            params["StreamSpecification"] = {
-                "StreamEnabled": True, "StreamViewType": model.__stream__}
-        return params
 
     # -- items and their values
 
@@ -5369,155 +5310,7 @@ class _Metadata:
                                   f"name one item: {how}")
         return key_values, _and_all(rest)
 
-    # -- requests
-
-    def wait_for_table(self, done, timeout=600.0):
-        """Procedure: return once ``done(table)`` holds for DescribeTable's
-        ``Table`` (None when there is no table); DynamongoError after
-        ``timeout``."""
-        name = self.table_name()
-        deadline = time.monotonic() + timeout
-        pause = 0.02
-        while True:
-            try:
-                table = (yield from _request(
-                    "DescribeTable", {"TableName": name}))["Table"]
-            except TableNotFoundError:
-                table = None
-            if done(table):
-                return
-            if time.monotonic() > deadline:
-                status = table and table.get("TableStatus")
-                raise DynamongoError(f"table {name!r} is still "
-                                     f"{status or 'missing'} after "
-                                     f"{timeout:.0f} s")
-            yield pause
-            pause = min(pause * 2, 1.0)
-
-    def index_changes(self, table, delete_indexes):
-        """(step, UpdateTable parameters, index name, whether it creates)
-        of each change bringing the indexes of the described ``table`` to
-        the model's; SchemaError for what no UpdateTable can do."""
-        wanted = self.table_definition()
-
-        def by_name(definition, kind):
-            return {index["IndexName"]: index
-                    for index in definition.get(kind) or ()}
-
-        def shape(index):
-            projection = index.get("Projection", {})
-            return ([(key["AttributeName"], key["KeyType"])
-                     for key in index["KeySchema"]],
-                    projection.get("ProjectionType"),
-                    sorted(projection.get("NonKeyAttributes", ())))
-
-        have, want = (by_name(definition, "LocalSecondaryIndexes")
-                      for definition in (table, wanted))
-        if {name: shape(index) for name, index in have.items()} != \
-                {name: shape(index) for name, index in want.items()}:
-            raise SchemaError(
-                f"{self.name}: the table's local indexes "
-                f"({', '.join(have) or 'none'}) differ from the model's "
-                f"({', '.join(want) or 'none'}); local indexes exist only "
-                "from a table's creation: recreate the table to change them")
-        have, want = (by_name(definition, "GlobalSecondaryIndexes")
-                      for definition in (table, wanted))
-        changes = []
-
-        def create(name):
-            changes.append((
-                f"create global index {name!r}",
-                {"AttributeDefinitions": wanted["AttributeDefinitions"],
-                 "GlobalSecondaryIndexUpdates": [{"Create": want[name]}]},
-                name, True))
-
-        def delete(name):
-            changes.append((f"delete global index {name!r}", {
-                "GlobalSecondaryIndexUpdates": [
-                    {"Delete": {"IndexName": name}}]}, name, False))
-
-        for name in want:
-            if name not in have:
-                create(name)
-            elif shape(have[name]) != shape(want[name]):
-                if not delete_indexes:
-                    raise SchemaError(
-                        f"{self.name}: the table's global index {name!r} "
-                        "has other keys or projection than the model's; "
-                        "sync_table(delete_indexes=True) deletes and "
-                        "recreates it")
-                delete(name)
-                create(name)
-        for name in have:
-            if name not in want and delete_indexes:
-                delete(name)
-        return changes
-
-    def index_done(self, name, created):
-        """A wait_for_table test: the global index ``name`` is ACTIVE
-        (``created``) or gone. A server that shows no sign of the change
-        it accepted (DynamoDB lists the index as CREATING or DELETING at
-        once) raises DynamongoError rather than being waited for."""
-        unmoved = []
-
-        def done(table):
-            index = next((index for index in (table or {}).get(
-                "GlobalSecondaryIndexes") or ()
-                if index["IndexName"] == name), None)
-            if created and index is not None:
-                return index.get("IndexStatus") == "ACTIVE" and \
-                    table["TableStatus"] == "ACTIVE"
-            if not created and (index is None
-                                or index.get("IndexStatus") == "DELETING"):
-                return index is None
-            unmoved.append(index)
-            if len(unmoved) >= 5:
-                raise DynamongoError(
-                    f"{self.name}: the server accepted "
-                    f"{'creating' if created else 'deleting'} the global "
-                    f"index {name!r} but does not do it: it does not "
-                    f"{'create' if created else 'delete'} indexes on an "
-                    "existing table")
-            return False
-        return done
-
-    def stream_change(self, table):
-        """The step turning on the model's stream on the described
-        ``table``, or None when it needs none."""
-        wanted = self.model.__stream__
-        have = table.get("StreamSpecification") or {}
-        if not wanted or have.get("StreamEnabled") and \
-                have.get("StreamViewType") == wanted:
-            return None
-        if have.get("StreamEnabled"):
-            raise SchemaError(
-                f"{self.name}: the table's stream shows "
-                f"{have.get('StreamViewType')}, the model's {wanted}; turn "
-                "the stream off first (its records are lost with it)")
-        return f"turn the stream on ({wanted})"
-
-    def ttl_change(self, table):
-        """Procedure: whether TTL must be turned on for the model's TTLField on
-        ``table``; SchemaError when it is on for another attribute."""
-        described = (yield from _request(
-            "DescribeTimeToLive", {"TableName": table})).get(
-            "TimeToLiveDescription", {})
-        status = described.get("TimeToLiveStatus", "DISABLED")
-        attribute = described.get("AttributeName")
-        if status in ("ENABLED", "ENABLING") and attribute == self.ttl:
-            return False
-        if status != "DISABLED":
-            raise SchemaError(
-                f"{self.name}: the table's TTL is {status.lower()} for "
-                f"{attribute!r}, not for {self.ttl!r}; DynamoDB takes one "
-                "TTL attribute: turn it off first")
-        return True
-
-    def enable_ttl(self, table):
-        """Procedure: turn DynamoDB's TTL on for the model's TTLField."""
-        yield from _request("UpdateTimeToLive", {
-            "TableName": table, "TimeToLiveSpecification": {
-                "Enabled": True, "AttributeName": self.ttl}})
+    # -- single items
 
     def put_item(self, table, item, condition, version_alone=False):
         """Procedure: PutItem. A conditional put whose answer was lost and whose retry
@@ -6364,6 +6157,290 @@ class _Metadata:
         return found
 
 
+# -- Tables ------------------------------------------------------------------
+
+def _is_active(table):
+    """Whether a described table exists and is ACTIVE."""
+    return table is not None and table["TableStatus"] == "ACTIVE"
+
+
+class _SchemaManager:
+    """A model's table, as peewee's SchemaManager keeps it apart from the
+    model's facts: its definition, and the procedures creating, deleting
+    and changing it, which Model.create_table, delete_table and
+    sync_table run."""
+
+    def __init__(self, meta):
+        self.meta = meta
+
+    def definition(self):
+        """CreateTable's parameters, less the table name: keys, billing,
+        indexes."""
+        meta = self.meta
+        model = meta.model
+        provisioned = model.__billing_mode__ == "PROVISIONED"
+        attributes = {}
+
+        def key_schema(schema):
+            elements = []
+            for fields, kind in ((schema.hash, "HASH"),
+                                 (schema.range, "RANGE")):
+                for name, field in fields:
+                    attributes[name] = field.attribute_type
+                    elements.append({"AttributeName": name, "KeyType": kind})
+            return elements
+
+        def throughput(read, write):
+            return {"ReadCapacityUnits": read, "WriteCapacityUnits": write}
+
+        table, *indexes = meta.key_schemas
+        params = {"KeySchema": key_schema(table),
+                  "BillingMode": model.__billing_mode__}
+        if provisioned:
+            params["ProvisionedThroughput"] = throughput(
+                model.__read_units__, model.__write_units__)
+        for schema in indexes:
+            declared: Any = schema.declared  # (an index's, not None)
+            if schema.projected is None:
+                projection = {"ProjectionType": "ALL"}
+            else:
+                keys = set(table.names() + schema.names())
+                extra = sorted(schema.projected - keys)
+                projection = {"ProjectionType": "INCLUDE",
+                              "NonKeyAttributes": extra} if extra \
+                    else {"ProjectionType": "KEYS_ONLY"}
+            index = {"IndexName": schema.index,
+                     "KeySchema": key_schema(schema),
+                     "Projection": projection}
+            if schema.local:
+                params.setdefault("LocalSecondaryIndexes", []).append(index)
+                continue
+            if provisioned:
+                index["ProvisionedThroughput"] = throughput(
+                    declared.read_units or model.__read_units__,
+                    declared.write_units or model.__write_units__)
+            params.setdefault("GlobalSecondaryIndexes", []).append(index)
+        params["AttributeDefinitions"] = [
+            {"AttributeName": name, "AttributeType": kind}
+            for name, kind in attributes.items()]
+        if model.__stream__:
+            params["StreamSpecification"] = {
+                "StreamEnabled": True, "StreamViewType": model.__stream__}
+        return params
+
+    def create(self, wait, exist_ok):
+        """Procedure: Model.create_table."""
+        meta = self.meta
+        table = meta.table_name()
+        params = dict(self.definition(), TableName=table)
+        created = True
+        try:
+            yield from _request("CreateTable", params)
+        except DynamoDBError as exc:
+            if exc.code != "ResourceInUseException":
+                raise
+            if not exist_ok:
+                raise exc._restated(DynamoDBError, (
+                    f"{meta.name}.create_table: table {table!r} exists "
+                    "already (or is being created or deleted); "
+                    "create_table(exist_ok=True) accepts it")) from exc
+            created = False
+        if wait or meta.ttl and created:
+            yield from self.wait(_is_active)
+        if meta.ttl and created:
+            yield from self.enable_ttl(table)
+
+    def delete(self, wait):
+        """Procedure: Model.delete_table."""
+        yield from _request("DeleteTable",
+                            {"TableName": self.meta.table_name()})
+        if wait:
+            yield from self.wait(lambda table: table is None)
+
+    def sync(self, dry_run, delete_indexes):
+        """Procedure: Model.sync_table."""
+        meta = self.meta
+        name = meta.table_name()
+        try:
+            table = (yield from _request(
+                "DescribeTable", {"TableName": name}))["Table"]
+        except TableNotFoundError:
+            if not dry_run:
+                yield from self.create(True, False)
+            return [f"create table {name!r} with its indexes"]
+        changes = self.index_changes(table, delete_indexes)
+        if not dry_run:
+            for _, params, index, created in changes:
+                yield from _request("UpdateTable",
+                                    dict(params, TableName=name))
+                yield from self.wait(self.index_done(index, created))
+        steps = [change[0] for change in changes]
+        stream = self.stream_change(table)
+        if stream:
+            steps.append(stream)
+            if not dry_run:
+                yield from _request("UpdateTable", {
+                    "TableName": name, "StreamSpecification": {
+                        "StreamEnabled": True,
+                        "StreamViewType": meta.model.__stream__}})
+                yield from self.wait(_is_active)
+        if meta.ttl and (yield from self.ttl_change(name)):
+            steps.append(f"turn TTL on for {meta.ttl!r}")
+            if not dry_run:
+                yield from self.enable_ttl(name)
+        return steps
+
+    def wait(self, done, timeout=600.0):
+        """Procedure: return once ``done(table)`` holds for DescribeTable's
+        ``Table`` (None when there is no table); DynamongoError after
+        ``timeout``."""
+        name = self.meta.table_name()
+        deadline = time.monotonic() + timeout
+        pause = 0.02
+        while True:
+            try:
+                table = (yield from _request(
+                    "DescribeTable", {"TableName": name}))["Table"]
+            except TableNotFoundError:
+                table = None
+            if done(table):
+                return
+            if time.monotonic() > deadline:
+                status = table and table.get("TableStatus")
+                raise DynamongoError(f"table {name!r} is still "
+                                     f"{status or 'missing'} after "
+                                     f"{timeout:.0f} s")
+            yield pause
+            pause = min(pause * 2, 1.0)
+
+    def index_changes(self, table, delete_indexes):
+        """(step, UpdateTable parameters, index name, whether it creates)
+        of each change bringing the indexes of the described ``table`` to
+        the model's; SchemaError for what no UpdateTable can do."""
+        wanted = self.definition()
+
+        def by_name(definition, kind):
+            return {index["IndexName"]: index
+                    for index in definition.get(kind) or ()}
+
+        def shape(index):
+            projection = index.get("Projection", {})
+            return ([(key["AttributeName"], key["KeyType"])
+                     for key in index["KeySchema"]],
+                    projection.get("ProjectionType"),
+                    sorted(projection.get("NonKeyAttributes", ())))
+
+        have, want = (by_name(definition, "LocalSecondaryIndexes")
+                      for definition in (table, wanted))
+        if {name: shape(index) for name, index in have.items()} != \
+                {name: shape(index) for name, index in want.items()}:
+            raise SchemaError(
+                f"{self.meta.name}: the table's local indexes "
+                f"({', '.join(have) or 'none'}) differ from the model's "
+                f"({', '.join(want) or 'none'}); local indexes exist only "
+                "from a table's creation: recreate the table to change them")
+        have, want = (by_name(definition, "GlobalSecondaryIndexes")
+                      for definition in (table, wanted))
+        changes = []
+
+        def create(name):
+            changes.append((
+                f"create global index {name!r}",
+                {"AttributeDefinitions": wanted["AttributeDefinitions"],
+                 "GlobalSecondaryIndexUpdates": [{"Create": want[name]}]},
+                name, True))
+
+        def delete(name):
+            changes.append((f"delete global index {name!r}", {
+                "GlobalSecondaryIndexUpdates": [
+                    {"Delete": {"IndexName": name}}]}, name, False))
+
+        for name in want:
+            if name not in have:
+                create(name)
+            elif shape(have[name]) != shape(want[name]):
+                if not delete_indexes:
+                    raise SchemaError(
+                        f"{self.meta.name}: the table's global index {name!r} "
+                        "has other keys or projection than the model's; "
+                        "sync_table(delete_indexes=True) deletes and "
+                        "recreates it")
+                delete(name)
+                create(name)
+        for name in have:
+            if name not in want and delete_indexes:
+                delete(name)
+        return changes
+
+    def index_done(self, name, created):
+        """A ``wait`` test: the global index ``name`` is ACTIVE
+        (``created``) or gone. A server that shows no sign of the change
+        it accepted (DynamoDB lists the index as CREATING or DELETING at
+        once) raises DynamongoError rather than being waited for."""
+        unmoved = []
+
+        def done(table):
+            index = next((index for index in (table or {}).get(
+                "GlobalSecondaryIndexes") or ()
+                if index["IndexName"] == name), None)
+            if created and index is not None:
+                return index.get("IndexStatus") == "ACTIVE" and \
+                    table["TableStatus"] == "ACTIVE"
+            if not created and (index is None
+                                or index.get("IndexStatus") == "DELETING"):
+                return index is None
+            unmoved.append(index)
+            if len(unmoved) >= 5:
+                raise DynamongoError(
+                    f"{self.meta.name}: the server accepted "
+                    f"{'creating' if created else 'deleting'} the global "
+                    f"index {name!r} but does not do it: it does not "
+                    f"{'create' if created else 'delete'} indexes on an "
+                    "existing table")
+            return False
+        return done
+
+    def stream_change(self, table):
+        """The step turning on the model's stream on the described
+        ``table``, or None when it needs none."""
+        wanted = self.meta.model.__stream__
+        have = table.get("StreamSpecification") or {}
+        if not wanted or have.get("StreamEnabled") and \
+                have.get("StreamViewType") == wanted:
+            return None
+        if have.get("StreamEnabled"):
+            raise SchemaError(
+                f"{self.meta.name}: the table's stream shows "
+                f"{have.get('StreamViewType')}, the model's {wanted}; turn "
+                "the stream off first (its records are lost with it)")
+        return f"turn the stream on ({wanted})"
+
+    def ttl_change(self, table):
+        """Procedure: whether TTL must be turned on for the model's
+        TTLField on ``table``; SchemaError when it is on for another
+        attribute."""
+        ttl = self.meta.ttl
+        described = (yield from _request(
+            "DescribeTimeToLive", {"TableName": table})).get(
+            "TimeToLiveDescription", {})
+        status = described.get("TimeToLiveStatus", "DISABLED")
+        attribute = described.get("AttributeName")
+        if status in ("ENABLED", "ENABLING") and attribute == ttl:
+            return False
+        if status != "DISABLED":
+            raise SchemaError(
+                f"{self.meta.name}: the table's TTL is {status.lower()} for "
+                f"{attribute!r}, not for {ttl!r}; DynamoDB takes one "
+                "TTL attribute: turn it off first")
+        return True
+
+    def enable_ttl(self, table):
+        """Procedure: turn DynamoDB's TTL on for the model's TTLField."""
+        yield from _request("UpdateTimeToLive", {
+            "TableName": table, "TimeToLiveSpecification": {
+                "Enabled": True, "AttributeName": self.meta.ttl}})
+
+
 # -- Model -------------------------------------------------------------------
 
 # The names a field cannot take: the model's public API, and _meta.
@@ -6695,34 +6772,14 @@ class Model(metaclass=_ModelType):
 
         :param exist_ok: do nothing when the table already exists.
         """
-        meta = cls._meta
-        table = cls.table_name()
-        params = dict(meta.table_definition(), TableName=table)
-        created = True
-        try:
-            yield from _request("CreateTable", params)
-        except DynamoDBError as exc:
-            if exc.code != "ResourceInUseException":
-                raise
-            if not exist_ok:
-                raise exc._restated(DynamoDBError, (
-                    f"{cls.__name__}.create_table: table {table!r} exists "
-                    "already (or is being created or deleted); "
-                    "create_table(exist_ok=True) accepts it")) from exc
-            created = False
-        if wait or meta.ttl and created:
-            yield from meta.wait_for_table(_is_active)
-        if meta.ttl and created:
-            yield from meta.enable_ttl(table)
+        yield from _SchemaManager(cls._meta).create(wait, exist_ok)
 
     @classmethod
     @_driven
     def delete_table(cls, wait: bool = True) -> _Procedure[None]:
         """Delete the model's table and every item in it; with ``wait``,
         return once DynamoDB has deleted it."""
-        yield from _request("DeleteTable", {"TableName": cls.table_name()})
-        if wait:
-            yield from cls._meta.wait_for_table(lambda table: table is None)
+        yield from _SchemaManager(cls._meta).delete(wait)
 
     @classmethod
     @_driven
@@ -6739,37 +6796,8 @@ class Model(metaclass=_ModelType):
         SchemaError: DynamoDB must turn those off first). Returns the
         steps taken, or with ``dry_run`` those it would take, sending no
         change."""
-        meta = cls._meta
-        name = cls.table_name()
-        try:
-            table = (yield from _request(
-                "DescribeTable", {"TableName": name}))["Table"]
-        except TableNotFoundError:
-            if not dry_run:
-                yield from _procedure(cls.create_table)(cls)
-            return [f"create table {name!r} with its indexes"]
-        changes = meta.index_changes(table, delete_indexes)
-        if not dry_run:
-            for _, params, index, created in changes:
-                yield from _request("UpdateTable",
-                                    dict(params, TableName=name))
-                yield from meta.wait_for_table(meta.index_done(index,
-                                                               created))
-        steps = [change[0] for change in changes]
-        stream = meta.stream_change(table)
-        if stream:
-            steps.append(stream)
-            if not dry_run:
-                yield from _request("UpdateTable", {
-                    "TableName": name, "StreamSpecification": {
-                        "StreamEnabled": True,
-                        "StreamViewType": cls.__stream__}})
-                yield from meta.wait_for_table(_is_active)
-        if meta.ttl and (yield from meta.ttl_change(name)):
-            steps.append(f"turn TTL on for {meta.ttl!r}")
-            if not dry_run:
-                yield from meta.enable_ttl(name)
-        return steps
+        return (yield from _SchemaManager(cls._meta).sync(dry_run,
+                                                          delete_indexes))
 
     # -- single items
 

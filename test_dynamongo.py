@@ -5209,7 +5209,8 @@ def test_create_table_and_sync_table_turn_the_stream_on():
                                    "StreamViewType": "NEW_AND_OLD_IMAGES"}
     assert Feed.sync_table(dry_run=True) == []
     Feed.delete_table()
-    plain = dict(Feed._meta.table_definition(), TableName=name)
+    plain = dict(dynamongo._SchemaManager(Feed._meta).definition(),
+                 TableName=name)
     del plain["StreamSpecification"]
     client.create_table(**plain)
     assert Feed.sync_table() == ["turn the stream on (NEW_AND_OLD_IMAGES)"]
