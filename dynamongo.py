@@ -27,6 +27,24 @@ licensed.
 # mypy: disable-error-code="no-any-return,import-untyped,annotation-unchecked"
 # pyright: basic
 
+# How it fits together, in the order a call's requests flow (the sections
+# to jump to in brackets):
+#
+#   model call   Model.get_many(...) checks its arguments [Model]: the
+#                model's facts are in cls._meta [Model metadata], its
+#                values pass through code compiled for it [A model's
+#                codec], a read is planned -- keys, a Query or a Scan
+#                [The planner] -- and tables are made [Tables].
+#   procedure    The call's exchange with DynamoDB is a generator that
+#                yields each request and is sent its answer, doing no I/O
+#                [The engine]: one retry loop, one pager, one window.
+#   driver       _run and _stream answer what a procedure yields, on the
+#                calling thread and worker threads [The engine].
+#   route        _send: signed by dynamongo (_FastWire), or by botocore,
+#                or a boto3 client (_ClientWire), as the settings say
+#                [The wire, Connection].
+#   HTTP         _Http: kept-alive connections, shared [The wire].
+
 from __future__ import annotations
 
 __version__ = "0.2.0"
@@ -442,17 +460,7 @@ def _translate_error(exc, operation, params, settings):
     request = dict(operation=operation, table=table)
     response = getattr(exc, "response", None)
     if isinstance(response, dict) and "Error" in response:
-        code = response["Error"].get("Code")
-        text = response["Error"].get("Message") or _MEANINGS.get(
-            code, "no message")
-        if code == "ResourceNotFoundException" and table:
-            text += (f" (no table {table!r} in region {settings['region']} "
-                     f"at {endpoint}: the model's create_table() makes it)")
-        error = _ERROR_CODES.get(code, DynamoDBError)(
-            f"{where} failed: {code}: {text}", code=code, response=response,
-            **request)
-        server_error = (error.status or 0) >= 500
-        return error, code in _RETRY_CODES or server_error, server_error
+        return _refusal(response, where, request, settings)
     exceptions = sys.modules.get("botocore.exceptions")
     if exceptions is not None and isinstance(exc, exceptions.ChecksumError):
         exc = _BadAnswer(str(exc), corrupted=True)  # older botocore's check
@@ -460,20 +468,50 @@ def _translate_error(exc, operation, params, settings):
         return DynamoDBError(f"{where} failed: the answer from {endpoint} is "
                              f"not DynamoDB's: {exc}", **request), \
             exc.corrupted, exc.corrupted
-    kind = type(exc).__name__
-    sent = None  # whether a request that got no answer reached the server
-    if isinstance(exc, _NoAnswer):
-        sent = exc.sent
-    elif exceptions is not None and isinstance(
-            exc, (exceptions.ConnectionError, exceptions.HTTPClientError)):
-        # botocore's ConnectionError: the request never reached the server;
-        # its others (a closed connection, a read timeout): it may have.
-        sent = not isinstance(exc, exceptions.ConnectionError)
+    sent = _reached_server(exc, exceptions)
     if sent is not None:
         error = DynamoDBConnectionError(
             f"{where} failed: no answer from {endpoint}: {exc}", **request)
         error.endpoint = endpoint
         return error, True, sent
+    return _local_error(exc, exceptions, where, endpoint), False, False
+
+
+def _refusal(response, where, request, settings):
+    """(error, worth retrying, may have been applied) of the server's
+    refusal ``response`` (botocore's shape)."""
+    code = response["Error"].get("Code")
+    text = response["Error"].get("Message") or _MEANINGS.get(
+        code, "no message")
+    table = request["table"]
+    if code == "ResourceNotFoundException" and table:
+        text += (f" (no table {table!r} in region {settings['region']} at "
+                 f"{_endpoint_of(settings)}: the model's create_table() "
+                 "makes it)")
+    error = _ERROR_CODES.get(code, DynamoDBError)(
+        f"{where} failed: {code}: {text}", code=code, response=response,
+        **request)
+    server_error = (error.status or 0) >= 500
+    return error, code in _RETRY_CODES or server_error, server_error
+
+
+def _reached_server(exc, exceptions):
+    """For a request that got no answer: whether it may have reached the
+    server; None for any other error."""
+    if isinstance(exc, _NoAnswer):
+        return exc.sent
+    if exceptions is not None and isinstance(
+            exc, (exceptions.ConnectionError, exceptions.HTTPClientError)):
+        # botocore's ConnectionError: the request never reached the server;
+        # its others (a closed connection, a read timeout): it may have.
+        return not isinstance(exc, exceptions.ConnectionError)
+    return None
+
+
+def _local_error(exc, exceptions, where, endpoint):
+    """The dynamongo error of one raised before a request was sent: no
+    credentials, a request botocore refused, anything else."""
+    kind = type(exc).__name__
     if exceptions is not None:
         if any(isinstance(exc, getattr(exceptions, name, ()))
                for name in _CREDENTIAL_ERRORS):
@@ -482,11 +520,10 @@ def _translate_error(exc, operation, params, settings):
                 f"{endpoint} ({kind}: {exc}); set "
                 "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a profile "
                 "(AWS_PROFILE) or Connection.set_config(access_key_id=..., "
-                "secret_access_key=...)"), False, False
+                "secret_access_key=...)")
         if kind == "ParamValidationError":
-            return ValidationError(f"{where}: invalid request: {exc}"), \
-                False, False
-    return DynamongoError(f"{where} failed: {kind}: {exc}"), False, False
+            return ValidationError(f"{where}: invalid request: {exc}")
+    return DynamongoError(f"{where} failed: {kind}: {exc}")
 
 
 # -- Helpers -----------------------------------------------------------------
@@ -604,6 +641,33 @@ def _generic_to_av(value, where, depth=1):
     """AttributeValue of a free-form JSON-like value (DictField without
     declared sub-fields) at nesting ``depth``; the declared fields never
     come through here."""
+    av = _generic_scalar(value, where)
+    if av is not None:
+        return av
+    if isinstance(value, (set, frozenset)):
+        return _generic_set(value, where)
+    if not isinstance(value, (list, tuple, dict)):
+        message = f"cannot store a value of type {type(value).__name__}"
+        raise ValidationError(message, {where: [message]})
+    if depth > _MAX_DEPTH:
+        message = (f"nests lists and maps more than {_MAX_DEPTH} levels "
+                   "deep, which DynamoDB refuses")
+        raise ValidationError(message, {where: [message]})
+    if not isinstance(value, dict):
+        return {"L": [_generic_to_av(item, f"{where}[{index}]", depth + 1)
+                      for index, item in enumerate(value)]}
+    result = {}
+    for key, item in value.items():
+        if not isinstance(key, str) or not _is_utf8(key):
+            raise ValidationError(f"keys must be UTF-8 strings, not {key!r}",
+                                  {where: ["keys must be strings"]})
+        result[key] = _generic_to_av(item, f"{where}.{key}", depth + 1)
+    return {"M": result}
+
+
+def _generic_scalar(value, where):
+    """AttributeValue of a free-form string, bool, None, number or bytes;
+    None for any other value."""
     kind = type(value)
     if kind is str:
         _check_utf8(value, where)
@@ -624,26 +688,7 @@ def _generic_to_av(value, where, depth=1):
             raise ValidationError(str(exc), {where: [str(exc)]}) from None
     if isinstance(value, (bytes, bytearray, memoryview)):
         return {"B": bytes(value)}
-    if isinstance(value, (set, frozenset)):
-        return _generic_set(value, where)
-    if isinstance(value, (list, tuple, dict)) and depth > _MAX_DEPTH:
-        message = (f"nests lists and maps more than {_MAX_DEPTH} levels "
-                   "deep, which DynamoDB refuses")
-        raise ValidationError(message, {where: [message]})
-    if isinstance(value, (list, tuple)):
-        return {"L": [_generic_to_av(item, f"{where}[{index}]", depth + 1)
-                      for index, item in enumerate(value)]}
-    if isinstance(value, dict):
-        result = {}
-        for key, item in value.items():
-            if not isinstance(key, str) or not _is_utf8(key):
-                raise ValidationError(f"keys must be UTF-8 strings, not "
-                                      f"{key!r}",
-                                      {where: ["keys must be strings"]})
-            result[key] = _generic_to_av(item, f"{where}.{key}", depth + 1)
-        return {"M": result}
-    message = f"cannot store a value of type {kind.__name__}"
-    raise ValidationError(message, {where: [message]})
+    return None
 
 
 def _generic_set(value, where):
@@ -4494,7 +4539,7 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_collector_paused.forget_in_child)
 
 
-# -- Model -------------------------------------------------------------------
+# -- Results and arguments of model calls ------------------------------------
 
 Failure = collections.namedtuple("Failure", "item error")
 Failure.__doc__ = """An item a batch could not write: ``item``, the item as
@@ -4597,6 +4642,25 @@ def _segments(segments):
                               f"{_MAX_SEGMENTS:,} (DynamoDB's limit), not "
                               f"{segments!r}")
     return segments
+
+
+def _is_equality(condition):
+    """Whether ``condition`` is ``field == value``."""
+    return isinstance(condition, _Comparison) and condition.operator == "="
+
+
+def _is_hash_key_condition(condition):
+    """Whether a Query's KeyConditionExpression may hold this condition on
+    a hash key (an in_() becomes one Query per value)."""
+    return isinstance(condition, _In) or _is_equality(condition)
+
+
+def _testing(conditions, name, kind):
+    """The first of ``conditions`` testing the field ``name`` for which
+    ``kind(condition)`` holds, or None."""
+    return next((condition for condition in conditions
+                 if _tested_name(condition) == name and kind(condition)),
+                None)
 
 
 def _is_range_key_condition(condition):
@@ -4821,6 +4885,284 @@ def _condition_text(conditions):
         _Expression(inline=True))
 
 
+# -- The planner -------------------------------------------------------------
+
+class _Read:
+    """One read's arguments, checked once: the strategy, and the options
+    get_many, iter_many, get_page, count, delete_many and explain take
+    (``fields`` as the names to read, or None; ``what`` names the call in
+    messages). The planner's input, beside the model's facts."""
+
+    __slots__ = ("what", "strategy", "descending", "consistent_read",
+                 "limit", "index", "fields", "segments", "include_expired")
+
+    def __init__(self, meta, what, strategy, *, descending=False,
+                 consistent_read=False, limit=None, index=None, fields=None,
+                 segments=None, include_expired=False):
+        self.what, self.strategy = what, strategy
+        self.descending, self.consistent_read = descending, consistent_read
+        self.limit, self.index = _limit(limit), index
+        self.fields = meta.projection(fields, what)
+        self.segments = _segments(segments)
+        self.include_expired = include_expired
+
+
+_EVERY_ITEM = object()  # the strategy of count() without one
+
+
+class _Planner:
+    """Plans one read, purely: from a model's facts (``meta``) and a _Read
+    comes the Plan -- the keys it names (BatchGetItem), else the best
+    Query any key schema (the table's, each index's; only ``index`` when
+    given) can serve, else a Scan. It sends nothing, reads no setting and
+    logs nothing: the ``scan`` setting applies when a plan is run
+    (_runnable), so that explain() shows what would be sent."""
+
+    def __init__(self, meta, read):
+        self.meta, self.read = meta, read
+        self.table = meta.table_name()
+
+    def plan(self):
+        """The Plan (of _EVERY_ITEM: a Scan of them all); unless
+        ``include_expired``, it leaves out the items whose TTL has passed
+        (see _Metadata.requests and read)."""
+        meta, read = self.meta, self.read
+        strategy = read.strategy
+        if strategy is _EVERY_ITEM:  # of the table, or of ``index``
+            if read.index is not None:
+                self.forced_schema()
+            plan = Plan("Scan", read.index, reason="every item")
+            plan._requests = [self.request("Scan", read.index, None, None)]
+        elif isinstance(strategy, KeysIn):
+            if not issubclass(meta.model, strategy.model):
+                raise ValidationError(
+                    f"{meta.name}: got the keys of "
+                    f"{strategy.model.__name__}.keys_in(...)")
+            plan = self.keys_plan(strategy.keys, "the keys keys_in() names")
+        elif not isinstance(strategy, Condition):
+            keys = [key for key, _, _ in meta.entries(strategy, read.what)]
+            plan = self.keys_plan(keys, f"a list of {len(keys)} keys")
+        else:
+            plan = self.condition_plan(strategy)
+        if meta.ttl is not None and not read.include_expired:
+            plan._expiry = meta.ttl
+        return plan
+
+    def keys_plan(self, keys, reason, key_condition=None):
+        """The BatchGetItem Plan of ``keys``."""
+        if self.read.index is not None and key_condition is None:
+            raise ExpressionError(f"{self.meta.name}.{self.read.what}: "
+                                  "index= takes a condition, not keys")
+        plan = Plan("BatchGetItem", key_condition=key_condition,
+                    reason=reason)
+        plan._keys, plan._loaded = keys, self.read.fields
+        return plan
+
+    def condition_plan(self, condition):
+        """The Plan of a condition: keys (in_() on the hash key of a table
+        without a range key), a Query, else a Scan."""
+        meta, read = self.meta, self.read
+        parts = condition._conjuncts()
+        hash_name = meta.key_names[0]
+        first = parts[0]
+        if read.index is None and len(meta.key_names) == 1 \
+                and len(parts) == 1 and isinstance(first, _In) \
+                and _tested_name(first) == hash_name:
+            _check_field_of(meta.model, first.field)
+            return self.keys_plan(
+                [{hash_name: av} for av in first.values],
+                f"in_() on the hash key {hash_name}", _condition_text(parts))
+        schemas = meta.key_schemas if read.index is None \
+            else [self.forced_schema()]
+        best, refusals = None, []
+        for schema in schemas:
+            query = self.query_of(schema, parts)
+            if isinstance(query, str):
+                refusals.append(query)
+            elif best is None or query.score > best.score:
+                best = query
+        if best is None and read.index is not None:
+            raise ExpressionError(f"{meta.name}.{read.what}: {refusals[0]}")
+        if best is not None:
+            return self.query_plan(best, refusals)
+        plan = Plan("Scan", filter=_condition_text(parts),
+                    reason="no key or index applies: " + "; ".join(refusals))
+        plan._loaded, plan._start = read.fields, meta.key_names
+        plan._requests = _Segments(*self.request("Scan", None, None,
+                                                 condition), read.segments)
+        return plan
+
+    def forced_schema(self):
+        """The key schema of the index ``index=`` names."""
+        meta, index = self.meta, self.read.index
+        where = f"{meta.name}.{self.read.what}"
+        for schema in meta.key_schemas:
+            if schema.index == index:
+                if self.read.consistent_read and not schema.local:
+                    raise ExpressionError(
+                        f"{where}: {index!r} is a global index, whose reads "
+                        "are never strongly consistent: drop "
+                        "consistent_read=True")
+                return schema
+        names = [schema.index for schema in meta.key_schemas if schema.index]
+        raise ExpressionError(
+            f"{where}: no index named {index!r}; {meta.name} has "
+            f"{', '.join(map(repr, names)) or 'none'}")
+
+    def query_of(self, schema, parts):
+        """A _Query of ``schema`` for the ANDed ``parts``, or why it cannot
+        serve them (text)."""
+        chosen = schema.index is not None and self.read.index is None
+        refusal = chosen and self.index_refusal(schema)
+        if refusal:
+            return refusal
+        found = self.key_parts(schema, parts)
+        if isinstance(found, str):
+            return found
+        key_parts, values, rest = found
+        # DynamoDB refuses a Query filter naming a key attribute.
+        named = {field.path[0] for part in rest for field in part._fields()}
+        clash = [name for name in schema.names() if name in named]
+        if clash:
+            return f"{schema.where()}: the filter would name its key " \
+                   f"{clash[0]}"
+        if chosen:
+            # An item lacking a key attribute of the index is not in it.
+            for name, field in schema.hash + schema.range:
+                if not field.required and not any(
+                        _implies_presence(part, name) for part in parts):
+                    return (f"{schema.where()} leaves out items without "
+                            f"{name} (index= reads it)")
+        score = (schema.index is None, len(key_parts), schema.local,
+                 -schema.order)
+        return _Query(schema, key_parts, values, rest, score)
+
+    def index_refusal(self, schema):
+        """Why an index the planner would choose cannot serve the read
+        (text), or None: a global index read consistently, or one not
+        holding the fields read."""
+        where = schema.where()
+        if self.read.consistent_read and not schema.local:
+            return f"{where} is global (no consistent reads)"
+        needed = self.meta.fields if self.read.fields is None \
+            else self.read.fields
+        if schema.projected is not None and \
+                not schema.projected.issuperset(needed):
+            missing = [name for name in needed
+                       if name not in schema.projected]
+            return (f"{where} does not hold {', '.join(missing)} "
+                    "(index= reads it)")
+        return None
+
+    @staticmethod
+    def key_parts(schema, parts):
+        """(the parts of ``parts`` in the KeyConditionExpression of
+        ``schema``, its in_() part or None, the rest), or why it cannot
+        (text): == or in_() on each hash field, then range key conditions
+        as long as they are ==."""
+        where = schema.where()
+        rest, key_parts, values = list(parts), [], None
+        for name, _ in schema.hash:
+            part = _testing(rest, name, _is_hash_key_condition)
+            if part is None:
+                return f"{where} needs == on {name}"
+            if isinstance(part, _In):
+                if values is not None:
+                    return f"{where}: in_() on two of its hash fields"
+                values = part
+            key_parts.append(part)
+            rest = [other for other in rest if other is not part]
+        for name, _ in schema.range:
+            part = _testing(rest, name, _is_range_key_condition)
+            if part is None:
+                break
+            key_parts.append(part)
+            rest = [other for other in rest if other is not part]
+            if not _is_equality(part):
+                break
+        return key_parts, values, rest
+
+    def query_plan(self, query, refusals):
+        """The Plan of a _Query: a request per in_() value, and why."""
+        meta, read = self.meta, self.read
+        schema = query.schema
+        key_names = [str(_tested_name(part)) for part in query.key_parts]
+        reason = (f"{' and '.join(key_names)} in the key of "
+                  f"{schema.where()}")
+        if query.values is not None:
+            reason += ", one Query per in_() value"
+        if schema.index is not None and refusals:
+            reason += f"; {refusals[0]}"
+        plan = Plan("Query", schema.index,
+                    _condition_text(query.key_parts),
+                    _condition_text(query.rest), reason)
+        # A forced index holding fewer fields gives partial instances.
+        plan._loaded = read.fields if schema.projected is None \
+            or read.fields else \
+            schema.projected.intersection(meta.fields) or None
+        rest = _and_all(query.rest)
+        values = [None] if query.values is None else list({
+            tuple(value.items()): value
+            for value in query.values.values}.values())
+        plan._start = tuple(dict.fromkeys(meta.key_names
+                                          + tuple(schema.names())))
+        equal = {_tested_name(part): part.value for part in query.key_parts
+                 if _is_equality(part)
+                 and _tested_name(part) in dict(schema.hash)}
+        in_name = query.values is not None and _tested_name(query.values)
+        plan._fixed = [  # pyright: ignore
+            dict(equal, **({in_name: value} if in_name else {}))
+            for value in values]
+        plan._requests = [self.request(
+            "Query", schema.index,
+            [part if part is not query.values else
+             _Comparison(part.field, "=", value)
+             for part in query.key_parts], rest)
+            for value in values]
+        return plan
+
+    def request(self, operation, index, key_parts, rest):
+        """(operation, params) of one Query or Scan."""
+        read = self.read
+        expression = _Expression(model=self.meta.model)
+        params = {"TableName": self.table}
+        if index is not None:
+            params["IndexName"] = index
+        if key_parts is not None:
+            key_condition: Any = _and_all(key_parts)
+            params["KeyConditionExpression"] = key_condition._render(
+                expression)
+            params["ScanIndexForward"] = not read.descending
+        if rest is not None:
+            params["FilterExpression"] = rest._render(expression)
+        elif read.limit:
+            params["Limit"] = read.limit
+        if read.fields:
+            self.meta.project(params, expression, read.fields)
+        if read.consistent_read:
+            params["ConsistentRead"] = True
+        return operation, expression.into(params)
+
+
+def _runnable(meta, read):
+    """The Plan of ``read``, about to be run: a Scan meets the ``scan``
+    setting (warned of, or refused)."""
+    plan = _Planner(meta, read).plan()
+    if plan.operation == "Scan":
+        policy = _state().settings["scan"]
+        if policy == "refuse":
+            raise ExpressionError(
+                f"{meta.name}.{read.what} would Scan the whole table "
+                f"(scan='refuse'): {plan.reason}")
+        if policy == "warn":
+            import logging
+
+            logging.getLogger("dynamongo").warning(
+                "%s.%s scans the whole table: %s", meta.name, read.what,
+                plan.reason)
+    return plan
+
+
 # -- A model's codec ---------------------------------------------------------
 #
 # Each model has four functions of its own, written out as Python source
@@ -4931,41 +5273,8 @@ def _write_validate_item(meta):
         fast = _fast_path_of(field, value, av)
         scope[f"{local}_validate"] = field.validate
         scope[f"{local}_dump"] = field._dump
-        required = field.required or name in meta.key_names
-        lines += [f"    {value} = get({name!r})"]
-        if field._is_absent is Field._is_absent:
-            lines += [f"    if {value} is None:", "        absent += 1"]
-        else:  # (a SetField's empty set): no value, and none kept
-            scope[f"{local}_absent"] = field._is_absent
-            lines += [f"    if {local}_absent({value}):",
-                      "        absent += 1",
-                      f"        native[{name!r}] = None"]
-        if field.default is not None:
-            scope[f"{local}_default"] = field._default_value
-            lines += [f"        {value} = {local}_default()",
-                      f"    if {value} is None:" if required else
-                      f"    if {value} is not None:"]
-        if required:
-            lines += [f"        errors[{name!r}] = ['is required']",
-                      "    else:"]
-        elif field.default is None:
-            lines.append("    else:")
-        plain = [f"{value} = {local}_validate({value})",
-                 f"{av} = {local}_dump({value})"]
-        keep = f"native[{name!r}] = {value}"
-        if not fast.test:
-            body = [*plain, keep]
-        else:
-            body = [f"if {fast.test}:"]
-            if fast.native != value:
-                body.append(f"    {value} = {fast.native}")
-            body.append(f"    {av} = {fast.stored}")
-            body += ["else:", *("    " + line for line in plain)]
-            # The value changes on the fast path too: copied, defaulted.
-            if fast.native != value or field.default is not None:
-                body.append(keep)
-            else:
-                body.append(f"    {keep}")
+        lines += _presence_source(meta, name, field, local, scope)
+        body = _conversion_source(name, field, local, fast)
         body.append(f"stored[{name!r}] = {av}")
         limit = meta.key_limits.get(name)
         kind = field.attribute_type
@@ -5001,6 +5310,57 @@ def _write_validate_item(meta):
                   f"        check_size(stored, {{{', '.join(exact)}}})"]
     lines.append("    return native, stored")
     return _compile(meta, "validate_item", lines, scope)
+
+
+def _presence_source(meta, name, field, local, scope):
+    """validate_item's lines taking the value of field ``name``, counting
+    it absent, defaulting it, and refusing it missing when it is required;
+    they end in the block that converts a value (_conversion_source)."""
+    value = f"{local}_value"
+    required = field.required or name in meta.key_names
+    lines = [f"    {value} = get({name!r})"]
+    if field._is_absent is Field._is_absent:
+        lines += [f"    if {value} is None:", "        absent += 1"]
+    else:  # (a SetField's empty set): no value, and none kept
+        scope[f"{local}_absent"] = field._is_absent
+        lines += [f"    if {local}_absent({value}):",
+                  "        absent += 1",
+                  f"        native[{name!r}] = None"]
+    if field.default is not None:
+        scope[f"{local}_default"] = field._default_value
+        lines += [f"        {value} = {local}_default()",
+                  f"    if {value} is None:" if required else
+                  f"    if {value} is not None:"]
+    if required:
+        lines += [f"        errors[{name!r}] = ['is required']",
+                  "    else:"]
+    elif field.default is None:
+        lines.append("    else:")
+    return lines
+
+
+def _conversion_source(name, field, local, fast):
+    """validate_item's lines converting the value of field ``name``: by
+    its fast path (_FastPath ``fast``) when the value passes its test,
+    else by validate() and _dump(); the native value kept where it
+    changed."""
+    value, av = f"{local}_value", f"{local}_av"
+    plain = [f"{value} = {local}_validate({value})",
+             f"{av} = {local}_dump({value})"]
+    keep = f"native[{name!r}] = {value}"
+    if not fast.test:
+        return [*plain, keep]
+    body = [f"if {fast.test}:"]
+    if fast.native != value:
+        body.append(f"    {value} = {fast.native}")
+    body.append(f"    {av} = {fast.stored}")
+    body += ["else:", *("    " + line for line in plain)]
+    # The value changes on the fast path too: copied, defaulted.
+    if fast.native != value or field.default is not None:
+        body.append(keep)
+    else:
+        body.append(f"    {keep}")
+    return body
 
 
 def _write_from_item(meta):
@@ -5292,7 +5652,7 @@ class _Metadata:
             if name is None:
                 rest.append(part)
                 continue
-            if not (isinstance(part, _Comparison) and part.operator == "="):
+            if not _is_equality(part):
                 raise ExpressionError(
                     f"{self.name}: the key field {name!r} needs an "
                     f"equality (==) here, got {part!r}")
@@ -5579,230 +5939,6 @@ class _Metadata:
         if not result:
             raise ValidationError(f"{where} needs at least one key")
         return result
-
-    # -- the planner
-
-    def plan(self, strategy, descending=False, consistent_read=False,
-             limit=None, index=None, fields=None, segments=1,
-             what="get_many", sending=True, include_expired=False):
-        """The Plan of a get_many/delete_many strategy, the first of: the
-        keys it names (BatchGetItem), a Query on the table, a Query on an
-        index, a Scan. ``fields``: the names to read (None: every field);
-        when ``sending``, a Scan meets the ``scan`` setting (warned of or
-        refused). Unless ``include_expired``, the plan leaves out the
-        items whose TTL has passed (see ``requests`` and ``read``)."""
-        plan = self.plan_of(strategy, descending, consistent_read, limit,
-                            index, fields, segments, what, sending)
-        if self.ttl is not None and not include_expired:
-            plan._expiry = self.ttl
-        return plan
-
-    def plan_of(self, strategy, descending, consistent_read, limit, index,
-                fields, segments, what, sending):
-        table = self.table_name()
-        if isinstance(strategy, KeysIn):
-            if not issubclass(self.model, strategy.model):
-                raise ValidationError(
-                    f"{self.name}: got the keys of "
-                    f"{strategy.model.__name__}.keys_in(...)")
-            plan = Plan("BatchGetItem", reason="the keys keys_in() names")
-            plan._keys, plan._loaded = strategy.keys, fields
-        elif not isinstance(strategy, Condition):
-            keys = [key for key, _, _ in self.entries(strategy, what)]
-            plan = Plan("BatchGetItem", reason=f"a list of {len(keys)} keys")
-            plan._keys, plan._loaded = keys, fields
-        else:
-            return self.condition_plan(
-                table, strategy, descending, consistent_read, limit, index,
-                fields, segments, what, sending)
-        if index is not None:
-            raise ExpressionError(f"{self.name}.{what}: index= takes a "
-                                  "condition, not keys")
-        return plan
-
-    def condition_plan(self, table, condition, descending, consistent_read,
-                       limit, index, fields, segments, what, sending):
-        """The Plan of a condition: keys, then the best Query any key
-        schema (the table's, each index's; only ``index`` when given)
-        can serve, else a Scan."""
-        parts = condition._conjuncts()
-        hash_name = self.key_names[0]
-        first = parts[0]
-        if index is None and len(self.key_names) == 1 and len(parts) == 1 \
-                and isinstance(first, _In) \
-                and _tested_name(first) == hash_name:
-            _check_field_of(self.model, first.field)
-            plan = Plan("BatchGetItem", key_condition=_condition_text(parts),
-                        reason=f"in_() on the hash key {hash_name}")
-            plan._keys = [{hash_name: av} for av in first.values]
-            plan._loaded = fields
-            return plan
-        if index is None:
-            schemas = self.key_schemas
-        else:
-            schemas = [self.forced_schema(index, consistent_read, what)]
-        best, refusals = None, []
-        for schema in schemas:
-            query = self.query_of(schema, parts, consistent_read, fields,
-                                  forced=index is not None)
-            if isinstance(query, str):
-                refusals.append(query)
-            elif best is None or query.score > best.score:
-                best = query
-        if best is None and index is not None:
-            raise ExpressionError(f"{self.name}.{what}: {refusals[0]}")
-        if best is not None:
-            return self.query_plan(table, best, refusals, descending,
-                                   consistent_read, limit, fields)
-        reason = "no key or index applies: " + "; ".join(refusals)
-        if sending:
-            policy = _state().settings["scan"]
-            if policy == "refuse":
-                raise ExpressionError(
-                    f"{self.name}.{what} would Scan the whole table "
-                    f"(scan='refuse'): {reason}")
-            if policy == "warn":
-                import logging
-
-                logging.getLogger("dynamongo").warning(
-                    "%s.%s scans the whole table: %s", self.name, what,
-                    reason)
-        plan = Plan("Scan", filter=_condition_text(parts), reason=reason)
-        plan._loaded, plan._start = fields, self.key_names
-        plan._requests = _Segments(*self.read_request(
-            table, "Scan", None, None, condition, descending,
-            consistent_read, limit, fields), segments)
-        return plan
-
-    def forced_schema(self, index, consistent_read, what):
-        """The key schema of the index ``index=`` names."""
-        for schema in self.key_schemas:
-            if schema.index == index:
-                if consistent_read and not schema.local:
-                    raise ExpressionError(
-                        f"{self.name}.{what}: {index!r} is a global index, "
-                        "whose reads are never strongly consistent: "
-                        "drop consistent_read=True")
-                return schema
-        names = [schema.index for schema in self.key_schemas if schema.index]
-        raise ExpressionError(
-            f"{self.name}.{what}: no index named {index!r}; "
-            f"{self.name} has {', '.join(map(repr, names)) or 'none'}")
-
-    def query_of(self, schema, parts, consistent_read, fields, forced):
-        """A _Query of ``schema`` for the ANDed ``parts`` reading
-        ``fields`` (None: all), or why it cannot serve them (text)."""
-        where = schema.where()
-        if schema.index is not None and not forced:
-            if consistent_read and not schema.local:
-                return f"{where} is global (no consistent reads)"
-            needed = self.fields if fields is None else fields
-            if schema.projected is not None and not schema.projected \
-                    .issuperset(needed):
-                missing = [name for name in needed
-                           if name not in schema.projected]
-                return (f"{where} does not hold {', '.join(missing)} "
-                        "(index= reads it)")
-        rest, key_parts, values = list(parts), [], None
-        for name, _ in schema.hash:
-            part = next((part for part in rest
-                         if _tested_name(part) == name and (
-                             isinstance(part, _In) or isinstance(
-                                 part, _Comparison) and part.operator == "=")),
-                        None)
-            if part is None:
-                return f"{where} needs == on {name}"
-            if isinstance(part, _In):
-                if values is not None:
-                    return f"{where}: in_() on two of its hash fields"
-                values = part
-            key_parts.append(part)
-            rest = [other for other in rest if other is not part]
-        for name, _ in schema.range:
-            part = next((part for part in rest if _tested_name(part) == name
-                         and _is_range_key_condition(part)), None)
-            if part is None:
-                break
-            key_parts.append(part)
-            rest = [other for other in rest if other is not part]
-            if not (isinstance(part, _Comparison) and part.operator == "="):
-                break
-        # DynamoDB refuses a Query filter naming a key attribute.
-        named = {field.path[0] for part in rest for field in part._fields()}
-        clash = [name for name in schema.names() if name in named]
-        if clash:
-            return f"{where}: the filter would name its key {clash[0]}"
-        if schema.index is not None and not forced:
-            # An item lacking a key attribute of the index is not in it.
-            for name, field in schema.hash + schema.range:
-                if not field.required and not any(
-                        _implies_presence(part, name) for part in parts):
-                    return (f"{where} leaves out items without {name} "
-                            "(index= reads it)")
-        score = (schema.index is None, len(key_parts), schema.local,
-                 -schema.order)
-        return _Query(schema, key_parts, values, rest, score)
-
-    def query_plan(self, table, query, refusals, descending,
-                   consistent_read, limit, fields):
-        """The Plan of a _Query: a request per in_() value, and why."""
-        schema = query.schema
-        key_names = [str(_tested_name(part)) for part in query.key_parts]
-        reason = (f"{' and '.join(key_names)} in the key of "
-                  f"{schema.where()}")
-        if query.values is not None:
-            reason += ", one Query per in_() value"
-        if schema.index is not None and refusals:
-            reason += f"; {refusals[0]}"
-        plan = Plan("Query", schema.index,
-                    _condition_text(query.key_parts),
-                    _condition_text(query.rest), reason)
-        # A forced index holding fewer fields gives partial instances.
-        plan._loaded = fields if schema.projected is None or fields else \
-            schema.projected.intersection(self.fields) or None
-        rest = _and_all(query.rest)
-        values = [None] if query.values is None else list({
-            tuple(value.items()): value
-            for value in query.values.values}.values())
-        plan._start = tuple(dict.fromkeys(self.key_names
-                                          + tuple(schema.names())))
-        equal = {_tested_name(part): part.value for part in query.key_parts
-                 if isinstance(part, _Comparison) and part.operator == "="
-                 and _tested_name(part) in dict(schema.hash)}
-        in_name = query.values is not None and _tested_name(query.values)
-        plan._fixed = [  # pyright: ignore
-            dict(equal, **({in_name: value} if in_name else {}))
-            for value in values]
-        plan._requests = [self.read_request(
-            table, "Query", schema.index,
-            [part if part is not query.values else
-             _Comparison(part.field, "=", value)
-             for part in query.key_parts],
-            rest, descending, consistent_read, limit, fields)
-            for value in values]
-        return plan
-
-    def read_request(self, table, operation, index, key_parts, rest,
-                     descending, consistent_read, limit, fields):
-        """(operation, params) of one Query or Scan."""
-        expression = _Expression(model=self.model)
-        params = {"TableName": table}
-        if index is not None:
-            params["IndexName"] = index
-        if key_parts is not None:
-            key_condition: Any = _and_all(key_parts)
-            params["KeyConditionExpression"] = key_condition._render(
-                expression)
-            params["ScanIndexForward"] = not descending
-        if rest is not None:
-            params["FilterExpression"] = rest._render(expression)
-        elif limit:
-            params["Limit"] = limit
-        if fields:
-            self.project(params, expression, fields)
-        if consistent_read:
-            params["ConsistentRead"] = True
-        return operation, expression.into(params)
 
     def project(self, params, expression, fields):
         """Add the ProjectionExpression reading ``fields`` to ``params``."""
@@ -6502,59 +6638,16 @@ class _ModelType(type):
 
     @staticmethod
     def _check_schema(cls):  # pyright: ignore
+        """Check a concrete model's declarations against DynamoDB's rules
+        and complete its _meta: keys, key schemas, version and TTL."""
         meta = cls._meta
-        name = cls.__name__
-        table = cls.__table__
-        if not isinstance(table, str) or not table:
-            raise SchemaError(f"{name} must declare __table__, the table name")
-        if not _TABLE_NAME_CHARS.fullmatch(table) or len(table) > 255:
-            raise SchemaError(
-                f"{name}.__table__ {table!r} may hold only letters, digits, "
-                "'_', '-' and '.', and at most 255 of them")
-        keys = []
-        for attr in ("__hash_key__", "__range_key__"):
-            key = getattr(cls, attr, None)
-            if key is None:
-                if attr == "__hash_key__":
-                    raise SchemaError(f"{name} must declare __hash_key__")
-                continue
-            field = meta.fields.get(key)
-            if field is None:
-                raise SchemaError(f"{name}.{attr} is {key!r} but {name} has "
-                                  "no field of that name")
-            if field.attribute_type not in _KEY_TYPES:
-                raise SchemaError(
-                    f"{name}.{key} is a key, so it must be a string, number "
-                    f"or binary field, not {type(field).__name__}")
-            keys.append((key, field))
-        if len(keys) == 2 and keys[0][0] == keys[1][0]:
-            raise SchemaError(f"{name}: __hash_key__ and __range_key__ "
-                              "must differ")
-        billing = getattr(cls, "__billing_mode__", "PROVISIONED")
-        if billing not in _BILLING_MODES:
-            raise SchemaError(f"{name}.__billing_mode__ must be one of "
-                              f"{_BILLING_MODES}, not {billing!r}")
-        if cls.__stream__ is not None and cls.__stream__ not in _STREAM_VIEWS:
-            raise SchemaError(f"{name}.__stream__ must be one of "
-                              f"{_STREAM_VIEWS}, not {cls.__stream__!r}")
-        for attr in ("__read_units__", "__write_units__"):
-            units = getattr(cls, attr)
-            if type(units) is not int or units < 1:
-                raise SchemaError(f"{name}.{attr} must be a positive int, "
-                                  f"not {units!r}")
+        _check_table_options(cls)
+        keys = _checked_keys(cls, meta)
         for kind, attr in ((VersionField, "version"), (TTLField, "ttl")):
-            found = [field_name for field_name, field in meta.fields.items()
-                     if isinstance(field, kind)]
-            if len(found) > 1:
-                raise SchemaError(f"{name} has {len(found)} {kind.__name__}s "
-                                  f"({', '.join(found)}): it may have one")
-            if found and found[0] in (key for key, _ in keys):
-                raise SchemaError(f"{name}.{found[0]} is a {kind.__name__}: "
-                                  "it cannot be a key")
-            setattr(meta, attr, found[0] if found else None)
+            setattr(meta, attr, _single_field(cls, meta, kind, keys))
         meta.key_fields = tuple(keys)
         meta.key_names = tuple(name for name, _ in keys)
-        meta.key_schemas = _ModelType._check_indexes(cls, meta)
+        meta.key_schemas = _checked_indexes(cls, meta)
         # Bytes a string key may hold, for table and index keys alike.
         for schema in meta.key_schemas:
             for fields, limit in zip((schema.hash, schema.range),
@@ -6563,108 +6656,184 @@ class _ModelType(type):
                     meta.key_limits[name] = min(
                         limit, meta.key_limits.get(name, limit))
 
-    @staticmethod
-    def _check_indexes(cls, meta):  # pyright: ignore
-        """The key schemas of the table and of each of ``__indexes__``,
-        checked against DynamoDB's rules."""
-        name = cls.__name__
-        table = _KeySchema(None, meta.key_fields[:1], meta.key_fields[1:])
-        declared = cls.__indexes__
-        if isinstance(declared, _Index):
-            raise SchemaError(f"{name}.__indexes__ must be a tuple: write "
-                              f"({declared.name!r} ...,) with a comma, as "
-                              "in (GlobalIndex(...),)")
-        if not isinstance(declared, (list, tuple)) or not all(
-                isinstance(index, _Index) for index in declared):
-            raise SchemaError(f"{name}.__indexes__ must be a tuple of "
-                              "GlobalIndex and LocalIndex")
-        schemas, included = [table], set()
-        for order, index in enumerate(declared):
-            where = f"{name}.__indexes__[{order}]"
-            if not isinstance(index.name, str) or \
-                    not _TABLE_NAME.fullmatch(index.name):
-                raise SchemaError(
-                    f"{where}: the index name {index.name!r} must be 3 to "
-                    "255 letters, digits, '_', '-' or '.'")
-            where = f"{name} index {index.name!r}"
-            if any(schema.index == index.name for schema in schemas):
-                raise SchemaError(f"{where} is declared twice")
 
-            def fields_of(names, what, most=_MAX_INDEX_KEYS):
-                names = names if isinstance(names, tuple) else (names,)
-                if not 0 < len(names) <= most:
-                    raise SchemaError(f"{where}: its {what} is one field "
-                                      f"name, or a tuple of 1 to {most}")
-                result = []
-                for key in names:
-                    if not isinstance(key, str):
-                        raise SchemaError(f"{where}: its {what} must be "
-                                          f"given by name, not {key!r}")
-                    field = meta.fields.get(key)
-                    if field is None:
-                        raise SchemaError(f"{where}: its {what} {key!r} is "
-                                          f"not a field of {name}")
-                    if field.attribute_type not in _KEY_TYPES:
-                        raise SchemaError(
-                            f"{where}: its {what} {key!r} must be a string, "
-                            f"number or binary field, not "
-                            f"{type(field).__name__}")
-                    result.append((key, field))
-                return tuple(result)
+# A model's declarations, checked when its class is made.
 
-            if index.local:
-                if not table.range:
-                    raise SchemaError(f"{where} is local, but {name} has no "
-                                      "range key to stand in for")
-                hash_fields = table.hash
-                range_fields = fields_of(index.range_key, "range key", 1)
-                if range_fields == table.range:
-                    raise SchemaError(f"{where}: its range key is the "
-                                      "table's own")
-            else:
-                hash_fields = fields_of(index.hash_key, "hash key")
-                range_fields = () if index.range_key is None else \
-                    fields_of(index.range_key, "range key")
-                for attr in ("read_units", "write_units"):
-                    units = getattr(index, attr)
-                    if units is not None and (type(units) is not int
-                                              or units < 1):
-                        raise SchemaError(f"{where}: {attr} must be a "
-                                          f"positive int, not {units!r}")
-            keys = {key for key, _ in table.hash + table.range
-                    + hash_fields + range_fields}
-            projection = index.projection
-            if projection == "ALL":
-                projected = None
-            elif projection == "KEYS_ONLY":
-                projected = frozenset(keys)
-            elif isinstance(projection, (list, tuple)) and all(
-                    isinstance(field, str) for field in projection):
-                listed = list(projection)
-                unknown = [key for key in listed if key not in meta.fields]
-                if unknown:
-                    raise SchemaError(f"{where} projects {unknown[0]!r}, "
-                                      f"which is not a field of {name}")
-                included.update(key for key in listed if key not in keys)
-                projected = frozenset(keys.union(listed))
-            else:
-                raise SchemaError(
-                    f"{where}: projection must be 'ALL', 'KEYS_ONLY' or a "
-                    f"list of field names (strings), not {projection!r}")
-            schemas.append(_KeySchema(index.name, hash_fields, range_fields,
-                                      index.local, projected, order, index))
-        for local, limit in _INDEX_LIMITS.items():
-            count = sum(schema.local is local for schema in schemas[1:])
-            if count > limit:
-                raise SchemaError(
-                    f"{name} declares {count} "
-                    f"{'local' if local else 'global'} indexes; DynamoDB "
-                    f"allows at most {limit}")
-        if len(included) > _MAX_INCLUDED:
-            raise SchemaError(f"{name}'s indexes project {len(included)} "
-                              "fields besides their keys; DynamoDB allows "
-                              f"at most {_MAX_INCLUDED}")
-        return tuple(schemas)
+def _check_table_options(cls):
+    """SchemaError unless the table's name, billing mode, stream and
+    capacity units are ones DynamoDB takes."""
+    name, table = cls.__name__, cls.__table__
+    if not isinstance(table, str) or not table:
+        raise SchemaError(f"{name} must declare __table__, the table name")
+    if not _TABLE_NAME_CHARS.fullmatch(table) or len(table) > 255:
+        raise SchemaError(
+            f"{name}.__table__ {table!r} may hold only letters, digits, "
+            "'_', '-' and '.', and at most 255 of them")
+    billing = getattr(cls, "__billing_mode__", "PROVISIONED")
+    if billing not in _BILLING_MODES:
+        raise SchemaError(f"{name}.__billing_mode__ must be one of "
+                          f"{_BILLING_MODES}, not {billing!r}")
+    if cls.__stream__ is not None and cls.__stream__ not in _STREAM_VIEWS:
+        raise SchemaError(f"{name}.__stream__ must be one of "
+                          f"{_STREAM_VIEWS}, not {cls.__stream__!r}")
+    for attr in ("__read_units__", "__write_units__"):
+        _check_units(f"{name}.{attr}", getattr(cls, attr))
+
+
+def _check_units(where, units):
+    """SchemaError unless ``units`` (capacity units) is a positive int."""
+    if type(units) is not int or units < 1:
+        raise SchemaError(f"{where} must be a positive int, not {units!r}")
+
+
+def _checked_keys(cls, meta):
+    """[(name, field)] of the table's hash key and range key, if any."""
+    name, keys = cls.__name__, []
+    for attr in ("__hash_key__", "__range_key__"):
+        key = getattr(cls, attr, None)
+        if key is None:
+            if attr == "__hash_key__":
+                raise SchemaError(f"{name} must declare __hash_key__")
+            continue
+        field = meta.fields.get(key)
+        if field is None:
+            raise SchemaError(f"{name}.{attr} is {key!r} but {name} has "
+                              "no field of that name")
+        if field.attribute_type not in _KEY_TYPES:
+            raise SchemaError(
+                f"{name}.{key} is a key, so it must be a string, number "
+                f"or binary field, not {type(field).__name__}")
+        keys.append((key, field))
+    if len(keys) == 2 and keys[0][0] == keys[1][0]:
+        raise SchemaError(f"{name}: __hash_key__ and __range_key__ "
+                          "must differ")
+    return keys
+
+
+def _single_field(cls, meta, kind, keys):
+    """The name of the model's one field of ``kind`` (VersionField,
+    TTLField), not a key, or None."""
+    name = cls.__name__
+    found = [field_name for field_name, field in meta.fields.items()
+             if isinstance(field, kind)]
+    if len(found) > 1:
+        raise SchemaError(f"{name} has {len(found)} {kind.__name__}s "
+                          f"({', '.join(found)}): it may have one")
+    if found and found[0] in (key for key, _ in keys):
+        raise SchemaError(f"{name}.{found[0]} is a {kind.__name__}: "
+                          "it cannot be a key")
+    return found[0] if found else None
+
+
+def _checked_indexes(cls, meta):
+    """The key schemas of the table and of each of ``__indexes__``,
+    checked against DynamoDB's rules."""
+    name = cls.__name__
+    table = _KeySchema(None, meta.key_fields[:1], meta.key_fields[1:])
+    declared = cls.__indexes__
+    if isinstance(declared, _Index):
+        raise SchemaError(f"{name}.__indexes__ must be a tuple: write "
+                          f"({declared.name!r} ...,) with a comma, as "
+                          "in (GlobalIndex(...),)")
+    if not isinstance(declared, (list, tuple)) or not all(
+            isinstance(index, _Index) for index in declared):
+        raise SchemaError(f"{name}.__indexes__ must be a tuple of "
+                          "GlobalIndex and LocalIndex")
+    schemas, included = [table], set()
+    for order, index in enumerate(declared):
+        where = f"{name}.__indexes__[{order}]"
+        if not isinstance(index.name, str) or \
+                not _TABLE_NAME.fullmatch(index.name):
+            raise SchemaError(
+                f"{where}: the index name {index.name!r} must be 3 to "
+                "255 letters, digits, '_', '-' or '.'")
+        where = f"{name} index {index.name!r}"
+        if any(schema.index == index.name for schema in schemas):
+            raise SchemaError(f"{where} is declared twice")
+        hash_fields, range_fields = _index_keys(meta, where, index, table)
+        keys = {key for key, _ in table.hash + table.range
+                + hash_fields + range_fields}
+        projected = _index_projection(meta, where, index.projection, keys)
+        if projected is not None:
+            included.update(projected - keys)
+        schemas.append(_KeySchema(index.name, hash_fields, range_fields,
+                                  index.local, projected, order, index))
+    for local, limit in _INDEX_LIMITS.items():
+        count = sum(schema.local is local for schema in schemas[1:])
+        if count > limit:
+            raise SchemaError(
+                f"{name} declares {count} "
+                f"{'local' if local else 'global'} indexes; DynamoDB "
+                f"allows at most {limit}")
+    if len(included) > _MAX_INCLUDED:
+        raise SchemaError(f"{name}'s indexes project {len(included)} "
+                          "fields besides their keys; DynamoDB allows "
+                          f"at most {_MAX_INCLUDED}")
+    return tuple(schemas)
+
+
+def _index_keys(meta, where, index, table):
+    """(hash fields, range fields) of an index (``table``: the table's
+    _KeySchema, whose hash key a local index shares)."""
+    if index.local:
+        if not table.range:
+            raise SchemaError(f"{where} is local, but {meta.name} has no "
+                              "range key to stand in for")
+        range_fields = _index_fields(meta, where, index.range_key,
+                                     "range key", 1)
+        if range_fields == table.range:
+            raise SchemaError(f"{where}: its range key is the table's own")
+        return table.hash, range_fields
+    for attr in ("read_units", "write_units"):
+        units = getattr(index, attr)
+        if units is not None:
+            _check_units(f"{where}: {attr}", units)
+    return (_index_fields(meta, where, index.hash_key, "hash key"),
+            () if index.range_key is None else
+            _index_fields(meta, where, index.range_key, "range key"))
+
+
+def _index_fields(meta, where, names, what, most=_MAX_INDEX_KEYS):
+    """((name, field), ...) of an index's hash or range key (``what``),
+    given as one field name or a tuple of them."""
+    names = names if isinstance(names, tuple) else (names,)
+    if not 0 < len(names) <= most:
+        raise SchemaError(f"{where}: its {what} is one field "
+                          f"name, or a tuple of 1 to {most}")
+    result = []
+    for key in names:
+        if not isinstance(key, str):
+            raise SchemaError(f"{where}: its {what} must be "
+                              f"given by name, not {key!r}")
+        field = meta.fields.get(key)
+        if field is None:
+            raise SchemaError(f"{where}: its {what} {key!r} is "
+                              f"not a field of {meta.name}")
+        if field.attribute_type not in _KEY_TYPES:
+            raise SchemaError(
+                f"{where}: its {what} {key!r} must be a string, "
+                f"number or binary field, not {type(field).__name__}")
+        result.append((key, field))
+    return tuple(result)
+
+
+def _index_projection(meta, where, projection, keys):
+    """The names of the fields an index holds (``keys``: its key
+    attributes and the table's), or None for every field."""
+    if projection == "ALL":
+        return None
+    if projection == "KEYS_ONLY":
+        return frozenset(keys)
+    if isinstance(projection, (list, tuple)) and all(
+            isinstance(field, str) for field in projection):
+        unknown = [key for key in projection if key not in meta.fields]
+        if unknown:
+            raise SchemaError(f"{where} projects {unknown[0]!r}, "
+                              f"which is not a field of {meta.name}")
+        return frozenset(keys.union(projection))
+    raise SchemaError(
+        f"{where}: projection must be 'ALL', 'KEYS_ONLY' or a "
+        f"list of field names (strings), not {projection!r}")
 
 
 class Model(metaclass=_ModelType):
@@ -7091,11 +7260,11 @@ class Model(metaclass=_ModelType):
         left out unless ``include_expired``.
         """
         meta = cls._meta
-        plan = meta.plan(strategy, descending, consistent_read,
-                         _limit(limit), index,
-                         meta.projection(fields, "get_many"),
-                         segments=_segments(segments),
-                         include_expired=include_expired)
+        plan = _runnable(meta, _Read(
+            meta, "get_many", strategy, descending=descending,
+            consistent_read=consistent_read, limit=limit, index=index,
+            fields=fields, segments=segments,
+            include_expired=include_expired))
         from_item = meta.from_item
         if plan._keys is None:  # several requests read in parallel
             instances = yield from _read_pages(
@@ -7138,19 +7307,21 @@ class Model(metaclass=_ModelType):
                     type(value) is not int or value < 1):
                 raise ValidationError(f"{cls.__name__}.get_page: {name} "
                                       f"must be an int >= 1, not {value!r}")
-        loaded = meta.projection(fields, "get_page")
-        plan = meta.plan(strategy, descending, consistent_read, None, index,
-                         loaded, what="get_page",
-                         include_expired=include_expired)
+        read = _Read(meta, "get_page", strategy, descending=descending,
+                     consistent_read=consistent_read, index=index,
+                     fields=fields, segments=1,
+                     include_expired=include_expired)
+        plan = _runnable(meta, read)
         if plan._keys is not None:
             raise ExpressionError(
                 f"{cls.__name__}.get_page pages a condition's Query or "
                 "Scan; keys are already a page: get_many reads them")
-        if loaded is not None and not loaded.issuperset(plan._start):
+        if read.fields is not None and not read.fields.issuperset(
+                plan._start):
             # A cursor is made of the last item's key attributes.
-            plan = meta.plan(strategy, descending, consistent_read, None,
-                             plan.index, loaded.union(plan._start),
-                             what="get_page", include_expired=include_expired)
+            read.fields, read.index = read.fields.union(plan._start), \
+                plan.index
+            plan = _Planner(meta, read).plan()
         items, cursor, scanned = yield from meta.page(plan, limit, cursor,
                                                       max_scanned)
         from_item = meta.from_item
@@ -7175,11 +7346,11 @@ class Model(metaclass=_ModelType):
         the arguments checked, when it is called; it reads on the
         connection settings in force then."""
         meta = cls._meta
-        plan = meta.plan(strategy, descending, consistent_read,
-                         _limit(limit), index,
-                         meta.projection(fields, "iter_many"),
-                         segments=_segments(segments), what="iter_many",
-                         include_expired=include_expired)
+        plan = _runnable(meta, _Read(
+            meta, "iter_many", strategy, descending=descending,
+            consistent_read=consistent_read, limit=limit, index=index,
+            fields=fields, segments=segments,
+            include_expired=include_expired))
         return meta.instances(plan, consistent_read, limit, progress)
 
     @classmethod
@@ -7194,21 +7365,14 @@ class Model(metaclass=_ModelType):
         ``consistent_read``, ``index`` and ``include_expired`` are as for
         get_many."""
         meta = cls._meta
-        table = cls.table_name()
-        if strategy is None:
-            params: dict[str, Any] = {"TableName": table}
-            if index is not None:
-                meta.forced_schema(index, consistent_read, "count")
-                params["IndexName"] = index
-            if consistent_read:
-                params["ConsistentRead"] = True
-            plan = Plan("Scan")
-            plan._requests = [("Scan", params)]
-            plan._expiry = None if include_expired else meta.ttl
-            return (yield from _count(meta.requests(plan)))
-        plan = meta.plan(strategy, consistent_read=consistent_read,
-                         index=index, what="count",
-                         include_expired=include_expired)
+        read = _Read(meta, "count",
+                     _EVERY_ITEM if strategy is None else strategy,
+                     consistent_read=consistent_read, index=index,
+                     segments=1, include_expired=include_expired)
+        # Counting every item scans, as asked: the scan setting is for
+        # conditions that no key serves.
+        plan = _Planner(meta, read).plan() if strategy is None \
+            else _runnable(meta, read)
         if plan._keys is None:
             return (yield from _count(meta.requests(plan)))
         plan._loaded = frozenset(meta.key_names)
@@ -7242,11 +7406,11 @@ class Model(metaclass=_ModelType):
             key, condition = meta.strategy(strategy)
             return Plan("GetItem", key_condition=_key_text(key),
                         reason="one key")
-        return meta.plan(strategy, descending, consistent_read,
-                         _limit(limit), index,
-                         meta.projection(fields, "explain"),
-                         segments=_segments(segments), what="explain",
-                         sending=False, include_expired=include_expired)
+        return _Planner(meta, _Read(
+            meta, "explain", strategy, descending=descending,
+            consistent_read=consistent_read, limit=limit, index=index,
+            fields=fields, segments=segments,
+            include_expired=include_expired)).plan()
 
     @classmethod
     @_pausing_collector
@@ -7273,9 +7437,9 @@ class Model(metaclass=_ModelType):
         names = meta.key_names
         conditional = []
         if isinstance(strategy, (Condition, KeysIn)):
-            plan = meta.plan(strategy, fields=frozenset(names),
-                             segments=segments, what="delete_many",
-                             include_expired=True)
+            plan = _runnable(meta, _Read(
+                meta, "delete_many", strategy, fields=names,
+                segments=segments, include_expired=True))
             if plan._keys is None:
                 return _finished((yield from meta.delete_found(
                     table, plan._requests, progress)))

@@ -3875,6 +3875,10 @@ def test_scan_setting_warns_or_refuses(orders, calls, caplog):
         assert ids(Order.get_many(Order.qty == 2)) == ["o002"]
     assert "Order.get_many scans the whole table" in caplog.text
     assert "needs == on customer" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="dynamongo"):
+        assert Order.explain(Order.qty == 2).operation == "Scan"
+    assert caplog.text == ""  # explain() runs nothing: nothing to warn of
     Connection.set_config(scan="refuse")
     del calls[:]
     with pytest.raises(ExpressionError, match="would Scan the whole table"):
@@ -3882,9 +3886,10 @@ def test_scan_setting_warns_or_refuses(orders, calls, caplog):
     with pytest.raises(ExpressionError, match="delete_many would Scan"):
         Order.delete_many(Order.qty == 2)
     assert calls == []
-    # Reads by key or index are untouched.
+    # Reads by key or index are untouched, and so is counting every item.
     assert ids(Order.get_many(Order.status == "shipped")) == ["o002"]
     assert Order.explain(Order.qty == 2).operation == "Scan"
+    assert Order.count() == len(raw_items(Order))
 
 
 # -- Large reads: iterate, count, progress -----------------------------------
@@ -5260,7 +5265,7 @@ def test_what_stays_unprocessed_is_reported(monkeypatch, no_sleep, calls):
     Event.save_many(events("ann", 30))
     Connection.set_config(batch_attempts=3)
     Faults(monkeypatch, unprocessed=1.0)
-    del calls[:]
+    del calls[:], no_sleep[:]  # (waits for the table to be made)
     result = Event.save_many(events("bob", 30))
     assert result.success == [] and result.fail_count == 30
     assert [failure.item["seq"] for failure in result.fail] == list(range(30))
