@@ -1245,15 +1245,43 @@ def _string_operand(value, field):
 
 
 class _NumberField(Field[_N, _R]):
-    """Shared range checks of IntField and FloatField."""
+    """What IntField and FloatField share: a value of their own type
+    (``_kind``) within the range that needs no check (``_plain``) taken as
+    it is, others converted (``_number``), and range checks.
+
+    :param min_value: the lowest value allowed.
+    :param max_value: the highest value allowed.
+    :param kwargs: ``required`` and ``default`` (see Field).
+    """
 
     attribute_type = "N"
+    _kind: type = int
+    _what = "an integer"
 
     def __init__(self, min_value: _N | None = None,
-                 max_value: _N | None = None, **kwargs: Unpack[_Options[_R]]) -> None:
+                 max_value: _N | None = None,
+                 **kwargs: Unpack[_Options[_R]]) -> None:
         Field.__init__(self, **kwargs)
         self.min_value: _N | None = min_value
         self.max_value: _N | None = max_value
+
+    def to_native(self, value: Any) -> _N:
+        kind = type(value)
+        if kind is self._kind:
+            return value if self._plain(value) else self._storable(value)
+        if kind is bool:
+            raise ValidationError(f"must be {self._what}, not a bool")
+        return self._storable(self._number(value))
+
+    @staticmethod
+    def _plain(value):
+        """Whether a value of the field's type surely fits DynamoDB."""
+        raise NotImplementedError
+
+    def _number(self, value):
+        """The field's type of a value of another type, or
+        ValidationError."""
+        raise NotImplementedError
 
     def _range_source(self, value, limit):
         """Source testing that ``value`` lies where it needs no check but
@@ -1333,32 +1361,25 @@ def _load_int(av):
 
 
 class IntField(_NumberField[int, _R]):
-    """An integer (stored as a DynamoDB number, at most 38 digits).
+    """An integer (stored as a DynamoDB number, at most 38 digits), from
+    ``min_value`` to ``max_value`` when they are given; ``kwargs`` are
+    ``required`` and ``default`` (see Field)."""
 
-    :param min_value: the lowest value allowed.
-    :param max_value: the highest value allowed.
-    :param kwargs: ``required`` and ``default`` (see Field).
-    """
+    @staticmethod
+    def _plain(value):
+        return -_FAST_INT_LIMIT <= value <= _FAST_INT_LIMIT
 
-    def to_native(self, value: Any) -> int:
-        kind = type(value)
-        if kind is int:
-            if -_FAST_INT_LIMIT <= value <= _FAST_INT_LIMIT:
-                return value
-            number = value
-        elif kind is bool:
-            raise ValidationError("must be an integer, not a bool")
-        elif kind is float or isinstance(value, (str, decimal.Decimal)):
-            exact = self._decimal(decimal.Decimal(value) if kind is float
-                                  else value, "an integer")
+    def _number(self, value):
+        if type(value) is float or isinstance(value, (str, decimal.Decimal)):
+            exact = self._decimal(decimal.Decimal(value)
+                                  if type(value) is float else value,
+                                  "an integer")
             if exact != exact.to_integral_value():
                 raise ValidationError(f"must be an integer, not {value!r}")
-            number = int(exact)
-        elif isinstance(value, int):
-            number = int(value)
-        else:
-            raise _wrong_type("an integer", value)
-        return self._storable(number)
+            return int(exact)
+        if isinstance(value, int):
+            return int(value)
+        raise _wrong_type("an integer", value)
 
     def _dump(self, value):
         return {"N": str(value)}
@@ -1418,29 +1439,24 @@ class VersionField(IntField):
 
 
 class FloatField(_NumberField[float, _R]):
-    """A float, stored with full precision (shortest round-trip text).
+    """A float, stored with full precision (shortest round-trip text),
+    from ``min_value`` to ``max_value`` when they are given; ``kwargs``
+    are ``required`` and ``default`` (see Field)."""
 
-    :param min_value: the lowest value allowed.
-    :param max_value: the highest value allowed.
-    :param kwargs: ``required`` and ``default`` (see Field).
-    """
+    _kind = float
+    _what = "a number"
 
-    def to_native(self, value: Any) -> float:
-        kind = type(value)
-        if kind is float:
-            if value == 0.0 or _FAST_FLOAT_TINY <= abs(value) \
-                    <= _FAST_FLOAT_LIMIT:
-                return value
-            number = value
-        elif kind is bool:
-            raise ValidationError("must be a number, not a bool")
-        elif isinstance(value, (int, float)):
-            number = float(value)
-        elif isinstance(value, (str, decimal.Decimal)):
-            number = float(self._decimal(value, "a number"))
-        else:
-            raise _wrong_type("a number", value)
-        return self._storable(number)
+    @staticmethod
+    def _plain(value):
+        return value == 0.0 or \
+            _FAST_FLOAT_TINY <= abs(value) <= _FAST_FLOAT_LIMIT
+
+    def _number(self, value):
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, (str, decimal.Decimal)):
+            return float(self._decimal(value, "a number"))
+        raise _wrong_type("a number", value)
 
     def _dump(self, value):
         return {"N": repr(value)}
@@ -3434,10 +3450,10 @@ class _FastWire:
 # Procedures call procedures with ``yield from``: _request is the one retry
 # loop, _pages the one loop following LastEvaluatedKey, _parallel the one
 # window of requests in flight. A driver runs a procedure and answers what
-# it yields: _run for its result, _stream for the items it hands out, both
-# on the calling thread and the call's _Workers. (A request is a plain
-# tuple and a wait a float: a request's cost is mostly this engine's, so
-# it allocates nothing of its own.)
+# it yields: _stream, on the calling thread and a window's _Workers (_run
+# runs it for the procedure's result). A request is a plain tuple and a
+# wait a float: a request's cost is mostly the engine's, so it allocates
+# nothing of its own.
 
 
 class _Window:
@@ -3468,9 +3484,22 @@ class _Items:
 
 
 def _run(procedure):
-    """Drive ``procedure`` to its end on this thread: what it returns, or
-    the exception it raises. Once a _Workers the thread works for has
-    stopped, nothing more is sent (_Stopped)."""
+    """Drive ``procedure`` to its end (_stream): what it returns, or the
+    exception it raises."""
+    driving = _stream(procedure)
+    try:
+        next(driving)
+    except StopIteration as done:
+        return done.value
+    driving.close()
+    raise TypeError("a procedure run for its result handed items out")
+
+
+def _stream(procedure):
+    """Drive ``procedure`` on this thread, as a generator of the items it
+    hands out (_Items) that returns what the procedure returns. Closing
+    the generator ends the procedure: nothing more is sent for it, nor
+    once a _Workers the thread works for has stopped (_Stopped)."""
     outcome, failed, opened = None, False, []
     working_for = _working_for.get()
     try:
@@ -3482,45 +3511,22 @@ def _run(procedure):
                 _close(opened, None)
                 return done.value
             try:
-                if type(effect) is tuple:  # (the common case, inline)
+                kind = type(effect)
+                if kind is tuple:  # (the common case, first)
                     if working_for and any(stop.is_set()
                                            for stop in working_for):
                         raise _Stopped(effect[0])
-                    outcome, failed = _send(*effect), False
-                else:
-                    outcome, failed = _perform(effect, opened), False
-            except _Stopped:
-                raise
-            except Exception as exc:
-                outcome, failed = exc, True
-    except BaseException as exc:
-        procedure.close()
-        _close(opened, exc)
-        raise
-
-
-def _stream(procedure):
-    """Drive ``procedure`` as _run does, as a generator of the items it
-    hands out (_Items). Closing the generator ends the procedure: no
-    further request is sent for it."""
-    outcome, failed, opened = None, False, []
-    try:
-        while True:
-            try:
-                effect = procedure.throw(outcome) if failed \
-                    else procedure.send(outcome)
-            except StopIteration:
-                _close(opened, None)
-                return
-            try:
-                if type(effect) is _Items:
+                    outcome = _send(*effect)
+                elif kind is _Items:
                     outcome = 0
                     for item in effect.items:
                         outcome += 1
                         yield item
-                    failed = False
+                elif kind is float:
+                    outcome = _sleep(effect)
                 else:
-                    outcome, failed = _perform(effect, opened), False
+                    outcome = _window_result(effect, opened)
+                failed = False
             except _Stopped:
                 raise
             except Exception as exc:
@@ -3531,21 +3537,14 @@ def _stream(procedure):
         raise
 
 
-def _perform(effect, opened):
-    """What the sync driver answers to a request, a wait or a _Window
-    (whose _Workers it adds to ``opened``)."""
-    if type(effect) is tuple:
-        working_for = _working_for.get()
-        if working_for and any(stop.is_set() for stop in working_for):
-            raise _Stopped(effect[0])
-        return _send(*effect)
-    if type(effect) is float:
-        return _sleep(effect)
-    if effect.results is None:
-        workers = _Workers(effect.width)
+def _window_result(window, opened):
+    """The next result of a _Window, run by _Workers (added to
+    ``opened``), or _END."""
+    if window.results is None:
+        workers = _Workers(window.width)
         opened.append(workers)
-        effect.results = workers.map(_run, effect.procedures)
-    return next(effect.results, _END)
+        window.results = workers.map(_run, window.procedures)
+    return next(window.results, _END)
 
 
 def _close(opened, error):
@@ -3791,7 +3790,7 @@ class _Stopped(Exception):
 
 
 class _Workers:
-    """The threads running one _Window for the sync driver (_perform),
+    """The threads running one _Window for the driver (_window_result),
     which ends them (``end``) when the procedure it runs ends (_close).
     ``submit(function, task)`` runs a task on one of at most ``width``
     threads, started as needed, in a copy of the caller's context (its
@@ -4746,7 +4745,7 @@ class _KeySchema:
     __slots__ = ("index", "hash", "range", "local", "projected", "order",
                  "declared")
 
-    def __init__(self, index, hash_fields, range_fields, local=False,
+    def __init__(self, index, hash_fields, range_fields, *, local=False,
                  projected=None, order=-1, declared=None):
         self.index, self.hash, self.range = index, hash_fields, range_fields
         self.local, self.projected = local, projected
@@ -6756,8 +6755,9 @@ def _checked_indexes(cls, meta):
         projected = _index_projection(meta, where, index.projection, keys)
         if projected is not None:
             included.update(projected - keys)
-        schemas.append(_KeySchema(index.name, hash_fields, range_fields,
-                                  index.local, projected, order, index))
+        schemas.append(_KeySchema(
+            index.name, hash_fields, range_fields, local=index.local,
+            projected=projected, order=order, declared=index))
     for local, limit in _INDEX_LIMITS.items():
         count = sum(schema.local is local for schema in schemas[1:])
         if count > limit:
