@@ -1544,7 +1544,8 @@ class StringField(Field[str, _R]):
 
     def __init__(self, regex: str | None = None,
                  min_length: int | None = None,
-                 max_length: int | None = None, **kwargs: Unpack[_Options[_R]]) -> None:
+                 max_length: int | None = None,
+                 **kwargs: Unpack[_Options[_R]]) -> None:
         Field.__init__(self, **kwargs)
         self.regex = re.compile(regex) if isinstance(regex, str) else regex
         self.min_length = min_length
@@ -1625,7 +1626,8 @@ class URLField(StringField[_R]):
         ``max_length``, and ``required`` and ``default`` (see Field).
     """
 
-    def __init__(self, fqdn: bool = True, **kwargs: Unpack[_Options[_R]]) -> None:
+    def __init__(self, fqdn: bool = True,
+                 **kwargs: Unpack[_Options[_R]]) -> None:
         StringField.__init__(self, **kwargs)
         self.fqdn = fqdn
 
@@ -1742,7 +1744,8 @@ class DateTimeField(Field[datetime.datetime, _R]):
                  serialized_format: str | None = None,
                  parser: Callable[[str], datetime.datetime] | None = None,
                  tzd: str = "allow", convert_tz: bool = False,
-                 drop_tzinfo: bool = False, **kwargs: Unpack[_Options[_R]]) -> None:
+                 drop_tzinfo: bool = False,
+                 **kwargs: Unpack[_Options[_R]]) -> None:
         Field.__init__(self, **kwargs)
         if tzd not in _TIME_ZONE_POLICIES:
             raise SchemaError(f"tzd must be one of {_TIME_ZONE_POLICIES}, "
@@ -1905,7 +1908,8 @@ class TimedeltaField(Field[datetime.timedelta, _R]):
 
     attribute_type = "N"
 
-    def __init__(self, precision: str = "seconds", **kwargs: Unpack[_Options[_R]]) -> None:
+    def __init__(self, precision: str = "seconds",
+                 **kwargs: Unpack[_Options[_R]]) -> None:
         Field.__init__(self, **kwargs)
         if precision not in _MICROSECONDS:
             raise SchemaError(f"precision must be one of "
@@ -3643,15 +3647,15 @@ _ITEM_CODES = frozenset({"TransactionConflictException",
 
 
 def _batch_write(table, key_names, requests, identify, advance=None):
-    """Procedure: send ``requests`` -- the JSON text of write requests (_put_request,
-    _delete_request) under the identities of their keys (``identify(item
-    or key)``; ``key_names`` are the table's key attributes) -- in
-    BatchWriteItem requests of 25, by the call's _Workers, resending what
-    comes back unprocessed. Returns (the identities of the items written,
-    [(identity, exception)] of those that were not); after an error that
-    stops the batch (_stops_batch) no further chunk is sent, and its items
-    fail with it. ``advance(n)``, if given, is told of each chunk's items
-    as it is done (from the calling thread)."""
+    """Procedure: send ``requests`` -- the JSON text of write requests
+    (_put_request, _delete_request) under the identities of their keys
+    (``identify(item or key)``; ``key_names`` are the table's key attributes)
+    -- in BatchWriteItem requests of 25, several at once (_parallel), resending
+    what comes back unprocessed. Returns (the identities of the items written,
+    [(identity, exception)] of those that were not); after an error that stops
+    the batch (_stops_batch) no further chunk is sent, and its items fail with
+    it. ``advance(n)``, if given, is told of each chunk's items as it is done
+    (from the calling thread)."""
     done, failed, stopped = [], [], []
 
     def write(chunk):
@@ -3721,11 +3725,11 @@ def _delete_request(key):
 
 def _one_by_one(write, entries, advance=None):
     """Procedure: run the procedure ``write(entry)`` for each value of
-    ``entries`` (a dict), one request each, concurrently (_parallel): (``[(key, what write returned)]`` of
-    those done, ``[(key, exception)]`` of the others), in the order of
-    ``entries``. After an error that stops the batch (_stops_batch), those
-    not sent yet fail with it unsent. ``advance(1)``, if given, follows
-    each entry (from the calling thread)."""
+    ``entries`` (a dict), one request each, concurrently (_parallel): (``[(key,
+    what write returned)]`` of those done, ``[(key, exception)]`` of the
+    others), in the order of ``entries``. After an error that stops the batch
+    (_stops_batch), those not sent yet fail with it unsent. ``advance(1)``, if
+    given, follows each entry (from the calling thread)."""
     stopped = []
 
     def attempt(key):
@@ -3884,11 +3888,11 @@ _collector_paused = _CollectorPause()
 
 
 def _batch_get(table, keys, consistent_read=False, projection=None):
-    """Procedure: the stored items among ``keys`` (at most 100) by BatchGetItem,
-    resending unprocessed keys; raises UnprocessedError naming the keys
-    still unread after every attempt, and an error that no retry could
-    mend (_stops_batch) as it is. ``projection``: the ProjectionExpression
-    and its ExpressionAttributeNames, if any."""
+    """Procedure: the stored items among ``keys`` (at most 100) by
+    BatchGetItem, resending unprocessed keys; raises UnprocessedError naming
+    the keys still unread after every attempt, and an error that no retry could
+    mend (_stops_batch) as it is. ``projection``: the ProjectionExpression and
+    its ExpressionAttributeNames, if any."""
     attempts = _state().settings["batch_attempts"]
     request = dict(projection or (), Keys=keys)
     if consistent_read:
@@ -5672,10 +5676,10 @@ class _Metadata:
     # -- single items
 
     def put_item(self, table, item, condition, version_alone=False):
-        """Procedure: PutItem. A conditional put whose answer was lost and whose retry
-        then failed its condition succeeded if the item is stored exactly
-        as sent: that is our own write, not a refusal. A versioned model's
-        item holds its next version (next_version): a refusal of the
+        """Procedure: PutItem. A conditional put whose answer was lost and
+        whose retry then failed its condition succeeded if the item is stored
+        exactly as sent: that is our own write, not a refusal. A versioned
+        model's item holds its next version (next_version): a refusal of the
         version it requires raises VersionConflict (``version_alone``: the
         version is the put's only condition)."""
         try:
@@ -5695,8 +5699,8 @@ class _Metadata:
             raise
 
     def read_item(self, table, key, consistent_read=True, fields=None):
-        """Procedure: GetItem: the stored item (``fields``: the names to read; None:
-        all), or None."""
+        """Procedure: GetItem: the stored item (``fields``: the names to read;
+        None: all), or None."""
         params = {"TableName": table, "Key": key,
                   "ConsistentRead": consistent_read}
         if fields:
@@ -5717,13 +5721,12 @@ class _Metadata:
                               f"condition, not {overwrite!r}")
 
     def applied_update(self, table, key, updates, return_values, refusal):
-        """Procedure: after an update whose answer was lost was refused on retry: the
-        attributes it would have returned when the stored item shows it
-        was applied (every value it sets is there, every attribute it
-        removes is gone), None when it shows it was not. When the item
-        cannot tell (an add or append is not seen twice) or the old values
-        were lost with the answer, the refusal is raised, marked
-        ``maybe_applied``."""
+        """Procedure: after an update whose answer was lost was refused on
+        retry: the attributes it would have returned when the stored item shows
+        it was applied (every value it sets is there, every attribute it
+        removes is gone), None when it shows it was not. When the item cannot
+        tell (an add or append is not seen twice) or the old values were lost
+        with the answer, the refusal is raised, marked ``maybe_applied``."""
         item = yield from self.read_item(table, key)
         if item is None:  # an update never deletes the item
             return None
@@ -5790,9 +5793,9 @@ class _Metadata:
         return params, bounds
 
     def check_bounds(self, table, key, updates):
-        """Procedure: after a refused update, ValidationError if an add() broke a
-        bound of the stored item (a missing item or a failed condition of
-        the caller's leaves update_one returning None)."""
+        """Procedure: after a refused update, ValidationError if an add() broke
+        a bound of the stored item (a missing item or a failed condition of the
+        caller's leaves update_one returning None)."""
         item = yield from self.read_item(table, key)
         if item is None:
             return
@@ -5810,8 +5813,8 @@ class _Metadata:
                                   f"{_describe(errors)}", errors)
 
     def delete_item(self, table, key, condition):
-        """Procedure: DeleteItem; the old item's attributes, or None if there was
-        none."""
+        """Procedure: DeleteItem; the old item's attributes, or None if there
+        was none."""
         params = self.with_condition(
             {"TableName": table, "Key": key, "ReturnValues": "ALL_OLD"},
             condition)
@@ -5975,6 +5978,28 @@ class _Metadata:
                 instance.__dict__[_LOADED] = loaded
         return instances
 
+    # -- expiry (``self.ttl`` names the TTLField)
+
+    def expired(self, item, now):
+        """Whether the TTL of a stored item is before ``now`` (epoch
+        seconds); an item without one (or with a TTL that is not a number,
+        which DynamoDB ignores) never expires."""
+        av = item.get(self.ttl)
+        return av is not None and "N" in av and \
+            _number_identity(av["N"]) < now
+
+
+# -- Reads -------------------------------------------------------------------
+
+class _Reader:
+    """Runs a model's read plans: the procedures reading what a Plan
+    names -- pages of Queries and Scans (through _pages), keys in
+    windows of BatchGetItem, one page and its cursor -- and deleting what
+    a condition finds."""
+
+    def __init__(self, meta):
+        self.meta = meta
+
     def read(self, plan, consistent_read, limit=None, progress=None,
              take=None):
         """Procedure: the stored items a plan reads (see iter_keys and
@@ -5992,21 +6017,12 @@ class _Metadata:
             now = int(_clock())
 
             def unexpired(item):
-                return not self.expired(item, now)
+                return not self.meta.expired(item, now)
             keep = unexpired
-        return self.iter_keys(self.table_name(), plan._keys, consistent_read,
+        return self.iter_keys(self.meta.table_name(), plan._keys,
+                              consistent_read,
                               limit, fields=fields, progress=progress,
                               keep=keep, take=take)
-
-    # -- expiry (``self.ttl`` names the TTLField)
-
-    def expired(self, item, now):
-        """Whether the TTL of a stored item is before ``now`` (epoch
-        seconds); an item without one (or with a TTL that is not a number,
-        which DynamoDB ignores) never expires."""
-        av = item.get(self.ttl)
-        return av is not None and "N" in av and \
-            _number_identity(av["N"]) < now
 
     def requests(self, plan):
         """The Query or Scan requests of ``plan`` to send now: with an
@@ -6040,7 +6056,7 @@ class _Metadata:
         state = _state()
         items = itertools.islice(_stream(self.read(
             plan, consistent_read, limit, progress)), limit)
-        from_item, loaded = self.from_item, plan._loaded
+        from_item, loaded = self.meta.from_item, plan._loaded
         while True:
             token = _pinned.set(state)
             try:
@@ -6053,8 +6069,6 @@ class _Metadata:
             if loaded is not None:
                 instance.__dict__[_LOADED] = loaded
             yield instance
-
-    # -- pages and cursors
 
     def page(self, plan, limit, cursor, max_scanned):
         """Procedure: (stored items, next cursor or None, items scanned) of
@@ -6110,7 +6124,8 @@ class _Metadata:
         import hashlib
 
         requests = [list(request) for request in plan._requests]
-        text = json.dumps([self.model.__module__, self.model.__qualname__,
+        model = self.meta.model
+        text = json.dumps([model.__module__, model.__qualname__,
                            requests],
                           sort_keys=True, default=_json_default)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -6150,14 +6165,15 @@ class _Metadata:
         import base64
         import hmac
 
+        where = f"{self.meta.name}.get_page"
         if not isinstance(cursor, str) or not cursor.isascii():
-            raise CursorError(f"{self.name}.get_page: a cursor is the text "
+            raise CursorError(f"{where}: a cursor is the text "
                               f"a Page gave, not {type(cursor).__name__}")
         body, _, signature = cursor.partition(".")
         expected = self.sign(body)
         if expected is not None and not hmac.compare_digest(
                 signature, expected):
-            raise CursorError(f"{self.name}.get_page: the cursor was "
+            raise CursorError(f"{where}: the cursor was "
                               "altered or signed with another secret")
         try:
             data = json.loads(base64.urlsafe_b64decode(
@@ -6165,19 +6181,19 @@ class _Metadata:
             fingerprint_given, position, start = \
                 data["f"], data["r"], data["k"]
         except (ValueError, TypeError, KeyError):
-            raise CursorError(f"{self.name}.get_page: {cursor[:40]!r} is "
+            raise CursorError(f"{where}: {cursor[:40]!r} is "
                               "not a cursor") from None
         if fingerprint_given != fingerprint:
             raise CursorError(
-                f"{self.name}.get_page: the cursor belongs to another query "
-                "(another model or table, condition, index, order or fields)")
+                f"{where}: the cursor belongs to another query (another "
+                "model or table, condition, index, order or fields)")
         if type(position) is not int or not 0 <= position < len(
                 plan._requests):
-            raise CursorError(f"{self.name}.get_page: the cursor is not "
+            raise CursorError(f"{where}: the cursor is not "
                               "one of this query's")
         if start is None:
             return position, None
-        kinds = {name: self.fields[name].attribute_type
+        kinds = {name: self.meta.fields[name].attribute_type
                  for name in plan._start}
 
         def is_key(name, av):
@@ -6189,7 +6205,7 @@ class _Metadata:
 
         if not isinstance(start, dict) or set(start) != set(kinds) or \
                 not all(is_key(name, av) for name, av in start.items()):
-            raise CursorError(f"{self.name}.get_page: the cursor does not "
+            raise CursorError(f"{where}: the cursor does not "
                               "hold a key of this query")
         start = _with_bytes(start)  # as either path sends binary
         try:
@@ -6198,7 +6214,7 @@ class _Metadata:
                    for name, av in fixed.items()):
                 raise ValueError
         except (ArithmeticError, ValueError):
-            raise CursorError(f"{self.name}.get_page: the cursor's key is "
+            raise CursorError(f"{where}: the cursor's key is "
                               "not in this query's range") from None
         return position, start
 
@@ -6207,7 +6223,7 @@ class _Metadata:
         ``requests`` (Queries or Scans) find, a few pages at a time as
         they come; no batch is sent after one that stopped (_stops_batch).
         """
-        names, result = self.key_names, BatchResult()
+        names, result = self.meta.key_names, BatchResult()
         advance = _advance(progress, None)
         batch_size = _BATCH_WRITE_ITEMS * _state().settings["concurrency"]
         found = {}  # the keys of the items found, by identity, in order
@@ -6215,7 +6231,7 @@ class _Metadata:
         def take(items):
             count = 0
             for count, item in enumerate(items, 1):
-                found[self.identity(item)] = {name: item[name]
+                found[self.meta.identity(item)] = {name: item[name]
                                               for name in names}
             return count
 
@@ -6227,8 +6243,8 @@ class _Metadata:
                 done, failed = yield from _batch_write(
                     table, names, {identity: _delete_request(key)
                                    for identity, key in batch.items()},
-                    self.identity, advance)
-                result.success += [self.from_item(batch[identity])
+                    self.meta.identity, advance)
+                result.success += [self.meta.from_item(batch[identity])
                                    for identity in done]
                 result.fail += [Failure(batch[identity], error)
                                 for identity, error in failed]
@@ -6246,18 +6262,18 @@ class _Metadata:
     def iter_keys(self, table, keys, consistent_read, limit, *, fields=None,
                   progress=None, keep=None, take=None):
         """Procedure: the stored items of ``keys`` (each sent once) in key
-        order, given to ``take(items)`` or handed out (_Items), read by BatchGetItem in chunks of 100 in
-        a _Window, the next one sent as each answer is taken. With a
-        limit, the chunks hold at most the keys still wanting, twice as
-        many once those are all read, and so on. ``progress(keys read,
-        keys)`` after each chunk; ``keep(item)`` false leaves an item
-        out. Returns how many were found."""
+        order, given to ``take(items)`` or handed out (_Items), read by
+        BatchGetItem in chunks of 100 in a _Window, the next one sent as each
+        answer is taken. With a limit, the chunks hold at most the keys still
+        wanting, twice as many once those are all read, and so on.
+        ``progress(keys read, keys)`` after each chunk; ``keep(item)`` false
+        leaves an item out. Returns how many were found."""
         unique, projection = {}, None
         for key in keys:
-            unique.setdefault(self.identity(key), key)
+            unique.setdefault(self.meta.identity(key), key)
         if fields:
             expression = _Expression()
-            projection = expression.into(self.project({}, expression,
+            projection = expression.into(self.meta.project({}, expression,
                                                       fields))
         pending = list(unique.items())
         width = _state().settings["concurrency"]
@@ -6282,7 +6298,7 @@ class _Metadata:
                 done += len(chunk)
                 if progress is not None:
                     progress(done, len(pending))
-                stored = {self.identity(item): item for item in answer}
+                stored = {self.meta.identity(item): item for item in answer}
                 kept = [item for item in map(stored.get, dict(chunk))
                         if item is not None and (keep is None or keep(item))]
                 del kept[limit - found if limit is not None else len(kept):]
@@ -7265,16 +7281,16 @@ class Model(metaclass=_ModelType):
             consistent_read=consistent_read, limit=limit, index=index,
             fields=fields, segments=segments,
             include_expired=include_expired))
-        from_item = meta.from_item
+        from_item, reader = meta.from_item, _Reader(meta)
         if plan._keys is None:  # several requests read in parallel
             instances = yield from _read_pages(
-                meta.requests(plan), from_item, limit,
+                reader.requests(plan), from_item, limit,
                 _advance(progress, None))
         else:
             instances = []
-            yield from meta.read(plan, consistent_read, limit, progress,
-                                 lambda items: _extended(
-                                     instances, map(from_item, items)))
+            yield from reader.read(plan, consistent_read, limit, progress,
+                                   lambda items: _extended(
+                                       instances, map(from_item, items)))
         return meta.partial(instances, plan._loaded)
 
     @classmethod
@@ -7322,8 +7338,8 @@ class Model(metaclass=_ModelType):
             read.fields, read.index = read.fields.union(plan._start), \
                 plan.index
             plan = _Planner(meta, read).plan()
-        items, cursor, scanned = yield from meta.page(plan, limit, cursor,
-                                                      max_scanned)
+        items, cursor, scanned = yield from _Reader(meta).page(
+            plan, limit, cursor, max_scanned)
         from_item = meta.from_item
         return Page(meta.partial([from_item(item) for item in items],
                                  plan._loaded), cursor, scanned)
@@ -7351,7 +7367,8 @@ class Model(metaclass=_ModelType):
             consistent_read=consistent_read, limit=limit, index=index,
             fields=fields, segments=segments,
             include_expired=include_expired))
-        return meta.instances(plan, consistent_read, limit, progress)
+        return _Reader(meta).instances(plan, consistent_read, limit,
+                                       progress)
 
     @classmethod
     @_driven
@@ -7373,10 +7390,11 @@ class Model(metaclass=_ModelType):
         # conditions that no key serves.
         plan = _Planner(meta, read).plan() if strategy is None \
             else _runnable(meta, read)
+        reader = _Reader(meta)
         if plan._keys is None:
-            return (yield from _count(meta.requests(plan)))
+            return (yield from _count(reader.requests(plan)))
         plan._loaded = frozenset(meta.key_names)
-        return (yield from meta.read(plan, consistent_read, take=len)) or 0
+        return (yield from reader.read(plan, consistent_read, take=len)) or 0
 
     @classmethod
     @_driven
@@ -7441,7 +7459,7 @@ class Model(metaclass=_ModelType):
                 meta, "delete_many", strategy, fields=names,
                 segments=segments, include_expired=True))
             if plan._keys is None:
-                return _finished((yield from meta.delete_found(
+                return _finished((yield from _Reader(meta).delete_found(
                     table, plan._requests, progress)))
             entries = [(key, key) for key in plan._keys]
         else:
