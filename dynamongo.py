@@ -3558,12 +3558,13 @@ def _close(opened, error):
         workers.end(error is not None)
 
 
-def _request(operation: str, params: Any) -> Any:
+def _request(operation: str, params: Any, again: Any = None) -> Any:
     """Procedure: the parsed response to one low-level DynamoDB request.
 
     ``params`` are DynamoDB JSON (AttributeValue dicts such as
     ``{"S": "x"}``). Every request dynamongo makes comes through here. It
-    is retried on throttling, 5xx and connection errors, up to
+    is retried on throttling, 5xx and connection errors -- and on the
+    refusals ``again(error)``, if given, is true of -- up to
     ``max_attempts`` attempts in all; errors come out as dynamongo
     exceptions naming the operation and table.
     """
@@ -3576,6 +3577,8 @@ def _request(operation: str, params: Any) -> Any:
         except Exception as exc:
             error, transient, applied = _translate_error(
                 exc, operation, params, settings)
+            if again is not None and not transient:
+                transient = again(error)
             if attempt + 1 < attempts and transient:
                 maybe_applied = maybe_applied or applied
                 yield _backoff(attempt)
@@ -3678,39 +3681,56 @@ def _batch_write(table, key_names, requests, identify, advance=None):
 
 def _write_chunk(table, key_names, pending, identify):
     """Procedure: (identities written, failures) of one chunk of
-    ``pending`` write requests, resent while some come back
-    unprocessed."""
-    attempts = _state().settings["batch_attempts"]
+    ``pending`` write requests, resent while some come back unprocessed
+    (_resending)."""
     head = '{"RequestItems":{' + json.encoder.encode_basestring(table) + ":["
     done = []
-    for attempt in range(attempts):
-        params = _JsonParams(head + ",".join(pending.values()) + "]}}")
-        try:
-            response = yield from _request("BatchWriteItem", params)
-        except DynamongoError as exc:
-            return done, [(name, exc) for name in pending]
-        unprocessed = response.get("UnprocessedItems", {}).get(table)
-        if not unprocessed:
-            return done + list(pending), []
+
+    def params():
+        return _JsonParams(head + ",".join(pending.values()) + "]}}")
+
+    def left(response):  # the requests still pending, and their params
+        nonlocal pending
         # Told apart by the identities of their keys (numbers by value:
         # DynamoDB may write 1.0 as 1).
-        left = {identify(_request_key(entry)) for entry in unprocessed}
+        names = {identify(_request_key(entry)) for entry in response.get(
+            "UnprocessedItems", {}).get(table, ())}
         sent, pending = pending, {}
         for name, request in sent.items():
-            if name in left:
+            if name in names:
                 pending[name] = request
             else:
                 done.append(name)
-        if not pending:  # none of those sent came back
-            return done, []
-        if attempt + 1 < attempts:
-            yield _backoff(attempt)
+        return pending and params()
+
+    try:
+        rest = yield from _resending("BatchWriteItem", params(), left)
+    except DynamongoError as exc:
+        return done, [(name, exc) for name in pending]
+    if not rest:
+        return done, []
     keys = [_request_key(json.loads(request)) for request in pending.values()]
     error = UnprocessedError(
         f"BatchWriteItem on table {table!r} left {len(pending)} items "
-        f"unprocessed after {attempts} attempts",
+        f"unprocessed after {_state().settings['batch_attempts']} attempts",
         [{name: key[name] for name in key_names} for key in keys])
     return done, [(name, error) for name in pending]
+
+
+def _resending(operation, params, left):
+    """Procedure: send ``params``, then what each answer leaves
+    unprocessed -- ``left(answer)`` gives the parameters sending the rest
+    again, or nothing when nothing is left -- in at most ``batch_attempts``
+    requests, pausing between them as _request does. Returns nothing
+    when all was processed, else the parameters of what is still left."""
+    attempts = _state().settings["batch_attempts"]
+    for attempt in range(attempts):
+        params = left((yield from _request(operation, params)))
+        if not params:
+            return params
+        if attempt + 1 < attempts:
+            yield _backoff(attempt)
+    return params
 
 
 def _put_request(item_json):
@@ -3889,36 +3909,39 @@ _collector_paused = _CollectorPause()
 
 def _batch_get(table, keys, consistent_read=False, projection=None):
     """Procedure: the stored items among ``keys`` (at most 100) by
-    BatchGetItem, resending unprocessed keys; raises UnprocessedError naming
-    the keys still unread after every attempt, and an error that no retry could
-    mend (_stops_batch) as it is. ``projection``: the ProjectionExpression and
-    its ExpressionAttributeNames, if any."""
-    attempts = _state().settings["batch_attempts"]
+    BatchGetItem, resending unprocessed keys (_resending); raises
+    UnprocessedError naming the keys still unread after every attempt, and
+    an error that no retry could mend (_stops_batch) as it is.
+    ``projection``: the ProjectionExpression and its
+    ExpressionAttributeNames, if any."""
     request = dict(projection or (), Keys=keys)
     if consistent_read:
         request["ConsistentRead"] = True
     items = []
-    for attempt in range(attempts):
-        try:
-            response = yield from _request(
-                "BatchGetItem", {"RequestItems": {table: request}})
-        except DynamongoError as exc:
-            if _stops_batch(exc):
-                raise
-            raise UnprocessedError(
-                f"BatchGetItem on table {table!r} could not read "
-                f"{len(request['Keys'])} keys ({exc}): "
-                f"{_keys_text(request['Keys'])}", request["Keys"]) from exc
+
+    def left(response):  # the keys still to read, and their params
+        nonlocal request
         items.extend(response.get("Responses", {}).get(table, ()))
         request = response.get("UnprocessedKeys", {}).get(table)
-        if not request:
-            return items
-        if attempt + 1 < attempts:
-            yield _backoff(attempt)
+        return request and {"RequestItems": {table: request}}
+
+    try:
+        rest = yield from _resending(
+            "BatchGetItem", {"RequestItems": {table: request}}, left)
+    except DynamongoError as exc:
+        if _stops_batch(exc):
+            raise
+        raise UnprocessedError(
+            f"BatchGetItem on table {table!r} could not read "
+            f"{len(request['Keys'])} keys ({exc}): "
+            f"{_keys_text(request['Keys'])}", request["Keys"]) from exc
+    if not rest:
+        return items
     missing = request["Keys"]
     raise UnprocessedError(
         f"BatchGetItem on table {table!r} left {len(missing)} keys unread "
-        f"after {attempts} attempts: {_keys_text(missing)}", missing)
+        f"after {_state().settings['batch_attempts']} attempts: "
+        f"{_keys_text(missing)}", missing)
 
 
 def _read_pages(requests, convert, limit=None, page=None):
@@ -7624,24 +7647,19 @@ class Transaction:
                                   "DynamoDB's limit of 4 MB")
         token = _pinned.set(self._state)
         try:
-            _run(self._write(params))
+            _run(_request("TransactWriteItems", params, self._conflicted))
         finally:
             _pinned.reset(token)
 
-    def _write(self, params):
-        """Procedure: TransactWriteItems, sent again while conflicts with
-        other transactions alone cancel it."""
-        attempts = self._state.settings["max_attempts"]
-        for attempt in range(attempts):
-            try:
-                return (yield from _request("TransactWriteItems", params))
-            except TransactionCanceled as exc:
-                self._explain(exc)
-                codes = {reason.code for reason in exc.reasons} - {None}
-                if not codes <= {"TransactionConflict"} \
-                        or attempt + 1 == attempts:
-                    raise
-            yield _backoff(attempt)
+    def _conflicted(self, error):
+        """Whether a refused TransactWriteItems is worth sending again:
+        conflicts with other transactions alone cancelled it. Its reasons
+        are filled in (_explain)."""
+        if not isinstance(error, TransactionCanceled):
+            return False
+        self._explain(error)
+        codes = {reason.code for reason in error.reasons} - {None}
+        return codes <= {"TransactionConflict"}
 
     # -- internals
 
