@@ -4920,12 +4920,15 @@ class _Read:
     messages). The planner's input, beside the model's facts."""
 
     __slots__ = ("what", "strategy", "descending", "consistent_read",
-                 "limit", "index", "fields", "segments", "include_expired")
+                 "limit", "index", "fields", "segments", "include_expired",
+                 "key_alone")
 
     def __init__(self, meta, what, strategy, *, descending=False,
                  consistent_read=False, limit=None, index=None, fields=None,
-                 segments=None, include_expired=False):
+                 segments=None, include_expired=False, key_alone=False):
         self.what, self.strategy = what, strategy
+        # Whether one key (as get_one takes it) is a read: a GetItem.
+        self.key_alone = key_alone
         self.descending, self.consistent_read = descending, consistent_read
         self.limit, self.index = _limit(limit), index
         self.fields = meta.projection(fields, what)
@@ -4959,6 +4962,11 @@ class _Planner:
                 self.forced_schema()
             plan = Plan("Scan", read.index, reason="every item")
             plan._requests = [self.request("Scan", read.index, None, None)]
+        elif read.key_alone and not (_is_list_like(strategy) or isinstance(
+                strategy, (Condition, KeysIn))):
+            key, _ = meta.strategy(strategy)
+            return Plan("GetItem", key_condition=_key_text(key),
+                        reason="one key")
         elif isinstance(strategy, KeysIn):
             if not issubclass(meta.model, strategy.model):
                 raise ValidationError(
@@ -7442,16 +7450,11 @@ class Model(metaclass=_ModelType):
         ``print(User.explain(User.name == "x"))``. A single key (as
         get_one takes it) is a GetItem."""
         meta = cls._meta
-        if not (_is_list_like(strategy) or isinstance(
-                strategy, (Condition, KeysIn))):
-            key, condition = meta.strategy(strategy)
-            return Plan("GetItem", key_condition=_key_text(key),
-                        reason="one key")
         return _Planner(meta, _Read(
             meta, "explain", strategy, descending=descending,
             consistent_read=consistent_read, limit=limit, index=index,
             fields=fields, segments=segments,
-            include_expired=include_expired)).plan()
+            include_expired=include_expired, key_alone=True)).plan()
 
     @classmethod
     @_pausing_collector
