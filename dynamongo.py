@@ -2803,6 +2803,18 @@ class _Expression:
         self.values[placeholder] = av
         return placeholder
 
+    @classmethod
+    def resuming(cls, params, model):
+        """An _Expression adding to the placeholders ``params`` hold."""
+        expression = cls(model=model)
+        expression.names = dict(params.get("ExpressionAttributeNames", ()))
+        expression._placeholders = {
+            name: placeholder
+            for placeholder, name in expression.names.items()}
+        expression.values = dict(params.get("ExpressionAttributeValues",
+                                            ()))
+        return expression
+
     def into(self, params):
         """Add the names and values used to ``params``; DynamoDB refuses
         empty maps, so none is sent empty."""
@@ -6062,21 +6074,18 @@ class _Reader:
         out)."""
         if not plan._expiry:
             return plan._requests
-        now = {"N": str(int(_clock()))}
+        meta = self.meta
+        unexpired_now = ~(meta.fields[plan._expiry] < int(_clock()))
 
         def unexpired(operation, params):
             params = dict(params)
             params.pop("Limit", None)
-            test = "NOT (#expiry < :now)"
+            expression = _Expression.resuming(params, meta.model)
+            test = unexpired_now._render(expression)
             given = params.get("FilterExpression")
             params["FilterExpression"] = f"({given}) AND {test}" if given \
                 else test
-            params["ExpressionAttributeNames"] = dict(
-                params.get("ExpressionAttributeNames", ()),
-                **{"#expiry": plan._expiry})
-            params["ExpressionAttributeValues"] = dict(
-                params.get("ExpressionAttributeValues", ()), **{":now": now})
-            return operation, params
+            return operation, expression.into(params)
         if isinstance(plan._requests, _Segments):
             return plan._requests.changed(unexpired)
         return [unexpired(*request) for request in plan._requests]
