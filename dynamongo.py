@@ -3978,8 +3978,9 @@ def _read_pages(requests, convert, limit=None, page=None):
         count = _extended(found, map(convert, itertools.islice(
             items, None if limit is None else limit - len(found))))
         return None if len(found) == limit else count
+    then = page and (lambda count, _: page(count))
     for operation, params in requests:
-        if (yield from _pages(operation, params, take, page)) is None:
+        if (yield from _pages(operation, params, take, then)) is None:
             break
     return found
 
@@ -3995,28 +3996,36 @@ def _read_each(requests, page=None, take=None):
     """Procedure: the items of several Query/Scan requests, one request
     after another, given to ``take`` or handed out (see _pages);
     ``page(count)`` after each page. Returns how many DynamoDB counted."""
-    total = 0
+    total, then = 0, page and (lambda count, _: page(count))
     for operation, params in requests:
-        counted = yield from _pages(operation, params, take, page)
+        counted = yield from _pages(operation, params, take, then)
         if counted is None:  # (take stopped it)
             return None
         total += counted
     return total
 
 
-def _pages(operation, params, take=None, then=None):
-    """Procedure: the pages of a Query or Scan, following LastEvaluatedKey:
-    each page's items (on the fast path decoded one by one as they are
+def _pages(operation, params, take=None, then=None, limit=None):
+    """Procedure: the pages of a Query or Scan, following LastEvaluatedKey.
+    Each page's items (on the fast path decoded one by one as they are
     taken: _ItemStream) go to ``take(items)``, which returns how many it
     took or None to read no further, or without ``take`` are handed out
-    (_Items). Then ``then(count)``, if given, is called: it may return a
-    procedure to run before the next page, which returns False to read no
-    further. A caller that stops early sends no further request. Returns
-    the number of items DynamoDB counted (with Select=COUNT, the matches),
-    or None when stopped."""
+    (_Items). Then ``then(count, answer)``, if given, is told of the page
+    (the answer without its items) and returns False to read no further,
+    or a procedure to run before the next page, which may return False.
+    ``limit()``, if given, is each request's Limit (None: none). A caller
+    that stops early sends no further request. Returns the number of
+    items DynamoDB counted (with Select=COUNT, the matches), or None when
+    stopped."""
     settings = _state().settings
     counted = 0
     while True:
+        if limit is not None:
+            params = {name: value for name, value in params.items()
+                      if name != "Limit"}
+            size = limit()
+            if size is not None:
+                params["Limit"] = size
         answer = yield from _request(operation, _StreamParams(params))
         stream = type(answer) is _ItemStream
         items = answer if stream else _let_go(answer.get("Items", []))
@@ -4031,8 +4040,10 @@ def _pages(operation, params, take=None, then=None):
             answer = answer.rest
         counted += answer.get("Count", count)  # pyright: ignore
         if then is not None:
-            after = then(count)
-            if after is not None and (yield from after) is False:
+            after = then(count, answer)
+            if hasattr(after, "send"):  # a procedure
+                after = yield from after
+            if after is False:
                 return None
         last = answer.get("LastEvaluatedKey")  # pyright: ignore
         if not last:
@@ -6122,39 +6133,50 @@ class _Reader:
         position, start = 0, None
         if cursor is not None:
             position, start = self.open_cursor(cursor, fingerprint, plan)
-        items, scanned, ends_at = [], 0, None
+        items, scanned, ends_at, last, past = [], 0, None, None, False
 
         def after(item):  # the cursor resuming after the page's last item
             return self.make_cursor(fingerprint, ends_at, {
                 name: item[name] for name in plan._start})
 
-        while position < len(requests):
-            operation, params = requests[position]
-            params = dict(params)
-            if start:
-                params["ExclusiveStartKey"] = start
-            budget = None if max_scanned is None else max_scanned - scanned
+        def take(found):  # the page's items; then those past it, unkept
+            nonlocal ends_at, past
+            count = 0
+            for count, item in enumerate(found, 1):
+                if len(items) == limit:  # one past the page: more follow
+                    past = True
+                else:
+                    items.append(item)
+                    ends_at = position
+            return count
+
+        def then(count, answer):
+            nonlocal scanned, last
+            scanned += answer.get("ScannedCount", count)
+            last = answer.get("LastEvaluatedKey")
+            return not past and (max_scanned is None
+                                 or scanned < max_scanned)
+
+        def budget():  # each request's Limit
+            left = None if max_scanned is None else max_scanned - scanned
             if "FilterExpression" not in params:
                 wanted = limit + 1 - len(items)  # and one past the page
-                budget = wanted if budget is None else min(budget, wanted)
-            if budget is not None:
-                params["Limit"] = budget
-            response = yield from _request(operation, params)
-            found = response.get("Items", [])
-            scanned += response.get("ScannedCount", len(found))
-            start = response.get("LastEvaluatedKey")
-            for item in found:
-                if len(items) == limit:  # one past the page: more follow
-                    return items, after(items[-1]), scanned
-                items.append(item)
-                ends_at = position
-            if not start:
-                position += 1
-            if max_scanned is not None and scanned >= max_scanned:
-                if len(items) == limit:  # a next item is not known
-                    return items, after(items[-1]), scanned
-                return items, self.make_cursor(fingerprint, position, start) \
-                    if position < len(requests) else None, scanned
+                left = wanted if left is None else min(left, wanted)
+            return left
+
+        while position < len(requests):
+            operation, params = requests[position]
+            if start:
+                params = dict(params, ExclusiveStartKey=start)
+            if (yield from _pages(operation, params, take, then,
+                                  budget)) is not None:
+                position, start = position + 1, None
+                continue
+            if past or len(items) == limit:  # (a next item is not known)
+                return items, after(items[-1]), scanned
+            position += not last  # max_scanned was reached
+            return items, self.make_cursor(fingerprint, position, last) \
+                if position < len(requests) else None, scanned
         return items, None, scanned
 
     def fingerprint(self, plan):
@@ -6294,7 +6316,7 @@ class _Reader:
 
         for operation, params in requests:
             if (yield from _pages(operation, params, take,
-                                  lambda _: delete(batch_size))) is None:
+                                  lambda *_: delete(batch_size))) is None:
                 return result
         yield from delete(1)
         return result
