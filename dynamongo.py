@@ -106,6 +106,7 @@ __all__ = [
     "ValidationError",
     "VersionConflict",
     "VersionField",
+    "atransact_get",
     "changes",
     "transact_get",
     "transaction",
@@ -132,8 +133,8 @@ import time
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import uuid
-    from collections.abc import (Callable, Generator, Iterable, Iterator,
-                                 Sequence)
+    from collections.abc import (AsyncIterator, Callable, Generator,
+                                 Iterable, Iterator, Sequence)
     from typing import (Any, ClassVar, Generic, Literal, NoReturn,
                         ParamSpec, TypeAlias, TypedDict, TypeVar, overload)
 
@@ -198,7 +199,8 @@ _MAX_DEPTH = 32  # and on the nesting of lists and maps
 _MAX_SEGMENTS = 1_000_000  # and on the segments of a parallel Scan
 _BATCH_WRITE_ITEMS = 25  # and on the requests of one BatchWriteItem
 _BATCH_GET_KEYS = 100  # and on the keys of one BatchGetItem
-_HEADER_LINE = 65537  # the longest HTTP header line read (as http.client)
+_HEADER_BYTES = 65536  # the longest head of an HTTP answer read
+_RECEIVE_BYTES = 65536  # bytes asked of a socket at once
 # Numbers a converter passes on sight: every int within 38 digits, every
 # float within DynamoDB's range.
 _FAST_INT_LIMIT = 10 ** 38 - 1
@@ -2989,6 +2991,12 @@ class _ClientWire:
                 raise
             raise _BadAnswer(f"botocore cannot read it ({exc})") from exc
 
+    async def asend(self, operation, params):
+        """The same request, in a worker thread (botocore blocks)."""
+        import asyncio
+
+        return await asyncio.to_thread(self, operation, params)
+
     @staticmethod
     def _check(http_response, **_):
         if http_response.status_code == 200:
@@ -3073,17 +3081,119 @@ def _answer_of(response):
             response.content)
 
 
+class _HttpAnswer:
+    """One HTTP/1.1 answer, read from whatever bytes arrive (the sans-I/O
+    reader both HTTP clients share: _Http's sockets, _LoopPool's
+    protocol). ``feed(data)`` takes the next bytes -- b"" when the
+    connection has ended -- and returns True once the answer is whole:
+    ``status``, ``headers`` (names in lower case) and ``body`` then hold
+    it, and ``reusable`` says whether the connection may carry another
+    exchange. Framed by Content-Length or chunks, else by the end of the
+    connection. Raises _BadAnswer for what is not HTTP, ConnectionError
+    when the connection ends mid-answer, ValueError for a bad chunk."""
+
+    __slots__ = ("buffer", "at", "status", "headers", "body", "chunks",
+                 "length", "reusable")
+
+    def __init__(self):
+        self.buffer, self.at = bytearray(), 0
+        self.status = self.headers = self.body = self.length = None
+        self.chunks, self.reusable = None, False
+
+    def feed(self, data):
+        if not data:
+            return self._ended()
+        buffer = self.buffer
+        buffer += data
+        if self.status is None:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buffer) > _HEADER_BYTES:
+                    raise _BadAnswer("the answer's head is too long")
+                return False
+            self._head(bytes(buffer[:end]))
+            self.at = end + 4
+        if self.chunks is not None:
+            return self._chunks()
+        if self.length is None:
+            return False  # (read to the end of the connection)
+        end = self.at + self.length
+        if len(buffer) < end:
+            return False
+        self.body = bytes(buffer[self.at:end])
+        self.reusable = self.reusable and len(buffer) == end
+        return True
+
+    def _head(self, head):
+        lines = head.split(b"\r\n")
+        parts = lines[0].split(None, 2)
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/") \
+                or not parts[1].isdigit():
+            raise _BadAnswer(f"not an HTTP answer: {lines[0][:80]!r}")
+        self.status, headers = int(parts[1]), {}
+        for line in lines[1:]:
+            name, _, value = line.decode("latin-1").partition(":")
+            headers[name.strip().lower()] = value.strip()
+        self.headers = headers
+        self.reusable = headers.get("connection", "").lower() != "close"
+        if headers.get("transfer-encoding", "").lower() == "chunked":
+            self.chunks = []
+        elif "content-length" in headers:
+            self.length = int(headers["content-length"])
+        else:
+            self.reusable = False
+
+    def _chunks(self):
+        """Read the chunks that have arrived; True after the last."""
+        buffer, at, chunks = self.buffer, self.at, self.chunks
+        while True:
+            end = buffer.find(b"\r\n", at)
+            if end < 0:
+                return False
+            size = int(bytes(buffer[at:end]).split(b";")[0], 16)
+            if size == 0:  # then trailers, up to an empty line
+                if buffer[end:end + 4] == b"\r\n\r\n" or \
+                        buffer.find(b"\r\n\r\n", end) >= 0:
+                    self.body = b"".join(chunks)
+                    return True
+                return False
+            if len(buffer) < end + 2 + size + 2:
+                return False
+            chunks.append(bytes(buffer[end + 2:end + 2 + size]))
+            at = self.at = end + 2 + size + 2
+
+    def _ended(self):
+        if self.status is not None and self.length is None \
+                and self.chunks is None:
+            self.body = bytes(self.buffer[self.at:])
+            return True
+        if not self.buffer:
+            raise ConnectionError("the server closed the connection")
+        raise ConnectionError("the answer was cut short")
+
+
+def _lost_exchange(error, read_timeout):
+    """The _NoAnswer that an exchange failing with ``error`` after its
+    request was written becomes, or None (the error goes on as it is)."""
+    if isinstance(error, TimeoutError):
+        return _NoAnswer(f"no answer within {read_timeout} s", sent=True)
+    if isinstance(error, (OSError, ValueError)):
+        return _NoAnswer(f"the connection failed: {error}", sent=True)
+    return None
+
+
 class _Http:
     """A small HTTP/1.1 client for the fast path: kept-alive connections
     shared by the threads (an idle one is taken for each request and put
     back once its answer has been read whole, at most ``keep`` of them
     kept), the request written in a single send, the answer read by
-    Content-Length (or chunks). A connection whose exchange did not finish
-    -- whatever interrupted it, KeyboardInterrupt included -- is closed,
-    never reused: its late answer cannot be read as another request's. A
-    failure is _NoAnswer, telling apart a request that never left (no
-    connection, TLS refused) from one whose answer was lost (a closed
-    connection, a read timeout)."""
+    _HttpAnswer. A connection whose exchange did not finish -- whatever
+    interrupted it, KeyboardInterrupt included -- is closed, never reused:
+    its late answer cannot be read as another request's. A failure is
+    _NoAnswer, telling apart a request that never left (no connection, TLS
+    refused) from one whose answer was lost (a closed connection, a read
+    timeout). ``apost`` is ``post`` on the running event loop, through
+    that loop's own connections (_LoopPool)."""
 
     def __init__(self, url, connect_timeout, read_timeout, ca_bundle=None,
                  keep=32):
@@ -3098,85 +3208,64 @@ class _Http:
                      f"Host: {_host_of(url)}\r\n").encode()
         self.connect_timeout, self.read_timeout = connect_timeout, read_timeout
         self.ca_bundle = ca_bundle
-        self.idle, self.keep = [], keep  # (socket, reader), newest last
+        self.idle, self.keep = [], keep  # sockets, newest last
         self.context = None
+        self.loops = None  # event loop -> its _LoopPool
+
+    def message(self, headers, body):
+        """The bytes of a POST of ``body``."""
+        return self.head + "".join(
+            f"{name}: {value}\r\n" for name, value in headers.items()
+        ).encode() + b"\r\n" + body
 
     def post(self, headers, body):
         """(status, headers with lower-case names, body) of a POST."""
-        connection, reader = self._connection()
-        message = self.head + "".join(
-            f"{name}: {value}\r\n" for name, value in headers.items()
-        ).encode() + b"\r\n" + body
+        connection = self._connection()
         try:
-            connection.sendall(message)
-            status, headers, body = self._read(reader)
+            connection.sendall(self.message(headers, body))
+            answer = self._read(connection)
         except BaseException as error:
-            _close_connection(connection, reader)
-            if isinstance(error, TimeoutError):
-                raise _NoAnswer(f"no answer within {self.read_timeout} s",
-                                sent=True) from error
-            if isinstance(error, (OSError, ValueError)):
-                raise _NoAnswer(f"the connection failed: {error}",
-                                sent=True) from error
+            connection.close()
+            lost = _lost_exchange(error, self.read_timeout)
+            if lost is not None:
+                raise lost from error
             raise
-        if headers.get("connection", "").lower() == "close" \
-                or len(self.idle) >= self.keep:
-            _close_connection(connection, reader)
+        if not answer.reusable or len(self.idle) >= self.keep:
+            connection.close()
         else:
-            self.idle.append((connection, reader))
-        return status, headers, body
+            self.idle.append(connection)
+        return answer.status, answer.headers, answer.body
 
     @staticmethod
-    def _read(reader):
-        def readline():
-            return reader.readline(_HEADER_LINE)
+    def _read(connection):
+        answer = _HttpAnswer()
+        while not answer.feed(connection.recv(_RECEIVE_BYTES)):
+            pass
+        return answer
 
-        line = readline()
-        if not line:
-            raise ConnectionError("the server closed the connection")
-        parts = line.split(None, 2)
-        if len(parts) < 2 or not parts[0].startswith(b"HTTP/") \
-                or not parts[1].isdigit():
-            raise _BadAnswer(f"not an HTTP answer: {line[:80]!r}")
-        status = int(parts[1])
-        headers = {}
-        while True:
-            line = readline()
-            if line in (b"\r\n", b"\n", b""):
-                break
-            name, _, value = line.decode("latin-1").partition(":")
-            headers[name.strip().lower()] = value.strip()
-        if headers.get("transfer-encoding", "").lower() == "chunked":
-            chunks = []
-            while True:
-                size = int(readline().split(b";")[0], 16)
-                if size == 0:
-                    while readline() not in (b"\r\n", b"\n", b""):
-                        pass  # trailers
-                    break
-                chunks.append(reader.read(size))
-                readline()
-            body = b"".join(chunks)
-        elif "content-length" in headers:
-            length = int(headers["content-length"])
-            body = reader.read(length)
-            if len(body) != length:
-                raise ConnectionError("the answer was cut short")
-        else:
-            body = reader.read()
-            headers["connection"] = "close"
-        return status, headers, body
+    async def apost(self, headers, body):
+        """``post`` awaited, on the running event loop's connections."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        if self.loops is None:
+            import weakref
+
+            self.loops = weakref.WeakKeyDictionary()
+        pool = self.loops.get(loop)
+        if pool is None:
+            pool = self.loops[loop] = _LoopPool(self, loop)
+        return await pool.post(headers, body)
 
     def _connection(self):
-        """An idle kept-alive connection (and its reader), else a new one."""
+        """An idle kept-alive connection, else a new one."""
         import select
 
         while True:
             try:
-                connection, reader = self.idle.pop()
+                connection = self.idle.pop()
             except IndexError:
-                connection = self._connect()
-                return connection, connection.makefile("rb")
+                return self._connect()
             # Readable while idle means closed (or garbage): drop it.
             # poll, unlike select, takes descriptors above 1024.
             if hasattr(select, "poll"):
@@ -3186,8 +3275,8 @@ class _Http:
             else:
                 readable = select.select([connection], [], [], 0)[0]
             if not readable:
-                return connection, reader
-            _close_connection(connection, reader)
+                return connection
+            connection.close()
 
     def _connect(self):
         import socket
@@ -3205,7 +3294,7 @@ class _Http:
             connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             connection.settimeout(self.read_timeout)
             if self.tls:
-                connection = self._tls().wrap_socket(
+                connection = self.tls_context().wrap_socket(
                     connection, server_hostname=self.address[0])
         except BaseException as error:
             connection.close()
@@ -3215,7 +3304,7 @@ class _Http:
             raise
         return connection
 
-    def _tls(self):
+    def tls_context(self):
         if self.context is None:
             import ssl
 
@@ -3224,12 +3313,159 @@ class _Http:
         return self.context
 
 
-def _close_connection(connection, reader):
-    try:
-        reader.close()
-        connection.close()
-    except OSError:
+class _LoopPool:
+    """An event loop's connections to one endpoint (_Http.apost): at most
+    ``keep`` open, each an _Exchange reading answers as they arrive. As in
+    _Http, a connection whose exchange did not finish -- a cancelled task,
+    a timeout -- is closed, never reused, and failures are _NoAnswer.
+    Connections never cross loops; those left idle are closed when the
+    loop shuts down (``asyncio.run`` closes its async generators, this
+    pool's watcher among them)."""
+
+    def __init__(self, http, loop):
+        import asyncio
+
+        self.http, self.loop = http, loop
+        self.idle = []  # _Exchange, newest last
+        self.room = asyncio.Semaphore(http.keep)
+        self.watcher = self._watch()
+        try:  # started on the loop, which now closes it at its shutdown
+            self.watcher.__anext__().send(None)
+        except StopIteration:
+            pass
+
+    async def _watch(self):
+        try:
+            yield
+        finally:
+            self.close()
+
+    def close(self):
+        while self.idle:
+            self.idle.pop().transport.close()
+
+    async def post(self, headers, body):
+        http = self.http
+        await self.room.acquire()
+        try:
+            exchange = self._connection() or await self._connect()
+            try:
+                answer = await exchange.send(http.message(headers, body),
+                                             http.read_timeout)
+            except BaseException as error:
+                exchange.transport.abort()
+                lost = _lost_exchange(error, http.read_timeout)
+                if lost is not None:
+                    raise lost from error
+                raise
+        finally:
+            self.room.release()
+        if answer.reusable and not exchange.ended:
+            self.idle.append(exchange)
+        else:
+            exchange.transport.close()
+        return answer.status, answer.headers, answer.body
+
+    def _connection(self):
+        while self.idle:
+            exchange = self.idle.pop()
+            if not exchange.ended:
+                return exchange
+            exchange.transport.abort()
+        return None
+
+    async def _connect(self):
+        import asyncio
+
+        http = self.http
+        host, port = http.address
+        tls = http.tls_context() if http.tls else None
+        try:
+            _, exchange = await asyncio.wait_for(self.loop.create_connection(
+                functools.partial(_Exchange, self.loop), host, port, ssl=tls,
+                server_hostname=host if tls else None), http.connect_timeout)
+        except (TimeoutError, asyncio.TimeoutError) as error:
+            raise _NoAnswer(f"could not connect within "
+                            f"{http.connect_timeout} s", sent=False) from error
+        except OSError as error:
+            import ssl
+
+            failed = "TLS failed" if isinstance(error, ssl.SSLError) \
+                else "could not connect"
+            raise _NoAnswer(f"{failed}: {error}", sent=False) from error
+        return exchange
+
+
+class _Exchange:
+    """asyncio protocol of one _LoopPool connection: the answer to what
+    ``send`` wrote is fed to an _HttpAnswer as its bytes arrive and comes
+    back, through a future, once whole -- or a TimeoutError once nothing
+    has arrived for ``timeout`` seconds. Anything arriving while idle, or
+    the connection's end, marks it ``ended``."""
+
+    def __init__(self, loop):
+        self.loop, self.transport = loop, None
+        self.answer = self.waiter = self.timer = None
+        self.ended, self.heard, self.timeout = False, 0.0, 0.0
+
+    def send(self, message, timeout):
+        """A future of the _HttpAnswer to ``message``."""
+        loop = self.loop
+        self.answer, self.waiter = _HttpAnswer(), loop.create_future()
+        self.heard, self.timeout = loop.time(), timeout
+        self.timer = loop.call_later(timeout, self._check_time)
+        self.transport.write(message)
+        return self.waiter
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        answer = self.answer
+        if answer is None:  # while idle: closed, or garbage
+            self.ended = True
+            return
+        self.heard = self.loop.time()
+        try:
+            whole = answer.feed(data)
+        except Exception as exc:
+            self._settle(exc)
+        else:
+            if whole:
+                self._settle(None)
+
+    def eof_received(self):
+        self.ended = True
+        if self.answer is not None:
+            self.data_received(b"")
+
+    def connection_lost(self, exc):
+        self.eof_received()
+
+    def pause_writing(self):
+        pass  # (a request is written whole, and buffered by the transport)
+
+    def resume_writing(self):
         pass
+
+    def _check_time(self):
+        if self.waiter is None:
+            return
+        left = self.heard + self.timeout - self.loop.time()
+        if left > 0:
+            self.timer = self.loop.call_later(left, self._check_time)
+        else:
+            self._settle(TimeoutError())
+
+    def _settle(self, error):
+        waiter, answer = self.waiter, self.answer
+        self.timer.cancel()
+        self.answer = self.waiter = self.timer = None
+        if not waiter.done():  # (not cancelled)
+            if error is None:
+                waiter.set_result(answer)
+            else:
+                waiter.set_exception(error)
 
 
 class _JsonParams:
@@ -3350,87 +3586,56 @@ class _FastWire:
         self.botocore = None  # the botocore route, made on first use
 
     def __call__(self, operation, params):
-        body = (params.text if type(params) is _JsonParams
-                else _encode_json(params)).encode()
+        body = self._body(params)
         if self.credentials is None or "botocore" in sys.modules:
-            status, headers, body = (self.botocore or self._botocore_route())(
-                operation, body)
+            answer = (self.botocore or self._botocore_route())(operation, body)
         else:
-            headers = self.signer.headers(self.credentials,
-                                          self._TARGET + operation, body)
-            headers["User-Agent"] = self.user_agent
-            headers["Content-Length"] = str(len(body))
-            status, headers, body = self.http.post(headers, body)
+            answer = self.http.post(self._signed(operation, body), body)
+        return self._parsed(operation, params, answer)
+
+    async def asend(self, operation, params):
+        """The same request, awaited on the running event loop: botocore's
+        blocking steps (its credential chain) in a worker thread."""
+        body = self._body(params)
+        if self.credentials is None or "botocore" in sys.modules:
+            route = self.botocore
+            if route is None:
+                import asyncio
+
+                route = await asyncio.to_thread(self._botocore_route)
+            answer = await route.asend(operation, body)
+        else:
+            answer = await self.http.apost(self._signed(operation, body),
+                                           body)
+        return self._parsed(operation, params, answer)
+
+    @staticmethod
+    def _body(params):
+        return (params.text if type(params) is _JsonParams
+                else _encode_json(params)).encode()
+
+    def _signed(self, operation, body):
+        """The headers of a request dynamongo signs itself."""
+        headers = self.signer.headers(self.credentials,
+                                      self._TARGET + operation, body)
+        headers["User-Agent"] = self.user_agent
+        headers["Content-Length"] = str(len(body))
+        return headers
+
+    def _parsed(self, operation, params, answer):
+        """The parsed answer of a request, or _Refusal."""
+        status, headers, body = answer
         if status == 200:
             return _answer_json(headers, body,
                                 stream=type(params) is _StreamParams)
         raise _Refusal(self._error(body, status, headers), operation)
 
     def _botocore_route(self):
-        """``send(operation, body)`` through botocore (made once): signed
-        with the credentials it resolves, offered to ``before-send``
-        handlers, then posted (by botocore's urllib3 session behind a
-        proxy)."""
+        """The _BotocoreRoute of these settings, made once."""
         with self.connected._lock:
             if self.botocore is None:
-                self.botocore = self._through_botocore()
+                self.botocore = _BotocoreRoute(self)
             return self.botocore
-
-    def _through_botocore(self):
-        import inspect
-        import socket
-
-        import botocore
-        from botocore.awsrequest import AWSPreparedRequest
-        from botocore.exceptions import NoCredentialsError
-        from botocore.httpsession import URLLib3Session
-        from botocore.utils import get_environ_proxies
-
-        settings, url = self.connected.settings, self.url
-        session = self.connected.session()
-        credentials, events = session.get_credentials(), session.events
-        ca_bundle = session._session.get_config_variable("ca_bundle")
-        timeouts = (settings["connect_timeout"], settings["read_timeout"])
-        proxies = get_environ_proxies(url)
-        if proxies:  # urllib3 knows proxies, CONNECT tunnels and their auth
-            pool = URLLib3Session(
-                verify=ca_bundle or True, proxies=proxies, timeout=timeouts,
-                max_pool_connections=settings["max_pool_connections"],
-                # As botocore does: without TCP_NODELAY, Nagle's algorithm
-                # and delayed ACKs stall small requests for ~40 ms.
-                socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
-
-            def post(request):  # pyright: ignore[reportRedeclaration]
-                return _answer_of(pool.send(request))
-        else:
-            # The own route's connections, when they trust the same CAs.
-            http = self.http if ca_bundle == self.http.ca_bundle \
-                else _Http(url, *timeouts, ca_bundle,
-                           settings["max_pool_connections"])
-
-            def post(request):
-                return http.post(request.headers, request.body)
-        user_agent = (f"dynamongo/{__version__} "
-                      f"botocore/{botocore.__version__}")
-        # Newer botocore releases give each request a context of its own
-        # (handlers of before-send may read it); 1.34 has none.
-        context = ({"context": {}} if "context" in inspect.signature(
-            AWSPreparedRequest).parameters else {})
-
-        def send(operation, body):
-            if credentials is None:
-                raise NoCredentialsError()
-            headers = self.signer.headers(
-                credentials.get_frozen_credentials(),
-                self._TARGET + operation, body)
-            headers["User-Agent"] = user_agent
-            headers["Content-Length"] = str(len(body))
-            request = AWSPreparedRequest("POST", url, headers, body, False,
-                                         **context)
-            _, response = events.emit_until_response(
-                f"before-send.dynamodb.{operation}", request=request)
-            return post(request) if response is None else _answer_of(response)
-        return send
 
     @staticmethod
     def _error(body, status, headers):
@@ -3450,6 +3655,96 @@ class _FastWire:
                         "HTTPHeaders": dict(headers)})
 
 
+class _BotocoreRoute:
+    """The fast path through botocore (see _FastWire): requests signed with
+    the credentials it resolves, offered to ``before-send`` handlers (a
+    handler's response stands in for the server's), then posted by _Http
+    -- or, behind a proxy, by botocore's urllib3 session (``http`` is None
+    then), which knows proxies, CONNECT tunnels and their auth."""
+
+    def __init__(self, wire):
+        import inspect
+        import socket
+
+        import botocore
+        from botocore.awsrequest import AWSPreparedRequest
+        from botocore.exceptions import NoCredentialsError
+        from botocore.httpsession import URLLib3Session
+        from botocore.utils import get_environ_proxies
+
+        settings, url = wire.connected.settings, wire.url
+        session = wire.connected.session()
+        self.wire, self.url = wire, url
+        self.credentials, self.events = session.get_credentials(), \
+            session.events
+        self.missing = NoCredentialsError
+        ca_bundle = session._session.get_config_variable("ca_bundle")
+        timeouts = (settings["connect_timeout"], settings["read_timeout"])
+        proxies = get_environ_proxies(url)
+        self.http = self.pool = None
+        if proxies:
+            self.pool = URLLib3Session(
+                verify=ca_bundle or True, proxies=proxies, timeout=timeouts,
+                max_pool_connections=settings["max_pool_connections"],
+                # As botocore does: without TCP_NODELAY, Nagle's algorithm
+                # and delayed ACKs stall small requests for ~40 ms.
+                socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
+        else:
+            # The own route's connections, when they trust the same CAs.
+            self.http = wire.http if ca_bundle == wire.http.ca_bundle \
+                else _Http(url, *timeouts, ca_bundle,
+                           settings["max_pool_connections"])
+        self.user_agent = (f"dynamongo/{__version__} "
+                           f"botocore/{botocore.__version__}")
+        self.request = AWSPreparedRequest
+        # Newer botocore releases give each request a context of its own
+        # (handlers of before-send may read it); 1.34 has none.
+        self.context = ({"context": {}} if "context" in inspect.signature(
+            AWSPreparedRequest).parameters else {})
+
+    def __call__(self, operation, body):
+        request, answer = self.prepare(operation, body)
+        return answer or self.post(request)
+
+    async def asend(self, operation, body):
+        """``self(operation, body)`` awaited: credentials due for a refresh
+        (which may ask a server) and posts behind a proxy in a worker
+        thread."""
+        import asyncio
+
+        refresh_needed = getattr(self.credentials, "refresh_needed", None)
+        if refresh_needed is not None and refresh_needed():
+            await asyncio.to_thread(self.credentials.get_frozen_credentials)
+        request, answer = self.prepare(operation, body)
+        if answer is not None:
+            return answer
+        if self.http is None:
+            return await asyncio.to_thread(self.post, request)
+        return await self.http.apost(request.headers, request.body)
+
+    def prepare(self, operation, body):
+        """(the signed request, the answer a before-send handler gave or
+        None)."""
+        if self.credentials is None:
+            raise self.missing()
+        wire = self.wire
+        headers = wire.signer.headers(
+            self.credentials.get_frozen_credentials(),
+            wire._TARGET + operation, body)
+        headers["User-Agent"] = self.user_agent
+        headers["Content-Length"] = str(len(body))
+        request = self.request("POST", self.url, headers, body, False,
+                               **self.context)
+        _, response = self.events.emit_until_response(
+            f"before-send.dynamodb.{operation}", request=request)
+        return request, None if response is None else _answer_of(response)
+
+    def post(self, request):
+        if self.http is None:
+            return _answer_of(self.pool.send(request))
+        return self.http.post(request.headers, request.body)
+
+
 # -- The engine --------------------------------------------------------------
 #
 # Each exchange with DynamoDB is a procedure: a generator that yields what
@@ -3462,12 +3757,15 @@ class _FastWire:
 #     yield seconds                     # a wait (a float), before a retry
 #     result = yield window             # a _Window's next result
 #     count = yield _Items(items)       # items handed out (_stream)
+#     yield None                        # a moment for other tasks, in a
+#                                       # long stretch of work
 #
 # Procedures call procedures with ``yield from``: _request is the one retry
 # loop, _pages the one loop following LastEvaluatedKey, _parallel the one
 # window of requests in flight. A driver runs a procedure and answers what
 # it yields: _stream, on the calling thread and a window's _Workers (_run
-# runs it for the procedure's result). A request is a plain tuple and a
+# runs it for the procedure's result), and _astream on an event loop
+# (_arun), below. A request is a plain tuple and a
 # wait a float: a request's cost is mostly the engine's, so it allocates
 # nothing of its own.
 
@@ -3540,6 +3838,8 @@ def _stream(procedure):
                         yield item
                 elif kind is float:
                     outcome = _sleep(effect)
+                elif effect is None:  # a moment for others: none here
+                    outcome = None
                 else:
                     outcome = _window_result(effect, opened)
                 failed = False
@@ -3877,6 +4177,130 @@ class _Workers:
                 yield running.popleft().result()
         while running:
             yield running.popleft().result()
+
+
+# -- The asyncio driver: the same procedures, awaited on the running event
+# loop (the model's ``a``-prefixed twins). A request goes out through the
+# loop's own connections (_LoopPool), a wait is asyncio.sleep, a window's
+# procedures are tasks of the loop, and a cancelled call cancels them.
+
+async def _asend(operation: str, params: Any) -> Any:
+    """_send, awaited on the running event loop."""
+    state = _state()
+    wire = state._wire or await state.awire()
+    return await wire.asend(operation, params)
+
+
+async def _asleep(seconds):
+    import asyncio
+
+    await asyncio.sleep(seconds)
+
+
+async def _arun(procedure):
+    """Drive ``procedure`` to its end on the running event loop (as _run):
+    what it returns, or the exception it raises."""
+    result = []
+    driving = _astream(procedure, result)
+    async for _ in driving:
+        await driving.aclose()
+        raise TypeError("a procedure run for its result handed items out")
+    return result[0]
+
+
+async def _astream(procedure, result):
+    """Drive ``procedure`` on the running event loop, as an async
+    generator of the items it hands out (_Items); what the procedure
+    returns is appended to the list ``result``. However the driving ends
+    -- its result, an error, a cancellation, the generator closed early --
+    the tasks of its windows still running are cancelled (_Tasks)."""
+    outcome, failed, opened = None, False, []
+    try:
+        while True:
+            try:
+                effect = procedure.throw(outcome) if failed \
+                    else procedure.send(outcome)
+            except StopIteration as done:
+                result.append(done.value)
+                return
+            try:
+                kind = type(effect)
+                if kind is tuple:
+                    outcome = await _asend(*effect)
+                elif kind is _Items:
+                    outcome = 0
+                    for item in effect.items:
+                        outcome += 1
+                        yield item
+                elif kind is float:
+                    outcome = await _asleep(effect)
+                elif effect is None:
+                    outcome = await _asleep(0)
+                else:
+                    if effect.results is None:
+                        effect.results = _Tasks(effect)
+                        opened.append(effect.results)
+                    outcome = await effect.results.next()
+                failed = False
+            except Exception as exc:
+                outcome, failed = exc, True
+    except BaseException:
+        procedure.close()
+        raise
+    finally:
+        for tasks in opened:
+            tasks.end()
+
+
+class _Tasks:
+    """The procedures of one _Window, each run (_arun) as a task of the
+    running loop, at most ``width`` at once; ``next()`` is the next result
+    in order, or _END. ``end()`` cancels those still running: the call is
+    over, and they send nothing more."""
+
+    def __init__(self, window):
+        self.procedures, self.width = iter(window.procedures), window.width
+        self.running = collections.deque()
+
+    async def next(self):
+        import asyncio
+
+        running = self.running
+        while len(running) < self.width:
+            procedure = next(self.procedures, None)
+            if procedure is None:
+                break
+            running.append(asyncio.ensure_future(_arun(procedure)))
+        if not running:
+            return _END
+        return await running.popleft()
+
+    def end(self):
+        while self.running:
+            task = self.running.popleft()
+            task.cancel()
+            task.add_done_callback(_retrieved)
+
+
+def _retrieved(task):
+    """Take a task's outcome, so that asyncio does not report an error
+    nobody awaits (the call has ended with another)."""
+    if not task.cancelled():
+        task.exception()
+
+
+async def _aperform(procedure, state=None):
+    """Await a model call's ``procedure`` on one connection state from
+    start to end (as _perform): ``state``, else the one in force."""
+    if state is None:
+        if _pinned.get() is not None:
+            return await _arun(procedure)
+        state = _state()
+    token = _pinned.set(state)
+    try:
+        return await _arun(procedure)
+    finally:
+        _pinned.reset(token)
 
 
 class _CollectorPause:
@@ -4403,6 +4827,15 @@ class _Connected:
         return self._resource or self._made("_resource",
                                             lambda: self.boto3("resource"))
 
+    async def awire(self):
+        """``wire()`` from a coroutine: a boto3 client is made in a worker
+        thread (importing boto3 takes a while)."""
+        if self.settings["fast_path"]:
+            return self.wire()
+        import asyncio
+
+        return await asyncio.to_thread(self.wire)
+
     def wire(self):
         """What sends dynamongo's requests: the fast path, or a boto3 client
         with botocore's retries off (_request retries, the same way on
@@ -4432,15 +4865,23 @@ def _driven(method: Callable[_P, _Procedure[_A]]) -> Callable[_P, _A]:
     The procedure stays at ``.procedure``, for other procedures to run."""
     @functools.wraps(method)
     def call(*args: _P.args, **kwargs: _P.kwargs) -> _A:
-        if _pinned.get() is not None:
-            return _run(method(*args, **kwargs))
-        token = _pinned.set(_state())
-        try:
-            return _run(method(*args, **kwargs))
-        finally:
-            _pinned.reset(token)
+        return _perform(method(*args, **kwargs))
     call.procedure = method  # type: ignore[attr-defined]
     return call  # type: ignore[return-value]
+
+
+def _perform(procedure, state=None):
+    """Run a model call's ``procedure`` on one connection state from start
+    to end: ``state``, else the one in force (see _driven)."""
+    if state is None:
+        if _pinned.get() is not None:
+            return _run(procedure)
+        state = _state()
+    token = _pinned.set(state)
+    try:
+        return _run(procedure)
+    finally:
+        _pinned.reset(token)
 
 
 def _procedure(method):
@@ -6102,24 +6543,9 @@ class _Reader:
         return [unexpired(*request) for request in plan._requests]
 
     def instances(self, plan, consistent_read, limit, progress):
-        """Instances of the items a plan reads, lazily, each step on the
-        connection state in force now (as a call made now would be)."""
-        state = _state()
-        items = itertools.islice(_stream(self.read(
-            plan, consistent_read, limit, progress)), limit)
-        from_item, loaded = self.meta.from_item, plan._loaded
-        while True:
-            token = _pinned.set(state)
-            try:
-                item = next(items, None)
-            finally:
-                _pinned.reset(token)
-            if item is None:
-                return
-            instance = from_item(item)
-            if loaded is not None:
-                instance.__dict__[_LOADED] = loaded
-            yield instance
+        """_Instances of the items a plan reads."""
+        return _Instances(self.meta, plan, self.read(
+            plan, consistent_read, limit, progress), limit)
 
     def page(self, plan, limit, cursor, max_scanned):
         """Procedure: (stored items, next cursor or None, items scanned) of
@@ -6371,6 +6797,56 @@ class _Reader:
 
 
 # -- Tables ------------------------------------------------------------------
+
+class _Instances:
+    """Instances of the items a read procedure hands out, made as they are
+    taken (iter_many, aiter_many): iterated, it is driven on this thread
+    (_stream); async-iterated, on the running event loop (_astream); at
+    most ``limit`` of them. Each step runs on the connection state in
+    force when it was made, as a call made then would."""
+
+    def __init__(self, meta, plan, procedure, limit):
+        self.meta, self.loaded, self.limit = meta, plan._loaded, limit
+        self.procedure, self.state = procedure, _state()
+        self.items = None
+
+    def __iter__(self):
+        items = itertools.islice(_stream(self.procedure), self.limit)
+        while True:
+            token = _pinned.set(self.state)
+            try:
+                item = next(items, None)
+            finally:
+                _pinned.reset(token)
+            if item is None:
+                return
+            yield self._instance(item)
+
+    def __aiter__(self):
+        return self._instances()
+
+    async def _instances(self):
+        items, left = _astream(self.procedure, []), self.limit
+        try:
+            while left is None or left > 0:
+                token = _pinned.set(self.state)
+                try:
+                    item = await items.__anext__()
+                except StopAsyncIteration:
+                    return
+                finally:
+                    _pinned.reset(token)
+                left = left and left - 1
+                yield self._instance(item)
+        finally:
+            await items.aclose()
+
+    def _instance(self, item):
+        instance = self.meta.from_item(item)
+        if self.loaded is not None:
+            instance.__dict__[_LOADED] = self.loaded
+        return instance
+
 
 def _is_active(table):
     """Whether a described table exists and is ACTIVE."""
@@ -6662,7 +7138,10 @@ _RESERVED_NAMES = frozenset({
     "delete_table", "estimated_count", "explain", "get_many", "get_one",
     "get_page", "iter_many", "keys_in", "count", "save_many", "save_one",
     "sync_table", "table", "table_name", "to_dict", "update_from_dict",
-    "update_one", "from_image"})
+    "update_one", "from_image", "acreate_table", "adelete_table",
+    "async_table", "asave_one", "aget_one", "adelete_one", "aupdate_one",
+    "aupdate_from_dict", "asave_many", "aget_many", "aget_page",
+    "aiter_many", "acount", "aestimated_count", "adelete_many"})
 
 
 class _ModelType(type):
@@ -7429,8 +7908,8 @@ class Model(metaclass=_ModelType):
             consistent_read=consistent_read, limit=limit, index=index,
             fields=fields, segments=segments,
             include_expired=include_expired))
-        return _Reader(meta).instances(plan, consistent_read, limit,
-                                       progress)
+        return iter(_Reader(meta).instances(plan, consistent_read, limit,
+                                            progress))
 
     @classmethod
     @_driven
@@ -7550,6 +8029,139 @@ class Model(metaclass=_ModelType):
                             for index, error in failed]
         return _finished(result)
 
+    # -- awaitable twins (Django's convention: the ``a`` prefix). Each
+    # awaits the procedure of the method it is named after, on the running
+    # event loop (_aperform): the same checks, requests, results and
+    # exceptions.
+
+    @classmethod
+    async def acreate_table(cls, wait: bool = True,
+                            exist_ok: bool = False) -> None:
+        """``create_table``, awaited."""
+        await _aperform(_procedure(cls.create_table)(cls, wait, exist_ok))
+
+    @classmethod
+    async def adelete_table(cls, wait: bool = True) -> None:
+        """``delete_table``, awaited."""
+        await _aperform(_procedure(cls.delete_table)(cls, wait))
+
+    @classmethod
+    async def async_table(cls, dry_run: bool = False,
+                          delete_indexes: bool = False) -> list[str]:
+        """``sync_table``, awaited."""
+        return await _aperform(_procedure(cls.sync_table)(
+            cls, dry_run, delete_indexes))
+
+    @classmethod
+    async def asave_one(cls: type[_M], item: _M | dict[str, Any],
+                        overwrite: bool | Condition = True) -> _M:
+        """``save_one``, awaited."""
+        return await _aperform(_procedure(cls.save_one)(cls, item,
+                                                        overwrite))
+
+    @classmethod
+    async def aget_one(cls: type[_M], strategy: Any,
+                       consistent_read: bool = False, fields: _Fields = None,
+                       include_expired: bool = False) -> _M:
+        """``get_one``, awaited."""
+        return await _aperform(_procedure(cls.get_one)(
+            cls, strategy, consistent_read, fields, include_expired))
+
+    @classmethod
+    async def adelete_one(cls: type[_M], strategy: Any) -> _M | None:
+        """``delete_one``, awaited."""
+        return await _aperform(_procedure(cls.delete_one)(cls, strategy))
+
+    @classmethod
+    async def aupdate_one(cls: type[_M], strategy: Any,
+                          updates: Update | Iterable[Update],
+                          return_values: str = "ALL_NEW") -> _M | None:
+        """``update_one``, awaited."""
+        return await _aperform(_procedure(cls.update_one)(
+            cls, strategy, updates, return_values))
+
+    @classmethod
+    async def aupdate_from_dict(cls: type[_M],
+                                item: dict[str, Any]) -> _M | None:
+        """``update_from_dict``, awaited."""
+        return await _aperform(_procedure(cls.update_from_dict)(cls, item))
+
+    @classmethod
+    async def asave_many(cls: type[_M], items: Iterable[_M | dict[str, Any]],
+                         overwrite: bool | Condition = True,
+                         progress: _Progress = None) -> BatchResult[_M]:
+        """``save_many``, awaited: its validation pauses for other tasks
+        now and then, and its chunks are sent ``concurrency`` at once."""
+        with _collector_paused:
+            return await _aperform(_procedure(cls.save_many)(
+                cls, items, overwrite, progress))
+
+    @classmethod
+    async def aget_many(cls: type[_M], strategy: Any,
+                        descending: bool = False, limit: int | None = None,
+                        consistent_read: bool = False,
+                        segments: int | None = None, index: str | None = None,
+                        fields: _Fields = None, progress: _Progress = None,
+                        include_expired: bool = False) -> list[_M]:
+        """``get_many``, awaited."""
+        with _collector_paused:
+            return await _aperform(_procedure(cls.get_many)(
+                cls, strategy, descending, limit, consistent_read, segments,
+                index, fields, progress, include_expired))
+
+    @classmethod
+    async def aget_page(cls: type[_M], strategy: Any, limit: int,
+                        cursor: str | None = None, descending: bool = False,
+                        consistent_read: bool = False,
+                        index: str | None = None, fields: _Fields = None,
+                        max_scanned: int | None = None, segments: None = None,
+                        include_expired: bool = False) -> Page[_M]:
+        """``get_page``, awaited; its cursors and get_page's are one
+        kind."""
+        return await _aperform(_procedure(cls.get_page)(
+            cls, strategy, limit, cursor, descending, consistent_read, index,
+            fields, max_scanned, segments, include_expired))
+
+    @classmethod
+    def aiter_many(cls: type[_M], strategy: Any, descending: bool = False,
+                   limit: int | None = None, consistent_read: bool = False,
+                   index: str | None = None, fields: _Fields = None,
+                   segments: int | None = None, progress: _Progress = None,
+                   include_expired: bool = False) -> AsyncIterator[_M]:
+        """``iter_many`` as an async iterator: ``async for user in
+        User.aiter_many(...)``; its arguments are checked when it is
+        called."""
+        meta = cls._meta
+        plan = _runnable(meta, _Read(
+            meta, "aiter_many", strategy, descending=descending,
+            consistent_read=consistent_read, limit=limit, index=index,
+            fields=fields, segments=segments,
+            include_expired=include_expired))
+        return _Reader(meta).instances(plan, consistent_read, limit,
+                                       progress).__aiter__()
+
+    @classmethod
+    async def acount(cls, strategy: Any = None, consistent_read: bool = False,
+                     index: str | None = None,
+                     include_expired: bool = False) -> int:
+        """``count``, awaited."""
+        return await _aperform(_procedure(cls.count)(
+            cls, strategy, consistent_read, index, include_expired))
+
+    @classmethod
+    async def aestimated_count(cls) -> int:
+        """``estimated_count``, awaited."""
+        return await _aperform(_procedure(cls.estimated_count)(cls))
+
+    @classmethod
+    async def adelete_many(cls: type[_M], strategy: Any,
+                           segments: int | None = None,
+                           progress: _Progress = None) -> BatchResult[_M]:
+        """``delete_many``, awaited."""
+        with _collector_paused:
+            return await _aperform(_procedure(cls.delete_many)(
+                cls, strategy, segments, progress))
+
 
 # -- Transactions ------------------------------------------------------------
 
@@ -7603,6 +8215,16 @@ class Transaction:
             self._done = True  # nothing was sent; nothing will be
         elif not self._done:  # (commit() inside the block sent it)
             self.commit()
+
+    async def __aenter__(self) -> Transaction:
+        return self
+
+    async def __aexit__(self, kind: object, error: object,
+                        traceback: object) -> None:
+        if kind is not None:  # an exception, or a cancellation
+            self._done = True
+        elif not self._done:
+            await self.acommit()
 
     def save_one(self, model: type[_M], item: _M | dict[str, Any],
                  overwrite: bool | Condition = True) -> _M:
@@ -7668,6 +8290,13 @@ class Transaction:
         action, when DynamoDB cancels it; a transaction cancelled only by
         conflicts with others is retried (``max_attempts`` in all), with
         the same token."""
+        _perform(self._commit(), self._state)
+
+    async def acommit(self) -> None:
+        """``commit()``, awaited."""
+        await _aperform(self._commit(), self._state)
+
+    def _commit(self):
         self._check_open()
         self._done = True
         if not self._actions:
@@ -7679,11 +8308,7 @@ class Transaction:
         if size > _TRANSACTION_BYTES:
             raise ValidationError(f"the transaction is {size} bytes, over "
                                   "DynamoDB's limit of 4 MB")
-        token = _pinned.set(self._state)
-        try:
-            _run(_request("TransactWriteItems", params, self._conflicted))
-        finally:
-            _pinned.reset(token)
+        yield from _request("TransactWriteItems", params, self._conflicted)
 
     def _conflicted(self, error):
         """Whether a refused TransactWriteItems is worth sending again:
@@ -7773,6 +8398,18 @@ def transact_get(requests: Sequence[tuple[type[Model], Any]],
     value, a (hash, range) tuple, a dict, an instance or a key condition);
     returns a list of instances in the same order, None for a missing
     item. ``fields`` (names) reads only those and the key of each."""
+    return _perform(_transact_get(requests, fields))
+
+
+async def atransact_get(requests: Sequence[tuple[type[Model], Any]],
+                        fields: Iterable[str] | None = None
+                        ) -> list[Model | None]:
+    """``transact_get``, awaited."""
+    return await _aperform(_transact_get(requests, fields))
+
+
+def _transact_get(requests, fields):
+    """Procedure of transact_get."""
     if not _is_list_like(requests) or not 1 <= len(requests) <= \
             _TRANSACTION_ACTIONS:
         raise ValidationError(f"transact_get takes a list of 1 to "
@@ -7799,7 +8436,7 @@ def transact_get(requests: Sequence[tuple[type[Model], Any]],
             expression.into(get)
         gets.append({"Get": get})
         metas.append((meta, loaded))
-    answer = _run(_request("TransactGetItems", {"TransactItems": gets}))
+    answer = yield from _request("TransactGetItems", {"TransactItems": gets})
     found = []
     for (meta, loaded), response in zip(metas, answer.get("Responses", [])):
         item = response.get("Item")

@@ -1224,7 +1224,7 @@ def test_http_client_reconnects_after_an_idle_close():
     try:
         client = dynamongo._Http(server.url, 1, 1)
         assert post(client)[2] == b"{}"
-        (idle, _), = client.idle
+        idle, = client.idle
         # Wait until the server's close has reached the idle connection.
         assert select.select([idle], [], [], 5)[0] == [idle]
         assert post(client)[2] == b'{"again":1}'
