@@ -199,6 +199,9 @@ _MAX_DEPTH = 32  # and on the nesting of lists and maps
 _MAX_SEGMENTS = 1_000_000  # and on the segments of a parallel Scan
 _BATCH_WRITE_ITEMS = 25  # and on the requests of one BatchWriteItem
 _BATCH_GET_KEYS = 100  # and on the keys of one BatchGetItem
+# Items worked on between two moments given to an event loop's other tasks
+# (about a millisecond's work).
+_SLICE = 200
 _HEADER_BYTES = 65536  # the longest head of an HTTP answer read
 _RECEIVE_BYTES = 65536  # bytes asked of a socket at once
 # Numbers a converter passes on sight: every int within 38 digits, every
@@ -3932,6 +3935,17 @@ def _backoff(attempt):
     ceiling = min(settings["backoff_cap"],
                   settings["backoff_base"] * 2 ** attempt)
     return random.uniform(0, ceiling)
+
+
+def _sliced(function, values):
+    """Procedure: ``[function(value) for value in values]``, with a moment
+    for other tasks after each _SLICE of them."""
+    done = []
+    for chunk in _chunks(values, _SLICE):
+        if done:
+            yield None
+        done += map(function, chunk)
+    return done
 
 
 def _chunks(sequence, size):
@@ -7745,6 +7759,8 @@ class Model(metaclass=_ModelType):
         validate, identify = meta.validate_item, meta.identity
         item_json = meta.item_json
         for index, item in enumerate(items):
+            if index % _SLICE == _SLICE - 1:
+                yield None  # a moment for other tasks
             try:
                 native, av_item = validate(item)
             except ValidationError as exc:
@@ -7773,9 +7789,10 @@ class Model(metaclass=_ModelType):
             done, failed = yield from _one_by_one(
                 lambda entry: meta.put_item(table, *entry), stored, advance)
             done = [identity for identity, _ in done]
-        return _finished(BatchResult(
-            [meta.instance(natives[identity]) for identity in done],
-            [Failure(givens[identity], error) for identity, error in failed]))
+        saved = yield from _sliced(lambda identity: meta.instance(
+            natives[identity]), done)
+        return _finished(BatchResult(saved, [
+            Failure(givens[identity], error) for identity, error in failed]))
 
     @classmethod
     @_pausing_collector
@@ -8406,6 +8423,19 @@ async def atransact_get(requests: Sequence[tuple[type[Model], Any]],
                         ) -> list[Model | None]:
     """``transact_get``, awaited."""
     return await _aperform(_transact_get(requests, fields))
+
+
+def _twin_docs(pairs):
+    """Each awaitable twin's docstring: its own line, then its sync
+    twin's (``help(User.aget_one)`` says all that get_one does)."""
+    for twin, method in pairs:
+        twin.__doc__ = f"{twin.__doc__}\n\n{method.__doc__}"
+
+
+_twin_docs([(atransact_get, transact_get)] + [
+    (member.__func__, vars(Model)[name[1:]].__func__)
+    for name, member in vars(Model).items()
+    if name.startswith("a") and name[1:] in vars(Model)])
 
 
 def _transact_get(requests, fields):

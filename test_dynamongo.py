@@ -13,9 +13,11 @@ Every test gets a fresh backend and its own table prefix: moto in-process
 by default, or the DynamoDB server at DYNAMONGO_TEST_ENDPOINT
 (``http://127.0.0.1:PORT``: dynalite, moto server, DynamoDB Local), named by
 DYNAMONGO_TEST_BACKEND for its known gaps. DYNAMONGO_TEST_FAST_PATH=0 runs
-everything on the plain boto3 client path.
+everything on the plain boto3 client path; DYNAMONGO_TEST_DRIVER=asyncio
+runs every model call through the asyncio driver.
 """
 
+import asyncio
 import collections
 import datetime
 import decimal
@@ -49,6 +51,9 @@ from dynamongo import (
     UnprocessedError, URLField, UUIDField, ValidationError)
 
 ENDPOINT = os.environ.get("DYNAMONGO_TEST_ENDPOINT")
+# "asyncio" runs every model call of the suite through the asyncio driver
+# (each call awaited on a new event loop) instead of the threads' one.
+DRIVER = os.environ.get("DYNAMONGO_TEST_DRIVER", "threads")
 # "0" runs the suite on the plain boto3 client path instead of the fast one.
 FAST_PATH = os.environ.get("DYNAMONGO_TEST_FAST_PATH", "1") != "0"
 # Which server ENDPOINT is ("dynalite", "moto server", ...), for its gaps.
@@ -263,6 +268,8 @@ def backend(monkeypatch, tmp_path):
                        str(tmp_path / "no-credentials"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     prefix = f"t{uuid.uuid4().hex[:12]}-"
+    if DRIVER == "asyncio":
+        monkeypatch.setattr(dynamongo, "_perform", on_a_loop)
     settings = dict(access_key_id="testing", secret_access_key="testing",
                     region="us-east-1", table_prefix=prefix,
                     fast_path=FAST_PATH)
@@ -321,8 +328,36 @@ def operations(recorded):
 def no_sleep(monkeypatch):
     """Retries without waiting; the pauses asked for are recorded."""
     pauses = []
+
+    async def pause(seconds):
+        pauses.append(seconds)
+
     monkeypatch.setattr(dynamongo, "_sleep", pauses.append)
+    monkeypatch.setattr(dynamongo, "_asleep", pause)
     return pauses
+
+
+def replace_send(monkeypatch, send):
+    """Put ``send(operation, params)`` where dynamongo sends requests, for
+    both drivers (the asyncio driver's calls it as it is)."""
+    async def asend(operation, params):
+        return send(operation, params)
+
+    monkeypatch.setattr(dynamongo, "_send", send)
+    monkeypatch.setattr(dynamongo, "_asend", asend)
+
+
+def on_a_loop(procedure, state=None, perform=dynamongo._perform):
+    """dynamongo._perform through the asyncio driver: the procedure
+    awaited in a new event loop -- unless a loop runs on this thread
+    already (a sync call inside a coroutine), where it runs as usual."""
+    import asyncio
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(dynamongo._aperform(procedure, state))
+    return perform(procedure, state)
 
 
 def client_error(code, status=400, operation="BatchWriteItem"):
@@ -334,12 +369,12 @@ def client_error(code, status=400, operation="BatchWriteItem"):
 
 
 class Faults:
-    """Sits where dynamongo sends requests (dynamongo._send) and, at the
-    rates given and from a seeded random generator: throttles requests,
-    answers 500, drops the connection before the request reaches the server
-    or after the server acted (the answer is lost), and hands back a share
-    of every batch as unprocessed. ``enabled = False`` lets requests
-    through untouched."""
+    """Sits where dynamongo sends requests (dynamongo._send, and _asend for
+    the asyncio driver) and, at the rates given and from a seeded random
+    generator: throttles requests, answers 500, drops the connection before
+    the request reaches the server or after the server acted (the answer
+    is lost), and hands back a share of every batch as unprocessed.
+    ``enabled = False`` lets requests through untouched."""
 
     def __init__(self, monkeypatch, seed=0, unprocessed=0.0, throttle=0.0,
                  server_error=0.0, drop_before=0.0, drop_after=0.0):
@@ -350,14 +385,35 @@ class Faults:
         self.drop_before, self.drop_after = drop_before, drop_after
         self.injected = collections.Counter()
         self.enabled = True
-        self.send = dynamongo._send
+        self.send, self.asend = dynamongo._send, dynamongo._asend
         monkeypatch.setattr(dynamongo, "_send", self)
+        monkeypatch.setattr(dynamongo, "_asend", self.awaited)
 
     def __call__(self, operation, params):
+        script = self._script(operation, params)
+        answer = None
+        try:
+            while True:
+                answer = self.send(*script.send(answer))
+        except StopIteration as done:
+            return done.value
+
+    async def awaited(self, operation, params):
+        script = self._script(operation, params)
+        answer = None
+        try:
+            while True:
+                answer = await self.asend(*script.send(answer))
+        except StopIteration as done:
+            return done.value
+
+    def _script(self, operation, params):
+        """Yields each request to send on, is sent its answer; returns the
+        answer to give, or raises the fault injected."""
         from botocore.exceptions import ConnectionClosedError
 
         if not self.enabled:
-            return self.send(operation, params)
+            return (yield operation, params)
         # Draws depend on the request and how often it was seen, not on
         # the order threads send requests in: runs repeat exactly.
         request = f"{operation} {json.dumps(dict(params), sort_keys=True)}" \
@@ -387,21 +443,21 @@ class Faults:
         if kind == "drop before":
             raise ConnectionClosedError(endpoint_url="http://127.0.0.1:1")
         if kind == "drop after":
-            self.send(operation, params)
+            yield operation, params
             raise ConnectionClosedError(endpoint_url="http://127.0.0.1:1")
         if operation == "BatchWriteItem":
             (table, requests), = params["RequestItems"].items()
             sent, held = self._split(requests, chance)
-            response = self._send_part(operation, table, sent)
+            response = (yield from self._send_part(operation, table, sent))
             return self._hold(response, "UnprocessedItems", table, held)
         if operation == "BatchGetItem":
             (table, request), = params["RequestItems"].items()
             sent, held = self._split(request["Keys"], chance)
-            response = self._send_part(operation, table,
-                                       dict(request, Keys=sent))
+            response = (yield from self._send_part(
+                operation, table, dict(request, Keys=sent)))
             return self._hold(response, "UnprocessedKeys", table,
                               dict(request, Keys=held) if held else None)
-        return self.send(operation, params)
+        return (yield operation, params)
 
     def _split(self, entries, chance):
         sent, held = [], []
@@ -412,10 +468,11 @@ class Faults:
             self.injected["unprocessed"] += len(held)
         return sent, held
 
-    def _send_part(self, operation, table, part):
+    @staticmethod
+    def _send_part(operation, table, part):
         if not part or (isinstance(part, dict) and not part["Keys"]):
             return {}
-        return self.send(operation, {"RequestItems": {table: part}})
+        return (yield operation, {"RequestItems": {table: part}})
 
     @staticmethod
     def _hold(response, name, table, held):
@@ -1040,9 +1097,11 @@ class ScriptedServer:
     """A loopback server answering each request with the next scripted
     reply: bytes to send, "close" to drop the connection unanswered,
     "silence" to keep it open unanswered, ("then close", bytes) to answer
-    and then drop the connection as an idle server does, or ("late",
-    bytes) to answer after half a second -- having interrupted the main
-    thread (interrupt_main_thread) as the request arrived."""
+    and then drop the connection as an idle server does, ("after",
+    seconds, bytes) to answer after a while, or ("late", bytes) to answer
+    after half a second -- having interrupted the main thread
+    (interrupt_main_thread) as the request arrived. Its threads are
+    named "scripted"."""
 
     def __init__(self, replies, tls=None):
         import socket
@@ -1056,7 +1115,8 @@ class ScriptedServer:
         port = self.listener.getsockname()[1]
         self.url = (f"https://localhost:{port}/" if tls  # the certificate's
                     else f"http://127.0.0.1:{port}/")
-        threading.Thread(target=self._serve, daemon=True).start()
+        threading.Thread(target=self._serve, daemon=True,
+                         name="scripted").start()
 
     def _serve(self):
         while True:
@@ -1066,7 +1126,7 @@ class ScriptedServer:
                 return
             self.connections += 1
             threading.Thread(target=self._answer, args=(connection,),
-                             daemon=True).start()
+                             daemon=True, name="scripted").start()
 
     def _answer(self, connection):
         if self.tls:
@@ -1095,6 +1155,13 @@ class ScriptedServer:
             if reply == "silence":
                 time.sleep(2)
                 return connection.close()
+            if isinstance(reply, tuple) and reply[0] == "after":
+                time.sleep(reply[1])
+                try:
+                    connection.sendall(reply[2])
+                except OSError:  # the client has gone
+                    return connection.close()
+                continue
             if isinstance(reply, tuple) and reply[0] == "late":
                 interrupt_main_thread()
                 time.sleep(0.5)
@@ -1259,7 +1326,10 @@ def test_an_answer_interrupted_is_never_read_by_the_next_call(fast_path):
             User.get_one("one@example.com")
         # Sent before the late answer arrives, which must not be read.
         assert User.get_one("two@example.com").email == "two@example.com"
-        assert server.connections == 2
+        # (A boto3 client awaited runs in a worker thread, which reads the
+        # late answer as its own and keeps the connection.)
+        assert server.connections == (
+            1 if DRIVER == "asyncio" and not fast_path else 2)
     finally:
         server.close()
 
@@ -1302,7 +1372,8 @@ def test_http_client_shares_idle_connections_between_threads():
 def test_import_does_not_import_boto3():
     code = ("import sys, dynamongo; "
             "assert 'boto3' not in sys.modules, 'boto3'; "
-            "assert 'botocore' not in sys.modules, 'botocore'")
+            "assert 'botocore' not in sys.modules, 'botocore'; "
+            "assert 'asyncio' not in sys.modules, 'asyncio'")
     subprocess.run([sys.executable, "-c", code], check=True,
                    cwd=os.path.dirname(os.path.abspath(dynamongo.__file__)))
 
@@ -1735,11 +1806,11 @@ def test_a_call_finishes_on_the_settings_it_began_with(monkeypatch):
         Connection.set_config(table_prefix="other-", batch_attempts=1)
         return send(operation, params)
 
-    monkeypatch.setattr(dynamongo, "_send", switching)
+    replace_send(monkeypatch, switching)
     result = Event.save_many(events("ann", 200))
     assert result.success_count == 200 and result.fail == []
     assert tables == [began_with] * 8
-    monkeypatch.setattr(dynamongo, "_send", send)
+    replace_send(monkeypatch, send)
     assert Event.table_name() == "other-events"
     Connection.set_config(table_prefix=began_with[:-len("events")])
     assert len(Event.get_many(Event.user == "ann")) == 200
@@ -3203,6 +3274,8 @@ def test_segments_beyond_dynamodbs_limit_are_refused_before_anything(calls):
 
 
 def test_chunks_are_sent_by_a_bounded_pool(monkeypatch, calls):
+    if DRIVER == "asyncio":
+        pytest.skip("threads: the asyncio driver's window is tested apart")
     Event.create_table()
     threads = set()
     send = dynamongo._send
@@ -3211,7 +3284,7 @@ def test_chunks_are_sent_by_a_bounded_pool(monkeypatch, calls):
         threads.add(threading.current_thread().name)
         return send(operation, params)
 
-    monkeypatch.setattr(dynamongo, "_send", recording)
+    replace_send(monkeypatch, recording)
     Connection.set_config(concurrency=4)
     Event.save_many(events("ann", 400))
     workers = {name for name in threads if name.startswith("dynamongo")}
@@ -3259,7 +3332,7 @@ def test_a_batch_that_raised_sends_nothing_more(monkeypatch, interrupt):
     def progress(done, total):
         raise interrupt("stop")
 
-    monkeypatch.setattr(dynamongo, "_send", gated)
+    replace_send(monkeypatch, gated)
     try:
         with pytest.raises(interrupt, match="stop"):
             Event.save_many(events("ann", 250), progress=progress)
@@ -3372,7 +3445,7 @@ def test_a_batch_stops_at_an_error_that_fails_every_item(monkeypatch,
             raise client_error("AccessDeniedException")
         return send(operation, params)
 
-    monkeypatch.setattr(dynamongo, "_send", denying)
+    replace_send(monkeypatch, denying)
     items = [dict(JOHN, email=f"user{number:03}@example.com")
              for number in range(100)]
     with pytest.raises(DynamoDBError, match="AccessDenied") as caught:
@@ -3383,7 +3456,7 @@ def test_a_batch_stops_at_an_error_that_fails_every_item(monkeypatch,
         [item["email"] for item in items[:50]]
     assert sorted(failure.item["email"] for failure in result.fail) == \
         [item["email"] for item in items[50:]]
-    monkeypatch.setattr(dynamongo, "_send", send)
+    replace_send(monkeypatch, send)
     assert sorted(user.email for user in User.get_many(
         User.email.exists())) == [item["email"] for item in items[:50]]
 
@@ -3401,7 +3474,7 @@ def test_per_item_failures_stay_in_the_batch_result(monkeypatch, users,
             raise throttle.pop()
         return send(operation, params)
 
-    monkeypatch.setattr(dynamongo, "_send", throttling)
+    replace_send(monkeypatch, throttling)
     result = User.save_many([JOHN, dict(JOHN, email="jane@example.com"),
                              dict(JOHN, email="ann@example.com")],
                             overwrite=False)
@@ -4391,7 +4464,7 @@ def test_a_transaction_whose_answer_was_lost_is_applied_once(
         send(operation, params)
         raise dynamongo._NoAnswer("the connection failed", sent=True)
 
-    monkeypatch.setattr(dynamongo, "_send", losing)
+    replace_send(monkeypatch, losing)
     with dynamongo.transaction() as t:
         t.update_one(Account, "a", Account.balance.add(-1))
     assert len(tokens) == 2 and tokens[0] == tokens[1] == t.token
@@ -4415,7 +4488,7 @@ def test_a_transaction_cancelled_by_conflicts_alone_is_retried(
                     "ResponseMetadata": {"HTTPStatusCode": 400}}, operation)
         return send(operation, params)
 
-    monkeypatch.setattr(dynamongo, "_send", conflicting)
+    replace_send(monkeypatch, conflicting)
     with dynamongo.transaction() as t:
         t.update_one(Account, "a", Account.balance.add(-1))
         t.update_one(Account, "b", Account.balance.add(1))
@@ -4592,7 +4665,7 @@ def test_a_refusal_without_the_stored_item_is_a_conflict_of_the_version(
 
     Note.save_one({"id": "d", "text": "one"})
     Note.save_one(Note(id="d", text="two", version=1))
-    monkeypatch.setattr(dynamongo, "_send", without_item)
+    replace_send(monkeypatch, without_item)
     for stale, wanted in (
             ({"id": "d", "text": "new again"}, "new, but it has one "
              r"\(the refusal came without the stored item\)"),
@@ -4696,7 +4769,7 @@ def test_a_versioned_write_whose_answer_was_lost_is_not_its_own_conflict(
             raise dynamongo._NoAnswer("the connection failed", sent=True)
         return answer
 
-    monkeypatch.setattr(dynamongo, "_send", losing)
+    replace_send(monkeypatch, losing)
     saved = Note.save_one(dict(saved.to_dict(), text="two"))
     assert lost == ["PutItem"] and saved.version == 2
     del lost[:]
@@ -5291,7 +5364,7 @@ def test_single_requests_retry_throttling_then_give_up(monkeypatch, users,
             raise client_error("ThrottlingException", operation=operation)
         return send(operation, params)
 
-    monkeypatch.setattr(dynamongo, "_send", throttled)
+    replace_send(monkeypatch, throttled)
     assert User.get_one(JOHN["email"]).name == "John Doe"
     assert attempts == ["GetItem"] * 3
     assert len(no_sleep) == 2
@@ -5301,7 +5374,7 @@ def test_single_requests_retry_throttling_then_give_up(monkeypatch, users,
         attempts.append(operation)
         raise client_error("ThrottlingException", operation=operation)
 
-    monkeypatch.setattr(dynamongo, "_send", always_throttled)
+    replace_send(monkeypatch, always_throttled)
     del attempts[:], no_sleep[:]
     with pytest.raises(ThrottlingError, match="GetItem"):
         User.get_one(JOHN["email"])
@@ -5325,7 +5398,7 @@ def test_connection_errors_are_retried_and_client_errors_are_not(
             raise failures.pop()
         return send(operation, params)
 
-    monkeypatch.setattr(dynamongo, "_send", flaky)
+    replace_send(monkeypatch, flaky)
     User.save_one(JOHN)
     assert attempts == ["PutItem", "PutItem"]
     del attempts[:]
@@ -5362,7 +5435,7 @@ def lose_answers(monkeypatch, operation, before=None):
             raise ConnectionClosedError(endpoint_url="http://127.0.0.1:1")
         return send(name, params)
 
-    monkeypatch.setattr(dynamongo, "_send", losing)
+    replace_send(monkeypatch, losing)
 
 
 def test_an_update_applied_before_its_answer_was_lost(monkeypatch,
@@ -5459,7 +5532,7 @@ def test_faults_hard_case_conditional_put_answer_lost(monkeypatch, no_sleep):
             raise ConnectionClosedError(endpoint_url="http://127.0.0.1:1")
         return response
 
-    monkeypatch.setattr(dynamongo, "_send", drop_first_answer)
+    replace_send(monkeypatch, drop_first_answer)
     saved = Event.save_one({"user": "ann", "seq": 1, "kind": "k"},
                            overwrite=False)
     assert dropped == ["PutItem"]
@@ -5574,6 +5647,387 @@ def test_faults_lose_nothing(seed, monkeypatch, no_sleep, fault_totals):
     fault_totals["lost"] += len(lost)
     fault_totals.update(faults.injected)
 
+
+# -- Async: the awaitable twins ----------------------------------------------
+
+TWINS = ["acreate_table", "adelete_table", "async_table", "asave_one",
+         "aget_one", "adelete_one", "aupdate_one", "aupdate_from_dict",
+         "asave_many", "aget_many", "aget_page", "aiter_many", "acount",
+         "aestimated_count", "adelete_many"]
+
+
+def test_every_call_has_a_twin_taking_the_same_parameters():
+    import inspect
+
+    talking = {name for name, member in vars(Model).items()
+               if hasattr(getattr(member, "__func__", None), "procedure")}
+    assert talking | {"iter_many"} == {twin[1:] for twin in TWINS}
+    for twin in TWINS:
+        sync = inspect.signature(getattr(Model, twin[1:])).parameters
+        awaited = inspect.signature(getattr(Model, twin)).parameters
+        assert [(name, parameter.default) for name, parameter
+                in awaited.items()] == [(name, parameter.default) for
+                                        name, parameter in sync.items()]
+        assert (getattr(Model, twin[1:]).__doc__ or "x") in \
+            getattr(Model, twin).__doc__
+    assert inspect.signature(dynamongo.atransact_get) == inspect.signature(
+        dynamongo.transact_get).replace(
+        return_annotation="list[Model | None]")
+
+
+def test_the_twins_agree_with_their_sync_twins(calls):
+    async def both():
+        await Event.acreate_table()
+        calls.clear()
+        made = await Event.asave_many(events("ann", 60, payload="p") + events("bob", 5, payload="p"))
+        assert len(made.success) == 65 and made.fail == []
+        odd = Event.kind == "odd"
+        results = {
+            "get_one": await Event.aget_one(("ann", 7)),
+            "get_many": await Event.aget_many(Event.user == "ann",
+                                              descending=True, limit=30),
+            "keys": await Event.aget_many([("bob", 4), ("ann", 1)]),
+            "count": await Event.acount(Event.user == "ann"),
+            "scan count": await Event.acount(odd),
+            "estimated": await Event.aestimated_count(),
+            "iter": [event async for event in Event.aiter_many(
+                Event.user == "ann", limit=25)],
+            "page": await Event.aget_page(Event.user == "ann", 10),
+            "update": await Event.aupdate_one(
+                ("ann", 1), Event.payload.set("new"),
+                return_values="UPDATED_NEW"),
+            "update_from_dict": await Event.aupdate_from_dict(
+                {"user": "ann", "seq": 2, "kind": "even!"}),
+            "missing update": await Event.aupdate_one(
+                ("zed", 1), Event.payload.set("x")),
+        }
+        results["next page"] = await Event.aget_page(
+            Event.user == "ann", 10, cursor=results["page"].cursor)
+        results["delete_one"] = await Event.adelete_one(("bob", 4))
+        results["delete_many"] = await Event.adelete_many(
+            Event.user == "bob")
+        results["sync_table"] = await Event.async_table(dry_run=True)
+        with pytest.raises(Event.DoesNotExist, match="zed"):
+            await Event.aget_one(("zed", 1))
+        return results
+
+    awaited = asyncio.run(both())
+    requests = operations(calls)
+    Event.delete_table()
+    Event.create_table()
+    calls.clear()
+    Event.save_many(events("ann", 60, payload="p") + events("bob", 5, payload="p"))
+    odd = Event.kind == "odd"
+    page = Event.get_page(Event.user == "ann", 10)
+    expected = {
+        "get_one": Event.get_one(("ann", 7)),
+        "get_many": Event.get_many(Event.user == "ann", descending=True,
+                                   limit=30),
+        "keys": Event.get_many([("bob", 4), ("ann", 1)]),
+        "count": Event.count(Event.user == "ann"),
+        "scan count": Event.count(odd),
+        "estimated": Event.estimated_count(),
+        "iter": list(Event.iter_many(Event.user == "ann", limit=25)),
+        "page": page,
+        "update": Event.update_one(("ann", 1), Event.payload.set("new"),
+                                   return_values="UPDATED_NEW"),
+        "update_from_dict": Event.update_from_dict(
+            {"user": "ann", "seq": 2, "kind": "even!"}),
+        "missing update": Event.update_one(("zed", 1),
+                                           Event.payload.set("x")),
+        "next page": Event.get_page(Event.user == "ann", 10,
+                                    cursor=page.cursor),
+        "delete_one": Event.delete_one(("bob", 4)),
+        "delete_many": Event.delete_many(Event.user == "bob"),
+        "sync_table": Event.sync_table(dry_run=True),
+    }
+    with pytest.raises(Event.DoesNotExist, match="zed"):
+        Event.get_one(("zed", 1))
+    sync_requests = operations(calls)
+    for name, value in expected.items():
+        got = awaited[name]
+        if isinstance(value, dynamongo.BatchResult):
+            assert sorted(map(repr, got.success)) == sorted(
+                map(repr, value.success)), name
+            assert got.fail == value.fail == [], name
+        else:
+            assert got == value, name
+    assert awaited["page"].cursor is not None
+    assert len(awaited["next page"]) == 10
+    # The cursors are one kind: either call resumes the other's.
+    assert Event.get_page(Event.user == "ann", 10,
+                          cursor=awaited["page"].cursor) == \
+        awaited["next page"]
+    # The same requests (in an order windows may change).
+    assert sorted(requests) == sorted(sync_requests)
+
+
+def test_an_async_transaction_commits_on_leaving_its_block():
+    skip_on_gap("transactions")
+
+    async def transact():
+        await User.acreate_table()
+        async with dynamongo.transaction() as transaction:
+            transaction.save_one(User, JOHN)
+            transaction.save_one(User, dict(JOHN, email="ann@b.io"))
+        with pytest.raises(RuntimeError, match="inside"):
+            async with dynamongo.transaction() as failed:
+                failed.save_one(User, dict(JOHN, email="no@b.io"))
+                raise RuntimeError("inside")
+        cancelled = asyncio.ensure_future(never_ends(User))
+        await asyncio.sleep(0.01)
+        cancelled.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        refused = dynamongo.transaction()
+        refused.save_one(User, JOHN, overwrite=False)
+        with pytest.raises(dynamongo.TransactionCanceled) as caught:
+            await refused.acommit()
+        return (caught.value, await dynamongo.atransact_get(
+            [(User, JOHN["email"]), (User, "no@b.io"), (User, "ann@b.io"),
+             (User, "late@b.io")], fields=["name"]))
+
+    refusal, found = asyncio.run(transact())
+    assert refusal.reasons[0].code == "ConditionalCheckFailed"
+    assert refusal.reasons[0].item.email == JOHN["email"]
+    assert [user and user.email for user in found] == [
+        JOHN["email"], None, "ann@b.io", None]
+    assert found[0].name == JOHN["name"]
+
+
+async def never_ends(model):
+    async with dynamongo.transaction() as transaction:
+        transaction.save_one(model, dict(JOHN, email="late@b.io"))
+        await asyncio.sleep(60)
+
+
+def test_a_cancelled_call_closes_its_connection(scripted):
+    def answer(email):
+        return http_reply(json.dumps({"Item": {
+            "email": {"S": email}, "name": {"S": email}}}).encode())
+
+    server = scripted([answer("warm@b.io"), ("after", 1.0, answer("one@b.io")),
+                       answer("two@b.io")])
+    Connection.set_config(endpoint_url=server.url, max_attempts=1)
+
+    async def calls():
+        await User.aget_one("warm@b.io")
+        started = time.monotonic()
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(User.aget_one("one@b.io"), 0.05)
+        waited = time.monotonic() - started
+        # The late answer is never read as the next call's.
+        return waited, await User.aget_one("two@b.io")
+
+    waited, user = asyncio.run(calls())
+    assert waited < 0.9 and user.email == "two@b.io"
+    assert server.connections == 2
+
+
+def test_a_read_timeout_holds_for_awaited_calls(scripted):
+    server = scripted(["silence"])
+    Connection.set_config(endpoint_url=server.url, max_attempts=1,
+                          read_timeout=0.2)
+    with pytest.raises(dynamongo.DynamoDBConnectionError,
+                       match="no answer within 0.2 s"):
+        asyncio.run(User.aget_one("one@b.io"))
+
+
+def test_a_cancelled_batch_sends_nothing_more(monkeypatch):
+    Event.create_table()
+    sent, send = [], dynamongo._asend
+
+    async def slow(operation, params):
+        sent.append(operation)
+        await asyncio.sleep(0.05)
+        return await send(operation, params)
+
+    monkeypatch.setattr(dynamongo, "_asend", slow)
+    Connection.set_config(concurrency=2)
+
+    async def cancelled():
+        task = asyncio.ensure_future(Event.asave_many(events("ann", 400)))
+        await asyncio.sleep(0.08)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        before = len(sent)
+        await asyncio.sleep(0.3)
+        assert len(sent) == before  # nothing sent after the cancellation
+        assert before < 16  # the 16 chunks were not all sent
+        # The connections are usable.
+        return await Event.acount(Event.user == "ann")
+
+    assert 0 <= asyncio.run(cancelled()) < 400
+
+
+def test_chunks_go_out_concurrently_within_the_concurrency(monkeypatch):
+    Event.create_table()
+    flight, send = {"now": 0, "most": 0}, dynamongo._asend
+
+    async def counting(operation, params):
+        flight["now"] += 1
+        flight["most"] = max(flight["most"], flight["now"])
+        try:
+            await asyncio.sleep(0.01)
+            return await send(operation, params)
+        finally:
+            flight["now"] -= 1
+
+    monkeypatch.setattr(dynamongo, "_asend", counting)
+    Connection.set_config(concurrency=3)
+    result = asyncio.run(Event.asave_many(events("ann", 250)))
+    assert len(result.success) == 250 and flight["most"] == 3
+    keys = [("ann", seq) for seq in range(250)]
+    assert len(asyncio.run(Event.aget_many(keys))) == 250
+
+
+def test_gathered_calls_share_a_bounded_pool_on_no_thread(scripted):
+    reply = http_reply(json.dumps({"Item": {
+        "email": {"S": "a@b.io"}, "name": {"S": "Ann"}}}).encode())
+    server = scripted([reply] + [("after", 0.1, reply)] * 200)
+    Connection.set_config(endpoint_url=server.url, max_pool_connections=32)
+    User.get_one("a@b.io")  # (the route is made once, by this call)
+
+    async def gathered():
+        threads = set()
+
+        async def get():
+            threads.update(thread.name for thread in threading.enumerate())
+            return await User.aget_one("a@b.io")
+
+        started = time.monotonic()
+        users = await asyncio.gather(*[get() for _ in range(200)])
+        threads.update(thread.name for thread in threading.enumerate())
+        return users, time.monotonic() - started, threads
+
+    users, took, threads = asyncio.run(gathered())
+    assert [user.name for user in users] == ["Ann"] * 200
+    assert took < 10  # 20 s one after another
+    assert {name for name in threads if name != "scripted"} == {"MainThread"}
+    assert server.connections <= 1 + 32
+
+
+def test_the_pool_keeps_at_most_max_pool_connections_open(scripted):
+    reply = http_reply(b'{"Table": {"ItemCount": 3}}')
+    server = scripted([("after", 0.02, reply)] * 60)
+    Connection.set_config(endpoint_url=server.url, max_pool_connections=4)
+
+    async def gathered():
+        return await asyncio.gather(*[User.aestimated_count()
+                                      for _ in range(60)])
+
+    assert asyncio.run(gathered()) == [3] * 60
+    assert server.connections == 4
+
+
+def test_loops_come_and_go(users, recwarn):
+    import gc
+
+    gc.collect()  # (what earlier tests left)
+    recwarn.clear()
+    User.save_one(JOHN)
+    for _ in range(3):  # asyncio.run per call, as a Lambda handler does
+        assert asyncio.run(User.aget_one(JOHN["email"])).name == JOHN["name"]
+    found = []
+
+    def on_its_own_loop():
+        async def twice():
+            first = await User.aget_one(JOHN["email"])
+            # A sync call inside a coroutine works (and blocks the loop).
+            return first, User.get_one(JOHN["email"])
+        found.append(asyncio.run(twice()))
+
+    threads = [threading.Thread(target=on_its_own_loop) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [(a.name, b.name) for a, b in found] == [(JOHN["name"],) * 2] * 2
+    gc.collect()
+    unclosed = [str(warning.message) for warning in recwarn
+                if issubclass(warning.category, ResourceWarning)]
+    assert unclosed == []
+
+
+def test_asave_many_lets_other_tasks_run_while_it_validates(monkeypatch):
+    Event.create_table()
+    ticks, at_first_request, send = [0], [], dynamongo._asend
+
+    async def first(operation, params):
+        at_first_request.append(ticks[0])
+        return await send(operation, params)
+
+    monkeypatch.setattr(dynamongo, "_asend", first)
+
+    async def saving():
+        async def ticker():
+            while True:
+                ticks[0] += 1
+                await asyncio.sleep(0)
+
+        ticking = asyncio.ensure_future(ticker())
+        try:
+            return await Event.asave_many(events("ann", 3000))
+        finally:
+            ticking.cancel()
+
+    assert len(asyncio.run(saving()).success) == 3000
+    # 3,000 items are validated in slices, the loop running between.
+    assert at_first_request[0] >= 3000 // dynamongo._SLICE
+
+
+def test_an_async_cold_start_sends_without_botocore(tmp_path, scripted):
+    item = b'{"Item": {"email": {"S": "a@b.io"}, "name": {"S": "Ann"}}}'
+    server = scripted([http_reply(item), http_reply(b"{}")])
+    code = ("import asyncio, threading\n"
+            "async def main():\n"
+            "    print((await Cold.aget_one('a@b.io')).name)\n"
+            "    await Cold.adelete_one('a@b.io')\n"
+            "    print(threading.active_count())\n"
+            "asyncio.run(main())\n"
+            "print('botocore' in sys.modules, 'boto3' in sys.modules)\n")
+    assert run_cold(code, tmp_path, AWS_ENDPOINT_URL=server.url) == \
+        ["Ann", "1", "False", "False"]
+    get, delete = server.requests
+    assert "X-Amz-Target: DynamoDB_20120810.GetItem" in get
+    assert "X-Amz-Security-Token: token/cold" in get
+    assert server.connections == 1  # kept alive
+
+
+def test_async_http_client_reads_every_framing_and_verifies_tls(
+        tmp_path, scripted, refusing_port):
+    chunked = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"4\r\n{\"a\"\r\n3;ext=1\r\n:1}\r\n0\r\n\r\n")
+    server = scripted([http_reply(b'{"n":1}'), chunked,
+                       http_reply(b"{}", "Connection: close\r\n"),
+                       http_reply(b'{"n":2}'), "close",
+                       b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n"
+                       b"Connection: close\r\n\r\n{}", "silence"])
+    client = dynamongo._Http(server.url, 1, 0.3)
+
+    async def posts():
+        bodies = [(await client.apost({"Content-Length": "2"}, b"{}"))[2]
+                  for _ in range(4)]
+        failures = []
+        for _ in range(3):
+            with pytest.raises(dynamongo._NoAnswer) as caught:
+                await client.apost({"Content-Length": "2"}, b"{}")
+            failures.append((str(caught.value), caught.value.sent))
+        with pytest.raises(dynamongo._NoAnswer, match="could not connect") \
+                as caught:
+            await dynamongo._Http(f"http://127.0.0.1:{refusing_port}/", 1,
+                                  1).apost({}, b"")
+        return bodies, failures, caught.value.sent
+
+    bodies, failures, sent = asyncio.run(posts())
+    assert bodies == [b'{"n":1}', b'{"a":1}', b"{}", b'{"n":2}']
+    assert [sent for _, sent in failures] == [True] * 3 and sent is False
+    assert [text.split(":")[0] for text, _ in failures] == [
+        "the connection failed", "the connection failed",
+        "no answer within 0.3 s"]
+    assert "cut short" in failures[1][0]
+    assert server.connections == 4
 
 # -- Property tests ----------------------------------------------------------
 
@@ -6514,7 +6968,51 @@ MISUSES = [
     ("save_one(TTL as text)", lambda: Session.save_one(
         {"user": "u", "id": 1, "expires": "tomorrow"}), ValidationError,
      "expires"),
+    # The awaitable twins check as their sync twins do.
+    ("asave_one(list)", lambda: asyncio.run(User.asave_one(["x"])),
+     ValidationError, "dict"),
+    ("aget_one(None)", lambda: asyncio.run(User.aget_one(None)),
+     ValidationError, "email"),
+    ("aget_one(missing)", lambda: asyncio.run(User.aget_one("no@b.io")),
+     User.DoesNotExist, "no@b.io"),
+    ("adelete_one(ORed)", lambda: asyncio.run(User.adelete_one(
+        (User.email == X) | (User.name == "x"))), ExpressionError, "ORed"),
+    ("aupdate_one(key field)", lambda: asyncio.run(User.aupdate_one(
+        X, User.email.set("new@b.io"))), ValidationError, "email"),
+    ("aupdate_from_dict(unknown)", lambda: asyncio.run(
+        User.aupdate_from_dict({"email": X, "shoe_size": 9})),
+     ValidationError, "shoe_size"),
+    ("asave_many(bad item)", lambda: asyncio.run(User.asave_many(
+        [JOHN, {"email": "x"}])), ValidationError, "[1].email"),
+    ("aget_many([])", lambda: asyncio.run(User.aget_many([])),
+     ValidationError, "at least one"),
+    ("aget_page(keys)", lambda: asyncio.run(User.aget_page([X], 10)),
+     ExpressionError, "already a page"),
+    ("aiter_many(limit=0)", lambda: User.aiter_many([X], limit=0),
+     ValidationError, "limit"),
+    ("acount(unknown index)", lambda: asyncio.run(User.acount(
+        index="by_name")), ExpressionError, "by_name"),
+    ("aestimated_count(table missing)", lambda: asyncio.run(
+        Contacts.aestimated_count()), TableNotFoundError, "user-contacts"),
+    ("adelete_many([int])", lambda: asyncio.run(User.adelete_many([5])),
+     ValidationError, "email"),
+    ("acreate_table(twice)", lambda: asyncio.run(User.acreate_table()),
+     DynamoDBError, "exist_ok=True"),
+    ("adelete_table(missing)", lambda: asyncio.run(
+        Contacts.adelete_table()), TableNotFoundError, "user-contacts"),
+    ("async_table(abstract)", lambda: asyncio.run(Stamped.async_table()),
+     SchemaError, "abstract"),
+    ("atransact_get(a model)", lambda: asyncio.run(dynamongo.atransact_get(
+        [User])), ValidationError, "(model, key) pairs"),
+    ("Transaction.acommit(twice)", lambda: asyncio.run(committed_twice()),
+     ExpressionError, "is over"),
 ]
+
+
+async def committed_twice():
+    async with dynamongo.transaction() as transaction:
+        pass
+    await transaction.acommit()
 
 
 @pytest.mark.parametrize("call, error, text", [row[1:] for row in MISUSES],
@@ -6536,7 +7034,8 @@ def test_misuse_table_covers_every_public_method(users):
 
     methods = {"Model()": Model.__init__.__code__,
                "transaction()": dynamongo.transaction.__code__,
-               "transact_get()": dynamongo.transact_get.__code__}
+               "transact_get()": dynamongo.transact_get.__code__,
+               "atransact_get()": dynamongo.atransact_get.__code__}
     for owner in (Model, Connection, dynamongo.Transaction):
         for name, member in vars(owner).items():
             if isinstance(member, classmethod):
