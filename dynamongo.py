@@ -3101,7 +3101,8 @@ class _HttpAnswer:
     def __init__(self):
         self.buffer, self.at = bytearray(), 0
         self.status = self.headers = self.body = self.length = None
-        self.chunks, self.reusable = None, False
+        self.chunks: Any = None  # the chunks read, when chunked
+        self.reusable = False
 
     def feed(self, data):
         if not data:
@@ -3407,8 +3408,11 @@ class _Exchange:
     the connection's end, marks it ``ended``."""
 
     def __init__(self, loop):
-        self.loop, self.transport = loop, None
-        self.answer = self.waiter = self.timer = None
+        self.loop = loop
+        self.transport: Any = None
+        self.answer: Any = None
+        self.waiter: Any = None
+        self.timer: Any = None
         self.ended, self.heard, self.timeout = False, 0.0, 0.0
 
     def send(self, message, timeout):
@@ -3684,7 +3688,8 @@ class _BotocoreRoute:
         ca_bundle = session._session.get_config_variable("ca_bundle")
         timeouts = (settings["connect_timeout"], settings["read_timeout"])
         proxies = get_environ_proxies(url)
-        self.http = self.pool = None
+        self.http: Any = None
+        self.pool: Any = None
         if proxies:
             self.pool = URLLib3Session(
                 verify=ca_bundle or True, proxies=proxies, timeout=timeouts,

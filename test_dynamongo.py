@@ -5679,7 +5679,8 @@ def test_the_twins_agree_with_their_sync_twins(calls):
     async def both():
         await Event.acreate_table()
         calls.clear()
-        made = await Event.asave_many(events("ann", 60, payload="p") + events("bob", 5, payload="p"))
+        made = await Event.asave_many(events("ann", 60, payload="p")
+                                      + events("bob", 5, payload="p"))
         assert len(made.success) == 65 and made.fail == []
         odd = Event.kind == "odd"
         results = {
@@ -5716,7 +5717,8 @@ def test_the_twins_agree_with_their_sync_twins(calls):
     Event.delete_table()
     Event.create_table()
     calls.clear()
-    Event.save_many(events("ann", 60, payload="p") + events("bob", 5, payload="p"))
+    Event.save_many(events("ann", 60, payload="p")
+                    + events("bob", 5, payload="p"))
     odd = Event.kind == "odd"
     page = Event.get_page(Event.user == "ann", 10)
     expected = {

@@ -6,7 +6,7 @@ reportUnnecessaryTypeIgnoreComment say so when one is not)."""
 
 import datetime
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, Literal, assert_type
 
 import dynamongo
@@ -125,6 +125,37 @@ def calls() -> None:
         t.update_one(User, user, User.year_of_birth.add(1))
     for change in dynamongo.changes({"Records": []}, User):
         assert_type(change, dynamongo.Change)
+
+
+async def awaited_calls(user: User) -> None:
+    # Each twin gives what its sync twin gives, awaited.
+    assert_type(await User.asave_one(user), User)
+    assert_type(await User.aget_one("a@b.io"), User)
+    assert_type(await User.aget_many(User.name == "A"), list[User])
+    assert_type(User.aiter_many(User.name == "A"), AsyncIterator[User])
+    async for found in User.aiter_many(User.name == "A", limit=3):
+        assert_type(found, User)
+    assert_type(await User.aget_page(User.name == "A", 10), Page[User])
+    assert_type(await User.aupdate_one(user, User.name.set("B")),
+                User | None)
+    assert_type(await User.aupdate_from_dict({"email": "a@b.io"}),
+                User | None)
+    assert_type(await User.adelete_one("a@b.io"), User | None)
+    assert_type(await User.asave_many([user]), BatchResult[User])
+    assert_type(await User.adelete_many(["a@b.io"]), BatchResult[User])
+    assert_type(await User.acount(), int)
+    assert_type(await User.aestimated_count(), int)
+    assert_type(await User.acreate_table(exist_ok=True), None)
+    assert_type(await User.async_table(dry_run=True), list[str])
+    assert_type(await User.adelete_table(), None)
+    assert_type(await dynamongo.atransact_get([(User, "a@b.io")]),
+                list[Model | None])
+    async with dynamongo.transaction() as t:
+        assert_type(t.save_one(User, user), User)
+    await t.acommit()
+    await User.aget_one(
+        "a@b.io", consistent_read="yes")  # type: ignore[arg-type]
+    User.aget_one("a@b.io").name  # type: ignore[attr-defined]
 
 
 def assignments(user: User, flag: bool) -> None:
