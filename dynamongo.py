@@ -201,7 +201,7 @@ _BATCH_WRITE_ITEMS = 25  # and on the requests of one BatchWriteItem
 _BATCH_GET_KEYS = 100  # and on the keys of one BatchGetItem
 # Items worked on between two moments given to an event loop's other tasks
 # (about a millisecond's work).
-_SLICE = 200
+_SLICE = 100
 _HEADER_BYTES = 65536  # the longest head of an HTTP answer read
 _RECEIVE_BYTES = 65536  # bytes asked of a socket at once
 # Numbers a converter passes on sight: every int within 38 digits, every
@@ -3129,14 +3129,15 @@ class _HttpAnswer:
         return True
 
     def _head(self, head):
-        lines = head.split(b"\r\n")
+        lines = head.decode("latin-1").split("\r\n")
         parts = lines[0].split(None, 2)
-        if len(parts) < 2 or not parts[0].startswith(b"HTTP/") \
+        if len(parts) < 2 or not parts[0].startswith("HTTP/") \
                 or not parts[1].isdigit():
-            raise _BadAnswer(f"not an HTTP answer: {lines[0][:80]!r}")
+            raise _BadAnswer(f"not an HTTP answer: "
+                             f"{lines[0][:80].encode('latin-1')!r}")
         self.status, headers = int(parts[1]), {}
         for line in lines[1:]:
-            name, _, value = line.decode("latin-1").partition(":")
+            name, _, value = line.partition(":")
             headers[name.strip().lower()] = value.strip()
         self.headers = headers
         self.reusable = headers.get("connection", "").lower() != "close"
@@ -3321,16 +3322,21 @@ class _LoopPool:
     """An event loop's connections to one endpoint (_Http.apost): at most
     ``keep`` open, each an _Exchange reading answers as they arrive. As in
     _Http, a connection whose exchange did not finish -- a cancelled task,
-    a timeout -- is closed, never reused, and failures are _NoAnswer.
-    Connections never cross loops; those left idle are closed when the
-    loop shuts down (``asyncio.run`` closes its async generators, this
-    pool's watcher among them)."""
+    a timeout -- is closed, never reused, and failures are _NoAnswer. One
+    watchdog timer, running while exchanges are in flight, ends those that
+    have heard nothing for ``read_timeout`` seconds (checked four times
+    per timeout, and at least every second: a timer per request would cost
+    more than the rest of the exchange). Connections never cross loops;
+    those left idle are closed when the loop shuts down (``asyncio.run``
+    closes its async generators, this pool's watcher among them)."""
 
     def __init__(self, http, loop):
         import asyncio
 
         self.http, self.loop = http, loop
         self.idle = []  # _Exchange, newest last
+        self.busy = set()  # _Exchange awaiting an answer
+        self.watchdog = None
         self.room = asyncio.Semaphore(http.keep)
         self.watcher = self._watch()
         try:  # started on the loop, which now closes it at its shutdown
@@ -3354,8 +3360,7 @@ class _LoopPool:
         try:
             exchange = self._connection() or await self._connect()
             try:
-                answer = await exchange.send(http.message(headers, body),
-                                             http.read_timeout)
+                answer = await exchange.send(http.message(headers, body))
             except BaseException as error:
                 exchange.transport.abort()
                 lost = _lost_exchange(error, http.read_timeout)
@@ -3369,6 +3374,23 @@ class _LoopPool:
         else:
             exchange.transport.close()
         return answer.status, answer.headers, answer.body
+
+    def awaiting(self, exchange):
+        """``exchange`` awaits an answer: the watchdog runs."""
+        self.busy.add(exchange)
+        if self.watchdog is None:
+            self.watchdog = self.loop.call_later(self._every(), self._check)
+
+    def _every(self):
+        return min(max(self.http.read_timeout / 4, 0.001), 1.0)
+
+    def _check(self):
+        now, timeout = self.loop.time(), self.http.read_timeout
+        for exchange in [exchange for exchange in self.busy
+                         if now - exchange.heard >= timeout]:
+            exchange.settle(TimeoutError())
+        self.watchdog = self.loop.call_later(self._every(), self._check) \
+            if self.busy else None
 
     def _connection(self):
         while self.idle:
@@ -3386,7 +3408,7 @@ class _LoopPool:
         tls = http.tls_context() if http.tls else None
         try:
             _, exchange = await asyncio.wait_for(self.loop.create_connection(
-                functools.partial(_Exchange, self.loop), host, port, ssl=tls,
+                functools.partial(_Exchange, self), host, port, ssl=tls,
                 server_hostname=host if tls else None), http.connect_timeout)
         except (TimeoutError, asyncio.TimeoutError) as error:
             raise _NoAnswer(f"could not connect within "
@@ -3403,24 +3425,23 @@ class _LoopPool:
 class _Exchange:
     """asyncio protocol of one _LoopPool connection: the answer to what
     ``send`` wrote is fed to an _HttpAnswer as its bytes arrive and comes
-    back, through a future, once whole -- or a TimeoutError once nothing
-    has arrived for ``timeout`` seconds. Anything arriving while idle, or
-    the connection's end, marks it ``ended``."""
+    back, through a future, once whole (or the error ``settle`` is given:
+    the pool's watchdog gives TimeoutError). Anything arriving while idle,
+    or the connection's end, marks it ``ended``."""
 
-    def __init__(self, loop):
-        self.loop = loop
+    def __init__(self, pool):
+        self.pool, self.loop = pool, pool.loop
         self.transport: Any = None
         self.answer: Any = None
         self.waiter: Any = None
-        self.timer: Any = None
-        self.ended, self.heard, self.timeout = False, 0.0, 0.0
+        self.ended, self.heard = False, 0.0
 
-    def send(self, message, timeout):
+    def send(self, message):
         """A future of the _HttpAnswer to ``message``."""
         loop = self.loop
         self.answer, self.waiter = _HttpAnswer(), loop.create_future()
-        self.heard, self.timeout = loop.time(), timeout
-        self.timer = loop.call_later(timeout, self._check_time)
+        self.heard = loop.time()
+        self.pool.awaiting(self)
         self.transport.write(message)
         return self.waiter
 
@@ -3436,10 +3457,10 @@ class _Exchange:
         try:
             whole = answer.feed(data)
         except Exception as exc:
-            self._settle(exc)
+            self.settle(exc)
         else:
             if whole:
-                self._settle(None)
+                self.settle(None)
 
     def eof_received(self):
         self.ended = True
@@ -3455,20 +3476,13 @@ class _Exchange:
     def resume_writing(self):
         pass
 
-    def _check_time(self):
-        if self.waiter is None:
-            return
-        left = self.heard + self.timeout - self.loop.time()
-        if left > 0:
-            self.timer = self.loop.call_later(left, self._check_time)
-        else:
-            self._settle(TimeoutError())
-
-    def _settle(self, error):
+    def settle(self, error):
+        """The exchange is over: its answer, or ``error``, to its future
+        (unless cancelled meanwhile)."""
         waiter, answer = self.waiter, self.answer
-        self.timer.cancel()
-        self.answer = self.waiter = self.timer = None
-        if not waiter.done():  # (not cancelled)
+        self.pool.busy.discard(self)
+        self.answer = self.waiter = None
+        if not waiter.done():
             if error is None:
                 waiter.set_result(answer)
             else:
