@@ -3215,7 +3215,9 @@ class _Http:
         self.ca_bundle = ca_bundle
         self.idle, self.keep = [], keep  # sockets, newest last
         self.context = None
-        self.loops = None  # event loop -> its _LoopPool
+        import weakref
+
+        self.loops = weakref.WeakKeyDictionary()  # event loop -> _LoopPool
 
     def message(self, headers, body):
         """The bytes of a POST of ``body``."""
@@ -3253,10 +3255,6 @@ class _Http:
         import asyncio
 
         loop = asyncio.get_running_loop()
-        if self.loops is None:
-            import weakref
-
-            self.loops = weakref.WeakKeyDictionary()
         pool = self.loops.get(loop)
         if pool is None:
             pool = self.loops[loop] = _LoopPool(self, loop)
@@ -4648,14 +4646,16 @@ _SETTINGS = {name: _Setting(*declared, secret=name in (
                     "the longest pause between attempts, in seconds"),
     "max_pool_connections": (32, (), _a_count,
                              "connections kept alive (dynamongo's and "
-                             "botocore's pools)"),
+                             "botocore's pools); awaited calls open at most "
+                             "this many per event loop"),
     "fast_path": (True, (), _a_switch,
                   "``True`` sends dynamongo's requests without botocore's "
                   "serializer and parser; ``False`` sends them through a "
                   "plain boto3 client"),
     "concurrency": (16, (), _a_count,
-                    "threads sending the chunks of one many-item call at "
-                    "once (1 sends them one after another)"),
+                    "threads (tasks, when the call is awaited) sending the "
+                    "chunks of one many-item call at once (1 sends them one "
+                    "after another)"),
     "scan_segments": (1, (), _a_segment_count,
                       "segments of a parallel Scan (1: a plain Scan); each "
                       "segment is read by its own thread"),
