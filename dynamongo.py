@@ -39,11 +39,15 @@ licensed.
 #                yields each request and is sent its answer, doing no I/O
 #                [The engine]: one retry loop, one pager, one window.
 #   driver       _run and _stream answer what a procedure yields, on the
-#                calling thread and worker threads [The engine].
-#   route        _send: signed by dynamongo (_FastWire), or by botocore,
-#                or a boto3 client (_ClientWire), as the settings say
-#                [The wire, Connection].
-#   HTTP         _Http: kept-alive connections, shared [The wire].
+#                calling thread and worker threads; _arun and _astream on
+#                the running event loop, for the awaitable twins (aget_one)
+#                [The engine, The asyncio driver].
+#   route        _send (_asend): signed by dynamongo (_FastWire), or by
+#                botocore (_BotocoreRoute), or a boto3 client (_ClientWire),
+#                as the settings say [The wire, Connection].
+#   HTTP         _Http: kept-alive connections shared by the threads, and
+#                an event loop's own (_LoopPool), both reading answers with
+#                _HttpAnswer [The wire].
 
 from __future__ import annotations
 
@@ -8448,7 +8452,10 @@ def _twin_docs(pairs):
     """Each awaitable twin's docstring: its own line, then its sync
     twin's (``help(User.aget_one)`` says all that get_one does)."""
     for twin, method in pairs:
-        twin.__doc__ = f"{twin.__doc__}\n\n{method.__doc__}"
+        lines = method.__doc__.splitlines()[1:]
+        margin = min((len(line) - len(line.lstrip()) for line in lines
+                      if line.strip()), default=0)
+        twin.__doc__ = f"{twin.__doc__}\n\n{' ' * margin}{method.__doc__}"
 
 
 _twin_docs([(atransact_get, transact_get)] + [
