@@ -5829,7 +5829,7 @@ def test_a_cancelled_call_closes_its_connection(scripted):
 def test_a_read_timeout_holds_for_awaited_calls(scripted):
     server = scripted(["silence"])
     Connection.set_config(endpoint_url=server.url, max_attempts=1,
-                          read_timeout=0.2)
+                          read_timeout=0.2, fast_path=True)
     with pytest.raises(dynamongo.DynamoDBConnectionError,
                        match="no answer within 0.2 s"):
         asyncio.run(User.aget_one("one@b.io"))
@@ -5888,7 +5888,8 @@ def test_gathered_calls_share_a_bounded_pool_on_no_thread(scripted):
     reply = http_reply(json.dumps({"Item": {
         "email": {"S": "a@b.io"}, "name": {"S": "Ann"}}}).encode())
     server = scripted([reply] + [("after", 0.1, reply)] * 200)
-    Connection.set_config(endpoint_url=server.url, max_pool_connections=32)
+    Connection.set_config(endpoint_url=server.url, max_pool_connections=32,
+                          fast_path=True)
     User.get_one("a@b.io")  # (the route is made once, by this call)
 
     async def gathered():
@@ -5913,7 +5914,8 @@ def test_gathered_calls_share_a_bounded_pool_on_no_thread(scripted):
 def test_the_pool_keeps_at_most_max_pool_connections_open(scripted):
     reply = http_reply(b'{"Table": {"ItemCount": 3}}')
     server = scripted([("after", 0.02, reply)] * 60)
-    Connection.set_config(endpoint_url=server.url, max_pool_connections=4)
+    Connection.set_config(endpoint_url=server.url, max_pool_connections=4,
+                          fast_path=True)
 
     async def gathered():
         return await asyncio.gather(*[User.aestimated_count()
