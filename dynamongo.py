@@ -4326,16 +4326,9 @@ def _retrieved(task):
 
 async def _aperform(procedure, state=None):
     """Await a model call's ``procedure`` on one connection state from
-    start to end (as _perform): ``state``, else the one in force."""
-    if state is None:
-        if _pinned.get() is not None:
-            return await _arun(procedure)
-        state = _state()
-    token = _pinned.set(state)
-    try:
+    start to end (as _perform)."""
+    with _Pinned(state):
         return await _arun(procedure)
-    finally:
-        _pinned.reset(token)
 
 
 class _CollectorPause:
@@ -4909,16 +4902,28 @@ def _driven(method: Callable[_P, _Procedure[_A]]) -> Callable[_P, _A]:
 
 def _perform(procedure, state=None):
     """Run a model call's ``procedure`` on one connection state from start
-    to end: ``state``, else the one in force (see _driven)."""
-    if state is None:
-        if _pinned.get() is not None:
-            return _run(procedure)
-        state = _state()
-    token = _pinned.set(state)
-    try:
+    to end (see _driven and _Pinned)."""
+    with _Pinned(state):
         return _run(procedure)
-    finally:
-        _pinned.reset(token)
+
+
+class _Pinned:
+    """``with _Pinned(state):`` what runs inside -- a call, a step of an
+    iterator -- runs on ``state``, else on the state a call in progress
+    has pinned, else on the one in force now."""
+
+    __slots__ = ("state", "token")
+
+    def __init__(self, state=None):
+        self.state, self.token = state, None
+
+    def __enter__(self):
+        if self.state is not None or _pinned.get() is None:
+            self.token = _pinned.set(self.state or _state())
+
+    def __exit__(self, *_):
+        if self.token is not None:
+            _pinned.reset(self.token)
 
 
 def _procedure(method):
@@ -6850,11 +6855,8 @@ class _Instances:
     def __iter__(self):
         items = itertools.islice(_stream(self.procedure), self.limit)
         while True:
-            token = _pinned.set(self.state)
-            try:
+            with _Pinned(self.state):
                 item = next(items, None)
-            finally:
-                _pinned.reset(token)
             if item is None:
                 return
             yield self._instance(item)
@@ -6866,13 +6868,11 @@ class _Instances:
         items, left = _astream(self.procedure, []), self.limit
         try:
             while left is None or left > 0:
-                token = _pinned.set(self.state)
-                try:
-                    item = await items.__anext__()
-                except StopAsyncIteration:
-                    return
-                finally:
-                    _pinned.reset(token)
+                with _Pinned(self.state):
+                    try:
+                        item = await items.__anext__()
+                    except StopAsyncIteration:
+                        return
                 left = left and left - 1
                 yield self._instance(item)
         finally:
