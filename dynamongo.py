@@ -89,6 +89,7 @@ __all__ = [
     "Page",
     "Plan",
     "RemoveUpdate",
+    "RequestEvent",
     "SchemaError",
     "SetElementsUpdate",
     "SetField",
@@ -3068,6 +3069,21 @@ class _SigV4:
         return key
 
 
+def _trace(headers):
+    """Add Lambda's X-Ray trace header, as botocore adds it (its recursion
+    detection): inside a Lambda function, the trace id of the invocation
+    (read anew for each request), unless the request has one. It is sent
+    unsigned, as botocore sends it."""
+    environ = os.environ
+    trace_id = environ.get("_X_AMZN_TRACE_ID")
+    if trace_id and environ.get("AWS_LAMBDA_FUNCTION_NAME") \
+            and "X-Amzn-Trace-Id" not in headers:
+        from urllib.parse import quote
+
+        headers["X-Amzn-Trace-Id"] = quote(trace_id,
+                                           safe="-=;:+&[]{}\"',")
+
+
 def _host_of(url):
     """The Host header of ``url``: its port only when not the scheme's
     default (as botocore signs it)."""
@@ -3643,15 +3659,22 @@ class _FastWire:
                                       self._TARGET + operation, body)
         headers["User-Agent"] = self.user_agent
         headers["Content-Length"] = str(len(body))
+        _trace(headers)
         return headers
 
     def _parsed(self, operation, params, answer):
-        """The parsed answer of a request, or _Refusal."""
+        """The parsed answer of a request (with its ResponseMetadata, as
+        botocore gives it, unless streamed), or _Refusal."""
         status, headers, body = answer
-        if status == 200:
-            return _answer_json(headers, body,
-                                stream=type(params) is _StreamParams)
-        raise _Refusal(self._error(body, status, headers), operation)
+        if status != 200:
+            raise _Refusal(self._error(body, status, headers), operation)
+        parsed = _answer_json(headers, body,
+                              stream=type(params) is _StreamParams)
+        if type(parsed) is dict:
+            parsed["ResponseMetadata"] = {
+                "HTTPStatusCode": 200,
+                "RequestId": headers.get("x-amzn-requestid")}
+        return parsed
 
     def _botocore_route(self):
         """The _BotocoreRoute of these settings, made once."""
@@ -3757,6 +3780,7 @@ class _BotocoreRoute:
             wire._TARGET + operation, body)
         headers["User-Agent"] = self.user_agent
         headers["Content-Length"] = str(len(body))
+        _trace(headers)
         request = self.request("POST", self.url, headers, body, False,
                                **self.context)
         _, response = self.events.emit_until_response(
@@ -3908,14 +3932,21 @@ def _request(operation: str, params: Any, again: Any = None) -> Any:
     attempts = settings["max_attempts"]
     maybe_applied = False
     for attempt in range(attempts):
+        event = None
+        if _listeners or _debugging():  # watched: see RequestEvent
+            event, params = _started(operation, params, attempt + 1,
+                                     settings)
         try:
-            return (yield operation, params)
+            answer = yield operation, params
         except Exception as exc:
             error, transient, applied = _translate_error(
                 exc, operation, params, settings)
             if again is not None and not transient:
                 transient = again(error)
-            if attempt + 1 < attempts and transient:
+            retry = attempt + 1 < attempts and transient
+            if event is not None:
+                _ended(event, None, error, retry)
+            if retry:
                 maybe_applied = maybe_applied or applied
                 yield _backoff(attempt)
                 continue
@@ -3926,6 +3957,148 @@ def _request(operation: str, params: Any, again: Any = None) -> Any:
             if error is exc:
                 raise
             raise error from exc
+        if event is not None:
+            _ended(event, answer, None, False)
+        return answer
+
+
+# -- Watching requests: listeners (Connection.add_listener) and the
+# dynamongo logger's DEBUG records, one event per attempt, made by _request
+# -- so by whichever thread or task sends the attempt, in its context.
+
+class RequestEvent:
+    """One attempt of one request, as listeners see it (see
+    ``Connection.add_listener``): ``started(event)``, then
+    ``succeeded(event)`` or ``failed(event)`` with the same object.
+
+    ``id`` (unique per attempt), ``operation`` (``"PutItem"``), ``tables``
+    (the full table names), ``attempt`` (1, 2, ...), ``region``,
+    ``endpoint``; once it has ended, ``duration`` (seconds), ``status``
+    (the HTTP status, None when no answer came), ``aws_request_id`` (the
+    answer's ``x-amzn-RequestId``), ``consumed_capacity`` (a list of
+    DynamoDB's ConsumedCapacity entries, or None), and on failure
+    ``error`` (the DynamongoError the caller gets if no retry mends it)
+    and ``will_retry``.
+    """
+
+    __slots__ = ("id", "operation", "tables", "attempt", "region",
+                 "endpoint", "duration", "status", "aws_request_id",
+                 "consumed_capacity", "error", "will_retry", "_start")
+
+    def __init__(self, id: int, operation: str, tables: tuple[str, ...],
+                 attempt: int, region: str, endpoint: str) -> None:
+        self.id, self.operation, self.tables = id, operation, tables
+        self.attempt, self.region, self.endpoint = attempt, region, endpoint
+        self.duration: float | None = None
+        self.status: int | None = None
+        self.aws_request_id: str | None = None
+        self.consumed_capacity: list[dict[str, Any]] | None = None
+        self.error: DynamongoError | None = None
+        self.will_retry = False
+        self._start = time.perf_counter()
+
+    def __repr__(self) -> str:
+        return (f"<RequestEvent {self.id} {self.operation} "
+                f"{', '.join(self.tables)} attempt {self.attempt}>")
+
+
+_listeners: tuple[Any, ...] = ()  # replaced whole: read without a lock
+_event_ids = itertools.count(1)
+# Operations that report the capacity they consume when asked.
+_DATA_OPERATIONS = frozenset({
+    "GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query", "Scan",
+    "BatchGetItem", "BatchWriteItem", "TransactGetItems",
+    "TransactWriteItems"})
+_logger = None  # the dynamongo logger, once logging is loaded
+
+
+def _debugging():
+    """Whether the dynamongo logger records DEBUG. logging is not imported
+    for it: a program that never imported logging configured no logger."""
+    global _logger
+    if _logger is None:
+        logging = sys.modules.get("logging")
+        if logging is None:
+            return False
+        _logger = logging.getLogger("dynamongo")
+    return _logger.isEnabledFor(10)
+
+
+def _started(operation, params, attempt, settings):
+    """(the RequestEvent of an attempt, told to the listeners, and the
+    parameters to send: asking for the capacity consumed while anyone
+    listens, and for a whole answer, not a stream)."""
+    if type(params) is _JsonParams:
+        if _listeners and operation in _DATA_OPERATIONS:
+            params = _JsonParams(params.text[:-1]
+                                 + ',"ReturnConsumedCapacity":"TOTAL"}')
+    else:
+        params = dict(params)
+        if _listeners and operation in _DATA_OPERATIONS:
+            params["ReturnConsumedCapacity"] = "TOTAL"
+    event = RequestEvent(next(_event_ids), operation, _tables_of(params),
+                         attempt, settings["region"], _endpoint_of(settings))
+    _tell("started", event)
+    return event, params
+
+
+def _tables_of(params):
+    table = params.get("TableName")
+    if table:
+        return (table,)
+    if params.get("RequestItems"):
+        return tuple(params["RequestItems"])
+    names = {}  # (in order, once each)
+    for action in params.get("TransactItems") or ():
+        for request in action.values():
+            names[request["TableName"]] = None
+    return tuple(names)
+
+
+def _ended(event, answer, error, will_retry):
+    """Complete ``event`` from the answer, or the error; tell the listeners
+    and the logger."""
+    event.duration = time.perf_counter() - event._start
+    if error is None:
+        metadata = answer.get("ResponseMetadata") or {}
+        event.status = metadata.get("HTTPStatusCode", 200)
+        event.aws_request_id = metadata.get("RequestId")
+        consumed = answer.get("ConsumedCapacity")
+        event.consumed_capacity = [consumed] if isinstance(consumed, dict) \
+            else consumed
+    else:
+        response = getattr(error, "response", None) or {}
+        event.status = getattr(error, "status", None)
+        event.aws_request_id = response.get("ResponseMetadata", {}).get(
+            "RequestId")
+        event.error, event.will_retry = error, will_retry
+    _tell("failed" if error is not None else "succeeded", event)
+    if _debugging():
+        outcome = event.status if error is None else (
+            f"{getattr(error, 'code', None) or type(error).__name__}"
+            + (", retrying" if will_retry else ""))
+        # Names and numbers only: never an item, a key or a credential.
+        _logger.debug("%s %s: %s in %.1f ms (attempt %d, request %s)",
+                      event.operation, ", ".join(event.tables), outcome,
+                      event.duration * 1e3, event.attempt,
+                      event.aws_request_id)
+
+
+def _tell(kind, event):
+    """Call each listener's ``kind`` method, if it has one; one that raises
+    is logged (WARNING, with its traceback) and changes nothing else."""
+    for listener in _listeners:
+        method = getattr(listener, kind, None)
+        if method is None:
+            continue
+        try:
+            method(event)
+        except Exception:
+            import logging
+
+            logging.getLogger("dynamongo").warning(
+                "listener %r raised in %s(%r)", listener, kind, event,
+                exc_info=True)
 
 
 def _normal(av):
@@ -5011,6 +5184,36 @@ class Connection:
                 name: "****" for name, setting in _SETTINGS.items()
                 if setting.secret and settings[name]})
         return settings
+
+    @classmethod
+    def add_listener(cls, listener: Any) -> None:
+        """Tell ``listener`` of every request dynamongo sends, from now on,
+        in every thread (as ``pymongo.monitoring.register``): it may have
+        ``started(event)``, ``succeeded(event)`` and ``failed(event)``
+        methods, each given the RequestEvent of one attempt, from the
+        thread or task sending it. While any listener is registered, data
+        requests ask DynamoDB for the capacity they consume. A listener
+        that raises is logged and changes nothing else."""
+        global _listeners
+        if not any(callable(getattr(listener, name, None)) for name in
+                   ("started", "succeeded", "failed")):
+            raise ValidationError(
+                f"add_listener takes an object with started(event), "
+                f"succeeded(event) or failed(event) methods, not "
+                f"{listener!r}")
+        with cls._lock:
+            _listeners = _listeners + (listener,)
+
+    @classmethod
+    def remove_listener(cls, listener: Any) -> None:
+        """Stop telling ``listener`` of requests."""
+        global _listeners
+        with cls._lock:
+            if listener not in _listeners:
+                raise ValidationError(f"remove_listener: {listener!r} is "
+                                      "not a registered listener")
+            _listeners = tuple(known for known in _listeners
+                               if known is not listener)
 
     @classmethod
     def table_prefix(cls) -> str:

@@ -1278,7 +1278,7 @@ def test_fast_path_sends_through_a_configured_proxy(monkeypatch, scripted):
     monkeypatch.delenv("no_proxy", raising=False)
     Connection.set_config(endpoint_url="http://dynamodb.invalid:8000",
                           fast_path=True)
-    assert dynamongo._send("ListTables", {}) == {"TableNames": []}
+    assert dynamongo._send("ListTables", {})["TableNames"] == []
     assert server.connections == 1
     monkeypatch.delenv("HTTP_PROXY")  # before the backend's cleanup
 
@@ -6033,6 +6033,222 @@ def test_async_http_client_reads_every_framing_and_verifies_tls(
     assert "cut short" in failures[1][0]
     assert server.connections == 4
 
+# -- Watching requests: listeners, logs, the Lambda trace header -------------
+
+class Recorder:
+    """A listener keeping (kind, event) of each call, and the contextvar
+    ``context_mark`` as each call saw it."""
+
+    def __init__(self):
+        self.seen, self.lock = [], threading.Lock()
+
+    def started(self, event):
+        self._keep("started", event)
+
+    def succeeded(self, event):
+        self._keep("succeeded", event)
+
+    def failed(self, event):
+        self._keep("failed", event)
+
+    def _keep(self, kind, event):
+        with self.lock:
+            self.seen.append((kind, event, context_mark.get()))
+
+
+context_mark = __import__("contextvars").ContextVar("mark", default=None)
+
+
+@pytest.fixture
+def recorder():
+    listener = Recorder()
+    Connection.add_listener(listener)
+    yield listener
+    Connection.remove_listener(listener)
+
+
+def sent_requests(monkeypatch):
+    """(operation, params) of each request as it goes to the wire."""
+    sent, send = [], dynamongo._send
+
+    def recording(operation, params):
+        sent.append((operation, dict(params)))
+        return send(operation, params)
+
+    replace_send(monkeypatch, recording)
+    return sent
+
+
+def test_listeners_see_every_attempt_of_every_operation(recorder,
+                                                        monkeypatch):
+    sent = sent_requests(monkeypatch)
+    User.create_table()
+    User.save_one(JOHN)
+    User.get_one(JOHN["email"])
+    User.save_many([dict(JOHN, email=f"u{n}@b.io") for n in range(30)])
+    assert User.count() == 31
+    User.delete_table(wait=False)
+    pairs = collections.defaultdict(list)
+    for kind, event, _ in recorder.seen:
+        pairs[event.id].append(kind)
+    assert list(pairs.values()) == [["started", "succeeded"]] * len(sent)
+    events = [event for kind, event, _ in recorder.seen
+              if kind == "succeeded"]
+    assert [event.operation for event in events] == [
+        operation for operation, _ in sent]
+    table = User.table_name()
+    for event in events:
+        assert event.tables == (table,) and event.attempt == 1
+        assert event.status == 200 and event.duration >= 0
+        assert event.region == "us-east-1" and event.error is None
+        assert event.endpoint == dynamongo._endpoint_of(
+            Connection.settings())
+        if ENDPOINT:  # (moto in-process gives no request id)
+            assert event.aws_request_id
+    # While listening, data requests ask for the capacity they consume.
+    for operation, params in sent:
+        data = operation in dynamongo._DATA_OPERATIONS
+        assert (params.get("ReturnConsumedCapacity") == "TOTAL") is data
+    put = next(event for event in events if event.operation == "PutItem")
+    assert put.consumed_capacity[0]["TableName"] == table
+    assert put.consumed_capacity[0]["CapacityUnits"] > 0
+    create = events[0]
+    assert create.operation == "CreateTable" and \
+        create.consumed_capacity is None
+
+
+def test_nothing_changes_without_a_listener(users, monkeypatch):
+    sent = sent_requests(monkeypatch)
+    User.save_one(JOHN)
+    assert "ReturnConsumedCapacity" not in sent[0][1]
+
+
+def test_a_failed_attempt_is_told_with_its_error_and_retry(
+        users, recorder, monkeypatch, no_sleep):
+    send, throttled = dynamongo._send, [1]
+
+    def throttling(operation, params):
+        if operation == "GetItem" and throttled:
+            throttled.pop()
+            raise client_error("ProvisionedThroughputExceededException",
+                               operation=operation)
+        return send(operation, params)
+
+    replace_send(monkeypatch, throttling)
+    User.save_one(JOHN)
+    recorder.seen.clear()
+    User.get_one(JOHN["email"])
+    kinds = [(kind, event.attempt) for kind, event, _ in recorder.seen]
+    assert kinds == [("started", 1), ("failed", 1), ("started", 2),
+                     ("succeeded", 2)]
+    failed = recorder.seen[1][1]
+    assert isinstance(failed.error, ThrottlingError) and failed.will_retry
+    assert failed.status == 400 and failed.error.code == \
+        "ProvisionedThroughputExceededException"
+    # The last attempt's failure says no retry follows.
+    recorder.seen.clear()
+    with pytest.raises(TableNotFoundError):
+        Contacts.get_one((uuid.uuid4(), "a@b.io"))
+    last = recorder.seen[-1][1]
+    assert recorder.seen[-1][0] == "failed" and last.will_retry is False
+    assert isinstance(last.error, TableNotFoundError)
+
+
+def test_a_raising_listener_changes_nothing(users, recorder, caplog):
+    class Broken:
+        def started(self, event):
+            raise RuntimeError("listener bug")
+
+    broken = Broken()
+    Connection.add_listener(broken)
+    try:
+        with caplog.at_level(logging.WARNING, logger="dynamongo"):
+            assert User.save_one(JOHN).email == JOHN["email"]
+    finally:
+        Connection.remove_listener(broken)
+    assert "listener bug" in caplog.text and "Traceback" in caplog.text
+    assert [kind for kind, _, _ in recorder.seen] == ["started",
+                                                      "succeeded"]
+
+
+def test_listeners_see_the_callers_context_in_worker_threads(recorder):
+    Event.create_table()
+    Connection.set_config(concurrency=4)
+
+    def save(mark):
+        context_mark.set(mark)
+        Event.save_many(events(mark, 200))
+
+    threads = [threading.Thread(target=save, args=(mark,))
+               for mark in ("ann", "bob")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    writes = [(mark, event) for kind, event, mark in recorder.seen
+              if kind == "succeeded" and event.operation == "BatchWriteItem"]
+    assert len(writes) == 16
+    # Each chunk's events carry its own caller's mark (8 chunks each).
+    assert collections.Counter(mark for mark, _ in writes) == {
+        "ann": 8, "bob": 8}
+    for mark, event in writes:
+        assert event.tables == (Event.table_name(),)
+
+
+def test_awaited_calls_are_watched_too(users, recorder):
+    asyncio.run(User.asave_one(JOHN))
+    assert [(kind, event.operation) for kind, event, _ in recorder.seen] \
+        == [("started", "PutItem"), ("succeeded", "PutItem")]
+
+
+def test_the_debug_log_names_each_attempt_and_no_secret(users, caplog,
+                                                        monkeypatch):
+    secret, value = "SECRETsecretSECRET1234", "VALUEvalueVALUE5678"
+    Connection.set_config(secret_access_key=secret,
+                          cursor_secret=b"CURSORsecret")
+    with caplog.at_level(logging.DEBUG, logger="dynamongo"):
+        User.save_one(dict(JOHN, name=value))
+        User.get_one(JOHN["email"])
+        page = User.get_page(User.name == value, 1)
+        User.get_page(User.name == value, 1, cursor=page.cursor)
+    records = [record for record in caplog.records
+               if record.name == "dynamongo"]
+    assert [record.getMessage().split()[0] for record in records][:2] == [
+        "PutItem", "GetItem"]
+    assert re.match(rf"PutItem {User.table_name()}: 200 in [\d.]+ ms "
+                    r"\(attempt 1, request \S+\)", records[0].getMessage())
+    for text in (caplog.text, *(repr(record.__dict__)
+                                for record in caplog.records)):
+        assert secret not in text and value not in text
+        assert "CURSORsecret" not in text and "Signature=" not in text
+
+
+def test_lambda_trace_header_as_botocore_sends_it(monkeypatch, scripted):
+    trace = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f" \
+        "42cd8ad8;Sampled=1;Lineage=a87bd80c:0 é"
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "handler")
+    monkeypatch.setenv("_X_AMZN_TRACE_ID", trace)
+    server = scripted([http_reply(b'{"TableNames":[]}')] * 4)
+    import boto3
+
+    boto3.client("dynamodb", endpoint_url=server.url, region_name="us-east-1",
+                 aws_access_key_id="a", aws_secret_access_key="b"
+                 ).describe_table(TableName="t")
+    for fast_path in (True, False):
+        Connection.set_config(endpoint_url=server.url, fast_path=fast_path)
+        dynamongo._send("DescribeTable", {"TableName": "t"})
+    asyncio.run(dynamongo._asend("DescribeTable", {"TableName": "t"}))
+    headers = [re.search(r"X-Amzn-Trace-Id: (.*)\r\n", request)[1]
+               for request in server.requests]
+    assert len(headers) == 4 and len(set(headers)) == 1
+    assert headers[0].startswith("Root=1-5759e988") and "%C3%A9" in \
+        headers[0] and " " not in headers[0]
+    # Outside Lambda, none.
+    monkeypatch.delenv("AWS_LAMBDA_FUNCTION_NAME")
+    headers = {}
+    dynamongo._trace(headers)
+    assert headers == {}
+
 # -- Property tests ----------------------------------------------------------
 
 # PROPERTY_EXAMPLES=1000 runs more cases than CI's 40 per property.
@@ -6972,6 +7188,10 @@ MISUSES = [
     ("save_one(TTL as text)", lambda: Session.save_one(
         {"user": "u", "id": 1, "expires": "tomorrow"}), ValidationError,
      "expires"),
+    ("add_listener(no method)", lambda: Connection.add_listener(object()),
+     ValidationError, "started(event)"),
+    ("remove_listener(unknown)", lambda: Connection.remove_listener(
+        Recorder()), ValidationError, "not a registered listener"),
     # The awaitable twins check as their sync twins do.
     ("asave_one(list)", lambda: asyncio.run(User.asave_one(["x"])),
      ValidationError, "dict"),
