@@ -4009,7 +4009,7 @@ _DATA_OPERATIONS = frozenset({
     "GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query", "Scan",
     "BatchGetItem", "BatchWriteItem", "TransactGetItems",
     "TransactWriteItems"})
-_logger = None  # the dynamongo logger, once logging is loaded
+_logger: Any = None  # the dynamongo logger, once logging is loaded
 
 
 def _debugging():

@@ -272,8 +272,9 @@ def report(figures, args, stall):
         wall = {kind: statistics.median(run[1] for run in runs)
                 for kind, runs in kinds.items()}
         medians[name] = cpu, wall
-        print(f"{name:20} {cpu['get'] * 1e6:>9.0f} µs {cpu['put'] * 1e6:>9.0f}"
-              f" µs {wall['get']:>7.2f} s {wall['put']:>7.2f} s")
+        print(f"{name:20} {cpu['get'] * 1e6:>9.0f} µs "
+              f"{cpu['put'] * 1e6:>9.0f} µs {wall['get']:>7.2f} s "
+              f"{wall['put']:>7.2f} s")
     ours_cpu, ours_wall = medians["dynamongo async"]
     print("\ntargets:")
     for kind in ("get", "put"):

@@ -158,6 +158,18 @@ async def awaited_calls(user: User) -> None:
     User.aget_one("a@b.io").name  # type: ignore[attr-defined]
 
 
+def listeners() -> None:
+    class Meter:
+        def succeeded(self, event: dynamongo.RequestEvent) -> None:
+            assert_type(event.tables, tuple[str, ...])
+            assert_type(event.consumed_capacity,
+                        list[dict[str, Any]] | None)
+            assert_type(event.duration, float | None)
+            assert_type(event.error, dynamongo.DynamongoError | None)
+
+    dynamongo.Connection.add_listener(Meter())
+
+
 def assignments(user: User, flag: bool) -> None:
     user.email = "a@b.io"
     user.score = 3
