@@ -6233,11 +6233,11 @@ def test_lambda_trace_header_as_botocore_sends_it(monkeypatch, scripted):
 
     boto3.client("dynamodb", endpoint_url=server.url, region_name="us-east-1",
                  aws_access_key_id="a", aws_secret_access_key="b"
-                 ).describe_table(TableName="t")
+                 ).describe_table(TableName="tab")
     for fast_path in (True, False):
         Connection.set_config(endpoint_url=server.url, fast_path=fast_path)
-        dynamongo._send("DescribeTable", {"TableName": "t"})
-    asyncio.run(dynamongo._asend("DescribeTable", {"TableName": "t"}))
+        dynamongo._send("DescribeTable", {"TableName": "tab"})
+    asyncio.run(dynamongo._asend("DescribeTable", {"TableName": "tab"}))
     headers = [re.search(r"X-Amzn-Trace-Id: (.*)\r\n", request)[1]
                for request in server.requests]
     assert len(headers) == 4 and len(set(headers)) == 1
