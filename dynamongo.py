@@ -113,6 +113,7 @@ __all__ = [
     "VersionField",
     "atransact_get",
     "changes",
+    "opentelemetry_listener",
     "transact_get",
     "transaction",
 ]
@@ -3983,7 +3984,8 @@ class RequestEvent:
 
     __slots__ = ("id", "operation", "tables", "attempt", "region",
                  "endpoint", "duration", "status", "aws_request_id",
-                 "consumed_capacity", "error", "will_retry", "_start")
+                 "consumed_capacity", "error", "will_retry", "_start",
+                 "_params", "_answer")
 
     def __init__(self, id: int, operation: str, tables: tuple[str, ...],
                  attempt: int, region: str, endpoint: str) -> None:
@@ -3996,6 +3998,10 @@ class RequestEvent:
         self.error: DynamongoError | None = None
         self.will_retry = False
         self._start = time.perf_counter()
+        # What was sent and what came back (the error's answer on failure),
+        # for the span listener's attributes.
+        self._params: Any = None
+        self._answer: Any = None
 
     def __repr__(self) -> str:
         return (f"<RequestEvent {self.id} {self.operation} "
@@ -4038,11 +4044,14 @@ def _started(operation, params, attempt, settings):
             params["ReturnConsumedCapacity"] = "TOTAL"
     event = RequestEvent(next(_event_ids), operation, _tables_of(params),
                          attempt, settings["region"], _endpoint_of(settings))
+    event._params = params
     _tell("started", event)
     return event, params
 
 
 def _tables_of(params):
+    if type(params) is _JsonParams:  # a BatchWriteItem chunk: one table,
+        return (params.text.split('"', 4)[3],)  # named first (not decoded)
     table = params.get("TableName")
     if table:
         return (table,)
@@ -4060,6 +4069,7 @@ def _ended(event, answer, error, will_retry):
     and the logger."""
     event.duration = time.perf_counter() - event._start
     if error is None:
+        event._answer = answer
         metadata = answer.get("ResponseMetadata") or {}
         event.status = metadata.get("HTTPStatusCode", 200)
         event.aws_request_id = metadata.get("RequestId")
@@ -4067,7 +4077,7 @@ def _ended(event, answer, error, will_retry):
         event.consumed_capacity = [consumed] if isinstance(consumed, dict) \
             else consumed
     else:
-        response = getattr(error, "response", None) or {}
+        response = event._answer = getattr(error, "response", None) or {}
         event.status = getattr(error, "status", None)
         event.aws_request_id = response.get("ResponseMetadata", {}).get(
             "RequestId")
@@ -4099,6 +4109,202 @@ def _tell(kind, event):
             logging.getLogger("dynamongo").warning(
                 "listener %r raised in %s(%r)", listener, kind, event,
                 exc_info=True)
+
+
+def opentelemetry_listener(tracer_provider: Any = None) -> Any:
+    """A listener (for ``Connection.add_listener``) making one OpenTelemetry
+    CLIENT span per attempt, named and attributed as
+    opentelemetry-instrumentation-botocore names and attributes the spans
+    of boto3's DynamoDB calls (``DynamoDB.PutItem``; ``rpc.*``,
+    ``db.system``, ``aws.dynamodb.table_names``, the consumed capacity,
+    ...), so that what is built on those sees dynamongo's requests too.
+    Each span's parent is the span current where the call was made (worker
+    threads and tasks included); a failed attempt's span has status ERROR
+    and the error recorded. ``tracer_provider``: the global one when None.
+    Needs the ``opentelemetry-api`` package (``opentelemetry-sdk`` brings
+    it); dynamongo does not import it otherwise."""
+    try:
+        from opentelemetry import trace
+    except ImportError as exc:
+        raise DynamongoError(
+            "dynamongo.opentelemetry_listener needs OpenTelemetry: pip "
+            "install opentelemetry-sdk (or opentelemetry-api)") from exc
+    return _Spans(trace.get_tracer("dynamongo", __version__,
+                                   tracer_provider=tracer_provider), trace)
+
+
+class _Spans:
+    """The listener opentelemetry_listener makes: a span per attempt, kept
+    by event id from ``started`` until it ends."""
+
+    def __init__(self, tracer, trace):
+        self.tracer, self.trace, self.open = tracer, trace, {}
+
+    def started(self, event):
+        attributes = _span_attributes(event)
+        span = self.tracer.start_span(f"DynamoDB.{event.operation}",
+                                      kind=self.trace.SpanKind.CLIENT,
+                                      attributes=attributes)
+        if span.is_recording():
+            for name, value in _span_values(_SPAN_REQUEST, event.operation,
+                                            event._params):
+                span.set_attribute(name, value)
+        self.open[event.id] = span
+
+    def succeeded(self, event):
+        span = self.open.pop(event.id, None)
+        if span is not None:
+            self._answered(span, event)
+            for name, value in _span_values(_SPAN_ANSWER, event.operation,
+                                            event._answer):
+                span.set_attribute(name, value)
+            span.end()
+
+    def failed(self, event):
+        span = self.open.pop(event.id, None)
+        if span is not None:
+            self._answered(span, event)
+            span.set_status(self.trace.Status(self.trace.StatusCode.ERROR,
+                                              str(event.error)))
+            span.record_exception(event.error)
+            span.end()
+
+    @staticmethod
+    def _answered(span, event):
+        if event.aws_request_id:
+            span.set_attribute("aws.request_id", event.aws_request_id)
+        span.set_attribute("retry_attempts", event.attempt - 1)
+        if event.status is not None:
+            span.set_attribute("http.status_code", event.status)
+
+
+# The spans' attributes, as the botocore instrumentation's DynamoDB
+# extension sets them: the operations naming their tables, and per
+# operation (attribute, parameter path, conversion) of the request and of
+# the answer.
+_SPAN_TABLES = frozenset({
+    "BatchGetItem", "BatchWriteItem", "CreateTable", "DeleteItem",
+    "DeleteTable", "DescribeTable", "GetItem", "PutItem", "Query", "Scan",
+    "UpdateItem", "UpdateTable"})
+
+
+def _span_json_each(value):
+    return [json.dumps(entry) for entry in value] if type(value) is list \
+        else None
+
+
+def _span_capacities(value):
+    if type(value) is dict:
+        value = [value]
+    return [json.dumps(_capacity_in_boto3_order(entry)) for entry in value] \
+        if type(value) is list else None
+
+
+def _span_json(value):
+    return json.dumps(value) if type(value) is dict else None
+
+
+_CONSISTENT = ("aws.dynamodb.consistent_read", "ConsistentRead", None)
+_PROJECTION = ("aws.dynamodb.projection", "ProjectionExpression", None)
+_READ = (("aws.dynamodb.attributes_to_get", "AttributesToGet", None),
+         _CONSISTENT, ("aws.dynamodb.index_name", "IndexName", None),
+         ("aws.dynamodb.limit", "Limit", None), _PROJECTION,
+         ("aws.dynamodb.select", "Select", None))
+_CAPACITIES = (
+    ("aws.dynamodb.provisioned_read_capacity",
+     ("ProvisionedThroughput", "ReadCapacityUnits"), None),
+    ("aws.dynamodb.provisioned_write_capacity",
+     ("ProvisionedThroughput", "WriteCapacityUnits"), None))
+_SPAN_REQUEST = {
+    "GetItem": (_CONSISTENT, _PROJECTION),
+    "Query": (("aws.dynamodb.scan_forward", "ScanIndexForward", None),
+              *_READ),
+    "Scan": (("aws.dynamodb.segment", "Segment", None),
+             ("aws.dynamodb.total_segments", "TotalSegments", None), *_READ),
+    "ListTables": (("aws.dynamodb.exclusive_start_table",
+                    "ExclusiveStartTableName", None),
+                   ("aws.dynamodb.limit", "Limit", None)),
+    "CreateTable": (("aws.dynamodb.global_secondary_indexes",
+                     "GlobalSecondaryIndexes", _span_json_each),
+                    ("aws.dynamodb.local_secondary_indexes",
+                     "LocalSecondaryIndexes", _span_json_each),
+                    *_CAPACITIES),
+    "UpdateTable": (("aws.dynamodb.attribute_definitions",
+                     "AttributeDefinitions", _span_json_each),
+                    ("aws.dynamodb.global_secondary_index_updates",
+                     "GlobalSecondaryIndexUpdates", _span_json_each),
+                    *_CAPACITIES),
+}
+_CONSUMED = ("aws.dynamodb.consumed_capacity", "ConsumedCapacity",
+             _span_capacities)
+_COLLECTIONS = ("aws.dynamodb.item_collection_metrics",
+                "ItemCollectionMetrics", _span_json)
+_SPAN_ANSWER = {
+    "BatchGetItem": (_CONSUMED,),
+    "BatchWriteItem": (_CONSUMED, _COLLECTIONS),
+    "DeleteItem": (_CONSUMED, _COLLECTIONS),
+    "GetItem": (_CONSUMED,),
+    "ListTables": (("aws.dynamodb.table_count", "TableNames", len),),
+    "PutItem": (_CONSUMED, _COLLECTIONS),
+    "Query": (_CONSUMED,),
+    "Scan": (("aws.dynamodb.count", "Count", None),
+             ("aws.dynamodb.scanned_count", "ScannedCount", None),
+             _CONSUMED),
+    "UpdateItem": (_CONSUMED, _COLLECTIONS),
+}
+
+
+def _span_attributes(event):
+    """The attributes a span starts with."""
+    from urllib.parse import urlsplit
+
+    endpoint = urlsplit(event.endpoint)
+    attributes = {
+        "rpc.system": "aws-api", "rpc.service": "DynamoDB",
+        "rpc.method": event.operation, "cloud.region": event.region,
+        "server.address": endpoint.hostname,
+        "server.port": endpoint.port or 443,
+        "db.system": "dynamodb", "db.operation": event.operation,
+        "net.peer.name": endpoint.netloc}
+    if event.operation in _SPAN_TABLES and event.tables:
+        attributes["aws.dynamodb.table_names"] = event.tables
+    return attributes
+
+
+def _span_values(table, operation, source):
+    """(attribute, value) of each of ``table[operation]``'s entries found in
+    ``source`` (a request's parameters, an answer)."""
+    for name, path, convert in table.get(operation, ()):
+        value = source
+        for step in (path,) if type(path) is str else path:
+            value = value.get(step) if value is not None else None
+        if value is not None and convert is not None:
+            value = convert(value)
+        if value is not None:
+            yield name, value
+
+
+# ConsumedCapacity's members in the order boto3 gives them (its model's),
+# so that the spans' JSON is the text botocore's instrumentation writes.
+_CAPACITY_MEMBERS = ("TableName", "CapacityUnits", "ReadCapacityUnits",
+                     "WriteCapacityUnits", "Table", "LocalSecondaryIndexes",
+                     "GlobalSecondaryIndexes")
+_UNITS = ("ReadCapacityUnits", "WriteCapacityUnits", "CapacityUnits")
+
+
+def _capacity_in_boto3_order(entry):
+    def units(capacity):
+        return {name: capacity[name] for name in _UNITS if name in capacity}
+
+    ordered = {name: entry[name] for name in _CAPACITY_MEMBERS
+               if name in entry}
+    if "Table" in ordered:
+        ordered["Table"] = units(ordered["Table"])
+    for name in ("LocalSecondaryIndexes", "GlobalSecondaryIndexes"):
+        if name in ordered:
+            ordered[name] = {index: units(capacity)
+                             for index, capacity in ordered[name].items()}
+    return ordered
 
 
 def _normal(av):

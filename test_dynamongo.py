@@ -1373,7 +1373,8 @@ def test_import_does_not_import_boto3():
     code = ("import sys, dynamongo; "
             "assert 'boto3' not in sys.modules, 'boto3'; "
             "assert 'botocore' not in sys.modules, 'botocore'; "
-            "assert 'asyncio' not in sys.modules, 'asyncio'")
+            "assert 'asyncio' not in sys.modules, 'asyncio'; "
+            "assert 'opentelemetry' not in sys.modules, 'opentelemetry'")
     subprocess.run([sys.executable, "-c", code], check=True,
                    cwd=os.path.dirname(os.path.abspath(dynamongo.__file__)))
 
@@ -6248,6 +6249,150 @@ def test_lambda_trace_header_as_botocore_sends_it(monkeypatch, scripted):
     headers = {}
     dynamongo._trace(headers)
     assert headers == {}
+
+def span_tracer():
+    """(a tracer provider, its in-memory exporter) of the OpenTelemetry
+    SDK, which the floor's test environment lacks."""
+    pytest.importorskip("opentelemetry.sdk")
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
+        InMemorySpanExporter)
+
+    provider, exporter = TracerProvider(), InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider, exporter
+
+
+def comparable(span):
+    """What a DynamoDB span says, but its request id (present, unequal)."""
+    attributes = dict(span.attributes)
+    assert attributes.pop("aws.request_id", "id") and \
+        span.kind.name == "CLIENT"
+    return span.name, span.status.status_code.name, attributes
+
+
+def test_opentelemetry_spans_are_those_botocore_instrumentation_makes(
+        monkeypatch):
+    provider, exporter = span_tracer()
+    instrumentation = pytest.importorskip(
+        "opentelemetry.instrumentation.botocore")
+    caller = provider.get_tracer("caller")
+    sent = sent_requests(monkeypatch)
+    listener = dynamongo.opentelemetry_listener(provider)
+    Connection.add_listener(listener)
+    try:
+        with caller.start_as_current_span("handler") as parent:
+            Order.create_table()
+            Order.save_one(order("ann", 1, status="open", total=5.0))
+            Order.get_one(("ann", "o001"), consistent_read=True,
+                          fields=["total"])
+            Order.save_many([order("bob", n, status="open", sku="s1")
+                             for n in range(2, 24)])
+            Order.get_many(Order.customer == "bob", descending=True,
+                           limit=3)
+            Order.get_many(Order.sku == "s1", index="by_sku")
+            Order.count(Order.qty == 4)
+            Order.get_many([("bob", "o002"), ("bob", "o003")])
+            Order.update_one(("ann", "o001"), Order.total.set(6.0))
+            assert Order.delete_one((Order.customer == "ann") & (
+                Order.order_id == "o001") & (Order.total == 1.0)) is None
+            Order.delete_table(wait=False)
+    finally:
+        Connection.remove_listener(listener)
+    ours = [span for span in exporter.get_finished_spans()
+            if span.instrumentation_scope.name == "dynamongo"]
+    assert all(span.parent.span_id == parent.get_span_context().span_id
+               for span in ours)
+    assert [span.name for span in ours] == [f"DynamoDB.{operation}"
+                                            for operation, _ in sent]
+    # The same requests, made again by boto3 under the instrumentation.
+    exporter.clear()
+    client = Connection.client()
+    instrumentor = instrumentation.BotocoreInstrumentor()
+    instrumentor.instrument(tracer_provider=provider)
+    try:
+        for operation, params in sent:
+            try:
+                getattr(client, botocore_name(operation))(**params)
+            except client.exceptions.ClientError:
+                pass
+    finally:
+        instrumentor.uninstrument()
+    theirs = exporter.get_finished_spans()
+    assert [comparable(span) for span in ours] == [
+        comparable(span) for span in theirs]
+    first = {}
+    for span in ours:
+        first.setdefault(span.name.split(".")[1], span.attributes)
+    assert first["Scan"]["aws.dynamodb.select"] == "COUNT"
+    assert first["GetItem"]["aws.dynamodb.consistent_read"] is True
+    assert first["Query"]["aws.dynamodb.scan_forward"] is False
+    assert first["CreateTable"]["aws.dynamodb.provisioned_read_capacity"] \
+        == 8
+    for operation in ("PutItem", "BatchWriteItem", "BatchGetItem"):
+        consumed = first[operation]["aws.dynamodb.consumed_capacity"]
+        assert json.loads(consumed[0])["TableName"] == Order.table_name()
+    failed = ours[-2]
+    assert failed.name == "DynamoDB.DeleteItem" and \
+        failed.status.status_code.name == "ERROR"
+    assert failed.events[0].name == "exception" and \
+        "ConditionalCheckFailed" in failed.events[0].attributes[
+            "exception.type"]
+
+
+def botocore_name(operation):
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", operation).lower()
+
+
+def test_spans_from_worker_threads_and_failed_attempts(
+        users, monkeypatch, no_sleep):
+    provider, exporter = span_tracer()
+    caller = provider.get_tracer("caller")
+    send, throttled = dynamongo._send, [1]
+
+    def throttling(operation, params):
+        if operation == "BatchWriteItem" and throttled:
+            throttled.pop()
+            raise client_error("ProvisionedThroughputExceededException",
+                               operation=operation)
+        return send(operation, params)
+
+    replace_send(monkeypatch, throttling)
+    Connection.set_config(concurrency=4)
+    listener = dynamongo.opentelemetry_listener(provider)
+    Connection.add_listener(listener)
+    try:
+        with caller.start_as_current_span("backfill") as parent:
+            User.save_many([dict(JOHN, email=f"u{n}@b.io")
+                            for n in range(100)])
+    finally:
+        Connection.remove_listener(listener)
+    spans = [span for span in exporter.get_finished_spans()
+             if span.name == "DynamoDB.BatchWriteItem"]
+    assert len(spans) == 5  # 4 chunks, one sent twice
+    assert {span.parent.span_id for span in spans} == {
+        parent.get_span_context().span_id}
+    assert {span.context.trace_id for span in spans} == {
+        parent.get_span_context().trace_id}
+    failed = [span for span in spans
+              if span.status.status_code.name == "ERROR"]
+    assert len(failed) == 1 and failed[0].attributes["retry_attempts"] == 0
+    assert failed[0].attributes["http.status_code"] == 400
+    assert "ThrottlingError" in failed[0].events[0].attributes[
+        "exception.type"]
+    assert sorted(span.attributes["retry_attempts"] for span in spans) == [
+        0, 0, 0, 0, 1]
+    for span in spans:
+        assert span.attributes["aws.dynamodb.table_names"] == (
+            User.table_name(),)
+
+
+def test_opentelemetry_listener_without_opentelemetry(monkeypatch):
+    monkeypatch.setitem(sys.modules, "opentelemetry", None)
+    with pytest.raises(dynamongo.DynamongoError,
+                       match=r"pip install opentelemetry"):
+        dynamongo.opentelemetry_listener()
 
 # -- Property tests ----------------------------------------------------------
 
