@@ -3932,7 +3932,12 @@ def _request(operation: str, params: Any, again: Any = None) -> Any:
     settings = _state().settings
     attempts = settings["max_attempts"]
     maybe_applied = False
+    meter = _metering.get()
     for attempt in range(attempts):
+        if meter is not None:  # a rate-limited call's: see _Meter
+            params, wait, drawn = meter.before(operation, params)
+            if wait:
+                yield wait
         event = None
         if _listeners or _debugging():  # watched: see RequestEvent
             event, params = _started(operation, params, attempt + 1,
@@ -3960,6 +3965,8 @@ def _request(operation: str, params: Any, again: Any = None) -> Any:
             raise error from exc
         if event is not None:
             _ended(event, answer, None, False)
+        if meter is not None:
+            meter.after(operation, params, answer, drawn)
         return answer
 
 
@@ -4305,6 +4312,149 @@ def _capacity_in_boto3_order(entry):
             ordered[name] = {index: units(capacity)
                              for index, capacity in ordered[name].items()}
     return ordered
+
+
+# -- Rate limits: max_units_per_second= on the many-item calls. The call's
+# procedure runs _metered, so that _request draws each attempt's capacity
+# units from the call's one _Meter, in whichever thread or task sends it.
+
+_metering: contextvars.ContextVar[Any] = contextvars.ContextVar(
+    "dynamongo_metering", default=None)
+_READS = frozenset({"GetItem", "Query", "Scan", "BatchGetItem"})
+
+
+def _meter(rate, where):
+    """The _Meter of ``max_units_per_second=rate`` (None: no limit)."""
+    if rate is None:
+        return None
+    if type(rate) not in (int, float) or not 0 < rate < math.inf:
+        raise ValidationError(f"{where}: max_units_per_second must be a "
+                              f"number > 0, not {rate!r}")
+    return _Meter(rate)
+
+
+class _Meter:
+    """The capacity budget of one rate-limited call: a bucket of units
+    refilled at ``rate`` per second, holding at most one second's worth
+    (the burst), which every request of the call draws from, over all its
+    threads, waiting before it is sent until what it draws is there.
+
+    A write draws its items' size (1 unit per started KB of each item put,
+    1 per delete). A read draws, before it is sent, what it will consume
+    at least (half a unit per key of a BatchGetItem, one if consistent;
+    for a Query or Scan, what the call's last read consumed), and once
+    answered the rest of what DynamoDB reports it consumed -- estimated
+    from the items' size when it reports nothing: 1 unit per started 4 KB,
+    half for eventually consistent reads."""
+
+    clock = staticmethod(time.monotonic)
+
+    def __init__(self, rate):
+        self.rate, self.units, self.at = rate, rate, self.clock()
+        self.last_read = 0
+        self.lock = threading.Lock()
+
+    def draw(self, units):
+        """Take ``units`` (give them back, when negative): the seconds to
+        wait for them."""
+        with self.lock:
+            now = self.clock()
+            full = min(self.rate, self.units + (now - self.at) * self.rate)
+            self.units, self.at = min(self.rate, full - units), now
+            return -self.units / self.rate if self.units < 0 else 0.0
+
+    def before(self, operation, params):
+        """(the parameters to send -- a read asks for the capacity it
+        consumes, in a whole answer, not a stream -- the seconds to wait
+        first, and the units drawn)."""
+        units = 0
+        if operation in _READS:
+            params = dict(params, ReturnConsumedCapacity="TOTAL")
+            units = self.last_read
+            if operation == "BatchGetItem":
+                units = sum(len(read["Keys"]) * (
+                    1 if read.get("ConsistentRead") else 0.5)
+                    for read in params["RequestItems"].values())
+        elif operation == "BatchWriteItem":
+            (requests,) = params["RequestItems"].values()
+            for request in requests:
+                put = request.get("PutRequest")
+                units += 1 if put is None else _per(_bytes(put["Item"]), 1024)
+        elif operation == "PutItem":
+            units = _per(_bytes(params["Item"]), 1024)
+        elif operation == "DeleteItem":
+            units = 1
+        return params, self.draw(units), units
+
+    def after(self, operation, params, answer, drawn):
+        """Draw the rest of what a read consumed."""
+        if operation in _READS:
+            units = self.consumed(operation, params, answer)
+            self.draw(units - drawn)
+            if operation != "BatchGetItem":
+                self.last_read = units
+
+    @staticmethod
+    def consumed(operation, params, answer):
+        """The units a read consumed."""
+        reported = answer.get("ConsumedCapacity")
+        if reported:
+            return sum(entry.get("CapacityUnits") or 0 for entry in (
+                [reported] if type(reported) is dict else reported))
+        if operation == "BatchGetItem":
+            items = [item for found in answer["Responses"].values()
+                     for item in found]
+            units = sum(_per(_bytes(item), 4096) for item in items)
+            consistent = all(read.get("ConsistentRead") for read in
+                             params["RequestItems"].values())
+        else:
+            items = answer.get("Items") or [answer.get("Item") or {}]
+            units = _per(sum(map(_bytes, items)), 4096)
+            consistent = params.get("ConsistentRead")
+        return units if consistent else units / 2
+
+
+def _bytes(item):
+    """The size of a DynamoDB item, as DynamoDB counts it."""
+    return sum(len(name.encode()) + _av_size(av) for name, av in item.items())
+
+
+def _per(size, unit):
+    """How many ``unit``s of bytes ``size`` starts (at least one)."""
+    return -(-size // unit) or 1
+
+
+def _metered(procedure, meter):
+    """Procedure: ``procedure`` with ``meter`` (None: as it is) the budget
+    of every request it sends, its windows' procedures' included."""
+    if meter is None:
+        return procedure
+    return _metering_steps(procedure, meter)
+
+
+def _metering_steps(procedure, meter):
+    """_metered's procedure: each step of ``procedure`` taken with
+    ``meter`` in _metering (for _request), each effect passed on."""
+    outcome, failed = None, False
+    try:
+        while True:
+            token = _metering.set(meter)
+            try:
+                effect = procedure.throw(outcome) if failed \
+                    else procedure.send(outcome)
+            except StopIteration as done:
+                return done.value
+            finally:
+                _metering.reset(token)
+            if type(effect) is _Window and effect.results is None:
+                effect.procedures = map(_metering_steps, effect.procedures,
+                                        itertools.repeat(meter))
+            try:
+                outcome, failed = (yield effect), False
+            except Exception as exc:
+                outcome, failed = exc, True
+    finally:
+        procedure.close()
 
 
 def _normal(av):
@@ -6993,10 +7143,11 @@ class _Reader:
             return plan._requests.changed(unexpired)
         return [unexpired(*request) for request in plan._requests]
 
-    def instances(self, plan, consistent_read, limit, progress):
-        """_Instances of the items a plan reads."""
-        return _Instances(self.meta, plan, self.read(
-            plan, consistent_read, limit, progress), limit)
+    def instances(self, plan, consistent_read, limit, progress, meter):
+        """_Instances of the items a plan reads, within ``meter``'s
+        budget."""
+        return _Instances(self.meta, plan, _metered(self.read(
+            plan, consistent_read, limit, progress), meter), limit)
 
     def page(self, plan, limit, cursor, max_scanned):
         """Procedure: (stored items, next cursor or None, items scanned) of
@@ -8154,7 +8305,9 @@ class Model(metaclass=_ModelType):
     @_driven
     def save_many(cls: type[_M], items: Iterable[_M | dict[str, Any]],
                   overwrite: bool | Condition = True,
-                  progress: _Progress = None) -> _Procedure[BatchResult[_M]]:
+                  progress: _Progress = None, *,
+                  max_units_per_second: float | None = None
+                  ) -> _Procedure[BatchResult[_M]]:
         """Validate and store many items (dicts, instances or both); return
         a BatchResult.
 
@@ -8170,6 +8323,9 @@ class Model(metaclass=_ModelType):
             whose condition fails) goes to ``fail``.
         :param progress: called as ``progress(done, total)`` from the
             calling thread after each chunk (or item) is written or failed.
+        :param max_units_per_second: caps the write capacity units the
+            call consumes per second (1 per started KB of each item), over
+            all its threads, waiting before a request when they are spent.
 
         A model with a VersionField is written with conditional puts,
         each requiring its item's version as save_one does; a conflict
@@ -8180,6 +8336,7 @@ class Model(metaclass=_ModelType):
         condition = meta.overwrite_condition(overwrite)
         conditional = condition is not None or meta.version is not None
         where = f"{cls.__name__}.save_many"
+        meter = _meter(max_units_per_second, where)
         if not _is_list_like(items):
             raise ValidationError(f"{where} takes a list of items, not "
                                   f"{type(items).__name__}")
@@ -8215,11 +8372,12 @@ class Model(metaclass=_ModelType):
             raise ValidationError(f"{where} needs at least one item")
         advance = _advance(progress, len(stored))
         if not conditional:
-            done, failed = yield from _batch_write(
-                table, meta.key_names, stored, identify, advance)
+            done, failed = yield from _metered(_batch_write(
+                table, meta.key_names, stored, identify, advance), meter)
         else:
-            done, failed = yield from _one_by_one(
-                lambda entry: meta.put_item(table, *entry), stored, advance)
+            done, failed = yield from _metered(_one_by_one(
+                lambda entry: meta.put_item(table, *entry), stored, advance),
+                meter)
             done = [identity for identity, _ in done]
         saved = yield from _sliced(lambda identity: meta.instance(
             natives[identity]), done)
@@ -8234,7 +8392,9 @@ class Model(metaclass=_ModelType):
                  segments: int | None = None, index: str | None = None,
                  fields: _Fields = None,
                  progress: _Progress = None,
-                 include_expired: bool = False) -> _Procedure[list[_M]]:
+                 include_expired: bool = False, *,
+                 max_units_per_second: float | None = None
+                 ) -> _Procedure[list[_M]]:
         """The items a strategy names, as a list of instances; the first
         of these plans that applies reads them (``explain`` shows which):
 
@@ -8263,9 +8423,12 @@ class Model(metaclass=_ModelType):
         ``progress(done, total)``, if given, is called from the calling
         thread after each window of keys (keys read, keys asked for) or
         each page (items read, None). Items whose TTLField has passed are
-        left out unless ``include_expired``.
+        left out unless ``include_expired``. ``max_units_per_second`` caps
+        the read capacity units the call consumes per second, as DynamoDB
+        reports them, over all its threads (a backfill's reads).
         """
         meta = cls._meta
+        meter = _meter(max_units_per_second, f"{cls.__name__}.get_many")
         plan = _runnable(meta, _Read(
             meta, "get_many", strategy, descending=descending,
             consistent_read=consistent_read, limit=limit, index=index,
@@ -8273,14 +8436,15 @@ class Model(metaclass=_ModelType):
             include_expired=include_expired))
         from_item, reader = meta.from_item, _Reader(meta)
         if plan._keys is None:  # several requests read in parallel
-            instances = yield from _read_pages(
+            instances = yield from _metered(_read_pages(
                 reader.requests(plan), from_item, limit,
-                _advance(progress, None))
+                _advance(progress, None)), meter)
         else:
             instances = []
-            yield from reader.read(plan, consistent_read, limit, progress,
-                                   lambda items: _extended(
-                                       instances, map(from_item, items)))
+            yield from _metered(reader.read(
+                plan, consistent_read, limit, progress,
+                lambda items: _extended(instances, map(from_item, items))),
+                meter)
         return meta.partial(instances, plan._loaded)
 
     @classmethod
@@ -8341,10 +8505,13 @@ class Model(metaclass=_ModelType):
                   fields: _Fields = None,
                   segments: int | None = None,
                   progress: _Progress = None,
-                  include_expired: bool = False) -> Iterator[_M]:
+                  include_expired: bool = False, *,
+                  max_units_per_second: float | None = None
+                  ) -> Iterator[_M]:
         """The items of ``strategy``, as get_many reads them (with the same
         ``descending``, ``limit``, ``consistent_read``, ``index``,
-        ``fields``, ``segments``, ``progress`` and ``include_expired``),
+        ``fields``, ``segments``, ``progress``, ``include_expired`` and
+        ``max_units_per_second``),
         as an iterator that
         reads a page (or a window of keys) at a time as it is consumed:
         memory stays bounded whatever the number of items, and an iterator
@@ -8352,26 +8519,29 @@ class Model(metaclass=_ModelType):
         the arguments checked, when it is called; it reads on the
         connection settings in force then."""
         meta = cls._meta
+        meter = _meter(max_units_per_second, f"{cls.__name__}.iter_many")
         plan = _runnable(meta, _Read(
             meta, "iter_many", strategy, descending=descending,
             consistent_read=consistent_read, limit=limit, index=index,
             fields=fields, segments=segments,
             include_expired=include_expired))
         return iter(_Reader(meta).instances(plan, consistent_read, limit,
-                                            progress))
+                                            progress, meter))
 
     @classmethod
     @_driven
     def count(cls, strategy: Any = None, consistent_read: bool = False,
               index: str | None = None,
-              include_expired: bool = False) -> _Procedure[int]:
+              include_expired: bool = False, *,
+              max_units_per_second: float | None = None) -> _Procedure[int]:
         """How many stored items ``strategy`` matches (as get_many takes
         it; None: every item of the table, or of ``index``). DynamoDB
         counts them (Select=COUNT: no item is sent back), following every
         page; a list of keys counts the keys stored, reading keys only.
-        ``consistent_read``, ``index`` and ``include_expired`` are as for
-        get_many."""
+        ``consistent_read``, ``index``, ``include_expired`` and
+        ``max_units_per_second`` are as for get_many."""
         meta = cls._meta
+        meter = _meter(max_units_per_second, f"{cls.__name__}.count")
         read = _Read(meta, "count",
                      _EVERY_ITEM if strategy is None else strategy,
                      consistent_read=consistent_read, index=index,
@@ -8382,9 +8552,10 @@ class Model(metaclass=_ModelType):
             else _runnable(meta, read)
         reader = _Reader(meta)
         if plan._keys is None:
-            return (yield from _count(reader.requests(plan)))
+            return (yield from _metered(_count(reader.requests(plan)), meter))
         plan._loaded = frozenset(meta.key_names)
-        return (yield from reader.read(plan, consistent_read, take=len)) or 0
+        return (yield from _metered(reader.read(
+            plan, consistent_read, take=len), meter)) or 0
 
     @classmethod
     @_driven
@@ -8419,7 +8590,9 @@ class Model(metaclass=_ModelType):
     @_pausing_collector
     @_driven
     def delete_many(cls: type[_M], strategy: Any, segments: int | None = None,
-                    progress: _Progress = None) -> _Procedure[BatchResult[_M]]:
+                    progress: _Progress = None, *,
+                    max_units_per_second: float | None = None
+                    ) -> _Procedure[BatchResult[_M]]:
         """Delete the items a strategy names (as for get_many); return a
         BatchResult.
 
@@ -8432,9 +8605,12 @@ class Model(metaclass=_ModelType):
         items (key attributes only for batch deletes). ``progress(done,
         total)``, if given, is called from the calling thread after each
         chunk (or conditional item); ``total`` is None while a condition's
-        matches are still being found.
+        matches are still being found. ``max_units_per_second`` caps the
+        capacity units the call consumes per second, its reads and deletes
+        together (1 unit per delete), as for save_many and get_many.
         """
         meta = cls._meta
+        meter = _meter(max_units_per_second, f"{cls.__name__}.delete_many")
         table = cls.table_name()
         segments = _segments(segments)
         names = meta.key_names
@@ -8444,8 +8620,9 @@ class Model(metaclass=_ModelType):
                 meta, "delete_many", strategy, fields=names,
                 segments=segments, include_expired=True))
             if plan._keys is None:
-                return _finished((yield from _Reader(meta).delete_found(
-                    table, plan._requests, progress)))
+                return _finished((yield from _metered(_Reader(
+                    meta).delete_found(table, plan._requests, progress),
+                    meter)))
             entries = [(key, key) for key in plan._keys]
         else:
             entries = []
@@ -8461,17 +8638,17 @@ class Model(metaclass=_ModelType):
             if identity not in batch_keys:
                 batch_keys[identity], givens[identity] = key, given
         advance = _advance(progress, len(batch_keys) + len(conditional))
-        done, failed = yield from _batch_write(
+        done, failed = yield from _metered(_batch_write(
             table, names, {identity: _delete_request(key)
                            for identity, key in batch_keys.items()},
-            meta.identity, advance)
+            meta.identity, advance), meter)
         result = BatchResult(
             [meta.from_item(batch_keys[identity]) for identity in done],
             [Failure(givens[identity], error) for identity, error in failed])
         if not any(_stops_batch(failure.error) for failure in result.fail):
-            deleted, failed = yield from _one_by_one(
+            deleted, failed = yield from _metered(_one_by_one(
                 lambda entry: meta.delete_item(table, entry[0], entry[1]),
-                dict(enumerate(conditional)), advance)
+                dict(enumerate(conditional)), advance), meter)
             result.success += [meta.from_item(old or conditional[index][0])
                                for index, old in deleted]
             result.fail += [Failure(conditional[index][2], error)
@@ -8538,12 +8715,15 @@ class Model(metaclass=_ModelType):
     @classmethod
     async def asave_many(cls: type[_M], items: Iterable[_M | dict[str, Any]],
                          overwrite: bool | Condition = True,
-                         progress: _Progress = None) -> BatchResult[_M]:
+                         progress: _Progress = None, *,
+                         max_units_per_second: float | None = None
+                         ) -> BatchResult[_M]:
         """``save_many``, awaited: its validation pauses for other tasks
         now and then, and its chunks are sent ``concurrency`` at once."""
         with _collector_paused:
             return await _aperform(_procedure(cls.save_many)(
-                cls, items, overwrite, progress))
+                cls, items, overwrite, progress,
+                max_units_per_second=max_units_per_second))
 
     @classmethod
     async def aget_many(cls: type[_M], strategy: Any,
@@ -8551,12 +8731,15 @@ class Model(metaclass=_ModelType):
                         consistent_read: bool = False,
                         segments: int | None = None, index: str | None = None,
                         fields: _Fields = None, progress: _Progress = None,
-                        include_expired: bool = False) -> list[_M]:
+                        include_expired: bool = False, *,
+                        max_units_per_second: float | None = None
+                        ) -> list[_M]:
         """``get_many``, awaited."""
         with _collector_paused:
             return await _aperform(_procedure(cls.get_many)(
                 cls, strategy, descending, limit, consistent_read, segments,
-                index, fields, progress, include_expired))
+                index, fields, progress, include_expired,
+                max_units_per_second=max_units_per_second))
 
     @classmethod
     async def aget_page(cls: type[_M], strategy: Any, limit: int,
@@ -8576,26 +8759,31 @@ class Model(metaclass=_ModelType):
                    limit: int | None = None, consistent_read: bool = False,
                    index: str | None = None, fields: _Fields = None,
                    segments: int | None = None, progress: _Progress = None,
-                   include_expired: bool = False) -> AsyncIterator[_M]:
+                   include_expired: bool = False, *,
+                   max_units_per_second: float | None = None
+                   ) -> AsyncIterator[_M]:
         """``iter_many`` as an async iterator: ``async for user in
         User.aiter_many(...)``; its arguments are checked when it is
         called."""
         meta = cls._meta
+        meter = _meter(max_units_per_second, f"{cls.__name__}.aiter_many")
         plan = _runnable(meta, _Read(
             meta, "aiter_many", strategy, descending=descending,
             consistent_read=consistent_read, limit=limit, index=index,
             fields=fields, segments=segments,
             include_expired=include_expired))
         return _Reader(meta).instances(plan, consistent_read, limit,
-                                       progress).__aiter__()
+                                       progress, meter).__aiter__()
 
     @classmethod
     async def acount(cls, strategy: Any = None, consistent_read: bool = False,
                      index: str | None = None,
-                     include_expired: bool = False) -> int:
+                     include_expired: bool = False, *,
+                     max_units_per_second: float | None = None) -> int:
         """``count``, awaited."""
         return await _aperform(_procedure(cls.count)(
-            cls, strategy, consistent_read, index, include_expired))
+            cls, strategy, consistent_read, index, include_expired,
+            max_units_per_second=max_units_per_second))
 
     @classmethod
     async def aestimated_count(cls) -> int:
@@ -8605,11 +8793,14 @@ class Model(metaclass=_ModelType):
     @classmethod
     async def adelete_many(cls: type[_M], strategy: Any,
                            segments: int | None = None,
-                           progress: _Progress = None) -> BatchResult[_M]:
+                           progress: _Progress = None, *,
+                           max_units_per_second: float | None = None
+                           ) -> BatchResult[_M]:
         """``delete_many``, awaited."""
         with _collector_paused:
             return await _aperform(_procedure(cls.delete_many)(
-                cls, strategy, segments, progress))
+                cls, strategy, segments, progress,
+                max_units_per_second=max_units_per_second))
 
 
 # -- Transactions ------------------------------------------------------------

@@ -34,6 +34,7 @@ import sys
 import textwrap
 import threading
 import time
+import types
 import uuid
 
 import pytest
@@ -6249,6 +6250,147 @@ def test_lambda_trace_header_as_botocore_sends_it(monkeypatch, scripted):
     headers = {}
     dynamongo._trace(headers)
     assert headers == {}
+
+# -- Rate limits -------------------------------------------------------------
+
+@pytest.fixture
+def fake_clock(monkeypatch):
+    """The rate limits' clock, moved on by each wait instead of sleeping;
+    ``sent`` holds (operation, the clock's time) of each request."""
+    clock = types.SimpleNamespace(now=0.0, sent=[])
+    send = dynamongo._send
+
+    def sleep(seconds):
+        clock.now += seconds
+
+    async def asleep(seconds):
+        sleep(seconds)
+
+    def timed(operation, params):
+        clock.sent.append((operation, clock.now))
+        return send(operation, params)
+
+    monkeypatch.setattr(dynamongo._Meter, "clock",
+                        staticmethod(lambda: clock.now))
+    monkeypatch.setattr(dynamongo, "_sleep", sleep)
+    monkeypatch.setattr(dynamongo, "_asleep", asleep)
+    replace_send(monkeypatch, timed)
+    Connection.set_config(concurrency=1)  # (one clock: one at a time)
+    return clock
+
+
+def sized(number, kilobytes=1.5):
+    """A User item of about ``kilobytes`` KB."""
+    return dict(JOHN, email=f"u{number:03d}@b.io",
+                name="n" * int(kilobytes * 1024 - 100))
+
+
+def test_rate_limited_writes_wait_for_their_units(users, fake_clock):
+    # 100 items of 2 units (1-2 KB each): 4 chunks of 50 units, at 50 a
+    # second after the first second's burst.
+    User.save_many([sized(n) for n in range(100)], max_units_per_second=50)
+    assert fake_clock.sent == [("BatchWriteItem", float(second))
+                               for second in range(4)]
+    # Conditional puts, 2 units each, 4 a second.
+    fake_clock.sent.clear()
+    result = User.save_many([sized(n) for n in range(100, 106)],
+                            overwrite=False, max_units_per_second=4)
+    assert len(result.success) == 6
+    assert [at - fake_clock.sent[0][1] for _, at in fake_clock.sent] == [
+        0, 0, 0.5, 1.0, 1.5, 2.0]
+    # Deletes count a unit each: 100 keys, 25 a second.
+    fake_clock.sent.clear()
+    User.delete_many([f"u{n:03d}@b.io" for n in range(100)],
+                     max_units_per_second=25)
+    start = fake_clock.sent[0][1]
+    assert [(operation, at - start) for operation, at in fake_clock.sent] \
+        == [("BatchWriteItem", float(second)) for second in range(4)]
+
+
+def test_rate_limited_reads_follow_what_dynamodb_reports(
+        users, fake_clock, monkeypatch):
+    User.save_many([sized(n, 5) for n in range(200)])
+    keys = [f"u{n:03d}@b.io" for n in range(250)]
+    send, reported = dynamongo._send, []
+
+    def reporting(operation, params):  # as reported, or not at all
+        answer = send(operation, params)
+        if reported:
+            answer["ConsumedCapacity"] = [{"TableName": User.table_name(),
+                                           "CapacityUnits": reported[0]}]
+        else:
+            answer.pop("ConsumedCapacity", None)
+        return answer
+
+    replace_send(monkeypatch, reporting)
+    fake_clock.sent.clear()
+    # Reported: 150 units per request of 100 keys. Each request draws its
+    # keys first (100 units, consistent), and the rest once answered.
+    reported.append(150.0)
+    assert len(User.get_many(keys, consistent_read=True,
+                             max_units_per_second=100)) == 200
+    assert fake_clock.sent == [("BatchGetItem", 0.0), ("BatchGetItem", 1.5),
+                               ("BatchGetItem", 2.5)]
+    assert fake_clock.now == 2.5
+    # iter_many reads as it goes, within the same budget.
+    fake_clock.sent.clear()
+    found = User.iter_many(keys, consistent_read=True,
+                           max_units_per_second=100)
+    assert len(list(found)) == 200
+    assert [at - 2.5 for _, at in fake_clock.sent] == [0.0, 1.5, 2.5]
+    # Reported nothing: items of 5 KB count 2 units each, 1 when
+    # eventually consistent.
+    reported.clear()
+    fake_clock.sent.clear()
+    User.get_many(keys[:200], max_units_per_second=50)
+    start = fake_clock.sent[0][1]
+    assert [at - start for _, at in fake_clock.sent] == [0.0, 2.0]
+
+
+def test_rate_limited_calls_check_the_limit_before_sending(users,
+                                                         monkeypatch):
+    sent = sent_requests(monkeypatch)
+    calls = {
+        "save_many": lambda rate: User.save_many(
+            [JOHN], max_units_per_second=rate),
+        "delete_many": lambda rate: User.delete_many(
+            [X], max_units_per_second=rate),
+        "get_many": lambda rate: User.get_many(
+            [X], max_units_per_second=rate),
+        "iter_many": lambda rate: User.iter_many(
+            User.name == "x", max_units_per_second=rate),
+        "count": lambda rate: User.count(max_units_per_second=rate),
+        "asave_many": lambda rate: asyncio.run(User.asave_many(
+            [JOHN], max_units_per_second=rate)),
+        "aiter_many": lambda rate: User.aiter_many(
+            User.name == "x", max_units_per_second=rate),
+        "acount": lambda rate: asyncio.run(User.acount(
+            max_units_per_second=rate)),
+    }
+    # (An awaited twin's message names the method it awaits.)
+    awaits = {"asave_many": "save_many", "acount": "count"}
+    for rate in (0, -5, True, "10", float("nan"), float("inf")):
+        for name, call in calls.items():
+            with pytest.raises(ValidationError, match=re.escape(
+                    f"User.{awaits.get(name, name)}: max_units_per_second "
+                    f"must be a number > 0, not {rate!r}")):
+                call(rate)
+    assert sent == []
+
+
+def test_a_rate_limited_backfill_takes_the_time_its_units_need(users):
+    # 60 items of 2 units, 60 units a second over 4 threads: the first
+    # second's burst, then a second more at least.
+    Connection.set_config(concurrency=4)
+    start = time.monotonic()
+    result = User.save_many([sized(n) for n in range(60)],
+                            max_units_per_second=60)
+    elapsed = time.monotonic() - start
+    assert len(result.success) == 60 and 0.95 <= elapsed < 20
+    start = time.monotonic()
+    assert asyncio.run(User.acount(max_units_per_second=1000)) == 60
+    assert time.monotonic() - start < 20
+
 
 def span_tracer():
     """(a tracer provider, its in-memory exporter) of the OpenTelemetry
