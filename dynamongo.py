@@ -4369,7 +4369,7 @@ class _Meter:
         first, and the units drawn)."""
         units = 0
         if operation in _READS:
-            params = dict(params, ReturnConsumedCapacity="TOTAL")
+            params = {**params, "ReturnConsumedCapacity": "TOTAL"}
             units = self.last_read
             if operation == "BatchGetItem":
                 units = sum(len(read["Keys"]) * (

@@ -168,6 +168,13 @@ def listeners() -> None:
             assert_type(event.error, dynamongo.DynamongoError | None)
 
     dynamongo.Connection.add_listener(Meter())
+    dynamongo.Connection.add_listener(dynamongo.opentelemetry_listener())
+    # Rate limits: keyword-only, a number.
+    User.save_many([{"email": "a@b.io"}], max_units_per_second=100)
+    User.count(max_units_per_second=2.5)
+    User.save_many([], True, None, 100)  # type: ignore[call-arg]
+    User.get_many(["a@b.io"],
+                  max_units_per_second="10")  # type: ignore[arg-type]
 
 
 def assignments(user: User, flag: bool) -> None:
