@@ -3963,6 +3963,12 @@ def _request(operation: str, params: Any, again: Any = None) -> Any:
             if error is exc:
                 raise
             raise error from exc
+        except BaseException:  # Ctrl-C, a cancellation, the call closed:
+            if event is not None:  # the attempt's end, told all the same
+                _ended(event, None, DynamongoError(
+                    f"{operation}: the call was interrupted (or cancelled) "
+                    "before an answer came"), False)
+            raise
         if event is not None:
             _ended(event, answer, None, False)
         if meter is not None:

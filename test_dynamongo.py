@@ -6203,6 +6203,33 @@ def test_awaited_calls_are_watched_too(users, recorder):
         == [("started", "PutItem"), ("succeeded", "PutItem")]
 
 
+def test_an_interrupted_attempt_is_told_as_failed(users, recorder,
+                                                  monkeypatch, scripted):
+    def interrupted(operation, params):
+        raise KeyboardInterrupt
+
+    replace_send(monkeypatch, interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        User.get_one(X)
+    monkeypatch.undo()
+    # An awaited call cancelled while its request is out.
+    server = scripted([("after", 1.0, http_reply(b"{}"))])
+    Connection.set_config(endpoint_url=server.url, max_attempts=1)
+
+    async def cancelled():
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(User.aget_one(X), 0.05)
+
+    asyncio.run(cancelled())
+    assert [kind for kind, _, _ in recorder.seen] == [
+        "started", "failed", "started", "failed"]
+    for _, event, _ in recorder.seen[1::2]:
+        assert isinstance(event.error, dynamongo.DynamongoError)
+        assert str(event.error) == ("GetItem: the call was interrupted (or "
+                                    "cancelled) before an answer came")
+        assert event.status is None and event.will_retry is False
+
+
 def test_the_debug_log_names_each_attempt_and_no_secret(users, caplog,
                                                         monkeypatch):
     secret, value = "SECRETsecretSECRET1234", "VALUEvalueVALUE5678"
