@@ -4269,19 +4269,23 @@ _SPAN_ANSWER = {
 
 def _span_attributes(event):
     """The attributes a span starts with."""
-    from urllib.parse import urlsplit
-
-    endpoint = urlsplit(event.endpoint)
     attributes = {
         "rpc.system": "aws-api", "rpc.service": "DynamoDB",
         "rpc.method": event.operation, "cloud.region": event.region,
-        "server.address": endpoint.hostname,
-        "server.port": endpoint.port or 443,
-        "db.system": "dynamodb", "db.operation": event.operation,
-        "net.peer.name": endpoint.netloc}
+        **_server_attributes(event.endpoint),
+        "db.system": "dynamodb", "db.operation": event.operation}
     if event.operation in _SPAN_TABLES and event.tables:
         attributes["aws.dynamodb.table_names"] = event.tables
     return attributes
+
+
+@functools.lru_cache(maxsize=16)
+def _server_attributes(endpoint):
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(endpoint)
+    return {"server.address": parts.hostname,
+            "server.port": parts.port or 443, "net.peer.name": parts.netloc}
 
 
 def _span_values(table, operation, source):

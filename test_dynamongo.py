@@ -6555,6 +6555,24 @@ def test_spans_from_worker_threads_and_failed_attempts(
     for span in spans:
         assert span.attributes["aws.dynamodb.table_names"] == (
             User.table_name(),)
+    # Awaited: the chunks' tasks see the span current in the coroutine.
+    exporter.clear()
+    Connection.add_listener(listener)
+
+    async def backfill():
+        with caller.start_as_current_span("async backfill") as parent:
+            await User.asave_many([dict(JOHN, email=f"a{n}@b.io")
+                                   for n in range(100)])
+        return parent
+
+    try:
+        parent = asyncio.run(backfill())
+    finally:
+        Connection.remove_listener(listener)
+    spans = [span for span in exporter.get_finished_spans()
+             if span.name == "DynamoDB.BatchWriteItem"]
+    assert len(spans) == 4 and {span.parent.span_id for span in spans} == {
+        parent.get_span_context().span_id}
 
 
 def test_opentelemetry_listener_without_opentelemetry(monkeypatch):

@@ -6,8 +6,11 @@ is what is measured.
 
 Prints CPU per call: with no listener (logging not imported; then
 imported, the dynamongo logger at its default level), with a listener
-that does nothing, and with the dynamongo logger at DEBUG (records
-dropped by a null handler). ``--module DIR`` measures the dynamongo.py in
+that does nothing, with opentelemetry_listener (the OpenTelemetry SDK
+making spans, exporting none; "(not in this module)" without the SDK), and
+with the dynamongo logger at DEBUG (records dropped by a null handler);
+then, for scale, boto3's get_item (its HTTP answered in-process) without
+and with opentelemetry-instrumentation-botocore. ``--module DIR`` measures the dynamongo.py in
 DIR instead (an older release, for a before/after comparison); each case
 runs in a fresh process, best of 7 repeats.
 """
@@ -44,6 +47,10 @@ if case == "listener":
         def succeeded(self, event): pass
         def failed(self, event): pass
     dynamongo.Connection.add_listener(Quiet())
+if case == "opentelemetry":  # spans made and ended, none exported
+    from opentelemetry.sdk.trace import TracerProvider
+    dynamongo.Connection.add_listener(
+        dynamongo.opentelemetry_listener(TracerProvider()))
 if case == "debug log":
     logger = logging.getLogger("dynamongo")
     logger.setLevel(logging.DEBUG)
@@ -60,7 +67,42 @@ for _ in range(7):
 print(best)
 """
 
-CASES = ("plain", "logging imported", "listener", "debug log")
+CASES = ("plain", "logging imported", "listener", "opentelemetry",
+         "debug log")
+
+# For scale: boto3's get_item, its HTTP answered by a before-send handler,
+# without and with opentelemetry-instrumentation-botocore.
+BOTO3 = """
+import json, sys, time
+import boto3
+from botocore.awsrequest import AWSResponse
+
+client = boto3.client("dynamodb", region_name="us-east-1",
+                      aws_access_key_id="a", aws_secret_access_key="b")
+body = json.dumps({{"Item": {{"email": {{"S": "a@b.io"}}}}}}).encode()
+
+def answer(request, **kwargs):
+    response = AWSResponse(request.url, 200, {{
+        "x-amzn-RequestId": "r", "content-length": str(len(body))}}, None)
+    response._content = body
+    return response
+
+client.meta.events.register("before-send.dynamodb", answer)
+if {case!r} == "boto3, instrumented":
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.instrumentation.botocore import BotocoreInstrumentor
+    BotocoreInstrumentor().instrument(tracer_provider=TracerProvider())
+key = {{"email": {{"S": "a@b.io"}}}}
+for _ in range(500):
+    client.get_item(TableName="users", Key=key)
+best = float("inf")
+for _ in range(7):
+    start = time.process_time()
+    for _ in range({calls} // 10):
+        client.get_item(TableName="users", Key=key)
+    best = min(best, (time.process_time() - start) / ({calls} // 10))
+print(best)
+"""
 
 
 def main():
@@ -70,12 +112,14 @@ def main():
     args = parser.parse_args()
     print(f"get_one, wire stubbed, CPU per call (best of 7 x {args.calls}), "
           f"{os.path.join(args.module, 'dynamongo.py')}:")
-    for case in CASES:
+    cases = [(case, CASE) for case in CASES] + [
+        ("boto3", BOTO3), ("boto3, instrumented", BOTO3)]
+    for case, code in cases:
         out = subprocess.run(
-            [sys.executable, "-c", CASE.format(
+            [sys.executable, "-c", code.format(
                 folder=args.module, case=case, calls=args.calls)],
             capture_output=True, text=True)
-        print(f"  {case:18} " + (f"{float(out.stdout) * 1e6:6.2f} µs"
+        print(f"  {case:20} " + (f"{float(out.stdout) * 1e6:6.2f} µs"
                                  if out.returncode == 0 else
                                  "(not in this module)"))
 
