@@ -37,7 +37,10 @@ licensed.
 #                [The planner] -- and tables are made [Tables].
 #   procedure    The call's exchange with DynamoDB is a generator that
 #                yields each request and is sent its answer, doing no I/O
-#                [The engine]: one retry loop, one pager, one window.
+#                [The engine]: one retry loop, one pager, one window. Each
+#                attempt passes through _request, where listeners hear of
+#                it [Watching requests] and a rate-limited call's budget
+#                is drawn [Rate limits].
 #   driver       _run and _stream answer what a procedure yields, on the
 #                calling thread and worker threads; _arun and _astream on
 #                the running event loop, for the awaitable twins (aget_one)
@@ -4154,33 +4157,35 @@ class _Spans:
         self.tracer, self.trace, self.open = tracer, trace, {}
 
     def started(self, event):
-        attributes = _span_attributes(event)
-        span = self.tracer.start_span(f"DynamoDB.{event.operation}",
-                                      kind=self.trace.SpanKind.CLIENT,
-                                      attributes=attributes)
+        span = self.open[event.id] = self.tracer.start_span(
+            f"DynamoDB.{event.operation}", kind=self.trace.SpanKind.CLIENT,
+            attributes=_span_attributes(event))
         if span.is_recording():
             for name, value in _span_values(_SPAN_REQUEST, event.operation,
                                             event._params):
                 span.set_attribute(name, value)
-        self.open[event.id] = span
 
     def succeeded(self, event):
         span = self.open.pop(event.id, None)
         if span is not None:
-            self._answered(span, event)
-            for name, value in _span_values(_SPAN_ANSWER, event.operation,
-                                            event._answer):
-                span.set_attribute(name, value)
-            span.end()
+            try:
+                self._answered(span, event)
+                for name, value in _span_values(
+                        _SPAN_ANSWER, event.operation, event._answer):
+                    span.set_attribute(name, value)
+            finally:
+                span.end()
 
     def failed(self, event):
         span = self.open.pop(event.id, None)
         if span is not None:
-            self._answered(span, event)
-            span.set_status(self.trace.Status(self.trace.StatusCode.ERROR,
-                                              str(event.error)))
-            span.record_exception(event.error)
-            span.end()
+            try:
+                self._answered(span, event)
+                span.set_status(self.trace.Status(
+                    self.trace.StatusCode.ERROR, str(event.error)))
+                span.record_exception(event.error)
+            finally:
+                span.end()
 
     @staticmethod
     def _answered(span, event):
