@@ -171,6 +171,7 @@ if TYPE_CHECKING:
         """The arguments every field takes (see Field)."""
         required: _R
         default: Any
+        attr_name: str | None
 else:
     class Generic:
         """``Generic[...]`` of the type checkers: at run time the class
@@ -967,15 +968,25 @@ class Field(Generic[_T, _R]):
         ``T | None``.
     :param default: a value, or a callable returning one, used on save when
         the item has no value for the field.
+    :param attr_name: the name of the attribute in DynamoDB, where it
+        differs from the field's (``count_ = IntField(attr_name="count")``):
+        Python code uses the field's name, DynamoDB sees this one.
     """
 
     attribute_type = None  # the DynamoDB type it stores: S, N, BOOL, L, M
 
     def __init__(self, required: _R = False,  # type: ignore[assignment]
-                 default: Any = None) -> None:
+                 default: Any = None, attr_name: str | None = None) -> None:
+        if attr_name is not None and (type(attr_name) is not str
+                                      or not attr_name):
+            raise SchemaError(f"attr_name must be a non-empty string, not "
+                              f"{attr_name!r}")
         self.required: bool = required
         self.default = default
+        self.attr_name = attr_name
         self.path: tuple[str | int, ...] = ()
+        # The path in DynamoDB: the stored name first (see attr_name).
+        self.stored_path: tuple[str | int, ...] = ()
         self.model: type[Model] | None = None
 
     def __repr__(self):
@@ -1010,13 +1021,15 @@ class Field(Generic[_T, _R]):
         # would make every read go through __get__.
         def __set__(self, instance: Model, value: _T | None) -> None: ...
 
-    def _bind(self, model, path):
-        """A copy of this field placed at ``path`` of ``model``."""
+    def _bind(self, model, path, stored_path=None):
+        """A copy of this field placed at ``path`` of ``model`` (at
+        ``stored_path`` in DynamoDB; a model's field: at its attr_name)."""
         import copy
 
         bound = copy.copy(self)
         bound.model = model
         bound.path = path
+        bound.stored_path = stored_path or (self.attr_name or path[0],)
         return bound
 
     # Conversion. to_native coerces a Python value into the field's native
@@ -1265,7 +1278,7 @@ class _NumberField(Field[_N, _R]):
 
     :param min_value: the lowest value allowed.
     :param max_value: the highest value allowed.
-    :param kwargs: ``required`` and ``default`` (see Field).
+    :param kwargs: ``required``, ``default`` and ``attr_name`` (see Field).
     """
 
     attribute_type = "N"
@@ -1377,7 +1390,7 @@ def _load_int(av):
 class IntField(_NumberField[int, _R]):
     """An integer (stored as a DynamoDB number, at most 38 digits), from
     ``min_value`` to ``max_value`` when they are given; ``kwargs`` are
-    ``required`` and ``default`` (see Field)."""
+    ``required``, ``default`` and ``attr_name`` (see Field)."""
 
     @staticmethod
     def _plain(value):
@@ -1416,12 +1429,13 @@ class VersionField(IntField):
     write, and each of those that names a version (an instance or dict
     holding one) requires the stored item to be at it, else raises
     VersionConflict. dynamongo sets it: it cannot be updated by hand. At
-    most one per model, at the top level, not a key."""
+    most one per model, at the top level, not a key. Takes ``attr_name``
+    (see Field)."""
 
     _model_level = True  # at most one per model, at its top level
 
-    def __init__(self) -> None:
-        super().__init__(min_value=1)
+    def __init__(self, attr_name: str | None = None) -> None:
+        super().__init__(min_value=1, attr_name=attr_name)
 
     def set(self, value: Any) -> NoReturn:
         """Refused, whatever the ``value``: dynamongo sets the version."""
@@ -1455,7 +1469,7 @@ class VersionField(IntField):
 class FloatField(_NumberField[float, _R]):
     """A float, stored with full precision (shortest round-trip text),
     from ``min_value`` to ``max_value`` when they are given; ``kwargs``
-    are ``required`` and ``default`` (see Field)."""
+    are ``required``, ``default`` and ``attr_name`` (see Field)."""
 
     _kind = float
     _what = "a number"
@@ -1490,7 +1504,8 @@ class FloatField(_NumberField[float, _R]):
 
 
 class BooleanField(Field[bool, _R]):
-    """True or False. Takes ``required`` and ``default`` (see Field)."""
+    """True or False. Takes ``required``, ``default`` and ``attr_name``
+    (see Field)."""
 
     attribute_type = "BOOL"
 
@@ -1517,7 +1532,7 @@ class BooleanField(Field[bool, _R]):
 class BinaryField(Field[bytes, _R]):
     """Bytes (a bytearray or memoryview is taken and stored as bytes),
     stored as DynamoDB binary; it may be a key (ordered as unsigned
-    bytes). Takes ``required`` and ``default`` (see Field)."""
+    bytes). Takes ``required``, ``default`` and ``attr_name`` (see Field)."""
 
     attribute_type = "B"
 
@@ -1551,7 +1566,7 @@ class StringField(Field[str, _R]):
     :param regex: the whole string must match it.
     :param min_length: fewest characters allowed.
     :param max_length: most characters allowed.
-    :param kwargs: ``required`` and ``default`` (see Field).
+    :param kwargs: ``required``, ``default`` and ``attr_name`` (see Field).
     """
 
     attribute_type = "S"
@@ -1614,7 +1629,7 @@ class StringField(Field[str, _R]):
 class EmailField(StringField[_R]):
     """An e-mail address (``local@domain.tld``). Takes StringField's
     ``regex``, ``min_length`` and ``max_length`` and, as ``kwargs``,
-    ``required`` and ``default``."""
+    ``required``, ``default`` and ``attr_name``."""
 
     def _check_format(self, value):
         if not _is_email(value):
@@ -1637,7 +1652,8 @@ class URLField(StringField[_R]):
     :param fqdn: require a fully qualified host name (``example.com``, not
         ``localhost``); IP addresses are always accepted.
     :param kwargs: StringField's ``regex``, ``min_length``,
-        ``max_length``, and ``required`` and ``default`` (see Field).
+        ``max_length``, and ``required``, ``default`` and ``attr_name``
+        (see Field).
     """
 
     def __init__(self, fqdn: bool = True,
@@ -1657,7 +1673,7 @@ class URLField(StringField[_R]):
 class IPAddressField(StringField[_R]):
     """An IPv4 or IPv6 address, stored as the text given. Takes
     StringField's ``regex``, ``min_length`` and ``max_length`` and, as
-    ``kwargs``, ``required`` and ``default``."""
+    ``kwargs``, ``required``, ``default`` and ``attr_name``."""
 
     def to_native(self, value: Any) -> str:
         import ipaddress
@@ -1678,7 +1694,7 @@ class IPAddressField(StringField[_R]):
 
 class UUIDField(Field["uuid.UUID", _R]):
     """A UUID, stored as its canonical text and read back as uuid.UUID.
-    Takes ``required`` and ``default`` (see Field)."""
+    Takes ``required``, ``default`` and ``attr_name`` (see Field)."""
 
     attribute_type = "S"
 
@@ -1749,7 +1765,7 @@ class DateTimeField(Field[datetime.datetime, _R]):
         or ``"reject"`` one.
     :param convert_tz: convert aware values to UTC.
     :param drop_tzinfo: drop the offset after any conversion.
-    :param kwargs: ``required`` and ``default`` (see Field).
+    :param kwargs: ``required``, ``default`` and ``attr_name`` (see Field).
     """
 
     attribute_type = "S"
@@ -1855,7 +1871,7 @@ class DateField(Field[datetime.date, _R]):
 
     :param formats: strptime format(s) accepted for string input; ISO 8601
         when not given.
-    :param kwargs: ``required`` and ``default`` (see Field).
+    :param kwargs: ``required``, ``default`` and ``attr_name`` (see Field).
     """
 
     attribute_type = "S"
@@ -1917,7 +1933,7 @@ class TimedeltaField(Field[datetime.timedelta, _R]):
         ``"milliseconds"`` or ``"microseconds"``. Numbers given instead of
         timedeltas are read in this unit. Values round-trip to the
         microsecond whatever the unit.
-    :param kwargs: ``required`` and ``default`` (see Field).
+    :param kwargs: ``required``, ``default`` and ``attr_name`` (see Field).
     """
 
     attribute_type = "N"
@@ -1979,7 +1995,8 @@ class TTLField(Field[datetime.datetime, _R]):
     back as an aware UTC datetime. ``create_table`` and ``sync_table``
     turn DynamoDB's TTL on for it; reads leave out the items it has
     passed (see ``include_expired``). At most one per model, at the top
-    level, not a key. Takes ``required`` and ``default`` (see Field)."""
+    level, not a key. Takes ``required``, ``default`` and ``attr_name``
+    (see Field)."""
 
     attribute_type = "N"
     _model_level = True
@@ -2025,6 +2042,9 @@ def _field_instance(field, where):
     if getattr(field, "_model_level", False):
         raise SchemaError(f"{where} cannot be a {type(field).__name__}: it "
                           "stands at the top level of a model")
+    if getattr(field, "attr_name", None) is not None:
+        raise SchemaError(f"{where} cannot take attr_name: it is stored "
+                          "under its own name, which may be any string")
     if isinstance(field, Field):
         return field
     raise SchemaError(f"{where} must be a Field or Field class, "
@@ -2033,7 +2053,8 @@ def _field_instance(field, where):
 
 class ListField(Field[list[_E], _R]):
     """A list whose items are validated by ``field`` (a field, or a field
-    class); ``kwargs`` are ``required`` and ``default`` (see Field).
+    class); ``kwargs`` are ``required``, ``default`` and ``attr_name``
+    (see Field).
 
     ``User.cities_visited[0]`` is the first element, for conditions and
     updates; ``User.cities_visited.contains("Nairobi")`` tests membership.
@@ -2051,7 +2072,8 @@ class ListField(Field[list[_E], _R]):
         if not isinstance(index, int) or index < 0:
             raise ExpressionError(f"list index must be an int >= 0, "
                                   f"not {index!r}")
-        return self.field._bind(self.model, self.path + (index,))
+        return self.field._bind(self.model, self.path + (index,),
+                                self.stored_path + (index,))
 
     def _each(self, values, convert):
         if not isinstance(values, (list, tuple)):
@@ -2141,7 +2163,7 @@ class SetField(Field[set[_E], _R]):
     set. Stored as a DynamoDB string, number or binary set (SS, NS, BS);
     number elements keep their field's type. DynamoDB has no empty set: an
     empty set is not stored, and reads back as absent (None). ``kwargs``
-    are ``required`` and ``default`` (see Field).
+    are ``required``, ``default`` and ``attr_name`` (see Field).
 
     ``User.tags.add({"a", "b"})`` and ``User.tags.discard({"c"})`` change
     the stored set; ``User.tags.contains("a")`` tests membership.
@@ -2240,15 +2262,16 @@ class DictField(Field["dict[str, Any]", _R]):
 
     :param required: as for Field.
     :param default: as for Field.
+    :param attr_name: as for Field.
     :param fields: the sub-fields, by name.
     """
 
     attribute_type = "M"
 
     def __init__(self, required: _R = False,  # type: ignore[assignment]
-                 default: Any = None,
+                 default: Any = None, attr_name: str | None = None,
                  **fields: Field[Any] | type[Field[Any]]) -> None:
-        Field.__init__(self, required, default)
+        Field.__init__(self, required, default, attr_name)
         self.fields: dict[str, Field[Any]] = {
             name: _field_instance(field, f"DictField sub-field {name!r}")
             for name, field in fields.items()}
@@ -2262,8 +2285,8 @@ class DictField(Field["dict[str, Any]", _R]):
             self.__class__ = _guarding(type(self))  # type: ignore[arg-type]
             self._shadowed = shadowed
 
-    def _bind(self, model, path):
-        bound = super()._bind(model, path)
+    def _bind(self, model, path, stored_path=None):
+        bound = super()._bind(model, path, stored_path)
         bound._bound = {}
         return bound
 
@@ -2276,8 +2299,8 @@ class DictField(Field["dict[str, Any]", _R]):
                     f"{_path_text(self.path) or 'this DictField'} has no "
                     f"sub-field {name!r}; it has "
                     f"{', '.join(self.fields) or 'none'}")
-            bound = self._bound[name] = field._bind(self.model,
-                                                    self.path + (name,))
+            bound = self._bound[name] = field._bind(
+                self.model, self.path + (name,), self.stored_path + (name,))
         return bound
 
     def __getattr__(self, name: str) -> Field[Any]:
@@ -2796,9 +2819,9 @@ class _Expression:
         if self.model is not None:
             _check_field_of(self.model, field)
         if self.inline:
-            return _path_text(field.path)
+            return _path_text(field.stored_path)
         text = ""
-        for part in field.path:
+        for part in field.stored_path:
             if isinstance(part, int):
                 text += f"[{part}]"
                 continue
@@ -6084,7 +6107,7 @@ class _Planner:
                 and _tested_name(first) == hash_name:
             _check_field_of(meta.model, first.field)
             return self.keys_plan(
-                [{hash_name: av} for av in first.values],
+                [{meta.key_attrs[0]: av} for av in first.values],
                 f"in_() on the hash key {hash_name}", _condition_text(parts))
         schemas = meta.key_schemas if read.index is None \
             else [self.forced_schema()]
@@ -6389,14 +6412,15 @@ def _write_validate_item(meta):
         scope[f"{local}_dump"] = field._dump
         lines += _presence_source(meta, name, field, local, scope)
         body = _conversion_source(name, field, local, fast)
-        body.append(f"stored[{name!r}] = {av}")
+        attr = field.stored_path[0]  # (the name in DynamoDB)
+        body.append(f"stored[{attr!r}] = {av}")
         limit = meta.key_limits.get(name)
         kind = field.attribute_type
         if kind in ("S", "B") and limit:  # a table or index key
             body += [f"if not 0 < len({av}[{kind!r}]) <= "
                      f"{limit // 4 if kind == 'S' else limit}:",
                      f"    check_key({av}[{kind!r}], {limit})"]
-        fixed += len(name.encode())
+        fixed += len(attr.encode())
         if type(fast.size) is int:
             fixed += fast.size
         elif fast.size:
@@ -6406,7 +6430,7 @@ def _write_validate_item(meta):
             lines.insert(5, f"    {local}_size = 0")
             body += [f"{local}_size = av_size({av})",
                      f"size += {local}_size"]
-            exact.append(f"{name!r}: {local}_size")
+            exact.append(f"{attr!r}: {local}_size")
             measured = True
         lines += ["        try:",
                   *(" " * 12 + line for line in body),
@@ -6493,15 +6517,16 @@ def _write_from_item(meta):
         if read is None:
             scope[f"{local}_load"] = field._load
             read = f"{local}_load({av})"
-        reads.append((name, av, read))
+        reads.append((name, field.stored_path[0], av, read))
     lines = ["def from_item(item):",
              "    instance = new(model)",
              f"    if len(item) == {len(reads)}:",
              "        try:",
-             *(f"            {av} = item[{name!r}]" for name, av, _ in reads),
+             *(f"            {av} = item[{attr!r}]"
+               for _, attr, av, _ in reads),
              "            instance.__dict__ = {",
              *(f"                {name!r}: {read},"
-               for name, _, read in reads),
+               for name, _, _, read in reads),
              "            }",
              "            return instance",
              "        except Exception:  # another attribute, NULL, a type",
@@ -6509,8 +6534,8 @@ def _write_from_item(meta):
              "    values = instance.__dict__",
              "    get = item.get",
              "    try:"]
-    for name, av, read in reads:
-        lines += [f"        {av} = get({name!r})",
+    for name, attr, av, read in reads:
+        lines += [f"        {av} = get({attr!r})",
                   f"        if {av} is not None:",
                   f"            values[{name!r}] = {read}"]
     lines += ["    except Exception:",
@@ -6525,11 +6550,11 @@ def _write_item_json(meta):
     the item's dicts. An item with a value for every field is written in
     one expression."""
     writes = []
-    for local, (name, field) in zip(_local_names(meta.fields),
-                                    meta.fields.items()):
-        av = f"{local}_av"
+    for local, field in zip(_local_names(meta.fields),
+                            meta.fields.values()):
+        av, attr = f"{local}_av", field.stored_path[0]
         text = _fast_path_of(field, f"{local}_value", av).json
-        writes.append((name, json.encoder.encode_basestring(name) + ":", av,
+        writes.append((attr, json.encoder.encode_basestring(attr) + ":", av,
                        text or f"json({av})"))
     lines = ["def item_json(item):",
              f"    if len(item) == {len(writes)}:",
@@ -6552,8 +6577,8 @@ def _write_identity(meta):
     key's key, numbers by value (DynamoDB returns ``1.0`` as ``1``)."""
     reads = {"N": "number_identity(item[{!r}]['N'])",
              "S": "item[{!r}]['S']", "B": "binary(item[{!r}]['B'])"}
-    parts = [reads[field.attribute_type].format(name)
-             for name, field in meta.key_fields]
+    parts = [reads[field.attribute_type].format(field.stored_path[0])
+             for _, field in meta.key_fields]
     identity = parts[0] if len(parts) == 1 else f"({', '.join(parts)})"
     return _compile(meta, "identity",
                     ["def identity(item):", f"    return {identity}"], {})
@@ -6583,6 +6608,7 @@ class _Metadata:
         # (name, field) of the hash and the range key, and their names.
         self.key_fields: tuple[tuple[str, Field[Any]], ...] = ()
         self.key_names: tuple[str, ...] = ()
+        self.key_attrs: tuple[str, ...] = ()  # their names in DynamoDB
         # The key schemas of the table, then of each index.
         self.key_schemas: tuple[_KeySchema, ...] = ()
         self.key_limits = {}  # table and index key names -> bytes
@@ -6671,6 +6697,10 @@ class _Metadata:
                                         for name in largest),
                 {largest[0]: ["makes the item larger than 400 KB"]})
 
+    def attr(self, name):
+        """The name in DynamoDB of the field ``name`` (see attr_name)."""
+        return self.fields[name].stored_path[0]
+
     def read_stored(self, item):
         """The values of a stored item whatever wrote it: NULL attributes
         read as absent, a value of another type is converted when no
@@ -6678,14 +6708,14 @@ class _Metadata:
         ValidationError naming the model, the key and the attribute."""
         values = {}
         for name, field in self.fields.items():
-            av = item.get(name)
+            av = item.get(field.stored_path[0])
             if av is None:
                 continue
             try:
                 value = field._read_stored(av)
             except ValidationError as exc:
-                key = {name: item[name] for name in self.key_names
-                       if name in item}
+                key = {attr: item[attr] for attr in self.key_attrs
+                       if attr in item}
                 errors = _located(exc, name).errors
                 raise ValidationError(
                     f"{self.name} item {_key_text(key)} as stored cannot "
@@ -6720,7 +6750,7 @@ class _Metadata:
                     raise ValidationError(
                         f"{self.name}: the key field {name!r} {exc}",
                         {name: [str(exc)]}) from None
-            key[name] = av
+            key[field.stored_path[0]] = av
         return key
 
     def strategy(self, strategy):
@@ -6782,7 +6812,8 @@ class _Metadata:
                    f"it has no == condition on {', '.join(missing)}")
             raise ExpressionError(f"{self.name}: {condition!r} does not "
                                   f"name one item: {how}")
-        return key_values, _and_all(rest)
+        return {self.attr(name): av for name, av in key_values.items()}, \
+            _and_all(rest)
 
     # -- single items
 
@@ -6797,15 +6828,16 @@ class _Metadata:
             yield from _request("PutItem", self.with_condition(
                 {"TableName": table, "Item": item}, condition))
         except ConditionalCheckFailedException as exc:
-            key = {name: item[name] for name in self.key_names}
+            key = {attr: item[attr] for attr in self.key_attrs}
             if exc.maybe_applied:
                 stored = yield from self.read_item(table, key)
                 if stored is not None and _normal({"M": stored}) == _normal(
                         {"M": item}):
                     return
             if self.version is not None:
-                self.check_version(exc, key,
-                                   int(item[self.version]["N"]) - 1 or None,
+                self.check_version(exc, key, int(
+                                   item[self.attr(self.version)]["N"]) - 1
+                                   or None,
                                    version_alone)
             raise
 
@@ -6843,7 +6875,7 @@ class _Metadata:
             return None
         unknown = []
         for update in updates:
-            stored = _value_at(item, update.field.path)
+            stored = _value_at(item, update.field.stored_path)
             if isinstance(update, RemoveUpdate):
                 if stored is not None:
                     return None
@@ -6869,7 +6901,7 @@ class _Metadata:
             raise error from refusal
         if return_values == "ALL_NEW":
             return item
-        names = {update.field.path[0] for update in updates}
+        names = {update.field.stored_path[0] for update in updates}
         return {name: av for name, av in item.items()
                 if name in names} if return_values == "UPDATED_NEW" else {}
 
@@ -6914,7 +6946,7 @@ class _Metadata:
         for update in updates:
             if not isinstance(update, AddUpdate):
                 continue
-            av = _value_at(item, update.field.path)
+            av = _value_at(item, update.field.stored_path)
             current = None if av is None else update.field._read_stored(av)
             broken = update._broken_bound(current)
             if broken:
@@ -6963,7 +6995,7 @@ class _Metadata:
         name = self.version
         held = native.get(name)
         native[name] = (held or 0) + 1
-        stored[name] = {"N": str(native[name])}
+        stored[self.attr(name)] = {"N": str(native[name])}
         return _and_all([condition, self.at_version(held)])
 
     def at_version(self, held):
@@ -7095,7 +7127,7 @@ class _Metadata:
         """Whether the TTL of a stored item is before ``now`` (epoch
         seconds); an item without one (or with a TTL that is not a number,
         which DynamoDB ignores) never expires."""
-        av = item.get(self.ttl)
+        av = item.get(self.attr(self.ttl))
         return av is not None and "N" in av and \
             _number_identity(av["N"]) < now
 
@@ -7178,9 +7210,11 @@ class _Reader:
             position, start = self.open_cursor(cursor, fingerprint, plan)
         items, scanned, ends_at, last, past = [], 0, None, None, False
 
+        attrs = [self.meta.attr(name) for name in plan._start]
+
         def after(item):  # the cursor resuming after the page's last item
             return self.make_cursor(fingerprint, ends_at, {
-                name: item[name] for name in plan._start})
+                attr: item[attr] for attr in attrs})
 
         def take(found):  # the page's items; then those past it, unkept
             nonlocal ends_at, past
@@ -7298,7 +7332,7 @@ class _Reader:
                               "one of this query's")
         if start is None:
             return position, None
-        kinds = {name: self.meta.fields[name].attribute_type
+        kinds = {self.meta.attr(name): self.meta.fields[name].attribute_type
                  for name in plan._start}
 
         def is_key(name, av):
@@ -7315,7 +7349,7 @@ class _Reader:
         start = _with_bytes(start)  # as either path sends binary
         try:
             fixed = plan._fixed[position] if plan._fixed else {}
-            if any(_normal(start[name]) != _normal(av)
+            if any(_normal(start[self.meta.attr(name)]) != _normal(av)
                    for name, av in fixed.items()):
                 raise ValueError
         except (ArithmeticError, ValueError):
@@ -7328,7 +7362,7 @@ class _Reader:
         ``requests`` (Queries or Scans) find, a few pages at a time as
         they come; no batch is sent after one that stopped (_stops_batch).
         """
-        names, result = self.meta.key_names, BatchResult()
+        names, result = self.meta.key_attrs, BatchResult()
         advance = _advance(progress, None)
         batch_size = _BATCH_WRITE_ITEMS * _state().settings["concurrency"]
         found = {}  # the keys of the items found, by identity, in order
@@ -7486,7 +7520,8 @@ class _SchemaManager:
             elements = []
             for fields, kind in ((schema.hash, "HASH"),
                                  (schema.range, "RANGE")):
-                for name, field in fields:
+                for _, field in fields:
+                    name = field.stored_path[0]
                     attributes[name] = field.attribute_type
                     elements.append({"AttributeName": name, "KeyType": kind})
             return elements
@@ -7506,7 +7541,8 @@ class _SchemaManager:
                 projection = {"ProjectionType": "ALL"}
             else:
                 keys = set(table.names() + schema.names())
-                extra = sorted(schema.projected - keys)
+                extra = sorted(meta.attr(name)
+                               for name in schema.projected - keys)
                 projection = {"ProjectionType": "INCLUDE",
                               "NonKeyAttributes": extra} if extra \
                     else {"ProjectionType": "KEYS_ONLY"}
@@ -7720,7 +7756,7 @@ class _SchemaManager:
         """Procedure: whether TTL must be turned on for the model's
         TTLField on ``table``; SchemaError when it is on for another
         attribute."""
-        ttl = self.meta.ttl
+        ttl = self.meta.attr(self.meta.ttl)
         described = (yield from _request(
             "DescribeTimeToLive", {"TableName": table})).get(
             "TimeToLiveDescription", {})
@@ -7739,7 +7775,8 @@ class _SchemaManager:
         """Procedure: turn DynamoDB's TTL on for the model's TTLField."""
         yield from _request("UpdateTimeToLive", {
             "TableName": table, "TimeToLiveSpecification": {
-                "Enabled": True, "AttributeName": self.meta.ttl}})
+                "Enabled": True,
+                "AttributeName": self.meta.attr(self.meta.ttl)}})
 
 
 # -- Model -------------------------------------------------------------------
@@ -7790,6 +7827,14 @@ class _ModelType(type):
                 field = value._bind(cls, (attr,))
                 setattr(cls, attr, field)
                 fields[attr] = field
+        stored = {}
+        for field_name, field in fields.items():
+            other = stored.setdefault(field.stored_path[0], field_name)
+            if other != field_name:
+                raise SchemaError(
+                    f"{name}.{other} and {name}.{field_name} are both stored "
+                    f"as {field.stored_path[0]!r}: each field needs an "
+                    "attribute of its own (attr_name)")
         cls._meta = _Metadata(cls, fields)  # pyright: ignore
 
         base = getattr(cls, "DoesNotExist", DoesNotExist)
@@ -7815,6 +7860,7 @@ class _ModelType(type):
             setattr(meta, attr, _single_field(cls, meta, kind, keys))
         meta.key_fields = tuple(keys)
         meta.key_names = tuple(name for name, _ in keys)
+        meta.key_attrs = tuple(field.stored_path[0] for _, field in keys)
         meta.key_schemas = _checked_indexes(cls, meta)
         # Bytes a string key may hold, for table and index keys alike.
         for schema in meta.key_schemas:
@@ -8388,7 +8434,7 @@ class Model(metaclass=_ModelType):
         advance = _advance(progress, len(stored))
         if not conditional:
             done, failed = yield from _metered(_batch_write(
-                table, meta.key_names, stored, identify, advance), meter)
+                table, meta.key_attrs, stored, identify, advance), meter)
         else:
             done, failed = yield from _metered(_one_by_one(
                 lambda entry: meta.put_item(table, *entry), stored, advance),
@@ -8654,7 +8700,7 @@ class Model(metaclass=_ModelType):
                 batch_keys[identity], givens[identity] = key, given
         advance = _advance(progress, len(batch_keys) + len(conditional))
         done, failed = yield from _metered(_batch_write(
-            table, names, {identity: _delete_request(key)
+            table, meta.key_attrs, {identity: _delete_request(key)
                            for identity, key in batch_keys.items()},
             meta.identity, advance), meter)
         result = BatchResult(
@@ -8892,7 +8938,7 @@ class Transaction:
             native, stored = meta.validate_item(item)
         if meta.version is not None:
             condition = meta.next_version(native, stored, condition)
-        key = {name: stored[name] for name in meta.key_names}
+        key = {attr: stored[attr] for attr in meta.key_attrs}
         self._add("save_one", meta, key, "Put", meta.with_condition(
             {"TableName": model.table_name(), "Item": stored}, condition))
         return meta.instance(native)
@@ -9112,8 +9158,9 @@ def _transact_get(requests, fields):
     for (meta, loaded), response in zip(metas, answer.get("Responses", [])):
         item = response.get("Item")
         if item and loaded:  # (a server may send more than was asked)
-            item = {name: av for name, av in item.items()
-                    if name in loaded or name in meta.key_names}
+            kept = {meta.attr(name) for name in loaded}
+            item = {attr: av for attr, av in item.items()
+                    if attr in kept or attr in meta.key_attrs}
         found.append(meta.partial([meta.from_item(item)], loaded)[0]
                      if item else None)
     return found + [None] * (len(requests) - len(found))

@@ -5206,6 +5206,187 @@ def test_create_table_and_sync_table_turn_ttl_on(sessions):
         Session.sync_table()
 
 
+# -- Stored attribute names (attr_name) --------------------------------------
+
+# A table other clients made: names Python cannot use, or Model uses.
+class Legacy(Model):
+    __table__ = "legacy"
+    __hash_key__ = "user_id"
+    __range_key__ = "seq"
+    __indexes__ = (
+        GlobalIndex("by_first", hash_key="first_name", range_key="count_",
+                    projection=["home"]),
+        LocalIndex("by_count", range_key="count_"))
+
+    user_id = StringField(required=True, attr_name="user-id")
+    seq = IntField(required=True, attr_name="#seq")
+    first_name = StringField(attr_name="first-name")
+    count_ = IntField(attr_name="count")
+    home = DictField(attr_name="home.address", city=StringField())
+    tags = ListField(StringField, attr_name="tags:")
+    version = dynamongo.VersionField(attr_name="v")
+    note = StringField()
+
+
+def legacy(user, seq, **values):
+    return dict({"user_id": user, "seq": seq}, **values)
+
+
+@pytest.fixture
+def legacies():
+    Legacy.create_table()
+    Legacy.save_many([
+        legacy("u1", 1, first_name="Ann", count_=3, home={"city": "Nairobi"},
+               tags=["a"]),
+        legacy("u1", 2, first_name="Bob", count_=1, note="x"),
+        legacy("u1", 3, first_name="Ann", count_=7),
+        legacy("u2", 1, first_name="Cy", count_=2),
+    ])
+    return Legacy
+
+
+def stored(model, **key):
+    """The item of ``key`` (stored names) as DynamoDB holds it."""
+    return Connection.client().get_item(
+        TableName=model.table_name(), Key=key, ConsistentRead=True)["Item"]
+
+
+def test_attr_name_stores_fields_under_their_attribute_names(legacies):
+    assert stored(Legacy, **{"user-id": {"S": "u1"}, "#seq": {"N": "1"}}) \
+        == {"user-id": {"S": "u1"}, "#seq": {"N": "1"},
+            "first-name": {"S": "Ann"}, "count": {"N": "3"},
+            "home.address": {"M": {"city": {"S": "Nairobi"}}},
+            "tags:": {"L": [{"S": "a"}]}, "v": {"N": "1"}}
+    one = Legacy.get_one(("u1", 1))
+    assert (one.first_name, one.count_, one.home, one.tags, one.version) \
+        == ("Ann", 3, {"city": "Nairobi"}, ["a"], 1)
+    assert one.to_dict() == {
+        "user_id": "u1", "seq": 1, "first_name": "Ann", "count_": 3,
+        "home": {"city": "Nairobi"}, "tags": ["a"], "version": 1}
+    assert Legacy.count() == 4  # (Model's own count is still there)
+    # The table and its indexes are keyed by the stored names.
+    table = Connection.client().describe_table(
+        TableName=Legacy.table_name())["Table"]
+    assert sorted(key["AttributeName"] for key in table["KeySchema"]) == [
+        "#seq", "user-id"]
+    index, = table["GlobalSecondaryIndexes"]
+    assert [key["AttributeName"] for key in index["KeySchema"]] == [
+        "first-name", "count"]
+    assert index["Projection"]["NonKeyAttributes"] == ["home.address"]
+    assert Legacy.sync_table(dry_run=True) == []
+
+
+def test_attr_name_reads_writes_and_pages_by_the_stored_names(legacies):
+    assert [item.seq for item in Legacy.get_many(
+        (Legacy.user_id == "u1") & (Legacy.count_ > 2))] == [1, 3]
+    plan = Legacy.explain((Legacy.user_id == "u1") & (Legacy.seq >= 2))
+    assert plan.operation == "Query" and "#seq >= 2" in plan.key_condition
+    by_first = Legacy.get_many(Legacy.first_name == "Ann", index="by_first")
+    assert [(item.seq, item.count_) for item in by_first] == [(1, 3), (3, 7)]
+    assert by_first[0].home == {"city": "Nairobi"}
+    with pytest.raises(FieldNotLoaded, match="note"):
+        by_first[0].note
+    assert [item.note for item in Legacy.get_many(
+        Legacy.home.city == "Nairobi")] == [None]
+    partial = Legacy.get_one(("u1", 2), fields=[Legacy.count_, "note"])
+    assert (partial.count_, partial.note) == (1, "x")
+    with pytest.raises(FieldNotLoaded, match="first_name"):
+        partial.first_name
+    # Pages and their cursors.
+    first = Legacy.get_page(Legacy.user_id == "u1", 2)
+    rest = Legacy.get_page(Legacy.user_id == "u1", 2, cursor=first.cursor)
+    assert [item.seq for item in first + rest] == [1, 2, 3]
+    assert rest.cursor is None
+    scan = Legacy.get_page(Legacy.count_ >= 1, 3, fields=["count_"])
+    after = Legacy.get_page(Legacy.count_ >= 1, 3, cursor=scan.cursor,
+                            fields=["count_"])
+    assert sorted(item.count_ for item in scan + after) == [1, 2, 3, 7]
+    # Updates, with their conditions and the version.
+    updated = Legacy.update_one(
+        (Legacy.user_id == "u1") & (Legacy.seq == 1) & (Legacy.count_ == 3),
+        [Legacy.count_.add(1), Legacy.home.city.set("Mombasa"),
+         Legacy.tags.append("b"), Legacy.first_name.remove()])
+    assert (updated.count_, updated.home, updated.tags, updated.first_name,
+            updated.version) == (4, {"city": "Mombasa"}, ["a", "b"], None, 2)
+    assert Legacy.update_from_dict(legacy("u2", 1, count_=9)).count_ == 9
+    item = stored(Legacy, **{"user-id": {"S": "u2"}, "#seq": {"N": "1"}})
+    assert item["count"] == {"N": "9"} and item["v"] == {"N": "2"}
+    with pytest.raises(dynamongo.VersionConflict):
+        Legacy.save_one(dict(legacy("u2", 1), version=1))
+    # Deletes: by key, by condition (keys found through the index).
+    assert Legacy.delete_one((Legacy.user_id == "u1") & (Legacy.seq == 2)
+                             & (Legacy.count_ == 5)) is None
+    assert Legacy.delete_one(("u1", 2)).note == "x"
+    deleted = Legacy.delete_many(Legacy.first_name == "Ann")
+    assert [(item.user_id, item.seq) for item in deleted.success] == [
+        ("u1", 3)]
+    assert Legacy.delete_many([("u2", 1)]).success_count == 1
+    assert [(item.user_id, item.seq) for item in Legacy.get_many(
+        Legacy.count_ >= 0)] == [("u1", 1)]
+
+
+def test_attr_name_in_batches_transactions_and_stream_images(legacies):
+    result = Legacy.save_many([legacy("u3", n, count_=n) for n in range(30)],
+                              overwrite=False)
+    assert result.success_count == 30
+    found = Legacy.get_many([("u3", n) for n in (5, 0, 29)])
+    assert [item.count_ for item in found] == [5, 0, 29]
+    assert Legacy.from_image({"user-id": {"S": "u9"}, "#seq": {"N": "4"},
+                              "count": {"N": "2"}}).count_ == 2
+    skip_on_gap("transactions")
+    with dynamongo.transaction() as transaction:
+        transaction.save_one(Legacy, legacy("u4", 1, count_=1))
+        transaction.update_one(Legacy, ("u3", 5), Legacy.count_.add(10))
+    assert Legacy.get_one(("u4", 1)).count_ == 1
+    assert dynamongo.transact_get([(Legacy, ("u3", 5))])[0].count_ == 15
+
+
+def test_attr_name_of_a_ttl_field(clock):
+    skip_on_gap("ttl")
+
+    class Expiring(Model):
+        __table__ = "expiring"
+        __hash_key__ = "id"
+        id = StringField(required=True)
+        expires = TTLField(attr_name="expires-at")
+
+    Expiring.create_table()
+    described = Connection.client().describe_time_to_live(
+        TableName=Expiring.table_name())["TimeToLiveDescription"]
+    assert described["AttributeName"] == "expires-at"
+    assert Expiring.sync_table(dry_run=True) == []
+    Expiring.save_one({"id": "gone", "expires": utc(NOW - 10)})
+    Expiring.save_one({"id": "kept", "expires": utc(NOW + 10)})
+    assert [item.id for item in Expiring.get_many(Expiring.id.in_(
+        ["gone", "kept"]))] == ["kept"]
+    with pytest.raises(Expiring.DoesNotExist, match="expires has passed"):
+        Expiring.get_one("gone")
+
+
+def test_attr_name_mistakes_are_schema_errors():
+    with pytest.raises(SchemaError, match=r"Twice.a and Twice.b are both "
+                                          r"stored as 'x'"):
+        class Twice(Model):
+            __table__ = "twice"
+            __hash_key__ = "a"
+            a = StringField(attr_name="x")
+            b = StringField(attr_name="x")
+    with pytest.raises(SchemaError, match=r"Clash.a and Clash.b are both "
+                                          r"stored as 'b'"):
+        class Clash(Model):
+            __table__ = "clash"
+            __hash_key__ = "a"
+            a = StringField(attr_name="b")
+            b = StringField()
+    for name in ("", 5, None.__class__):
+        with pytest.raises(SchemaError, match="attr_name must be a "
+                                              "non-empty string"):
+            StringField(attr_name=name)
+    with pytest.raises(SchemaError, match="sub-field 'city' cannot take "
+                                          "attr_name"):
+        DictField(city=StringField(attr_name="town"))
+
+
 # -- Stream records ----------------------------------------------------------
 
 # A table with a stream, named as AWS's example event names its attributes.

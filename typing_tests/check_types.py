@@ -46,6 +46,9 @@ class User(Model):
     aliases = ListField(StringField, required=True)
     home = DictField(required=True, city=StringField())
     nickname = StringField(required=False)
+    # Stored under another name (attr_name), typed the same.
+    count_ = IntField(required=True, attr_name="count")
+    first_name = StringField(attr_name="first-name")
 
 
 def fields_on_instances(user: User) -> None:
@@ -56,6 +59,8 @@ def fields_on_instances(user: User) -> None:
     assert_type(user.aliases, list[str])
     assert_type(user.home, dict[str, Any])
     assert_type(user.nickname, str | None)
+    assert_type(user.count_, int)
+    assert_type(user.first_name, str | None)
     assert_type(user.year_of_birth, int | None)
     assert_type(user.ratio, float | None)
     assert_type(user.active, bool | None)
@@ -204,6 +209,7 @@ def mistakes(user: User) -> None:
     User.nmae  # type: ignore[attr-defined]
     User.save_one(["not", "an", "item"])  # type: ignore[arg-type]
     IntField(min_value="1")  # type: ignore[arg-type]
+    IntField(attr_name=5)  # type: ignore[arg-type]
     ListField(3)  # type: ignore[arg-type]
     IntField(requird=True)  # type: ignore[call-arg]
     StringField(required="yes")  # type: ignore[type-var]
