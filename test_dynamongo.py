@@ -5363,6 +5363,25 @@ def test_attr_name_of_a_ttl_field(clock):
         Expiring.get_one("gone")
 
 
+def test_attr_name_of_a_hash_key_alone():
+    class Tag(Model):
+        __table__ = "tags"
+        __hash_key__ = "name"
+        name = StringField(required=True, attr_name="tag-name")
+        uses = IntField(attr_name="count")
+
+    Tag.create_table()
+    Tag.save_many([{"name": f"t{n}", "uses": n} for n in range(5)])
+    assert Tag.explain(Tag.name.in_(["t1", "t3"])).operation == \
+        "BatchGetItem"
+    assert [tag.uses for tag in Tag.get_many(Tag.name.in_(
+        ["t3", "t1", "t9"]))] == [3, 1]
+    assert Tag.count(Tag.name.in_(["t3", "t9"])) == 1
+    assert Tag.delete_many(Tag.name.in_(["t0", "t4"])).success_count == 2
+    assert sorted(item["tag-name"]["S"] for item in raw_items(Tag)) == [
+        "t1", "t2", "t3"]
+
+
 def test_attr_name_mistakes_are_schema_errors():
     with pytest.raises(SchemaError, match=r"Twice.a and Twice.b are both "
                                           r"stored as 'x'"):
