@@ -84,6 +84,7 @@ __all__ = [
     "GlobalIndex",
     "IPAddressField",
     "IntField",
+    "KeyTemplate",
     "KeysIn",
     "ListExtendUpdate",
     "ListField",
@@ -2391,6 +2392,85 @@ def _guarding(field_class):
 
 
 _MODULE_GLOBALS = globals()
+
+
+class KeyTemplate(StringField[bool]):
+    """A string attribute computed from other fields of the model, for
+    keys shared by several entities in one table (single-table design):
+    ``sk = KeyTemplate("ORDER#{placed_at}#{order_id}")``.
+
+    ``{name}`` is that field's stored text (a string as it is, a
+    DateTimeField's ISO 8601 text, a number's DynamoDB text); ``{name:spec}``
+    formats its Python value with the spec (``{n:08d}``, so that numbers
+    sort as text). It is written on every save and readable on instances;
+    a dict to save giving it a value other than its template's is refused
+    (an instance's is made again). A template of the table's key needs
+    every field it names; one of an index's key is not written when a field
+    it names has no value (the item stays out of the index). At the top
+    level of a model; takes ``attr_name`` (see Field)."""
+
+    _model_level = True
+
+    def __init__(self, template: str, attr_name: str | None = None) -> None:
+        StringField.__init__(self, attr_name=attr_name)
+        self.template = template
+        self.parts = _template_parts(template)
+        self.names = tuple(name for _, name, _ in self.parts if name)
+
+    def __repr__(self):
+        return f"{super().__repr__()[:-1]} {self.template!r}>"
+
+    def _render(self, values, fields, convert=False):
+        """(the text of the template for ``values``, the names it needs and
+        ``values`` lacks); ``convert``: the values are given, not
+        validated (they are converted by to_native)."""
+        text, missing = [], []
+        for literal, name, spec in self.parts:
+            text.append(literal)
+            if name is None:
+                continue
+            value = values.get(name)
+            if value is None:
+                missing.append(name)
+                continue
+            field = fields[name]
+            try:
+                if convert:
+                    value = field.to_native(value)
+                if spec:
+                    text.append(format(value, spec))
+                    continue
+            except (TypeError, ValueError) as exc:
+                raise ValidationError(
+                    f"{{{name}:{spec}}} cannot format {value!r}: {exc}",
+                    {name: [str(exc)]}) from None
+            av = field._dump(value)
+            text.append(av["S"] if "S" in av else av["N"])
+        return "".join(text), missing
+
+
+def _template_parts(template):
+    """[(literal text, field name or None, format spec)] of a
+    KeyTemplate's text; SchemaError for what it cannot take."""
+    from string import Formatter
+
+    if type(template) is not str or not template:
+        raise SchemaError(f"KeyTemplate takes a non-empty string, not "
+                          f"{template!r}")
+    try:
+        parsed = list(Formatter().parse(template))
+    except ValueError as exc:
+        raise SchemaError(f"KeyTemplate {template!r}: {exc}") from None
+    parts = []
+    for literal, name, spec, conversion in parsed:
+        if name is not None and (not name or conversion or "{" in spec
+                                 or any(mark in name for mark in ".[]")):
+            raise SchemaError(
+                f"KeyTemplate {template!r}: each {{...}} names a field of "
+                "the model, with a format spec or none ({name} or "
+                "{name:08d})")
+        parts.append((literal, name, spec or None))
+    return parts
 
 
 # -- Conditions --------------------------------------------------------------
@@ -5907,6 +5987,7 @@ class Plan:
     _start: Sequence[str] = ()  # the names of its requests' start keys
     _fixed: Sequence[dict[str, Any]] = ()  # each request's hash key values
     _expiry: str | None = None  # the TTLField whose passed items it omits
+    _entity: str | None = None  # the entity whose items alone it reads
 
     def __init__(self,
                  operation: Any, index: Any = None, key_condition: Any = None,
@@ -5924,6 +6005,9 @@ class Plan:
             lines.append(f"  filter: {self.filter}")
         if self._expiry:
             lines.append(f"  expired items ({self._expiry} passed) left out")
+        if self._entity:
+            lines.append(f"  items of other entities than {self._entity!r} "
+                         "left out")
         lines.append(f"  why: {self.reason}")
         return "\n".join(lines)
 
@@ -6083,6 +6167,7 @@ class _Planner:
             plan = self.condition_plan(strategy)
         if meta.ttl is not None and not read.include_expired:
             plan._expiry = meta.ttl
+        plan._entity = meta.entity
         return plan
 
     def keys_plan(self, keys, reason, key_condition=None):
@@ -6270,6 +6355,9 @@ class _Planner:
             params["KeyConditionExpression"] = key_condition._render(
                 expression)
             params["ScanIndexForward"] = not read.descending
+        if self.meta.entity is not None:  # its own items, not others'
+            rest = _and_all([rest, self.meta.entity_field
+                             == self.meta.entity])
         if rest is not None:
             params["FilterExpression"] = rest._render(expression)
         elif read.limit:
@@ -6406,6 +6494,8 @@ def _write_validate_item(meta):
     fixed = 0  # bytes the item may take besides those summed in ``size``
     measured, exact = False, []
     for local, (name, field) in zip(_local_names(fields), fields.items()):
+        if isinstance(field, KeyTemplate):  # made last, from the others
+            continue
         value, av = f"{local}_value", f"{local}_av"
         fast = _fast_path_of(field, value, av)
         scope[f"{local}_validate"] = field.validate
@@ -6436,8 +6526,13 @@ def _write_validate_item(meta):
                   *(" " * 12 + line for line in body),
                   "        except ValidationError as exc:",
                   f"            errors.update(located(exc, {name!r}).errors)"]
-    lines += [f"    if len(values) + absent > {len(fields)} "
-              "and values is item:",
+    if meta.templates or meta.entity:
+        scope["templates"] = meta.fill_templates
+        lines.append("    size += templates(native, stored, errors, "
+                     "values is item)")
+        measured = True
+    lines += [f"    if len(values) + absent > "
+              f"{len(fields) - len(meta.templates)} and values is item:",
               "        errors.update(unknown(item))",
               "    if errors:",
               "        raise ValidationError("
@@ -6520,7 +6615,8 @@ def _write_from_item(meta):
         reads.append((name, field.stored_path[0], av, read))
     lines = ["def from_item(item):",
              "    instance = new(model)",
-             f"    if len(item) == {len(reads)}:",
+             # (the entity's name, if any, besides the fields)
+             f"    if len(item) == {len(reads) + (meta.entity is not None)}:",
              "        try:",
              *(f"            {av} = item[{attr!r}]"
                for _, attr, av, _ in reads),
@@ -6556,6 +6652,10 @@ def _write_item_json(meta):
         text = _fast_path_of(field, f"{local}_value", av).json
         writes.append((attr, json.encoder.encode_basestring(attr) + ":", av,
                        text or f"json({av})"))
+    if meta.entity_field is not None:  # the entity's name, as a field's
+        attr = meta.entity_field.stored_path[0]
+        writes.append((attr, json.encoder.encode_basestring(attr) + ":",
+                       "entity_name", "json(entity_name)"))
     lines = ["def item_json(item):",
              f"    if len(item) == {len(writes)}:",
              *(f"        {av} = item[{name!r}]" for name, _, av, _ in writes),
@@ -6613,6 +6713,12 @@ class _Metadata:
         self.key_schemas: tuple[_KeySchema, ...] = ()
         self.key_limits = {}  # table and index key names -> bytes
         self.version = self.ttl = None  # the names of those fields
+        # (name, field) of each KeyTemplate; the entity's name (__entity__)
+        # and its attribute, as a field (not one of ``fields``).
+        self.templates: tuple[tuple[str, KeyTemplate], ...] = ()
+        self.entity: str | None = None
+        self.entity_av: dict[str, str] | None = None
+        self.entity_field: Field[Any] | None = None
         self.sources = {}
         self._table_names = (None, None)  # (prefix, full name) last made
 
@@ -6701,6 +6807,51 @@ class _Metadata:
         """The name in DynamoDB of the field ``name`` (see attr_name)."""
         return self.fields[name].stored_path[0]
 
+    def of_entity(self, item):
+        """Whether a stored item is one of the model's (always, without
+        ``__entity__``)."""
+        return self.entity_field is None or item.get(
+            self.entity_field.stored_path[0]) == self.entity_av
+
+    def fill_templates(self, native, stored, errors, given):
+        """validate_item's last step: the text of each KeyTemplate whose
+        fields are valid, in ``native`` and ``stored`` (errors: a table key's
+        lacking a field; a value ``given`` in a dict that is not the
+        template's), and the entity's name; returns the bytes added."""
+        size = 0
+        for name, field in self.templates:
+            if any(used in errors for used in field.names):
+                continue
+            held = native.get(name)
+            try:
+                text, missing = field._render(native, self.fields)
+                if missing:
+                    native[name] = None
+                    if name in self.key_names:
+                        raise ValidationError(
+                            f"needs {', '.join(missing)} (KeyTemplate "
+                            f"{field.template!r})")
+                    continue
+                if given and held is not None and held != text:
+                    raise ValidationError(
+                        f"is {text!r} by its KeyTemplate "
+                        f"{field.template!r}, not {held!r}")
+                limit = self.key_limits.get(name)
+                if limit:
+                    _check_key_value(text, limit)
+            except ValidationError as exc:
+                errors.update(_located(exc, name).errors)
+                continue
+            native[name] = text
+            attr = field.stored_path[0]
+            stored[attr] = {"S": text}
+            size += len(attr.encode()) + len(text.encode())
+        if self.entity_field is not None:
+            attr = self.entity_field.stored_path[0]
+            stored[attr] = self.entity_av
+            size += len(attr.encode()) + len(self.entity.encode())
+        return size
+
     def read_stored(self, item):
         """The values of a stored item whatever wrote it: NULL attributes
         read as absent, a value of another type is converted when no
@@ -6737,6 +6888,13 @@ class _Metadata:
         key = {}
         for name, field in self.key_fields:
             value = values.get(name)
+            if value is None and isinstance(field, KeyTemplate):
+                value, missing = field._render(values, self.fields, True)
+                if missing:
+                    raise ValidationError(
+                        f"{self.name}: the key field {name!r} needs "
+                        f"{', '.join(missing)} (KeyTemplate "
+                        f"{field.template!r})", {name: ["is required"]})
             if value is None:
                 raise ValidationError(
                     f"{self.name}: the key field {name!r} is missing",
@@ -7087,9 +7245,11 @@ class _Metadata:
 
     def project(self, params, expression, fields):
         """Add the ProjectionExpression reading ``fields`` to ``params``."""
-        params["ProjectionExpression"] = ", ".join(
-            expression.name(field) for name, field in self.fields.items()
-            if name in fields)
+        names = [expression.name(field) for name, field in self.fields.items()
+                 if name in fields]
+        if self.entity_field is not None:  # (to tell its items apart)
+            names.append(expression.name(self.entity_field))
+        params["ProjectionExpression"] = ", ".join(names)
         return params
 
     def projection(self, fields, what):
@@ -7154,14 +7314,15 @@ class _Reader:
         if plan._keys is None:
             return _read_each(self.requests(plan), _advance(progress, None),
                               take)
-        fields, keep = plan._loaded, None
-        if plan._expiry:
-            fields = fields and fields.union((plan._expiry,))
+        fields, keep, meta = plan._loaded, None, self.meta
+        if plan._expiry or plan._entity:
+            fields = fields and fields.union(filter(None, (plan._expiry,)))
             now = int(_clock())
 
-            def unexpired(item):
-                return not self.meta.expired(item, now)
-            keep = unexpired
+            def kept(item):  # not expired, and of the entity
+                return not (plan._expiry and meta.expired(item, now)) and \
+                    meta.of_entity(item)
+            keep = kept
         return self.iter_keys(self.meta.table_name(), plan._keys,
                               consistent_read,
                               limit, fields=fields, progress=progress,
@@ -7862,6 +8023,8 @@ class _ModelType(type):
         meta.key_names = tuple(name for name, _ in keys)
         meta.key_attrs = tuple(field.stored_path[0] for _, field in keys)
         meta.key_schemas = _checked_indexes(cls, meta)
+        _check_templates(cls, meta)
+        _check_entity(cls, meta)
         # Bytes a string key may hold, for table and index keys alike.
         for schema in meta.key_schemas:
             for fields, limit in zip((schema.hash, schema.range),
@@ -7872,6 +8035,48 @@ class _ModelType(type):
 
 
 # A model's declarations, checked when its class is made.
+
+def _check_templates(cls, meta):
+    """SchemaError unless each KeyTemplate names fields of the model that
+    are strings or numbers, and no template; meta.templates lists them."""
+    templates = []
+    for name, field in meta.fields.items():
+        if not isinstance(field, KeyTemplate):
+            continue
+        for used in field.names:
+            other = meta.fields.get(used)
+            why = "is not a field of the model" if other is None else \
+                "is a KeyTemplate too" if isinstance(other, KeyTemplate) \
+                else None if other.attribute_type in ("S", "N") else \
+                f"is a {type(other).__name__}, not stored as text or a number"
+            if why:
+                raise SchemaError(f"{cls.__name__}.{name}: KeyTemplate "
+                                  f"{field.template!r} names {used!r}, which "
+                                  f"{why}")
+        templates.append((name, field))
+    meta.templates = tuple(templates)
+
+
+def _check_entity(cls, meta):
+    """SchemaError unless ``__entity__`` is None or a name, and its
+    attribute no field's."""
+    entity, attr = cls.__entity__, cls.__entity_attribute__
+    if entity is None:
+        return
+    for what, value in (("__entity__", entity),
+                        ("__entity_attribute__", attr)):
+        if type(value) is not str or not value:
+            raise SchemaError(f"{cls.__name__}.{what} must be a non-empty "
+                              f"string, not {value!r}")
+    taken = [name for name, field in meta.fields.items()
+             if field.stored_path[0] == attr]
+    if taken:
+        raise SchemaError(
+            f"{cls.__name__}.{taken[0]} is stored as {attr!r}, which holds "
+            "the entity's name: set __entity_attribute__ to another name")
+    meta.entity = entity
+    meta.entity_av = {"S": entity}
+    meta.entity_field = StringField()._bind(cls, (attr,))
 
 def _check_table_options(cls):
     """SchemaError unless the table's name, billing mode, stream and
@@ -8066,6 +8271,10 @@ class Model(metaclass=_ModelType):
     - ``__stream__``: ``"NEW_AND_OLD_IMAGES"``, ``"NEW_IMAGE"``,
       ``"OLD_IMAGE"`` or ``"KEYS_ONLY"``: the table's stream, which
       create_table and sync_table turn on (see ``changes``).
+    - ``__entity__``: the name of the model's items in a table several
+      models share: each item it writes holds it in the attribute
+      ``__entity_attribute__`` (``"_type"``), and its reads leave out the
+      items of other entities.
     - ``__abstract__ = True``: a base holding shared fields, with no table.
 
     ``Model(**values)`` makes an instance without checking ``required``
@@ -8085,6 +8294,8 @@ class Model(metaclass=_ModelType):
     __billing_mode__: ClassVar[str] = "PROVISIONED"
     __indexes__: ClassVar[tuple[GlobalIndex | LocalIndex, ...]] = ()
     __stream__: ClassVar[str | None] = None
+    __entity__: ClassVar[str | None] = None
+    __entity_attribute__: ClassVar[str] = "_type"
 
     if TYPE_CHECKING:
         _meta: ClassVar[_Metadata]
@@ -8239,6 +8450,12 @@ class Model(metaclass=_ModelType):
         if item is None:
             raise cls.DoesNotExist(f"{cls.__name__} with {_key_text(key)} "
                                    "does not exist")
+        if not meta.of_entity(item):
+            held = item.get(cls.__entity_attribute__, {}).get("S")
+            raise cls.DoesNotExist(
+                f"{cls.__name__} with {_key_text(key)} does not exist: the "
+                f"item there is " + (f"a {held!r}" if held else
+                                     "of no entity"))
         if expiry and meta.expired(item, int(_clock())):
             raise cls.DoesNotExist(f"{cls.__name__} with {_key_text(key)} "
                                    f"has expired (its {expiry} has passed)")
