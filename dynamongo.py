@@ -2420,7 +2420,7 @@ class KeyTemplate(StringField[bool]):
     def __repr__(self):
         return f"{super().__repr__()[:-1]} {self.template!r}>"
 
-    def _render(self, values, fields, convert=False):
+    def _text_of(self, values, fields, convert=False):
         """(the text of the template for ``values``, the names it needs and
         ``values`` lacks); ``convert``: the values are given, not
         validated (they are converted by to_native)."""
@@ -2440,10 +2440,12 @@ class KeyTemplate(StringField[bool]):
                 if spec:
                     text.append(format(value, spec))
                     continue
+            except ValidationError as exc:
+                raise _located(exc, name) from None
             except (TypeError, ValueError) as exc:
                 raise ValidationError(
-                    f"{{{name}:{spec}}} cannot format {value!r}: {exc}",
-                    {name: [str(exc)]}) from None
+                    f"{{{name}:{spec}}} cannot format {value!r}: {exc}"
+                    ) from None
             av = field._dump(value)
             text.append(av["S"] if "S" in av else av["N"])
         return "".join(text), missing
@@ -6824,7 +6826,7 @@ class _Metadata:
                 continue
             held = native.get(name)
             try:
-                text, missing = field._render(native, self.fields)
+                text, missing = field._text_of(native, self.fields)
                 if missing:
                     native[name] = None
                     if name in self.key_names:
@@ -6889,7 +6891,12 @@ class _Metadata:
         for name, field in self.key_fields:
             value = values.get(name)
             if value is None and isinstance(field, KeyTemplate):
-                value, missing = field._render(values, self.fields, True)
+                try:
+                    value, missing = field._text_of(values, self.fields,
+                                                    True)
+                except ValidationError as exc:
+                    raise ValidationError(f"{self.name}: the key field "
+                                          f"{name!r}: {exc}", exc.errors)
                 if missing:
                     raise ValidationError(
                         f"{self.name}: the key field {name!r} needs "

@@ -46,7 +46,8 @@ from dynamongo import (
     BinaryField, BooleanField, ConditionalCheckFailedException, Connection,
     CursorError, DateField, DateTimeField, DictField, DoesNotExist,
     DynamoDBError, EmailField, ExpressionError, FieldNotLoaded, FloatField,
-    GlobalIndex, IntField, IPAddressField, ListField, LocalIndex, Model,
+    GlobalIndex, IntField, IPAddressField, KeyTemplate, ListField,
+    LocalIndex, Model,
     SchemaError, SetField, StringField, TableNotFoundError, ThrottlingError,
     TimedeltaField, TTLField, TruthValueError, UnknownFieldError,
     UnprocessedError, URLField, UUIDField, ValidationError)
@@ -5404,6 +5405,188 @@ def test_attr_name_mistakes_are_schema_errors():
     with pytest.raises(SchemaError, match="sub-field 'city' cannot take "
                                           "attr_name"):
         DictField(city=StringField(attr_name="town"))
+
+
+# -- Single-table design: key templates and entities ------------------------
+
+# The README's shop: customers and their orders in one table.
+class Customer(Model):
+    __table__ = "shop"
+    __hash_key__ = "pk"
+    __range_key__ = "sk"
+    __entity__ = "customer"
+    pk = KeyTemplate("CUSTOMER#{customer_id}")
+    sk = KeyTemplate("PROFILE")
+    customer_id = StringField(required=True)
+    name = StringField()
+
+
+class ShopOrder(Model):
+    __table__ = "shop"
+    __hash_key__ = "pk"
+    __range_key__ = "sk"
+    __entity__ = "order"
+    __indexes__ = (GlobalIndex("gsi1", hash_key="gsi1pk",
+                               range_key="gsi1sk"),)
+    pk = KeyTemplate("CUSTOMER#{customer_id}")
+    sk = KeyTemplate("ORDER#{placed_at}#{order_id}")
+    gsi1pk = KeyTemplate("STATUS#{status}")
+    gsi1sk = KeyTemplate("{placed_at}")
+    customer_id = StringField(required=True)
+    order_id = StringField(required=True)
+    placed_at = DateTimeField(required=True)
+    status = StringField()
+    lines = IntField()
+
+
+def placed(day):
+    return datetime.datetime(2024, 5, day, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def shop():
+    ShopOrder.create_table()
+    Customer.save_one({"customer_id": "c1", "name": "Ann"})
+    ShopOrder.save_many([
+        {"customer_id": "c1", "order_id": "o1", "placed_at": placed(1),
+         "status": "shipped", "lines": 2},
+        {"customer_id": "c1", "order_id": "o2", "placed_at": placed(3),
+         "status": "open"},
+        {"customer_id": "c2", "order_id": "o3", "placed_at": placed(2)}])
+    return ShopOrder
+
+
+def shop_item(pk, sk):
+    return stored(ShopOrder, pk={"S": pk}, sk={"S": sk})
+
+
+def test_key_templates_are_written_on_every_save(shop):
+    assert shop_item("CUSTOMER#c1", "PROFILE") == {
+        "pk": {"S": "CUSTOMER#c1"}, "sk": {"S": "PROFILE"},
+        "customer_id": {"S": "c1"}, "name": {"S": "Ann"},
+        "_type": {"S": "customer"}}
+    assert shop_item("CUSTOMER#c1", "ORDER#2024-05-01T12:00:00.000000+00:00#o1") \
+        == {"pk": {"S": "CUSTOMER#c1"},
+            "sk": {"S": "ORDER#2024-05-01T12:00:00.000000+00:00#o1"},
+            "gsi1pk": {"S": "STATUS#shipped"},
+            "gsi1sk": {"S": "2024-05-01T12:00:00.000000+00:00"},
+            "customer_id": {"S": "c1"}, "order_id": {"S": "o1"},
+            "placed_at": {"S": "2024-05-01T12:00:00.000000+00:00"},
+            "status": {"S": "shipped"}, "lines": {"N": "2"},
+            "_type": {"S": "order"}}
+    # No status: no gsi1pk (the item stays out of the index).
+    third = shop_item("CUSTOMER#c2", "ORDER#2024-05-02T12:00:00.000000+00:00#o3")
+    assert "gsi1pk" not in third and third["gsi1sk"] == {
+        "S": "2024-05-02T12:00:00.000000+00:00"}
+    # Readable on instances, by key values or by their fields.
+    order = ShopOrder.get_one({"customer_id": "c1", "order_id": "o1",
+                               "placed_at": placed(1)})
+    assert (order.pk, order.sk, order.gsi1pk) == (
+        "CUSTOMER#c1", "ORDER#2024-05-01T12:00:00.000000+00:00#o1",
+        "STATUS#shipped")
+    assert ShopOrder.get_one((order.pk, order.sk)).lines == 2
+    # Conditional puts and transactions write them too.
+    ShopOrder.save_many([{"customer_id": "c3", "order_id": "o4",
+                          "placed_at": placed(4), "status": "open"}],
+                        overwrite=False)
+    assert shop_item("CUSTOMER#c3", "ORDER#2024-05-04T12:00:00.000000+00:00#o4")[
+        "gsi1pk"] == {"S": "STATUS#open"}
+    # An instance's templates are made again from its fields.
+    order.status = "returned"
+    assert ShopOrder.save_one(order).gsi1pk == "STATUS#returned"
+    skip_on_gap("transactions")
+    with dynamongo.transaction() as transaction:
+        transaction.save_one(Customer, {"customer_id": "c9"})
+    assert shop_item("CUSTOMER#c9", "PROFILE")["_type"] == {
+        "S": "customer"}
+
+
+def test_each_entity_reads_its_own_items(shop):
+    assert [order.order_id for order in ShopOrder.get_many(
+        ShopOrder.pk == "CUSTOMER#c1")] == ["o1", "o2"]
+    assert [customer.name for customer in Customer.get_many(
+        Customer.pk == "CUSTOMER#c1")] == ["Ann"]
+    assert ShopOrder.count(ShopOrder.pk == "CUSTOMER#c1") == 2
+    assert Customer.count() == 1 and ShopOrder.count() == 3
+    assert sorted(order.order_id for order in ShopOrder.iter_many(
+        ShopOrder.lines.not_exists())) == ["o2", "o3"]
+    page = ShopOrder.get_page(ShopOrder.pk == "CUSTOMER#c1", 1)
+    assert [order.order_id for order in page] == ["o1"]
+    assert [order.order_id for order in ShopOrder.get_page(
+        ShopOrder.pk == "CUSTOMER#c1", 1, cursor=page.cursor)] == ["o2"]
+    assert "items of other entities than 'order' left out" in str(
+        ShopOrder.explain(ShopOrder.pk == "CUSTOMER#c1"))
+    # Keys: another entity's item is not found.
+    profile = ("CUSTOMER#c1", "PROFILE")
+    assert ShopOrder.get_many([profile, (
+        "CUSTOMER#c1", "ORDER#2024-05-03T12:00:00.000000+00:00#o2")])[0].order_id \
+        == "o2"
+    with pytest.raises(ShopOrder.DoesNotExist, match=r"the item there is a "
+                                                     r"'customer'"):
+        ShopOrder.get_one(profile)
+    assert Customer.get_one(profile, fields=["name"]).name == "Ann"
+    # Deleting what a condition finds deletes only the entity's items.
+    assert ShopOrder.delete_many(ShopOrder.pk == "CUSTOMER#c1"
+                                 ).success_count == 2
+    assert Customer.get_one(profile).name == "Ann"
+
+
+def test_key_template_values_and_mistakes(shop, monkeypatch):
+    sent = sent_requests(monkeypatch)
+    with pytest.raises(ValidationError, match=r"order_id: is required; "
+                                              r"placed_at: is required"):
+        ShopOrder.save_one({"customer_id": "c1"})
+    with pytest.raises(ValidationError, match=r"pk: is 'CUSTOMER#c1' by "
+                                              r"its KeyTemplate"):
+        ShopOrder.save_one({"customer_id": "c1", "order_id": "o9",
+                            "placed_at": placed(9), "pk": "CUSTOMER#c2"})
+    with pytest.raises(ValidationError, match=r"needs customer_id"):
+        ShopOrder.get_one({"order_id": "o1", "placed_at": placed(1)})
+    assert sent == []
+
+    class Numbered(Model):
+        __table__ = "numbered"
+        __hash_key__ = "pk"
+        pk = KeyTemplate("N#{n:08d}#{label}")
+        n = IntField()
+        label = StringField()
+
+    with pytest.raises(ValidationError, match=r"pk: needs label \(KeyTemplate"
+                                              r" 'N#{n:08d}#{label}'\)"):
+        Numbered.save_one({"n": 42})
+    with pytest.raises(ValidationError, match=r"Numbered: the key field "
+                                              r"'pk': n: must be an integer"):
+        Numbered.get_one({"n": "x", "label": "y"})
+
+    class Ratio(Model):
+        __table__ = "ratio"
+        __hash_key__ = "pk"
+        pk = KeyTemplate("R#{r:d}")
+        r = FloatField()
+
+    with pytest.raises(ValidationError, match=r"pk: {r:d} cannot format "
+                                              r"1.5: Unknown format code"):
+        Ratio.save_one({"r": 1.5})
+    assert sent == []
+    Numbered.create_table()
+    assert Numbered.save_one({"n": 42, "label": "x"}).pk == "N#00000042#x"
+    assert Numbered.get_one({"n": 42, "label": "x"}).n == 42
+    for template, why in (("A#{nope}", "'nope', which is not a field"),
+                          ("A#{pk2}", "'pk2', which is a KeyTemplate too"),
+                          ("A#{flag}", "'flag', which is a BooleanField"),
+                          ("A#{}", "names a field of the model"),
+                          ("A#{n!r}", "names a field of the model"),
+                          ("A#{n", "expected '}'")):
+        with pytest.raises(SchemaError, match=re.escape(why)):
+            type("Bad", (Model,), {
+                "__table__": "bad", "__hash_key__": "pk",
+                "pk": KeyTemplate(template), "pk2": KeyTemplate("x"),
+                "n": IntField(), "flag": BooleanField()})
+    with pytest.raises(SchemaError, match="stored as '_type', which holds "
+                                          "the entity's name"):
+        type("Typed", (Model,), {
+            "__table__": "typed", "__hash_key__": "id", "__entity__": "t",
+            "id": StringField(), "kind": StringField(attr_name="_type")})
 
 
 # -- Stream records ----------------------------------------------------------
