@@ -2433,22 +2433,77 @@ class KeyTemplate(StringField[bool]):
             if value is None:
                 missing.append(name)
                 continue
-            field = fields[name]
+            if convert:
+                try:
+                    value = fields[name].to_native(value)
+                except ValidationError as exc:
+                    raise _located(exc, name) from None
+            text.append(self._piece(fields[name], name, spec, value))
+        return "".join(text), missing
+
+    @staticmethod
+    def _piece(field, name, spec, value):
+        """The text of ``value`` of ``field`` in a template."""
+        if spec:
             try:
-                if convert:
-                    value = field.to_native(value)
-                if spec:
-                    text.append(format(value, spec))
-                    continue
-            except ValidationError as exc:
-                raise _located(exc, name) from None
+                return format(value, spec)
             except (TypeError, ValueError) as exc:
                 raise ValidationError(
                     f"{{{name}:{spec}}} cannot format {value!r}: {exc}"
                     ) from None
-            av = field._dump(value)
-            text.append(av["S"] if "S" in av else av["N"])
-        return "".join(text), missing
+        av = field._dump(value)
+        return av["S"] if "S" in av else av["N"]
+
+    def _implied(self, equal, ranged, fields):
+        """The key condition on this range key template that == (``equal``:
+        field name -> value) and range conditions (``ranged``: name ->
+        condition) on its fields imply: == when they fix all of it, else a
+        range within the prefix its fields given with == from the left fix
+        (the text before its first field, at least); None for none."""
+        prefix = ""
+        for literal, name, spec in self.parts:
+            prefix += literal
+            if name is None:
+                continue
+            field = fields[name]
+            if name in equal:
+                prefix += self._piece(field, name, spec, equal[name])
+                continue
+            part = ranged.get(name)
+            if isinstance(part, _Function):  # begins_with on a string
+                if field.attribute_type == "S" and not spec:
+                    return self.begins_with(prefix + part.operand["S"])
+            elif part is not None:
+                bounds = self._bounds(part, field, name, spec)
+                if bounds is not None:
+                    return self.between(prefix + bounds[0],
+                                        prefix + bounds[1])
+            return self.begins_with(prefix) if prefix else None
+        return self == prefix
+
+    def _bounds(self, part, field, name, spec):
+        """(low, high) text within which ``part`` (a comparison or between
+        on ``field``) puts the field's text -- the filter does the rest --
+        or None when text order may not be value order: a number without
+        a zero-padding spec, or a negative one."""
+        if field.attribute_type == "N" and not (
+                spec and re.fullmatch(r"0\d+d", spec)):
+            return None
+        values = [field._load(av) for av in (
+            (part.low, part.high) if isinstance(part, _Between)
+            else (part.value,))]
+        if field.attribute_type == "N" and min(values) < 0:
+            return None
+        texts = [self._piece(field, name, spec, value) for value in values]
+        if isinstance(part, _Between):
+            return texts[0], texts[1] + _LAST_TEXT
+        if part.operator in (">", ">="):
+            return texts[0], _LAST_TEXT
+        return "", texts[0] + _LAST_TEXT
+
+
+# After every text DynamoDB holds, in its order (of UTF-8 bytes).
+_LAST_TEXT = "\U0010ffff"
 
 
 def _template_parts(template):
@@ -6081,6 +6136,17 @@ def _tested_name(condition):
     return None
 
 
+def _equal_values(parts, fields):
+    """{field name: value} of the ``==`` among ``parts`` (top-level
+    fields; the first of each)."""
+    equal = {}
+    for part in parts:
+        name = _tested_name(part)
+        if name in fields and _is_equality(part) and name not in equal:
+            equal[name] = fields[name]._load(part.value)
+    return equal
+
+
 def _implies_presence(condition, name):
     """Whether an item meeting ``condition`` has the attribute ``name``
     (``<>`` holds for a missing attribute; the others do not)."""
@@ -6200,7 +6266,7 @@ class _Planner:
             else [self.forced_schema()]
         best, refusals = None, []
         for schema in schemas:
-            query = self.query_of(schema, parts)
+            query = self.query_of(schema, parts + self.implied(schema, parts))
             if isinstance(query, str):
                 refusals.append(query)
             elif best is None or query.score > best.score:
@@ -6260,6 +6326,32 @@ class _Planner:
         score = (schema.index is None, len(key_parts), schema.local,
                  -schema.order)
         return _Query(schema, key_parts, values, rest, score)
+
+    def implied(self, schema, parts):
+        """The key conditions ``parts`` imply on ``schema``'s KeyTemplate
+        keys, from the conditions on the fields they name: == on a hash
+        template all of whose fields have ==; on a range template, see
+        KeyTemplate._implied. The parts themselves stay in the filter."""
+        keys = [field for _, field in schema.hash + schema.range
+                if isinstance(field, KeyTemplate)]
+        if not keys:
+            return []
+        fields = self.meta.fields
+        equal, ranged = _equal_values(parts, fields), {}
+        for part in parts:
+            name = _tested_name(part)
+            if name in fields and not _is_equality(part) and \
+                    _is_range_key_condition(part):
+                ranged.setdefault(name, part)
+        implied = []
+        for field in keys:
+            if any(field is hashed for _, hashed in schema.hash):
+                text, missing = field._text_of(equal, fields)
+                if not missing:
+                    implied.append(field == text)
+            else:
+                implied.append(field._implied(equal, ranged, fields))
+        return [condition for condition in implied if condition is not None]
 
     def index_refusal(self, schema):
         """Why an index the planner would choose cannot serve the read
@@ -6943,6 +7035,24 @@ class _Metadata:
             f"condition, not {strategy!r}",
             {hash_name: ["composite key needs a (hash, range) tuple"]})
 
+    def templated_key(self, parts, key_values, missing):
+        """(the parts left, the key fields still missing) once the
+        KeyTemplates among ``missing`` are made, into ``key_values``, from
+        the == of ``parts`` on the fields they name."""
+        equal = _equal_values(parts, self.fields)
+        used, still = set(), []
+        for name in missing:
+            field = self.fields[name]
+            if isinstance(field, KeyTemplate):
+                text, lacking = field._text_of(equal, self.fields)
+                if not lacking:
+                    key_values[name] = {"S": text}
+                    used.update(field.names)
+                    continue
+            still.append(name)
+        return [part for part in parts if not (
+            _is_equality(part) and _tested_name(part) in used)], still
+
     def key_field_of(self, condition):
         """The key name a top-level condition tests, or None."""
         field = getattr(condition, "field", None)
@@ -6971,10 +7081,15 @@ class _Metadata:
             _check_field_of(self.model, part.field)
             key_values[name] = part.value
         missing = [name for name in self.key_names if name not in key_values]
+        if missing and self.templates:  # made from their fields' ==
+            rest, missing = self.templated_key(rest, key_values, missing)
         if missing:
+            named = [f"{name} (or on {', '.join(field.names)})"
+                     if isinstance(field := self.fields[name], KeyTemplate)
+                     and field.names else name for name in missing]
             how = ("the condition is ORed; key conditions must be ANDed"
                    if isinstance(condition, _Or) else
-                   f"it has no == condition on {', '.join(missing)}")
+                   f"it has no == condition on {' and '.join(named)}")
             raise ExpressionError(f"{self.name}: {condition!r} does not "
                                   f"name one item: {how}")
         return {self.attr(name): av for name, av in key_values.items()}, \
@@ -8060,6 +8175,9 @@ def _check_templates(cls, meta):
                 raise SchemaError(f"{cls.__name__}.{name}: KeyTemplate "
                                   f"{field.template!r} names {used!r}, which "
                                   f"{why}")
+        # Written on every save when every field it names must be.
+        field.required = all(meta.fields[used].required
+                             or used in meta.key_names for used in field.names)
         templates.append((name, field))
     meta.templates = tuple(templates)
 

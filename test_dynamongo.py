@@ -5531,6 +5531,75 @@ def test_each_entity_reads_its_own_items(shop):
     assert Customer.get_one(profile).name == "Ann"
 
 
+def test_reads_by_the_fields_of_key_templates(shop, calls):
+    def orders(condition, **options):
+        return [order.order_id for order in ShopOrder.get_many(
+            condition, **options)]
+
+    by_customer = ShopOrder.customer_id == "c1"
+    plan = ShopOrder.explain(by_customer)
+    assert (plan.operation, plan.index, plan.key_condition) == (
+        "Query", None, "(pk = 'CUSTOMER#c1') AND (begins_with(sk, 'ORDER#'))")
+    assert orders(by_customer) == ["o1", "o2"]
+    assert orders(by_customer, descending=True) == ["o2", "o1"]
+    # A range on the next field, within the entity's prefix.
+    since = by_customer & (ShopOrder.placed_at >= placed(2))
+    assert ShopOrder.explain(since).key_condition == (
+        "(pk = 'CUSTOMER#c1') AND (sk BETWEEN "
+        "'ORDER#2024-05-02T12:00:00.000000+00:00' AND 'ORDER#\\U0010ffff')")
+    assert orders(since) == ["o2"]
+    assert orders(by_customer & (ShopOrder.placed_at < placed(3))) == ["o1"]
+    assert orders(by_customer & ShopOrder.placed_at.between(
+        placed(1), placed(3))) == ["o1", "o2"]
+    # Every field of the key: one GetItem, by get_one.
+    calls.clear()
+    one = ShopOrder.get_one(by_customer & (ShopOrder.placed_at == placed(3))
+                            & (ShopOrder.order_id == "o2"))
+    assert one.status == "open" and operations(calls) == ["GetItem"]
+    assert Customer.get_one(Customer.customer_id == "c1").name == "Ann"
+    assert [customer.name for customer in Customer.get_many(
+        Customer.customer_id == "c1")] == ["Ann"]
+    # An index's templates: status == ... queries gsi1.
+    shipped = ShopOrder.explain(ShopOrder.status == "shipped")
+    assert (shipped.index, shipped.key_condition) == (
+        "gsi1", "gsi1pk = 'STATUS#shipped'")
+    assert orders(ShopOrder.status == "shipped") == ["o1"]
+    # The other reads go the same way.
+    assert ShopOrder.count(by_customer) == 2
+    assert [order.order_id for order in ShopOrder.iter_many(by_customer)] \
+        == ["o1", "o2"]
+    page = ShopOrder.get_page(by_customer, 1)
+    assert [order.order_id for order in ShopOrder.get_page(
+        by_customer, 1, cursor=page.cursor)] == ["o2"]
+    calls.clear()
+    assert ShopOrder.delete_many(since).success_count == 1
+    assert operations(calls)[0] == "Query"
+    assert orders(by_customer) == ["o1"]
+
+
+def test_key_templates_of_numbers_read_in_value_order():
+    class Reading(Model):
+        __table__ = "templated-readings"
+        __hash_key__ = "pk"
+        __range_key__ = "sk"
+        __billing_mode__ = "PAY_PER_REQUEST"
+        pk = KeyTemplate("SENSOR#{sensor}")
+        sk = KeyTemplate("N#{n}")  # no padding: "10" < "9" as text
+        padded = KeyTemplate("P#{n:04d}")
+        sensor = StringField(required=True)
+        n = IntField(required=True)
+
+    Reading.create_table()
+    Reading.save_many([{"sensor": "s", "n": n} for n in range(1, 13)])
+    at_least_9 = (Reading.sensor == "s") & (Reading.n >= 9)
+    assert Reading.explain(at_least_9).key_condition == \
+        "(pk = 'SENSOR#s') AND (begins_with(sk, 'N#'))"
+    assert sorted(reading.n for reading in Reading.get_many(at_least_9)) \
+        == [9, 10, 11, 12]
+    assert Reading.count((Reading.sensor == "s") & Reading.n.between(
+        2, 10)) == 9
+
+
 def test_key_template_values_and_mistakes(shop, monkeypatch):
     sent = sent_requests(monkeypatch)
     with pytest.raises(ValidationError, match=r"order_id: is required; "
