@@ -115,8 +115,10 @@ __all__ = [
     "ValidationError",
     "VersionConflict",
     "VersionField",
+    "aget_collection",
     "atransact_get",
     "changes",
+    "get_collection",
     "opentelemetry_listener",
     "transact_get",
     "transaction",
@@ -9506,6 +9508,99 @@ def _transact_get(requests, fields):
         found.append(meta.partial([meta.from_item(item)], loaded)[0]
                      if item else None)
     return found + [None] * (len(requests) - len(found))
+
+
+# -- Collections: the entities of one partition, in one Query ----------------
+
+def get_collection(*models: type[Model], consistent_read: bool = False,
+                   **values: Any) -> dict[type[Model], list[Model]]:
+    """The items of ``models`` -- entities (``__entity__``) sharing a table
+    and the template of its hash key -- in the partition that ``values``
+    (the fields that template names) make: one Query, read to its last
+    page, as ``{model: [instances in sort key order]}``; items of other
+    entities are left out. ``consistent_read`` as for get_many.
+    ``get_collection(Customer, Order, customer_id="c1")``."""
+    return _perform(_collection(models, consistent_read, values))
+
+
+async def aget_collection(*models: type[Model],
+                          consistent_read: bool = False,
+                          **values: Any) -> dict[type[Model], list[Model]]:
+    """``get_collection``, awaited."""
+    return await _aperform(_collection(models, consistent_read, values))
+
+
+_twin_docs([(aget_collection, get_collection)])
+
+
+def _collection(models, consistent_read, values):
+    """Procedure of get_collection."""
+    first, text = _partition(models, values)
+    expression = _Expression()
+    params = {"TableName": first.table_name(),
+              "KeyConditionExpression": (first._meta.key_fields[0][1]
+                                         == text)._render(expression)}
+    if consistent_read:
+        params["ConsistentRead"] = True
+    found: dict[type[Model], list[Model]] = {model: [] for model in models}
+    entities = {(model.__entity_attribute__, model.__entity__): model
+                for model in models}
+
+    def take(items):
+        count = 0
+        for count, item in enumerate(items, 1):
+            for (attr, entity), model in entities.items():
+                if item.get(attr) == {"S": entity}:
+                    found[model].append(model._meta.from_item(item))
+                    break
+        return count
+
+    yield from _pages("Query", expression.into(params), take)
+    return found
+
+
+def _partition(models, values):
+    """(the first of ``models``, the text of the hash key the ``values``
+    make) of a collection; ValidationError or ExpressionError unless the
+    models are entities of one table whose hash key templates make the
+    same text from the same fields."""
+    if not models:
+        raise ValidationError("get_collection takes one model or more")
+    texts = {}
+    for model in models:
+        if not (isinstance(model, type) and issubclass(model, Model)) or \
+                not model._meta.key_fields:
+            raise ValidationError(f"get_collection takes models, not "
+                                  f"{model!r}")
+        meta = model._meta
+        if meta.entity is None:
+            raise ValidationError(
+                f"get_collection: {model.__name__} declares no __entity__, "
+                "so its items cannot be told from others'")
+        name, field = meta.key_fields[0]
+        if not isinstance(field, KeyTemplate):
+            raise ExpressionError(f"get_collection: {model.__name__}.{name} "
+                                  "is not a KeyTemplate")
+        unknown = sorted(set(values) - set(field.names))
+        lacking = [used for used in field.names if used not in values]
+        if unknown or lacking:
+            raise ExpressionError(
+                f"get_collection: {model.__name__}.{name} is made of "
+                f"{', '.join(field.names) or 'no field'} "
+                f"({field.template!r}), not of "
+                f"{', '.join(sorted(values)) or 'no field'}")
+        try:
+            text = field._text_of(values, meta.fields, True)[0]
+        except ValidationError as exc:
+            raise ValidationError(f"get_collection: {model.__name__}: {exc}",
+                                  exc.errors) from None
+        texts[model] = (model.table_name(), field.stored_path[0], text)
+    if len(set(texts.values())) > 1:
+        raise ExpressionError(
+            "get_collection: the models share no partition: " + "; ".join(
+                f"{model.__name__} reads {table} where {attr} = {text!r}"
+                for model, (table, attr, text) in texts.items()))
+    return models[0], texts[models[0]][2]
 
 
 # -- Stream records ----------------------------------------------------------

@@ -5437,6 +5437,7 @@ class ShopOrder(Model):
     placed_at = DateTimeField(required=True)
     status = StringField()
     lines = IntField()
+    note = StringField()
 
 
 def placed(day):
@@ -5598,6 +5599,36 @@ def test_key_templates_of_numbers_read_in_value_order():
         == [9, 10, 11, 12]
     assert Reading.count((Reading.sensor == "s") & Reading.n.between(
         2, 10)) == 9
+
+
+def test_a_collection_is_one_query_of_a_partition(shop, calls):
+    ShopOrder.save_many([{"customer_id": "c1", "order_id": f"p{n:02d}",
+                          "placed_at": placed(10 + n)} for n in range(12)])
+    calls.clear()
+    found = dynamongo.get_collection(Customer, ShopOrder, customer_id="c1")
+    assert operations(calls) == ["Query"]
+    assert calls[0][1]["KeyConditionExpression"] == "#n0 = :v0"
+    assert calls[0][1]["ExpressionAttributeValues"] == {
+        ":v0": {"S": "CUSTOMER#c1"}}
+    assert [customer.name for customer in found[Customer]] == ["Ann"]
+    assert [order.order_id for order in found[ShopOrder]] == [
+        "o1", "o2"] + [f"p{n:02d}" for n in range(12)]
+    assert asyncio.run(dynamongo.aget_collection(
+        ShopOrder, customer_id="c2"))[ShopOrder][0].order_id == "o3"
+    assert dynamongo.get_collection(Customer, customer_id="c7") == {
+        Customer: []}
+
+
+def test_a_collection_is_read_to_its_last_page(shop, monkeypatch, calls):
+    big = "x" * 300_000  # (a page holds 1 MB: four pages)
+    Customer.save_one({"customer_id": "c5", "name": big})
+    ShopOrder.save_many([{"customer_id": "c5", "order_id": f"q{n}",
+                          "placed_at": placed(n + 1), "note": big}
+                         for n in range(9)])
+    calls.clear()
+    found = dynamongo.get_collection(ShopOrder, Customer, customer_id="c5")
+    assert len(found[ShopOrder]) == 9 and len(found[Customer]) == 1
+    assert operations(calls) == ["Query"] * len(calls) and len(calls) > 1
 
 
 def test_key_template_values_and_mistakes(shop, monkeypatch):
@@ -8014,7 +8045,37 @@ MISUSES = [
         [User])), ValidationError, "(model, key) pairs"),
     ("Transaction.acommit(twice)", lambda: asyncio.run(committed_twice()),
      ExpressionError, "is over"),
+    # Collections and templated keys: refused before sending.
+    ("get_collection()", lambda: dynamongo.get_collection(),
+     ValidationError, "one model or more"),
+    ("get_collection(no entity)", lambda: dynamongo.get_collection(
+        User, email=X), ValidationError, "User declares no __entity__"),
+    ("get_collection(other fields)", lambda: dynamongo.get_collection(
+        Customer, ShopOrder, order_id="o1"), ExpressionError,
+     "Customer.pk is made of customer_id ('CUSTOMER#{customer_id}'), not "
+     "of order_id"),
+    ("get_collection(two tables)", lambda: dynamongo.get_collection(
+        Customer, Elsewhere, customer_id="c1"), ExpressionError,
+     "share no partition"),
+    ("aget_collection(bad value)", lambda: asyncio.run(
+        dynamongo.aget_collection(Customer, customer_id=5)),
+     ValidationError, "customer_id: must be a string"),
+    ("get_one(templated key, a range)", lambda: ShopOrder.get_one(
+        (ShopOrder.customer_id == "c1") & (ShopOrder.order_id == "o1")
+        & (ShopOrder.placed_at > placed(1))), ExpressionError,
+     "no == condition on sk (or on placed_at, order_id)"),
+    ("delete_one(templated key, ORed)", lambda: ShopOrder.delete_one(
+        (ShopOrder.customer_id == "c1") | (ShopOrder.order_id == "o1")),
+     ExpressionError, "ORed"),
 ]
+
+
+class Elsewhere(Model):
+    __table__ = "elsewhere"
+    __hash_key__ = "pk"
+    __entity__ = "customer"
+    pk = KeyTemplate("CUSTOMER#{customer_id}")
+    customer_id = StringField(required=True)
 
 
 async def committed_twice():
