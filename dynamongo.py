@@ -7055,6 +7055,49 @@ class _Metadata:
         return [part for part in parts if not (
             _is_equality(part) and _tested_name(part) in used)], still
 
+    def template_updates(self, updates):
+        """The updates of the index KeyTemplates that ``updates`` change the
+        fields of (set again from the values set, removed when one is set
+        to None); ExpressionError for a change no update can make without
+        reading the item: of a key template's field, of a template itself,
+        of part of a template's fields, or not by a plain set."""
+        given = {}  # field name -> the value set (None: removed)
+        for update in updates:
+            name = update.field.path[0]
+            if isinstance(self.fields[name], KeyTemplate):
+                raise ExpressionError(
+                    f"{self.name}.{name} is made from its KeyTemplate: "
+                    "update the fields it names instead")
+            if len(update.field.path) == 1 and (
+                    isinstance(update, RemoveUpdate) or isinstance(
+                        update, SetUpdate) and not update.if_not_exists):
+                given[name] = None if isinstance(update, RemoveUpdate) \
+                    else self.fields[name]._load(update.value)
+        changed = []
+        for name, field in self.templates:
+            touched = [used for used in field.names
+                       if any(update.field.path[0] == used
+                              for update in updates)]
+            if not touched:
+                continue
+            if name in self.key_names:
+                raise ExpressionError(
+                    f"{self.name}.{touched[0]} makes the key {name} "
+                    f"({field.template!r}): it cannot change (save a new "
+                    "item instead)")
+            lacking = [used for used in field.names if used not in given]
+            if lacking:
+                raise ExpressionError(
+                    f"{self.name}: an update of {', '.join(touched)} "
+                    f"rewrites {name} ({field.template!r}), so it must set "
+                    f"every field it names: {', '.join(lacking)} too "
+                    "(plain sets, no read is made)")
+            text, missing = field._text_of(given, self.fields)
+            bound = self.fields[name]
+            changed.append(RemoveUpdate(bound) if missing else
+                           SetUpdate(bound, {"S": text}))
+        return changed
+
     def key_field_of(self, condition):
         """The key name a top-level condition tests, or None."""
         field = getattr(condition, "field", None)
@@ -7200,6 +7243,8 @@ class _Metadata:
                 raise ValidationError(
                     f"{self.name}.{update.field.path[0]} is part of the "
                     "key: it cannot be updated (save a new item instead)")
+        if self.templates:
+            updates += self.template_updates(updates)
         bounds = [guard for guard in (update._guard() for update in updates)
                   if guard is not None]
         checks = [self.key_fields[0][1].exists(), *bounds, condition]
@@ -8671,9 +8716,12 @@ class Model(metaclass=_ModelType):
             raise ValidationError(f"{cls.__name__}.update_from_dict takes a "
                                   f"dict, not {type(item).__name__}")
         meta = cls._meta
-        # The key, and the version required of the stored item.
-        named = {name: item.get(name) for name in meta.key_names
-                 + ((meta.version,) if meta.version else ())}
+        # The key (or the fields its templates name), and the version
+        # required of the stored item.
+        keyed = [used for name, field in meta.templates
+                 if name in meta.key_names for used in field.names]
+        named = {name: item.get(name) for name in (
+            *meta.key_names, *keyed, *filter(None, (meta.version,)))}
         meta.key(named)  # the key must be there and valid
         updates, errors = [], {}
         for name, value in item.items():

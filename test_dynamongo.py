@@ -5601,6 +5601,58 @@ def test_key_templates_of_numbers_read_in_value_order():
         2, 10)) == 9
 
 
+def test_updates_rewrite_the_index_templates_of_their_fields(shop, calls):
+    key = (ShopOrder.customer_id == "c1") & (
+        ShopOrder.placed_at == placed(1)) & (ShopOrder.order_id == "o1")
+    sk = "ORDER#2024-05-01T12:00:00.000000+00:00#o1"
+    calls.clear()
+    assert ShopOrder.update_one(key, ShopOrder.status.set("returned")
+                                ).gsi1pk == "STATUS#returned"
+    assert operations(calls) == ["UpdateItem"]
+    assert shop_item("CUSTOMER#c1", sk)["gsi1pk"] == {"S": "STATUS#returned"}
+    assert [order.order_id for order in ShopOrder.get_many(
+        ShopOrder.status == "returned")] == ["o1"]
+    # None removes the index attribute: out of the index.
+    ShopOrder.update_one(key, ShopOrder.status.remove())
+    assert "gsi1pk" not in shop_item("CUSTOMER#c1", sk)
+    assert ShopOrder.update_from_dict({
+        "customer_id": "c1", "placed_at": placed(1), "order_id": "o1",
+        "status": "open", "lines": 5}).gsi1pk == "STATUS#open"
+    assert shop_item("CUSTOMER#c1", sk)["gsi1pk"] == {"S": "STATUS#open"}
+    # What no single UpdateItem can do.
+    calls.clear()
+    for updates, message in (
+            (ShopOrder.customer_id.set("c2"), "customer_id makes the key "
+                                              "pk ('CUSTOMER#{customer_id}')"),
+            (ShopOrder.gsi1pk.set("STATUS#x"), "gsi1pk is made from its "
+                                               "KeyTemplate"),
+            (ShopOrder.placed_at.set(placed(5)), "placed_at makes the key "
+                                                 "sk")):
+        with pytest.raises(ExpressionError, match=re.escape(message)):
+            ShopOrder.update_one(key, updates)
+    assert calls == []
+
+    class Pair(Model):
+        __table__ = "pairs"
+        __hash_key__ = "id"
+        __indexes__ = (GlobalIndex("by_ab", hash_key="ab"),)
+        id = StringField(required=True)
+        ab = KeyTemplate("{a}#{b}")
+        a = StringField()
+        b = StringField()
+
+    with pytest.raises(ExpressionError, match=re.escape(
+            "an update of a rewrites ab ('{a}#{b}'), so it must set every "
+            "field it names: b too")):
+        Pair.update_one("p1", Pair.a.set("x"))
+    assert calls == []
+    Pair.create_table()
+    Pair.save_one({"id": "p1", "a": "x", "b": "y"})
+    assert Pair.update_one("p1", [Pair.a.set("z"), Pair.b.set("w")]).ab \
+        == "z#w"
+    assert Pair.get_one("p1").ab == "z#w"
+
+
 def test_a_collection_is_one_query_of_a_partition(shop, calls):
     ShopOrder.save_many([{"customer_id": "c1", "order_id": f"p{n:02d}",
                           "placed_at": placed(10 + n)} for n in range(12)])
