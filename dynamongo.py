@@ -7840,7 +7840,40 @@ class _SchemaManager:
 
     def definition(self):
         """CreateTable's parameters, less the table name: keys, billing,
-        indexes."""
+        indexes -- an entity's table's with the indexes of every entity
+        sharing it (one declared alike twice is made once)."""
+        params = self.own_definition()
+        if self.meta.entity is None:
+            return params
+        attributes = {attribute["AttributeName"]: attribute
+                      for attribute in params["AttributeDefinitions"]}
+        for other in _sharers(self.meta.model):
+            theirs = _SchemaManager(other._meta).own_definition()
+            for kind in ("GlobalSecondaryIndexes", "LocalSecondaryIndexes"):
+                mine = {index["IndexName"]: index
+                        for index in params.get(kind, ())}
+                for index in theirs.get(kind, ()):
+                    same = mine.get(index["IndexName"])
+                    if same is None:
+                        params.setdefault(kind, []).append(index)
+                    elif same != index:
+                        raise SchemaError(
+                            f"{self.meta.name} and {other.__name__} declare "
+                            f"the index {index['IndexName']!r} of their "
+                            "table differently")
+            for attribute in theirs["AttributeDefinitions"]:
+                same = attributes.setdefault(attribute["AttributeName"],
+                                             attribute)
+                if same != attribute:
+                    raise SchemaError(
+                        f"{self.meta.name} and {other.__name__} give the "
+                        f"attribute {attribute['AttributeName']!r} of "
+                        "their table's keys different types")
+        params["AttributeDefinitions"] = list(attributes.values())
+        return params
+
+    def own_definition(self):
+        """The model's own part of ``definition``."""
         meta = self.meta
         model = meta.model
         provisioned = model.__billing_mode__ == "PROVISIONED"
@@ -8249,6 +8282,34 @@ def _check_entity(cls, meta):
     meta.entity = entity
     meta.entity_av = {"S": entity}
     meta.entity_field = StringField()._bind(cls, (attr,))
+    keys = [(field.stored_path[0], field.attribute_type)
+            for _, field in meta.key_fields]
+    for other in _sharers(cls):
+        theirs = [(field.stored_path[0], field.attribute_type)
+                  for _, field in other._meta.key_fields]
+        if theirs != keys:
+            raise SchemaError(
+                f"{cls.__name__} and {other.__name__} share the table "
+                f"{cls.__table__!r} but not its key: {keys} and {theirs} "
+                "(names and types of the hash and range key attributes)")
+    import weakref
+
+    _ENTITIES.setdefault(cls.__table__, {})[
+        (cls.__module__, cls.__qualname__)] = weakref.ref(cls)
+
+
+# The entity models of each __table__ (by module and name: a model made
+# again replaces the one before), for the checks and create_table.
+_ENTITIES: dict[str, dict[tuple[str, str], Any]] = {}
+
+
+def _sharers(model):
+    """The other entity models of ``model``'s table still alive."""
+    known = _ENTITIES.get(model.__table__, {})
+    return [other for other in (ref() for name, ref in known.items()
+                                if name != (model.__module__,
+                                            model.__qualname__))
+            if other is not None and other is not model]
 
 def _check_table_options(cls):
     """SchemaError unless the table's name, billing mode, stream and

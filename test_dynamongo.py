@@ -5683,6 +5683,45 @@ def test_a_collection_is_read_to_its_last_page(shop, monkeypatch, calls):
     assert operations(calls) == ["Query"] * len(calls) and len(calls) > 1
 
 
+def test_entities_sharing_a_table_share_its_keys_and_indexes():
+    def entity(name, indexes=(), **fields):
+        return type(name, (Model,), dict(
+            __table__="mall", __hash_key__="pk", __range_key__="sk",
+            __entity__=name.lower(), __indexes__=indexes,
+            pk=KeyTemplate("CUSTOMER#{customer_id}"),
+            customer_id=StringField(required=True), **fields))
+
+    buyer = entity("Buyer", sk=KeyTemplate("PROFILE"))
+    entity("Purchase", (GlobalIndex("gsi1", hash_key="gsi1pk"),),
+           sk=KeyTemplate("P#{n}"), n=IntField(required=True),
+           gsi1pk=KeyTemplate("S#{status}"), status=StringField())
+    visit = entity("Visit", (GlobalIndex("gsi1", hash_key="gsi1pk"),
+                             GlobalIndex("by_page", hash_key="page")),
+                   sk=KeyTemplate("V#{n}"), n=IntField(required=True),
+                   gsi1pk=KeyTemplate("P#{page}"), page=StringField())
+    # Made by any of them, the table has every index they declare (gsi1,
+    # declared alike twice, once).
+    buyer.create_table()
+    table = Connection.client().describe_table(
+        TableName=buyer.table_name())["Table"]
+    assert sorted(index["IndexName"] for index in table[
+        "GlobalSecondaryIndexes"]) == ["by_page", "gsi1"]
+    assert visit.sync_table(dry_run=True) == []
+    visit.save_one({"customer_id": "c1", "n": 1, "page": "/"})
+    assert [item.page for item in visit.get_many(visit.page == "/")] == [
+        "/"]
+    with pytest.raises(SchemaError, match=r"Stray and \w+ share the table "
+                                          r"'mall' but not its key"):
+        type("Stray", (Model,), dict(
+            __table__="mall", __hash_key__="id", __entity__="stray",
+            id=StringField(required=True)))
+    clashing = entity("Clashing", (GlobalIndex("gsi1", hash_key="other"),),
+                      sk=StringField(required=True), other=StringField())
+    with pytest.raises(SchemaError, match=r"declare the index 'gsi1' of "
+                                          r"their table differently"):
+        clashing.create_table()
+
+
 def test_key_template_values_and_mistakes(shop, monkeypatch):
     sent = sent_requests(monkeypatch)
     with pytest.raises(ValidationError, match=r"order_id: is required; "
