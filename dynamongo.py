@@ -9615,7 +9615,7 @@ def _transact_get(requests, fields):
             item = {attr: av for attr, av in item.items()
                     if attr in kept or attr in meta.key_attrs}
         found.append(meta.partial([meta.from_item(item)], loaded)[0]
-                     if item else None)
+                     if item and meta.of_entity(item) else None)
     return found + [None] * (len(requests) - len(found))
 
 
@@ -9727,14 +9727,17 @@ def changes(event: dict[str, Any], *models: type[Model]) -> Iterator[Change]:
     objects, in order: ``for change in dynamongo.changes(event, User,
     Order)``. Each record's model is the one of ``models`` whose table (its
     full name, table prefix included) the record's ``eventSourceARN``
-    names; records of other tables are skipped."""
-    tables: dict[str, type[Model]] = {}
+    names -- of entities sharing a table, the one whose entity the
+    record's image holds (a record without an image, of a KEYS_ONLY
+    stream, goes to the table's model only when one is given); records of
+    other tables, or entities, are skipped."""
+    tables: dict[str, list[type[Model]]] = {}
     for model in models:
         if not (isinstance(model, type) and issubclass(model, Model)
                 and model.__table__ is not None):
             raise ValidationError(f"changes takes the event and models, not "
                                   f"{model!r}")
-        tables[model.table_name()] = model
+        tables.setdefault(model.table_name(), []).append(model)
     records = event.get("Records") if isinstance(event, dict) else None
     if not isinstance(records, list):
         raise ValidationError(f"changes takes a Lambda event holding "
@@ -9747,11 +9750,16 @@ def _changes(records, tables):
         # arn:aws:dynamodb:REGION:ACCOUNT:table/NAME/stream/LABEL
         arn = record.get("eventSourceARN") or ""
         table = arn.partition(":table/")[2].partition("/stream/")[0]
-        model = tables.get(table)
-        if model is None:
-            continue
         data = record.get("dynamodb") or {}
         old, new = data.get("OldImage"), data.get("NewImage")
+        image, candidates = new or old, tables.get(table, [])
+        if image is None:  # (keys only: one model's, or cannot tell)
+            model = candidates[0] if len(candidates) == 1 else None
+        else:
+            model = next((model for model in candidates
+                          if model._meta.of_entity(image)), None)
+        if model is None:
+            continue
         identity = record.get("userIdentity") or {}
         yield Change(
             record.get("eventName"), model,

@@ -5853,6 +5853,37 @@ def test_changes_reads_each_record_of_a_stream_event():
         Feed.from_image({"Id": 101})
 
 
+def test_changes_of_entities_sharing_a_table():
+    table = ShopOrder.table_name()
+    key = {"pk": {"S": "CUSTOMER#c1"}, "sk": {"S": "PROFILE"}}
+    customer = dict(key, customer_id={"S": "c1"}, _type={"S": "customer"})
+    order_key = {"pk": {"S": "CUSTOMER#c1"}, "sk": {"S": "ORDER#x#o1"}}
+    order = dict(order_key, customer_id={"S": "c1"}, order_id={"S": "o1"},
+                 placed_at={"S": "2024-05-01T12:00:00.000000+00:00"},
+                 _type={"S": "order"})
+    event = {"Records": [
+        stream_record("INSERT", table, key, new=customer),
+        stream_record("INSERT", table, order_key, new=order),
+        stream_record("REMOVE", table, order_key, old=order),
+        stream_record("REMOVE", table, key)]}  # (keys only: which entity?)
+    found = list(dynamongo.changes(event, Customer, ShopOrder))
+    assert [(change.event, change.model.__name__) for change in found] == [
+        ("INSERT", "Customer"), ("INSERT", "ShopOrder"),
+        ("REMOVE", "ShopOrder")]
+    assert found[1].new.order_id == "o1" and found[0].new.customer_id == "c1"
+    # One model of the table: records without an image are taken as its.
+    assert [change.model for change in dynamongo.changes(
+        event, ShopOrder)] == [ShopOrder] * 3
+
+
+def test_transact_get_leaves_out_other_entities(shop):
+    skip_on_gap("transactions")
+    profile = ("CUSTOMER#c1", "PROFILE")
+    assert dynamongo.transact_get([(ShopOrder, profile), (Customer, profile)
+                                   ])[0] is None
+    assert dynamongo.transact_get([(Customer, profile)])[0].name == "Ann"
+
+
 def test_create_table_and_sync_table_turn_the_stream_on():
     skip_on_gap("streams")
     Feed.create_table()
