@@ -6268,7 +6268,10 @@ class _Planner:
             else [self.forced_schema()]
         best, refusals = None, []
         for schema in schemas:
-            query = self.query_of(schema, parts + self.implied(schema, parts))
+            implied, covered = self.implied(schema, parts)
+            query = self.query_of(schema, [
+                part for part in parts
+                if not any(part is done for done in covered)] + implied)
             if isinstance(query, str):
                 refusals.append(query)
             elif best is None or query.score > best.score:
@@ -6330,14 +6333,17 @@ class _Planner:
         return _Query(schema, key_parts, values, rest, score)
 
     def implied(self, schema, parts):
-        """The key conditions ``parts`` imply on ``schema``'s KeyTemplate
-        keys, from the conditions on the fields they name: == on a hash
+        """(the key conditions ``parts`` imply on ``schema``'s KeyTemplate
+        keys, from the conditions on the fields they name -- == on a hash
         template all of whose fields have ==; on a range template, see
-        KeyTemplate._implied. The parts themselves stay in the filter."""
+        KeyTemplate._implied -- and the parts they stand for). A part
+        stays in the filter unless it is the == on the one field of a
+        template it fixes: other templates may make one text of several
+        values (``{a}#{b}``), and a range within a prefix may hold more."""
         keys = [field for _, field in schema.hash + schema.range
                 if isinstance(field, KeyTemplate)]
         if not keys:
-            return []
+            return [], []
         fields = self.meta.fields
         equal, ranged = _equal_values(parts, fields), {}
         for part in parts:
@@ -6345,15 +6351,21 @@ class _Planner:
             if name in fields and not _is_equality(part) and \
                     _is_range_key_condition(part):
                 ranged.setdefault(name, part)
-        implied = []
+        implied, covered = [], []
         for field in keys:
             if any(field is hashed for _, hashed in schema.hash):
                 text, missing = field._text_of(equal, fields)
-                if not missing:
-                    implied.append(field == text)
+                condition = None if missing else field == text
             else:
-                implied.append(field._implied(equal, ranged, fields))
-        return [condition for condition in implied if condition is not None]
+                condition = field._implied(equal, ranged, fields)
+            if condition is None:
+                continue
+            implied.append(condition)
+            if _is_equality(condition) and len(field.names) == 1:
+                covered.append(next(
+                    part for part in parts if _is_equality(part)
+                    and _tested_name(part) == field.names[0]))
+        return implied, covered
 
     def index_refusal(self, schema):
         """Why an index the planner would choose cannot serve the read

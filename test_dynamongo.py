@@ -8601,6 +8601,11 @@ def test_every_readme_example_runs_as_written_in_order(backend, capsys):
     shown = re.search(r"print\(Order\.explain.*?\n```\n```\n(.*?)```", text,
                       re.S)[1]
     assert shown in printed
+    shown = re.search(r"print\(Order\.explain\(Order\.customer_id.*?\n```\n"
+                      r"```\n(.*?)```", text, re.S)[1]
+    assert shown in printed
+    assert "ORDER#2024-05-01T00:00:00.000000#o1\n" in printed
+    assert "['Ann'] ['o1']\n['o1']\n" in printed
     assert "update_one Account id='b' failed; stored: Account(id='b', " \
         "balance=5)" in printed
     assert "saved 25 of 60\nsaved 50 of 60\nsaved 60 of 60\n" in printed
