@@ -5722,6 +5722,48 @@ def test_entities_sharing_a_table_share_its_keys_and_indexes():
         clashing.create_table()
 
 
+def test_three_entities_of_one_table_each_see_their_own():
+    def animal(kind):
+        return type(kind, (Model,), dict(
+            __table__="zoo", __hash_key__="pk", __range_key__="sk",
+            __billing_mode__="PAY_PER_REQUEST", __entity__=kind.lower(),
+            pk=KeyTemplate("OWNER#{owner}"),
+            sk=KeyTemplate(kind.upper() + "#{n:05d}"),
+            owner=StringField(required=True), n=IntField(required=True),
+            weight=IntField()))
+
+    kinds = [animal(kind) for kind in ("Cat", "Dog", "Bird")]
+    kinds[0].create_table()
+    stored = {kind: [] for kind in kinds}
+    for number in range(2000):
+        kind = kinds[number % 3]
+        stored[kind].append({"owner": f"o{number % 5}", "n": number,
+                             "weight": number % 17})
+    for kind, items in stored.items():
+        assert kind.save_many(items).success_count == len(items)
+    for kind, items in stored.items():
+        assert kind.count() == len(items)
+        mine = [item["n"] for item in items if item["owner"] == "o1"]
+        assert [found.n for found in kind.get_many(kind.owner == "o1")] \
+            == sorted(mine)
+        heavy = [item for item in items if item["weight"] > 12]
+        assert kind.count(kind.weight > 12) == len(heavy)
+        assert sorted(found.n for found in kind.iter_many(
+            kind.weight > 12)) == sorted(item["n"] for item in heavy)
+        after = (kind.owner == "o3") & (kind.n >= 1000)
+        assert [found.n for found in kind.get_many(after)] == sorted(
+            item["n"] for item in items
+            if item["owner"] == "o3" and item["n"] >= 1000)
+    cats, dogs, birds = kinds
+    deleted = dogs.delete_many(dogs.owner == "o2")
+    assert deleted.success_count == sum(
+        item["owner"] == "o2" for item in stored[dogs])
+    assert dogs.count(dogs.owner == "o2") == 0
+    assert cats.count() == len(stored[cats]) and \
+        birds.count(birds.owner == "o2") == sum(
+            item["owner"] == "o2" for item in stored[birds])
+
+
 def test_key_template_values_and_mistakes(shop, monkeypatch):
     sent = sent_requests(monkeypatch)
     with pytest.raises(ValidationError, match=r"order_id: is required; "
@@ -7491,6 +7533,56 @@ def test_property_save_many_round_trips(everything, items):
     assert loaded == result.success
     for item, got in zip(items, loaded):
         assert got.id == item["id"]
+
+
+# Entries of a timeline, keyed by templates of text and time.
+class Entry(Model):
+    __table__ = "timeline"
+    __hash_key__ = "pk"
+    __range_key__ = "sk"
+    __billing_mode__ = "PAY_PER_REQUEST"
+    __entity__ = "entry"
+    pk = KeyTemplate("TENANT#{tenant}")
+    sk = KeyTemplate("E#{at}#{id}")
+    tenant = StringField(required=True)
+    id = StringField(required=True)
+    at = DateTimeField(required=True, convert_tz=True)
+
+
+@pytest.fixture
+def entries():
+    Entry.create_table()
+    return Entry
+
+
+key_texts = st.one_of(st.sampled_from(["#", "a#b", "#x#", "é", "日本", "𝄞"]),
+                      st.text(st.characters(blacklist_categories=("Cs",),
+                                            blacklist_characters="\x00"),
+                              min_size=1, max_size=6))
+moments = st.datetimes(datetime.datetime(2000, 1, 1),
+                       datetime.datetime(2100, 1, 1), timezones=st.just(UTC))
+
+
+@PROPERTIES
+@given(rows=st.lists(st.tuples(key_texts, moments), min_size=1, max_size=6,
+                     unique=True), bound=moments)
+def test_property_key_templates_round_trip_in_sort_key_order(entries, rows,
+                                                             bound):
+    tenant = f"t#{uuid.uuid4().hex[:8]}"
+    Entry.save_many([{"tenant": tenant, "id": id, "at": at}
+                     for id, at in rows])
+    # DynamoDB orders range keys by their UTF-8 bytes.
+    in_order = sorted(rows, key=lambda row: (
+        f"E#{row[1].isoformat(timespec='microseconds')}#{row[0]}").encode())
+    assert [(entry.id, entry.at) for entry in Entry.get_many(
+        Entry.tenant == tenant)] == in_order
+    since = (Entry.tenant == tenant) & (Entry.at >= bound)
+    assert [(entry.id, entry.at) for entry in Entry.get_many(since)] == [
+        row for row in in_order if row[1] >= bound]
+    id, at = rows[0]
+    entry = Entry.get_one((Entry.tenant == tenant) & (Entry.at == at)
+                          & (Entry.id == id))
+    assert (entry.tenant, entry.id, entry.at) == (tenant, id, at)
 
 
 @PROPERTIES
