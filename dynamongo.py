@@ -2473,8 +2473,9 @@ class KeyTemplate(StringField[bool]):
                 continue
             part = ranged.get(name)
             if isinstance(part, _Function):  # begins_with on a string
+                operand: Any = part.operand
                 if field.attribute_type == "S" and not spec:
-                    return self.begins_with(prefix + part.operand["S"])
+                    return self.begins_with(prefix + operand["S"])
             elif part is not None:
                 bounds = self._bounds(part, field, name, spec)
                 if bounds is not None:
@@ -2522,7 +2523,7 @@ def _template_parts(template):
         raise SchemaError(f"KeyTemplate {template!r}: {exc}") from None
     parts = []
     for literal, name, spec, conversion in parsed:
-        if name is not None and (not name or conversion or "{" in spec
+        if name is not None and (not name or conversion or "{" in (spec or "")
                                  or any(mark in name for mark in ".[]")):
             raise SchemaError(
                 f"KeyTemplate {template!r}: each {{...}} names a field of "
@@ -6911,9 +6912,9 @@ class _Metadata:
                                         for name in largest),
                 {largest[0]: ["makes the item larger than 400 KB"]})
 
-    def attr(self, name):
+    def attr(self, name) -> str:
         """The name in DynamoDB of the field ``name`` (see attr_name)."""
-        return self.fields[name].stored_path[0]
+        return str(self.fields[name].stored_path[0])
 
     def of_entity(self, item):
         """Whether a stored item is one of the model's (always, without
@@ -6951,11 +6952,11 @@ class _Metadata:
                 errors.update(_located(exc, name).errors)
                 continue
             native[name] = text
-            attr = field.stored_path[0]
+            attr = self.attr(name)
             stored[attr] = {"S": text}
             size += len(attr.encode()) + len(text.encode())
-        if self.entity_field is not None:
-            attr = self.entity_field.stored_path[0]
+        if self.entity is not None:
+            attr = self.model.__entity_attribute__
             stored[attr] = self.entity_av
             size += len(attr.encode()) + len(self.entity.encode())
         return size

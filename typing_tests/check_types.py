@@ -13,7 +13,8 @@ import dynamongo
 from dynamongo import (
     BatchResult, BinaryField, BooleanField, Condition, DateField,
     DateTimeField, DictField, EmailField, FloatField, IntField,
-    IPAddressField, ListField, Model, Page, SetField, StringField,
+    IPAddressField, KeyTemplate, ListField, Model, Page, SetField,
+    StringField,
     TimedeltaField, TTLField, Update, URLField, UUIDField, VersionField)
 
 
@@ -180,6 +181,30 @@ def listeners() -> None:
     User.save_many([], True, None, 100)  # type: ignore[call-arg]
     User.get_many(["a@b.io"],
                   max_units_per_second="10")  # type: ignore[arg-type]
+
+
+class Order(Model):
+    __table__ = "shop"
+    __hash_key__ = "pk"
+    __range_key__ = "sk"
+    __entity__ = "order"
+    pk = KeyTemplate("CUSTOMER#{customer_id}")
+    sk = KeyTemplate("ORDER#{order_id}", attr_name="sort-key")
+    customer_id = StringField(required=True)
+    order_id = StringField(required=True)
+
+
+def single_table(order: Order) -> None:
+    assert_type(order.sk, str | None)
+    found = dynamongo.get_collection(Order, User, customer_id="c1")
+    assert_type(found, dict[type[Model], list[Model]])
+    Order.get_many(Order.customer_id == "c1")
+    KeyTemplate(5)  # type: ignore[arg-type]
+
+
+async def single_table_awaited() -> None:
+    assert_type(await dynamongo.aget_collection(Order, customer_id="c1"),
+                dict[type[Model], list[Model]])
 
 
 def assignments(user: User, flag: bool) -> None:
