@@ -5578,6 +5578,28 @@ def test_reads_by_the_fields_of_key_templates(shop, calls):
     assert orders(by_customer) == ["o1"]
 
 
+def test_a_key_condition_alone_selects_an_entitys_items(shop, monkeypatch):
+    answers, send = [], dynamongo._send
+
+    def whole(operation, params):  # (answers read whole, counts and all)
+        answer = send(operation, dict(params))
+        if operation == "Query":
+            answers.append(answer)
+        return answer
+
+    replace_send(monkeypatch, whole)
+    assert len(ShopOrder.get_many(ShopOrder.customer_id == "c1")) == 2
+    assert len(Customer.get_many(Customer.customer_id == "c1")) == 1
+    assert len(ShopOrder.get_many(ShopOrder.status == "shipped")) == 1
+    assert len(dynamongo.get_collection(Customer, ShopOrder,
+                                        customer_id="c1")[ShopOrder]) == 2
+    # The entity's filter left out nothing the key condition selected.
+    assert len(answers) == 4
+    assert [answer["Count"] for answer in answers] == [2, 1, 1, 3]
+    assert all(answer["Count"] == answer["ScannedCount"]
+               for answer in answers)
+
+
 def test_key_templates_of_numbers_read_in_value_order():
     class Reading(Model):
         __table__ = "templated-readings"
