@@ -33,8 +33,10 @@ licensed.
 #   model call   Model.get_many(...) checks its arguments [Model]: the
 #                model's facts are in cls._meta [Model metadata], its
 #                values pass through code compiled for it [A model's
-#                codec], a read is planned -- keys, a Query or a Scan
-#                [The planner] -- and tables are made [Tables].
+#                codec], a read is planned -- keys, a Query or a Scan,
+#                through key templates too (KeyTemplate) [The planner] --
+#                and tables are made [Tables]. get_collection reads
+#                several entities of one table at once [Collections].
 #   procedure    The call's exchange with DynamoDB is a generator that
 #                yields each request and is sent its answer, doing no I/O
 #                [The engine]: one retry loop, one pager, one window. Each
