@@ -4305,7 +4305,7 @@ def opentelemetry_listener(tracer_provider: Any = None) -> Any:
     Needs the ``opentelemetry-api`` package (``opentelemetry-sdk`` brings
     it); dynamongo does not import it otherwise."""
     try:
-        from opentelemetry import trace
+        from opentelemetry import trace  # type: ignore[import-not-found]
     except ImportError as exc:
         raise DynamongoError(
             "dynamongo.opentelemetry_listener needs OpenTelemetry: pip "
