@@ -6794,18 +6794,23 @@ def test_nothing_changes_without_a_listener(users, monkeypatch):
     assert "ReturnConsumedCapacity" not in sent[0][1]
 
 
-def test_a_failed_attempt_is_told_with_its_error_and_retry(
-        users, recorder, monkeypatch, no_sleep):
+def throttled_once(monkeypatch, operation):
+    """Requests sent as usual, but the first ``operation`` throttled."""
     send, throttled = dynamongo._send, [1]
 
-    def throttling(operation, params):
-        if operation == "GetItem" and throttled:
+    def throttling(sent, params):
+        if sent == operation and throttled:
             throttled.pop()
             raise client_error("ProvisionedThroughputExceededException",
-                               operation=operation)
-        return send(operation, params)
+                               operation=sent)
+        return send(sent, params)
 
     replace_send(monkeypatch, throttling)
+
+
+def test_a_failed_attempt_is_told_with_its_error_and_retry(
+        users, recorder, monkeypatch, no_sleep):
+    throttled_once(monkeypatch, "GetItem")
     User.save_one(JOHN)
     recorder.seen.clear()
     User.get_one(JOHN["email"])
@@ -7187,16 +7192,7 @@ def test_spans_from_worker_threads_and_failed_attempts(
         users, monkeypatch, no_sleep):
     provider, exporter = span_tracer()
     caller = provider.get_tracer("caller")
-    send, throttled = dynamongo._send, [1]
-
-    def throttling(operation, params):
-        if operation == "BatchWriteItem" and throttled:
-            throttled.pop()
-            raise client_error("ProvisionedThroughputExceededException",
-                               operation=operation)
-        return send(operation, params)
-
-    replace_send(monkeypatch, throttling)
+    throttled_once(monkeypatch, "BatchWriteItem")
     Connection.set_config(concurrency=4)
     listener = dynamongo.opentelemetry_listener(provider)
     Connection.add_listener(listener)
