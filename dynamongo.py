@@ -56,7 +56,7 @@ licensed.
 
 from __future__ import annotations
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "AddUpdate",
@@ -962,6 +962,26 @@ def _comparison(operator, ordered):
     return compare
 
 
+def _unknown_options(field_class, unknown):
+    """What a field declared with options no field takes is told (a
+    PynamoDB habit, ``hash_key=True``, pointing to the model's way)."""
+    name = next(iter(unknown))
+    text = f"{field_class.__name__}() takes no option {name!r}"
+    if name in ("hash_key", "range_key"):
+        return (f"{text}: the model names its key, as "
+                f"__{name}__ = \"<field name>\"")
+    options = {}  # the named parameters of each __init__ passing **kwargs
+    for klass in field_class.__mro__:  # on, up to one refusing the rest
+        code = getattr(klass.__dict__.get("__init__"), "__code__", None)
+        if code is not None:
+            names = code.co_varnames[1:code.co_argcount
+                                     + code.co_kwonlyargcount]
+            options.update(dict.fromkeys(names))
+            if "unknown" in code.co_varnames:
+                break
+    return f"{text}; it takes {', '.join(options)}"
+
+
 class Field(Generic[_T, _R]):
     """Base class of model fields.
 
@@ -981,7 +1001,10 @@ class Field(Generic[_T, _R]):
     attribute_type = None  # the DynamoDB type it stores: S, N, BOOL, L, M
 
     def __init__(self, required: _R = False,  # type: ignore[assignment]
-                 default: Any = None, attr_name: str | None = None) -> None:
+                 default: Any = None, attr_name: str | None = None,
+                 **unknown: Any) -> None:
+        if unknown:  # (subclasses' signatures refuse them to type checkers)
+            raise SchemaError(_unknown_options(type(self), unknown))
         if attr_name is not None and (type(attr_name) is not str
                                       or not attr_name):
             raise SchemaError(f"attr_name must be a non-empty string, not "
@@ -1439,7 +1462,10 @@ class VersionField(IntField):
 
     _model_level = True  # at most one per model, at its top level
 
-    def __init__(self, attr_name: str | None = None) -> None:
+    def __init__(self, attr_name: str | None = None,
+                 **unknown: NoReturn) -> None:
+        if unknown:
+            raise SchemaError(_unknown_options(type(self), unknown))
         super().__init__(min_value=1, attr_name=attr_name)
 
     def set(self, value: Any) -> NoReturn:
@@ -2415,7 +2441,10 @@ class KeyTemplate(StringField[bool]):
 
     _model_level = True
 
-    def __init__(self, template: str, attr_name: str | None = None) -> None:
+    def __init__(self, template: str, attr_name: str | None = None,
+                 **unknown: NoReturn) -> None:
+        if unknown:
+            raise SchemaError(_unknown_options(type(self), unknown))
         StringField.__init__(self, attr_name=attr_name)
         self.template = template
         self.parts = _template_parts(template)
@@ -5667,7 +5696,7 @@ class Connection:
     _current = None  # the _Connected of the settings in force
 
     @classmethod
-    def set_config(cls, access_key_id: str | None = None,
+    def set_config(cls, *, access_key_id: str | None = None,
                    secret_access_key: str | None = None,
                    region: str | None = None, table_prefix: str | None = None,
                    endpoint_url: str | None = None,
@@ -8916,12 +8945,12 @@ class Model(metaclass=_ModelType):
     @classmethod
     @_pausing_collector
     @_driven
-    def get_many(cls: type[_M], strategy: Any, descending: bool = False,
+    def get_many(cls: type[_M], strategy: Any, *, descending: bool = False,
                  limit: int | None = None, consistent_read: bool = False,
                  segments: int | None = None, index: str | None = None,
                  fields: _Fields = None,
                  progress: _Progress = None,
-                 include_expired: bool = False, *,
+                 include_expired: bool = False,
                  max_units_per_second: float | None = None
                  ) -> _Procedure[list[_M]]:
         """The items a strategy names, as a list of instances; the first
@@ -8978,7 +9007,7 @@ class Model(metaclass=_ModelType):
 
     @classmethod
     @_driven
-    def get_page(cls: type[_M], strategy: Any, limit: int,
+    def get_page(cls: type[_M], strategy: Any, limit: int, *,
                  cursor: str | None = None, descending: bool = False,
                  consistent_read: bool = False, index: str | None = None,
                  fields: _Fields = None,
@@ -9028,13 +9057,14 @@ class Model(metaclass=_ModelType):
                                  plan._loaded), cursor, scanned)
 
     @classmethod
-    def iter_many(cls: type[_M], strategy: Any, descending: bool = False,
+    def iter_many(cls: type[_M], strategy: Any, *,
+                  descending: bool = False,
                   limit: int | None = None, consistent_read: bool = False,
                   index: str | None = None,
                   fields: _Fields = None,
                   segments: int | None = None,
                   progress: _Progress = None,
-                  include_expired: bool = False, *,
+                  include_expired: bool = False,
                   max_units_per_second: float | None = None
                   ) -> Iterator[_M]:
         """The items of ``strategy``, as get_many reads them (with the same
@@ -9097,7 +9127,7 @@ class Model(metaclass=_ModelType):
             "TableName": cls.table_name()}))["Table"]["ItemCount"]
 
     @classmethod
-    def explain(cls, strategy: Any, descending: bool = False,
+    def explain(cls, strategy: Any, *, descending: bool = False,
                 limit: int | None = None, consistent_read: bool = False,
                 segments: int | None = None, index: str | None = None,
                 fields: _Fields = None,
@@ -9255,23 +9285,25 @@ class Model(metaclass=_ModelType):
                 max_units_per_second=max_units_per_second))
 
     @classmethod
-    async def aget_many(cls: type[_M], strategy: Any,
+    async def aget_many(cls: type[_M], strategy: Any, *,
                         descending: bool = False, limit: int | None = None,
                         consistent_read: bool = False,
                         segments: int | None = None, index: str | None = None,
                         fields: _Fields = None, progress: _Progress = None,
-                        include_expired: bool = False, *,
+                        include_expired: bool = False,
                         max_units_per_second: float | None = None
                         ) -> list[_M]:
         """``get_many``, awaited."""
         with _collector_paused:
             return await _aperform(_procedure(cls.get_many)(
-                cls, strategy, descending, limit, consistent_read, segments,
-                index, fields, progress, include_expired,
+                cls, strategy, descending=descending, limit=limit,
+                consistent_read=consistent_read, segments=segments,
+                index=index, fields=fields, progress=progress,
+                include_expired=include_expired,
                 max_units_per_second=max_units_per_second))
 
     @classmethod
-    async def aget_page(cls: type[_M], strategy: Any, limit: int,
+    async def aget_page(cls: type[_M], strategy: Any, limit: int, *,
                         cursor: str | None = None, descending: bool = False,
                         consistent_read: bool = False,
                         index: str | None = None, fields: _Fields = None,
@@ -9280,15 +9312,18 @@ class Model(metaclass=_ModelType):
         """``get_page``, awaited; its cursors and get_page's are one
         kind."""
         return await _aperform(_procedure(cls.get_page)(
-            cls, strategy, limit, cursor, descending, consistent_read, index,
-            fields, max_scanned, segments, include_expired))
+            cls, strategy, limit, cursor=cursor, descending=descending,
+            consistent_read=consistent_read, index=index, fields=fields,
+            max_scanned=max_scanned, segments=segments,
+            include_expired=include_expired))
 
     @classmethod
-    def aiter_many(cls: type[_M], strategy: Any, descending: bool = False,
+    def aiter_many(cls: type[_M], strategy: Any, *,
+                   descending: bool = False,
                    limit: int | None = None, consistent_read: bool = False,
                    index: str | None = None, fields: _Fields = None,
                    segments: int | None = None, progress: _Progress = None,
-                   include_expired: bool = False, *,
+                   include_expired: bool = False,
                    max_units_per_second: float | None = None
                    ) -> AsyncIterator[_M]:
         """``iter_many`` as an async iterator: ``async for user in

@@ -1968,6 +1968,31 @@ def test_a_field_declared_as_a_class_is_refused():
             name = StringField
 
 
+@pytest.mark.parametrize("declare, message", [
+    (lambda: StringField(hash_key=True),
+     r"StringField\(\) takes no option 'hash_key': the model names its "
+     r"key, as __hash_key__ = \"<field name>\"$"),
+    (lambda: IntField(range_key=True),
+     r"IntField\(\) takes no option 'range_key': the model names its "
+     r"key, as __range_key__ = \"<field name>\"$"),
+    (lambda: StringField(null=True),
+     r"StringField\(\) takes no option 'null'; it takes regex, min_length, "
+     r"max_length, required, default, attr_name$"),
+    (lambda: ListField(IntField, max_len=3),
+     r"ListField\(\) takes no option 'max_len'; it takes field, required, "
+     r"default, attr_name$"),
+    (lambda: dynamongo.VersionField(required=True),
+     r"VersionField\(\) takes no option 'required'; it takes attr_name$"),
+    (lambda: KeyTemplate("A#{a}", regex="x"),
+     r"KeyTemplate\(\) takes no option 'regex'; it takes template, "
+     r"attr_name$"),
+], ids=["hash_key", "range_key", "null", "ListField", "VersionField",
+        "KeyTemplate"])
+def test_a_field_option_no_field_takes_is_a_schema_error(declare, message):
+    with pytest.raises(SchemaError, match=message):
+        declare()
+
+
 def test_map_sub_fields_named_like_field_attributes_are_reachable():
     class Person(Model):
         __table__ = "people"
@@ -8388,6 +8413,26 @@ def public_callables():
                 yield f"{name}.{attribute}", getattr(thing, attribute)
 
 
+def test_options_beyond_the_first_few_are_given_by_keyword():
+    import inspect
+
+    positional = (inspect.Parameter.POSITIONAL_ONLY,
+                  inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    crowded = {}
+    for name, thing in public_callables():
+        try:
+            parameters = inspect.signature(thing).parameters.values()
+        except (TypeError, ValueError):
+            continue
+        count = sum(parameter.kind in positional for parameter in parameters
+                    if parameter.name not in ("self", "cls"))
+        if count > 6:
+            crowded[name] = count
+    assert crowded == {}
+    with pytest.raises(TypeError, match="positional"):
+        User.explain(User.email == "a@b.io", True)
+
+
 def test_every_public_parameter_is_documented():
     import inspect
 
@@ -8398,8 +8443,9 @@ def test_every_public_parameter_is_documented():
         except (TypeError, ValueError):
             continue
         doc = inspect.getdoc(thing) or ""
+        # (``**unknown`` takes no option: it refuses those no field takes.)
         lacking = [parameter for parameter in parameters
-                   if parameter not in ("self", "cls")
+                   if parameter not in ("self", "cls", "unknown")
                    and f"{parameter}" not in doc]
         if lacking:
             undocumented[name] = lacking
