@@ -34,9 +34,10 @@ licensed.
 #                model's facts are in cls._meta [Model metadata], its
 #                values pass through code compiled for it [A model's
 #                codec], a read is planned -- keys, a Query or a Scan,
-#                through key templates too (KeyTemplate) [The planner] --
-#                and tables are made [Tables]. get_collection reads
-#                several entities of one table at once [Collections].
+#                through key templates too (KeyTemplate) [The planner]
+#                and run [Reads]; a single item's requests are built
+#                [Single items], and tables made [Tables]. get_collection
+#                reads several entities of one table at once [Collections].
 #   procedure    The call's exchange with DynamoDB is a generator that
 #                yields each request and is sent its answer, doing no I/O
 #                [The engine]: one retry loop, one pager, one window. Each
@@ -6838,8 +6839,10 @@ class _Metadata:
     Metadata): ``fields`` (name -> field, inherited ones first),
     ``key_fields`` ((name, field) of the hash and the range key; none on an
     abstract model) and ``key_names``, the table name, the codec's
-    functions (written out on first use), and the steps the public methods
-    are made of."""
+    functions (written out on first use), and what follows from them:
+    keys, projections, expiry, entities. The requests are built elsewhere:
+    a single item's by ``single`` (_Single), reads by _Reader, tables by
+    _SchemaManager."""
 
     def __init__(self, model, fields):
         self.model = model
@@ -6861,6 +6864,7 @@ class _Metadata:
         self.entity_field: Field[Any] | None = None
         self.sources = {}
         self._table_names = (None, None)  # (prefix, full name) last made
+        self.single = _Single(self)
 
     def __getattr__(self, name):
         # Reached only for attributes not set yet: a codec function is
@@ -7099,49 +7103,6 @@ class _Metadata:
         return [part for part in parts if not (
             _is_equality(part) and _tested_name(part) in used)], still
 
-    def template_updates(self, updates):
-        """The updates of the index KeyTemplates that ``updates`` change the
-        fields of (set again from the values set, removed when one is set
-        to None); ExpressionError for a change no update can make without
-        reading the item: of a key template's field, of a template itself,
-        of part of a template's fields, or not by a plain set."""
-        given = {}  # field name -> the value set (None: removed)
-        for update in updates:
-            name = update.field.path[0]
-            if isinstance(self.fields[name], KeyTemplate):
-                raise ExpressionError(
-                    f"{self.name}.{name} is made from its KeyTemplate: "
-                    "update the fields it names instead")
-            if len(update.field.path) == 1 and (
-                    isinstance(update, RemoveUpdate) or isinstance(
-                        update, SetUpdate) and not update.if_not_exists):
-                given[name] = None if isinstance(update, RemoveUpdate) \
-                    else self.fields[name]._load(update.value)
-        changed = []
-        for name, field in self.templates:
-            touched = [used for used in field.names
-                       if any(update.field.path[0] == used
-                              for update in updates)]
-            if not touched:
-                continue
-            if name in self.key_names:
-                raise ExpressionError(
-                    f"{self.name}.{touched[0]} makes the key {name} "
-                    f"({field.template!r}): it cannot change (save a new "
-                    "item instead)")
-            lacking = [used for used in field.names if used not in given]
-            if lacking:
-                raise ExpressionError(
-                    f"{self.name}: an update of {', '.join(touched)} "
-                    f"rewrites {name} ({field.template!r}), so it must set "
-                    f"every field it names: {', '.join(lacking)} too "
-                    "(plain sets, no read is made)")
-            text, missing = field._text_of(given, self.fields)
-            bound = self.fields[name]
-            changed.append(RemoveUpdate(bound) if missing else
-                           SetUpdate(bound, {"S": text}))
-        return changed
-
     def key_field_of(self, condition):
         """The key name a top-level condition tests, or None."""
         field = getattr(condition, "field", None)
@@ -7183,247 +7144,6 @@ class _Metadata:
                                   f"name one item: {how}")
         return {self.attr(name): av for name, av in key_values.items()}, \
             _and_all(rest)
-
-    # -- single items
-
-    def put_item(self, table, item, condition, version_alone=False):
-        """Procedure: PutItem. A conditional put whose answer was lost and
-        whose retry then failed its condition succeeded if the item is stored
-        exactly as sent: that is our own write, not a refusal. A versioned
-        model's item holds its next version (next_version): a refusal of the
-        version it requires raises VersionConflict (``version_alone``: the
-        version is the put's only condition)."""
-        try:
-            yield from _request("PutItem", self.with_condition(
-                {"TableName": table, "Item": item}, condition))
-        except ConditionalCheckFailedException as exc:
-            key = {attr: item[attr] for attr in self.key_attrs}
-            if exc.maybe_applied:
-                stored = yield from self.read_item(table, key)
-                if stored is not None and _normal({"M": stored}) == _normal(
-                        {"M": item}):
-                    return
-            if self.version is not None:
-                self.check_version(exc, key, int(
-                                   item[self.attr(self.version)]["N"]) - 1
-                                   or None,
-                                   version_alone)
-            raise
-
-    def read_item(self, table, key, consistent_read=True, fields=None):
-        """Procedure: GetItem: the stored item (``fields``: the names to read;
-        None: all), or None."""
-        params = {"TableName": table, "Key": key,
-                  "ConsistentRead": consistent_read}
-        if fields:
-            expression = _Expression()
-            self.project(params, expression, fields)
-            expression.into(params)
-        return (yield from _request("GetItem", params)).get("Item")
-
-    def overwrite_condition(self, overwrite):
-        """The condition of a save's ``overwrite`` argument, or None."""
-        if overwrite is True:
-            return None
-        if overwrite is False:
-            return self.key_fields[0][1].not_exists()
-        if isinstance(overwrite, Condition):
-            return overwrite
-        raise ValidationError(f"overwrite must be True, False or a "
-                              f"condition, not {overwrite!r}")
-
-    def applied_update(self, table, key, updates, return_values, refusal):
-        """Procedure: after an update whose answer was lost was refused on
-        retry: the attributes it would have returned when the stored item shows
-        it was applied (every value it sets is there, every attribute it
-        removes is gone), None when it shows it was not. When the item cannot
-        tell (an add or append is not seen twice) or the old values were lost
-        with the answer, the refusal is raised, marked ``maybe_applied``."""
-        item = yield from self.read_item(table, key)
-        if item is None:  # an update never deletes the item
-            return None
-        unknown = []
-        for update in updates:
-            stored = _value_at(item, update.field.stored_path)
-            if isinstance(update, RemoveUpdate):
-                if stored is not None:
-                    return None
-            elif isinstance(update, SetUpdate):
-                if stored is None or (not update.if_not_exists and _normal(
-                        stored) != _normal(update.value)):
-                    return None
-                if update.if_not_exists:
-                    unknown.append(update)
-            else:
-                unknown.append(update)
-        if len(unknown) == len(updates):
-            why = f"the stored item cannot tell ({unknown[0]!r})"
-        elif return_values in ("ALL_OLD", "UPDATED_OLD"):
-            why = "it was, but the old values were lost with the answer"
-        else:
-            why = None
-        if why:
-            error = refusal._restated(ConditionalCheckFailedException, (
-                f"{refusal} -- the update may have been applied before its "
-                f"answer was lost: {why}"))
-            error.maybe_applied = True
-            raise error from refusal
-        if return_values == "ALL_NEW":
-            return item
-        names = {update.field.stored_path[0] for update in updates}
-        return {name: av for name, av in item.items()
-                if name in names} if return_values == "UPDATED_NEW" else {}
-
-    def update_request(self, table, key, condition, updates, held=None):
-        """(UpdateItem parameters, the bound guards of its adds) of
-        ``updates`` (a list) to the item of ``key``: the item must exist
-        (UpdateItem would create it), keep its fields' bounds and meet
-        ``condition``. On a versioned model ``updates`` gains the version's
-        (one more), and the item must be at version ``held`` unless that
-        is None."""
-        for update in updates:
-            _check_field_of(self.model, update.field)
-            if update.field.path[0] in self.key_names:
-                raise ValidationError(
-                    f"{self.name}.{update.field.path[0]} is part of the "
-                    "key: it cannot be updated (save a new item instead)")
-        if self.templates:
-            updates += self.template_updates(updates)
-        bounds = [guard for guard in (update._guard() for update in updates)
-                  if guard is not None]
-        checks = [self.key_fields[0][1].exists(), *bounds, condition]
-        if self.version is not None:
-            field = self.fields[self.version]
-            if held is None:  # (an item without a version gets 1)
-                updates.append(AddUpdate(field, {"N": "1"}, 1))
-            else:
-                updates.append(SetUpdate(field, {"N": str(held + 1)}))
-                checks.append(field == held)
-        expression = _Expression(model=self.model)
-        params = {"TableName": table, "Key": key,
-                  "UpdateExpression": UpdateBuilder._render(updates,
-                                                            expression)}
-        self.with_condition(params, _and_all(checks), expression)
-        return params, bounds
-
-    def check_bounds(self, table, key, updates):
-        """Procedure: after a refused update, ValidationError if an add() broke
-        a bound of the stored item (a missing item or a failed condition of the
-        caller's leaves update_one returning None)."""
-        item = yield from self.read_item(table, key)
-        if item is None:
-            return
-        errors = {}
-        for update in updates:
-            if not isinstance(update, AddUpdate):
-                continue
-            av = _value_at(item, update.field.stored_path)
-            current = None if av is None else update.field._read_stored(av)
-            broken = update._broken_bound(current)
-            if broken:
-                errors[_path_text(update.field.path)] = [broken]
-        if errors:
-            raise ValidationError(f"{self.name}: update refused: "
-                                  f"{_describe(errors)}", errors)
-
-    def delete_item(self, table, key, condition):
-        """Procedure: DeleteItem; the old item's attributes, or None if there
-        was none."""
-        params = self.with_condition(
-            {"TableName": table, "Key": key, "ReturnValues": "ALL_OLD"},
-            condition)
-        try:
-            return (yield from _request("DeleteItem", params)).get(
-                "Attributes")
-        except ConditionalCheckFailedException as exc:
-            # An earlier attempt whose answer was lost may have deleted it;
-            # its attributes are gone with that answer: only the key is left.
-            if exc.maybe_applied and (
-                    yield from self.read_item(table, key)) is None:
-                return key
-            raise
-
-    def with_condition(self, params, condition, expression=None):
-        """``params`` with ``condition`` as their ConditionExpression (its
-        names and values added to ``expression``'s, if given). A refused
-        write of a versioned model asks for the stored item
-        (VersionConflict.current)."""
-        if condition is not None:
-            expression = expression or _Expression(model=self.model)
-            params["ConditionExpression"] = condition._render(expression)
-            expression.into(params)
-            if self.version is not None:
-                params["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"
-        return params
-
-    # -- optimistic locking (``self.version`` names the VersionField)
-
-    def next_version(self, native, stored, condition):
-        """Before a save of a versioned model: give the item its next
-        version, in ``native`` and ``stored`` (1 for an item holding none,
-        else one more), and return ``condition`` ANDed with requiring the
-        stored item to be at the version the item held."""
-        name = self.version
-        held = native.get(name)
-        native[name] = (held or 0) + 1
-        stored[self.attr(name)] = {"N": str(native[name])}
-        return _and_all([condition, self.at_version(held)])
-
-    def at_version(self, held):
-        """The condition that the stored item is at version ``held`` (has
-        none, for None: it is new, or was stored without one)."""
-        field = self.fields[self.version]
-        return field.not_exists() if held is None else field == held
-
-    def target(self, strategy, deleting=False):
-        """(key, extra condition, held version) of an update's or a
-        delete's strategy; a delete's condition requires the version."""
-        key, condition = self.strategy(strategy)
-        held = self.held_version(strategy)
-        if deleting and held is not None:
-            condition = _and_all([condition, self.at_version(held)])
-        return key, condition, held
-
-    def held_version(self, strategy):
-        """The version that an instance or dict strategy holds, validated;
-        None for other strategies, for none, and without a VersionField."""
-        name = self.version
-        if name is None:
-            return None
-        if isinstance(strategy, Model):
-            held = strategy.__dict__.get(name)
-        elif isinstance(strategy, dict):
-            held = strategy.get(name)
-        else:
-            return None
-        try:
-            return None if held is None else self.fields[name].validate(held)
-        except ValidationError as exc:
-            raise _located(exc, name) from None
-
-    def check_version(self, refusal, key, held, alone=False):
-        """After a refused write that required the stored item at version
-        ``held`` (None: at none): raise VersionConflict, unless the stored
-        item DynamoDB sent back with the refusal is at it (another of the
-        write's conditions failed). No item sent back: the item is gone,
-        a conflict unless it was to be new -- and then too when the
-        version was the only condition (``alone``): a server that sends no
-        item (dynalite) refused the version."""
-        item = refusal.response.get("Item")
-        current = self.from_item(item) if item else None
-        stored = current and current.__dict__.get(self.version)
-        if (stored == held) if current else held is None and not alone:
-            return
-        state = f"is at version {stored}" if stored else \
-            "has no version" if current else "is gone" if held else \
-            "has one (the refusal came without the stored item)"
-        wanted = f"at version {held}" if held else "new"
-        conflict = refusal._restated(VersionConflict, (
-            f"{refusal.operation} on table {refusal.table!r}: version "
-            f"conflict: {self.name} {_key_text(key)} was to be {wanted}, "
-            f"but it {state}"))
-        conflict.current = current
-        raise conflict from refusal
 
     # -- many items
 
@@ -7503,6 +7223,306 @@ class _Metadata:
         av = item.get(self.attr(self.ttl))
         return av is not None and "N" in av and \
             _number_identity(av["N"]) < now
+
+
+# -- Single items ------------------------------------------------------------
+
+class _Single:
+    """The requests on a single item of a model (kept as ``meta.single``):
+    GetItem, and PutItem, UpdateItem and DeleteItem with their conditions,
+    the reads telling whether a write whose answer was lost was applied,
+    and optimistic locking (``meta.version`` names the VersionField)."""
+
+    def __init__(self, meta):
+        self.meta = meta
+
+    def put_item(self, table, item, condition, version_alone=False):
+        """Procedure: PutItem. A conditional put whose answer was lost and
+        whose retry then failed its condition succeeded if the item is stored
+        exactly as sent: that is our own write, not a refusal. A versioned
+        model's item holds its next version (next_version): a refusal of the
+        version it requires raises VersionConflict (``version_alone``: the
+        version is the put's only condition)."""
+        meta = self.meta
+        try:
+            yield from _request("PutItem", self.with_condition(
+                {"TableName": table, "Item": item}, condition))
+        except ConditionalCheckFailedException as exc:
+            key = {attr: item[attr] for attr in meta.key_attrs}
+            if exc.maybe_applied:
+                stored = yield from self.read_item(table, key)
+                if stored is not None and _normal({"M": stored}) == _normal(
+                        {"M": item}):
+                    return
+            if meta.version is not None:
+                held = int(item[meta.attr(meta.version)]["N"]) - 1
+                self.check_version(exc, key, held or None, version_alone)
+            raise
+
+    def read_item(self, table, key, consistent_read=True, fields=None):
+        """Procedure: GetItem: the stored item (``fields``: the names to read;
+        None: all), or None."""
+        params = {"TableName": table, "Key": key,
+                  "ConsistentRead": consistent_read}
+        if fields:
+            expression = _Expression()
+            self.meta.project(params, expression, fields)
+            expression.into(params)
+        return (yield from _request("GetItem", params)).get("Item")
+
+    def overwrite_condition(self, overwrite):
+        """The condition of a save's ``overwrite`` argument, or None."""
+        if overwrite is True:
+            return None
+        if overwrite is False:
+            return self.meta.key_fields[0][1].not_exists()
+        if isinstance(overwrite, Condition):
+            return overwrite
+        raise ValidationError(f"overwrite must be True, False or a "
+                              f"condition, not {overwrite!r}")
+
+    def applied_update(self, table, key, updates, return_values, refusal):
+        """Procedure: after an update whose answer was lost was refused on
+        retry: the attributes it would have returned when the stored item shows
+        it was applied (every value it sets is there, every attribute it
+        removes is gone), None when it shows it was not. When the item cannot
+        tell (an add or append is not seen twice) or the old values were lost
+        with the answer, the refusal is raised, marked ``maybe_applied``."""
+        item = yield from self.read_item(table, key)
+        if item is None:  # an update never deletes the item
+            return None
+        unknown = []
+        for update in updates:
+            stored = _value_at(item, update.field.stored_path)
+            if isinstance(update, RemoveUpdate):
+                if stored is not None:
+                    return None
+            elif isinstance(update, SetUpdate):
+                if stored is None or (not update.if_not_exists and _normal(
+                        stored) != _normal(update.value)):
+                    return None
+                if update.if_not_exists:
+                    unknown.append(update)
+            else:
+                unknown.append(update)
+        if len(unknown) == len(updates):
+            why = f"the stored item cannot tell ({unknown[0]!r})"
+        elif return_values in ("ALL_OLD", "UPDATED_OLD"):
+            why = "it was, but the old values were lost with the answer"
+        else:
+            why = None
+        if why:
+            error = refusal._restated(ConditionalCheckFailedException, (
+                f"{refusal} -- the update may have been applied before its "
+                f"answer was lost: {why}"))
+            error.maybe_applied = True
+            raise error from refusal
+        if return_values == "ALL_NEW":
+            return item
+        names = {update.field.stored_path[0] for update in updates}
+        return {name: av for name, av in item.items()
+                if name in names} if return_values == "UPDATED_NEW" else {}
+
+    def update_request(self, table, key, condition, updates, held=None):
+        """(UpdateItem parameters, the bound guards of its adds) of
+        ``updates`` (a list) to the item of ``key``: the item must exist
+        (UpdateItem would create it), keep its fields' bounds and meet
+        ``condition``. On a versioned model ``updates`` gains the version's
+        (one more), and the item must be at version ``held`` unless that
+        is None."""
+        meta = self.meta
+        for update in updates:
+            _check_field_of(meta.model, update.field)
+            if update.field.path[0] in meta.key_names:
+                raise ValidationError(
+                    f"{meta.name}.{update.field.path[0]} is part of the "
+                    "key: it cannot be updated (save a new item instead)")
+        if meta.templates:
+            updates += self.template_updates(updates)
+        bounds = [guard for guard in (update._guard() for update in updates)
+                  if guard is not None]
+        checks = [meta.key_fields[0][1].exists(), *bounds, condition]
+        if meta.version is not None:
+            field = meta.fields[meta.version]
+            if held is None:  # (an item without a version gets 1)
+                updates.append(AddUpdate(field, {"N": "1"}, 1))
+            else:
+                updates.append(SetUpdate(field, {"N": str(held + 1)}))
+                checks.append(field == held)
+        expression = _Expression(model=meta.model)
+        params = {"TableName": table, "Key": key,
+                  "UpdateExpression": UpdateBuilder._render(updates,
+                                                            expression)}
+        self.with_condition(params, _and_all(checks), expression)
+        return params, bounds
+
+    def check_bounds(self, table, key, updates):
+        """Procedure: after a refused update, ValidationError if an add() broke
+        a bound of the stored item (a missing item or a failed condition of the
+        caller's leaves update_one returning None)."""
+        item = yield from self.read_item(table, key)
+        if item is None:
+            return
+        errors = {}
+        for update in updates:
+            if not isinstance(update, AddUpdate):
+                continue
+            av = _value_at(item, update.field.stored_path)
+            current = None if av is None else update.field._read_stored(av)
+            broken = update._broken_bound(current)
+            if broken:
+                errors[_path_text(update.field.path)] = [broken]
+        if errors:
+            raise ValidationError(f"{self.meta.name}: update refused: "
+                                  f"{_describe(errors)}", errors)
+
+    def delete_item(self, table, key, condition):
+        """Procedure: DeleteItem; the old item's attributes, or None if there
+        was none."""
+        params = self.with_condition(
+            {"TableName": table, "Key": key, "ReturnValues": "ALL_OLD"},
+            condition)
+        try:
+            return (yield from _request("DeleteItem", params)).get(
+                "Attributes")
+        except ConditionalCheckFailedException as exc:
+            # An earlier attempt whose answer was lost may have deleted it;
+            # its attributes are gone with that answer: only the key is left.
+            if exc.maybe_applied and (
+                    yield from self.read_item(table, key)) is None:
+                return key
+            raise
+
+    def with_condition(self, params, condition, expression=None):
+        """``params`` with ``condition`` as their ConditionExpression (its
+        names and values added to ``expression``'s, if given). A refused
+        write of a versioned model asks for the stored item
+        (VersionConflict.current)."""
+        meta = self.meta
+        if condition is not None:
+            expression = expression or _Expression(model=meta.model)
+            params["ConditionExpression"] = condition._render(expression)
+            expression.into(params)
+            if meta.version is not None:
+                params["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"
+        return params
+
+    # -- optimistic locking (``meta.version`` names the VersionField)
+
+    def next_version(self, native, stored, condition):
+        """Before a save of a versioned model: give the item its next
+        version, in ``native`` and ``stored`` (1 for an item holding none,
+        else one more), and return ``condition`` ANDed with requiring the
+        stored item to be at the version the item held."""
+        meta = self.meta
+        name = meta.version
+        held = native.get(name)
+        native[name] = (held or 0) + 1
+        stored[meta.attr(name)] = {"N": str(native[name])}
+        return _and_all([condition, self.at_version(held)])
+
+    def at_version(self, held):
+        """The condition that the stored item is at version ``held`` (has
+        none, for None: it is new, or was stored without one)."""
+        meta = self.meta
+        field = meta.fields[meta.version]
+        return field.not_exists() if held is None else field == held
+
+    def target(self, strategy, deleting=False):
+        """(key, extra condition, held version) of an update's or a
+        delete's strategy; a delete's condition requires the version."""
+        key, condition = self.meta.strategy(strategy)
+        held = self.held_version(strategy)
+        if deleting and held is not None:
+            condition = _and_all([condition, self.at_version(held)])
+        return key, condition, held
+
+    def held_version(self, strategy):
+        """The version that an instance or dict strategy holds, validated;
+        None for other strategies, for none, and without a VersionField."""
+        meta = self.meta
+        name = meta.version
+        if name is None:
+            return None
+        if isinstance(strategy, Model):
+            held = strategy.__dict__.get(name)
+        elif isinstance(strategy, dict):
+            held = strategy.get(name)
+        else:
+            return None
+        try:
+            return None if held is None else meta.fields[name].validate(held)
+        except ValidationError as exc:
+            raise _located(exc, name) from None
+
+    def check_version(self, refusal, key, held, alone=False):
+        """After a refused write that required the stored item at version
+        ``held`` (None: at none): raise VersionConflict, unless the stored
+        item DynamoDB sent back with the refusal is at it (another of the
+        write's conditions failed). No item sent back: the item is gone,
+        a conflict unless it was to be new -- and then too when the
+        version was the only condition (``alone``): a server that sends no
+        item (dynalite) refused the version."""
+        meta = self.meta
+        item = refusal.response.get("Item")
+        current = meta.from_item(item) if item else None
+        stored = current and current.__dict__.get(meta.version)
+        if (stored == held) if current else held is None and not alone:
+            return
+        state = f"is at version {stored}" if stored else \
+            "has no version" if current else "is gone" if held else \
+            "has one (the refusal came without the stored item)"
+        wanted = f"at version {held}" if held else "new"
+        conflict = refusal._restated(VersionConflict, (
+            f"{refusal.operation} on table {refusal.table!r}: version "
+            f"conflict: {meta.name} {_key_text(key)} was to be {wanted}, "
+            f"but it {state}"))
+        conflict.current = current
+        raise conflict from refusal
+
+    def template_updates(self, updates):
+        """The updates of the index KeyTemplates that ``updates`` change the
+        fields of (set again from the values set, removed when one is set
+        to None); ExpressionError for a change no update can make without
+        reading the item: of a key template's field, of a template itself,
+        of part of a template's fields, or not by a plain set."""
+        meta = self.meta
+        given = {}  # field name -> the value set (None: removed)
+        for update in updates:
+            name = update.field.path[0]
+            if isinstance(meta.fields[name], KeyTemplate):
+                raise ExpressionError(
+                    f"{meta.name}.{name} is made from its KeyTemplate: "
+                    "update the fields it names instead")
+            if len(update.field.path) == 1 and (
+                    isinstance(update, RemoveUpdate) or isinstance(
+                        update, SetUpdate) and not update.if_not_exists):
+                given[name] = None if isinstance(update, RemoveUpdate) \
+                    else meta.fields[name]._load(update.value)
+        changed = []
+        for name, field in meta.templates:
+            touched = [used for used in field.names
+                       if any(update.field.path[0] == used
+                              for update in updates)]
+            if not touched:
+                continue
+            if name in meta.key_names:
+                raise ExpressionError(
+                    f"{meta.name}.{touched[0]} makes the key {name} "
+                    f"({field.template!r}): it cannot change (save a new "
+                    "item instead)")
+            lacking = [used for used in field.names if used not in given]
+            if lacking:
+                raise ExpressionError(
+                    f"{meta.name}: an update of {', '.join(touched)} "
+                    f"rewrites {name} ({field.template!r}), so it must set "
+                    f"every field it names: {', '.join(lacking)} too "
+                    "(plain sets, no read is made)")
+            text, missing = field._text_of(given, meta.fields)
+            bound = meta.fields[name]
+            changed.append(RemoveUpdate(bound) if missing else
+                           SetUpdate(bound, {"S": text}))
+        return changed
 
 
 # -- Reads -------------------------------------------------------------------
@@ -8690,13 +8710,13 @@ class Model(metaclass=_ModelType):
         otherwise.
         """
         meta = cls._meta
-        table = cls.table_name()
-        condition = meta.overwrite_condition(overwrite)
+        single, table = meta.single, cls.table_name()
+        condition = single.overwrite_condition(overwrite)
         native, stored = meta.validate_item(item)
         alone = condition is None
         if meta.version is not None:
-            condition = meta.next_version(native, stored, condition)
-        yield from meta.put_item(table, stored, condition, alone)
+            condition = single.next_version(native, stored, condition)
+        yield from single.put_item(table, stored, condition, alone)
         return meta.instance(native)
 
     @classmethod
@@ -8721,7 +8741,7 @@ class Model(metaclass=_ModelType):
                 "not part of the key (use get_many to filter)")
         loaded = meta.projection(fields, "get_one")
         expiry = None if include_expired else meta.ttl
-        item = yield from meta.read_item(
+        item = yield from meta.single.read_item(
             table, key, consistent_read,
             loaded and (loaded.union((expiry,)) if expiry else loaded))
         if item is None:
@@ -8747,13 +8767,13 @@ class Model(metaclass=_ModelType):
         VersionField's version deletes only the item at that version
         (VersionConflict otherwise)."""
         meta = cls._meta
-        table = cls.table_name()
-        key, condition, held = meta.target(strategy, deleting=True)
+        single, table = meta.single, cls.table_name()
+        key, condition, held = single.target(strategy, deleting=True)
         try:
-            old = yield from meta.delete_item(table, key, condition)
+            old = yield from single.delete_item(table, key, condition)
         except ConditionalCheckFailedException as exc:
             if held is not None:
-                meta.check_version(exc, key, held)
+                single.check_version(exc, key, held)
             return None
         return meta.from_item(old) if old else None
 
@@ -8783,27 +8803,27 @@ class Model(metaclass=_ModelType):
         (VersionConflict otherwise).
         """
         meta = cls._meta
-        table = cls.table_name()
+        single, table = meta.single, cls.table_name()
         if return_values not in _RETURN_VALUES:
             raise ValidationError(f"return_values must be one of "
                                   f"{_RETURN_VALUES}, not {return_values!r}")
-        key, condition, held = meta.target(strategy)
+        key, condition, held = single.target(strategy)
         updates = _update_list(updates)
-        params, bounds = meta.update_request(table, key, condition, updates,
-                                             held)
+        params, bounds = single.update_request(table, key, condition, updates,
+                                               held)
         params["ReturnValues"] = return_values
         try:
             attributes = (yield from _request("UpdateItem", params)).get(
                 "Attributes", {})
         except ConditionalCheckFailedException as exc:
-            attributes = (yield from meta.applied_update(
+            attributes = (yield from single.applied_update(
                 table, key, updates, return_values, exc)) \
                 if exc.maybe_applied else None
             if attributes is None:
                 if held is not None:
-                    meta.check_version(exc, key, held)
+                    single.check_version(exc, key, held)
                 if bounds:
-                    yield from meta.check_bounds(table, key, updates)
+                    yield from single.check_bounds(table, key, updates)
                 return None
         if return_values in ("ALL_NEW", "ALL_OLD"):
             return meta.from_item(attributes)
@@ -8890,8 +8910,8 @@ class Model(metaclass=_ModelType):
         goes to ``fail`` as a VersionConflict.
         """
         meta = cls._meta
-        table = cls.table_name()
-        condition = meta.overwrite_condition(overwrite)
+        single, table = meta.single, cls.table_name()
+        condition = single.overwrite_condition(overwrite)
         conditional = condition is not None or meta.version is not None
         where = f"{cls.__name__}.save_many"
         meter = _meter(max_units_per_second, where)
@@ -8920,7 +8940,7 @@ class Model(metaclass=_ModelType):
             elif meta.version is None:
                 stored[identity] = (av_item, condition)
             else:
-                stored[identity] = (av_item, meta.next_version(
+                stored[identity] = (av_item, single.next_version(
                     native, av_item, condition), condition is None)
             givens[identity], natives[identity] = item, native
         if errors:
@@ -8934,7 +8954,7 @@ class Model(metaclass=_ModelType):
                 table, meta.key_attrs, stored, identify, advance), meter)
         else:
             done, failed = yield from _metered(_one_by_one(
-                lambda entry: meta.put_item(table, *entry), stored, advance),
+                lambda entry: single.put_item(table, *entry), stored, advance),
                 meter)
             done = [identity for identity, _ in done]
         saved = yield from _sliced(lambda identity: meta.instance(
@@ -9206,7 +9226,7 @@ class Model(metaclass=_ModelType):
             [Failure(givens[identity], error) for identity, error in failed])
         if not any(_stops_batch(failure.error) for failure in result.fail):
             deleted, failed = yield from _metered(_one_by_one(
-                lambda entry: meta.delete_item(table, entry[0], entry[1]),
+                lambda entry: meta.single.delete_item(table, *entry[:2]),
                 dict(enumerate(conditional)), advance), meter)
             result.success += [meta.from_item(old or conditional[index][0])
                                for index, old in deleted]
@@ -9436,13 +9456,14 @@ class Transaction:
         and the version it requires as there. Returns the instance that
         will be stored."""
         meta = self._meta(model)
+        single = meta.single
         with self._at("save_one"):
-            condition = meta.overwrite_condition(overwrite)
+            condition = single.overwrite_condition(overwrite)
             native, stored = meta.validate_item(item)
         if meta.version is not None:
-            condition = meta.next_version(native, stored, condition)
+            condition = single.next_version(native, stored, condition)
         key = {attr: stored[attr] for attr in meta.key_attrs}
-        self._add("save_one", meta, key, "Put", meta.with_condition(
+        self._add("save_one", meta, key, "Put", single.with_condition(
             {"TableName": model.table_name(), "Item": stored}, condition))
         return meta.instance(native)
 
@@ -9455,8 +9476,8 @@ class Transaction:
         beyond a field's bounds cancels the transaction."""
         meta = self._meta(model)
         with self._at("update_one"):
-            key, condition, held = meta.target(strategy)
-            params, _ = meta.update_request(
+            key, condition, held = meta.single.target(strategy)
+            params, _ = meta.single.update_request(
                 model.table_name(), key, condition, _update_list(updates),
                 held)
         self._add("update_one", meta, key, "Update", params)
@@ -9466,9 +9487,10 @@ class Transaction:
         key condition whose other parts must hold, or an instance or dict
         holding a version to require)."""
         meta = self._meta(model)
+        single = meta.single
         with self._at("delete_one"):
-            key, condition, _ = meta.target(strategy, deleting=True)
-        self._add("delete_one", meta, key, "Delete", meta.with_condition(
+            key, condition, _ = single.target(strategy, deleting=True)
+        self._add("delete_one", meta, key, "Delete", single.with_condition(
             {"TableName": model.table_name(), "Key": key}, condition))
 
     def check(self, model: type[Model], condition: Condition) -> None:
@@ -9485,8 +9507,9 @@ class Transaction:
                 raise ExpressionError(
                     f"check needs a condition beyond the key, such as "
                     f"{model.__name__}.{meta.key_names[0]}.exists()")
-        self._add("check", meta, key, "ConditionCheck", meta.with_condition(
-            {"TableName": model.table_name(), "Key": key}, rest))
+        self._add("check", meta, key, "ConditionCheck",
+                  meta.single.with_condition(
+                      {"TableName": model.table_name(), "Key": key}, rest))
 
     def commit(self) -> None:
         """Send the actions in one TransactWriteItems (nothing to send:
