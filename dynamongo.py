@@ -156,6 +156,7 @@ if TYPE_CHECKING:
     from typing_extensions import TypeVar as TypeVarWithDefault, Unpack
 
     _T = TypeVar("_T")  # a field's Python type
+    _O = TypeVar("_O", contravariant=True)  # what a comparison takes
     _E = TypeVar("_E")  # a list's or set's element type
     _N = TypeVar("_N", int, float)  # a number field's
     # Literal[True] for a field declared required=True, whose value on an
@@ -189,7 +190,7 @@ else:
     def overload(function):
         return function
 
-    _T = _E = _N = _M = _R = None
+    _T = _E = _N = _M = _R = _O = None
 
 
 # -- Constants ---------------------------------------------------------------
@@ -947,20 +948,35 @@ def _number_json(av):
     return f"""'{{"N":"' + {av}['N'] + '"}}'"""
 
 
-def _comparison(operator, ordered):
-    """A comparison operator of Field: ``field <operator> value``."""
-    def compare(self, value):
-        if self._is_absent(value):
-            if operator == "=":
-                return self.not_exists()
-            if operator == "<>":
-                return self.exists()
-            raise ExpressionError(f"cannot compare {_path_text(self.path)} "
-                                  f"{operator} None")
-        if ordered:
-            self._check_ordered(operator)
-        return _Comparison(self, operator, self._operand(value))
-    return compare
+class _Compared(Generic[_O]):
+    """What a comparison with ``==``, ``!=``, ``<``, ``<=``, ``>`` or
+    ``>=`` gives: the Condition its ``_compare`` makes (a field's, and a
+    field's ``size()``)."""
+
+    __slots__ = ()
+
+    def __eq__(self, value: object) -> Condition:  # type: ignore[override]
+        return self._compare("=", value)
+
+    def __ne__(self, value: object) -> Condition:  # type: ignore[override]
+        return self._compare("<>", value)
+
+    def __lt__(self, value: _O) -> Condition:
+        return self._compare("<", value)
+
+    def __le__(self, value: _O) -> Condition:
+        return self._compare("<=", value)
+
+    def __gt__(self, value: _O) -> Condition:
+        return self._compare(">", value)
+
+    def __ge__(self, value: _O) -> Condition:
+        return self._compare(">=", value)
+
+    def _compare(self, operator: str, value: Any) -> Condition:
+        raise NotImplementedError
+
+    __hash__ = object.__hash__  # by identity (fields are dict keys)
 
 
 def _unknown_options(field_class, unknown):
@@ -983,7 +999,7 @@ def _unknown_options(field_class, unknown):
     return f"{text}; it takes {', '.join(options)}"
 
 
-class Field(Generic[_T, _R]):
+class Field(_Compared[object], Generic[_T, _R]):
     """Base class of model fields.
 
     A field validates and converts one attribute, and is also the left-hand
@@ -1135,22 +1151,18 @@ class Field(Generic[_T, _R]):
             return copy.deepcopy(default)
         return default
 
-    # Conditions: comparisons, then named functions.
-    if TYPE_CHECKING:  # what the comparisons made below give
-        def __eq__(self, value: object) -> Condition: ...  # type: ignore
-        def __ne__(self, value: object) -> Condition: ...  # type: ignore
-        def __lt__(self, value: Any) -> Condition: ...
-        def __le__(self, value: Any) -> Condition: ...
-        def __gt__(self, value: Any) -> Condition: ...
-        def __ge__(self, value: Any) -> Condition: ...
-    else:
-        __eq__ = _comparison("=", ordered=False)
-        __ne__ = _comparison("<>", ordered=False)
-        __lt__ = _comparison("<", ordered=True)
-        __le__ = _comparison("<=", ordered=True)
-        __gt__ = _comparison(">", ordered=True)
-        __ge__ = _comparison(">=", ordered=True)
-    __hash__ = object.__hash__
+    # Conditions: comparisons (see _Compared), then named functions.
+    def _compare(self, operator: str, value: Any) -> Condition:
+        if self._is_absent(value):
+            if operator == "=":
+                return self.not_exists()
+            if operator == "<>":
+                return self.exists()
+            raise ExpressionError(f"cannot compare {_path_text(self.path)} "
+                                  f"{operator} None")
+        if operator not in ("=", "<>"):
+            self._check_ordered(operator)
+        return _Comparison(self, operator, self._operand(value))
 
     def _misused(self, *_):
         # & and | bind tighter than comparisons: a == "A" & b > 1 is
@@ -2673,17 +2685,7 @@ class _Function(Condition):
         return f"{self.function}({name}, {expression.value(self.operand)})"
 
 
-def _size_comparison(operator):
-    """A comparison operator of ``field.size()``."""
-    def compare(self, number):
-        if type(number) is not int or number < 0:
-            raise ExpressionError(f"{self!r} {operator} takes an int >= 0, "
-                                  f"not {number!r}")
-        return _SizeComparison(self.field, operator, {"N": str(number)})
-    return compare
-
-
-class _Size:
+class _Size(_Compared[int]):
     """``field.size()``: compared with an int, a condition on the size of
     the attribute (DynamoDB's ``size`` function)."""
 
@@ -2695,20 +2697,11 @@ class _Size:
     def __repr__(self):
         return f"size({_path_text(self.field.path)})"
 
-    if TYPE_CHECKING:  # what the comparisons made below give
-        def __eq__(self, number: object) -> Condition: ...  # type: ignore
-        def __ne__(self, number: object) -> Condition: ...  # type: ignore
-        def __lt__(self, number: int) -> Condition: ...
-        def __le__(self, number: int) -> Condition: ...
-        def __gt__(self, number: int) -> Condition: ...
-        def __ge__(self, number: int) -> Condition: ...
-    else:
-        __eq__ = _size_comparison("=")
-        __ne__ = _size_comparison("<>")
-        __lt__ = _size_comparison("<")
-        __le__ = _size_comparison("<=")
-        __gt__ = _size_comparison(">")
-        __ge__ = _size_comparison(">=")
+    def _compare(self, operator: str, number: Any) -> Condition:
+        if type(number) is not int or number < 0:
+            raise ExpressionError(f"{self!r} {operator} takes an int >= 0, "
+                                  f"not {number!r}")
+        return _SizeComparison(self.field, operator, {"N": str(number)})
 
 
 class _SizeComparison(Condition):
