@@ -1356,7 +1356,7 @@ class _NumberField(Field[_N, _R]):
         its type: within ``limit`` and the field's bounds (None for bounds
         that are not plain numbers)."""
         low = -limit if self.min_value is None else max(-limit,
-                                                         self.min_value)
+                                                        self.min_value)
         high = limit if self.max_value is None else min(limit, self.max_value)
         if type(low) not in (int, float) or type(high) not in (int, float):
             return None
@@ -1862,8 +1862,9 @@ class DateTimeField(Field[datetime.datetime, _R]):
                 raise ValidationError(
                     f"cannot parse {text!r}: {exc}") from None
             if not isinstance(moment, datetime.datetime):
-                raise ValidationError(f"the parser returned "
-                               f"{type(moment).__name__}, not a datetime")
+                raise ValidationError(
+                    f"the parser returned {type(moment).__name__}, not a "
+                    "datetime")
             return moment
         for fmt in self.formats:
             try:
@@ -1996,8 +1997,9 @@ class TimedeltaField(Field[datetime.timedelta, _R]):
             return value
         if type(value) is bool or not isinstance(
                 value, (int, float, decimal.Decimal)):
-            raise ValidationError(f"must be a timedelta or a number of "
-                           f"{self.precision}, not {type(value).__name__}")
+            raise ValidationError(
+                f"must be a timedelta or a number of {self.precision}, not "
+                f"{type(value).__name__}")
         if isinstance(value, float) and not math.isfinite(value):
             raise ValidationError(_NOT_FINITE)
         micro = decimal.Decimal(repr(value) if isinstance(value, float)
@@ -2006,8 +2008,8 @@ class TimedeltaField(Field[datetime.timedelta, _R]):
             return datetime.timedelta(microseconds=int(
                 micro.to_integral_value(decimal.ROUND_HALF_EVEN)))
         except (OverflowError, ValueError, decimal.InvalidOperation):
-            raise ValidationError(f"{value!r} {self.precision} is out of the "
-                           "range of a timedelta") from None
+            raise ValidationError(f"{value!r} {self.precision} is out of "
+                                  "the range of a timedelta") from None
 
     def to_primitive(self, value: datetime.timedelta) -> Any:
         micro = value // datetime.timedelta(microseconds=1)
@@ -2197,7 +2199,7 @@ class ListField(Field[list[_E], _R]):
     def contains(self, value: Any) -> Condition:
         """The list holds ``value`` (converted by the item field)."""
         return _Function("contains", self,
-                        self.field._operand(value, self.path))
+                         self.field._operand(value, self.path))
 
 
 class SetField(Field[set[_E], _R]):
@@ -7757,8 +7759,8 @@ class _Reader:
         def take(items):
             count = 0
             for count, item in enumerate(items, 1):
-                found[self.meta.identity(item)] = {name: item[name]
-                                              for name in names}
+                found[self.meta.identity(item)] = {
+                    name: item[name] for name in names}
             return count
 
         def delete(at_least):  # the found keys, in batches
@@ -7799,8 +7801,8 @@ class _Reader:
             unique.setdefault(self.meta.identity(key), key)
         if fields:
             expression = _Expression()
-            projection = expression.into(self.meta.project({}, expression,
-                                                      fields))
+            projection = expression.into(
+                self.meta.project({}, expression, fields))
         pending = list(unique.items())
         width = _state().settings["concurrency"]
         if len(pending) <= _BATCH_GET_KEYS:
@@ -8351,8 +8353,10 @@ def _check_entity(cls, meta):
                 "(names and types of the hash and range key attributes)")
     import weakref
 
-    _ENTITIES.setdefault(cls.__table__, {})[
-        (cls.__module__, cls.__qualname__)] = weakref.ref(cls)
+    known = _ENTITIES.setdefault(cls.__table__, {})
+    for name in [name for name, ref in known.items() if ref() is None]:
+        del known[name]  # (a model since collected)
+    known[(cls.__module__, cls.__qualname__)] = weakref.ref(cls)
 
 
 # The entity models of each __table__ (by module and name: a model made
@@ -8367,6 +8371,7 @@ def _sharers(model):
                                 if name != (model.__module__,
                                             model.__qualname__))
             if other is not None and other is not model]
+
 
 def _check_table_options(cls):
     """SchemaError unless the table's name, billing mode, stream and
@@ -8860,7 +8865,7 @@ class Model(metaclass=_ModelType):
                                   f"item holds only {', '.join(named)}: "
                                   "nothing to update")
         return (yield from _procedure(cls.update_one)(cls, named,
-                                                           updates))
+                                                      updates))
 
     # -- many items
 
@@ -9212,7 +9217,7 @@ class Model(metaclass=_ModelType):
         advance = _advance(progress, len(batch_keys) + len(conditional))
         done, failed = yield from _metered(_batch_write(
             table, meta.key_attrs, {identity: _delete_request(key)
-                           for identity, key in batch_keys.items()},
+                                    for identity, key in batch_keys.items()},
             meta.identity, advance), meter)
         result = BatchResult(
             [meta.from_item(batch_keys[identity]) for identity in done],
@@ -9834,4 +9839,3 @@ def _changes(records, tables):
             None if new is None else model.from_image(new),
             identity.get("type") == "Service"
             and identity.get("principalId") == "dynamodb.amazonaws.com")
-

@@ -100,6 +100,8 @@ def skip_on_gap(feature):
     gap = GAPS.get(BACKEND, {}).get(feature)
     if gap:
         pytest.skip(f"{BACKEND} gap: {gap}")
+
+
 UTC = datetime.timezone.utc
 EAT = datetime.timezone(datetime.timedelta(hours=3))
 
@@ -716,7 +718,7 @@ def test_container_fields_accept_classes_and_refuse_non_fields():
 def test_list_and_dict_errors_name_the_element():
     with pytest.raises(ValidationError) as caught:
         Profile._meta.validate_item({"name": "x", "tags": [{"label": "a"}, {}],
-                                "address": {"geo": {"lat": "north"}}})
+                                     "address": {"geo": {"lat": "north"}}})
     assert set(caught.value.errors) == {"tags[1].label", "address.geo.lat"}
     assert "tags[1].label" in str(caught.value)
 
@@ -1028,7 +1030,7 @@ def fake_answers(monkeypatch, answers):
         return None
 
     dynamongo._state().session().events.register("before-send.dynamodb",
-                                                answer)
+                                                 answer)
 
 
 def test_fast_path_errors_and_checksums(users, no_sleep, monkeypatch):
@@ -1222,8 +1224,8 @@ def test_http_client_keeps_alive_and_reads_every_framing(scripted):
     chunked = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
                b"4\r\n{\"a\"\r\n3;ext=1\r\n:1}\r\n0\r\n\r\n")
     server = scripted([http_reply(b'{"n":1}'), chunked,
-                             http_reply(b"{}", "Connection: close\r\n"),
-                             http_reply(b'{"n":2}')])
+                       http_reply(b"{}", "Connection: close\r\n"),
+                       http_reply(b'{"n":2}')])
     client = dynamongo._Http(server.url, 1, 1)
     assert post(client) == (200, {"content-length": "7"}, b'{"n":1}')
     status, headers, body = post(client)
@@ -1236,8 +1238,8 @@ def test_http_client_keeps_alive_and_reads_every_framing(scripted):
 def test_http_client_failures_say_whether_the_request_was_sent(
         refusing_port, scripted):
     server = scripted([http_reply(b"{}"), "close",
-                             b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n"
-                             b"Connection: close\r\n\r\n{}", "silence"])
+                       b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n"
+                       b"Connection: close\r\n\r\n{}", "silence"])
     client = dynamongo._Http(server.url, 1, 0.3)
     assert post(client)[2] == b"{}"
     for failure in ("the connection failed", "the connection failed: the "
@@ -1546,6 +1548,7 @@ def test_secret_key_never_shown(users, caplog):
     assert secret not in repr(error.response)
     assert secret not in caplog.text
 
+
 AWS_CONFIG = """\
 [default]
 region = eu-north-1
@@ -1685,7 +1688,7 @@ def test_a_broken_aws_config_file_is_a_dynamongo_error(monkeypatch,
 
 @pytest.mark.parametrize("fast_path", [True, False])
 def test_missing_credentials_raise_credentials_error(monkeypatch, fast_path,
-                                                    refusing_port):
+                                                     refusing_port):
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
                  "AWS_SESSION_TOKEN"):
         monkeypatch.setenv(name, "")  # (moto's mock_aws restores them)
@@ -1761,6 +1764,7 @@ def test_a_malformed_answer_is_an_error_never_data(fast_path, reply,
     with pytest.raises(DynamoDBError, match="GetItem on table") as caught:
         User.get_one("a@b.io")
     assert caught.value.__cause__ is not None
+
 
 def test_forked_children_get_their_own_connections(users):
     import multiprocessing
@@ -3324,6 +3328,7 @@ def test_chunks_are_sent_by_a_bounded_pool(monkeypatch, calls):
     assert result.success_count == 400
     assert threads == {threading.current_thread().name}
 
+
 def dynamongo_threads():
     return [thread for thread in threading.enumerate()
             if thread.name.startswith("dynamongo")]
@@ -3759,7 +3764,7 @@ def test_fields_reads_only_what_it_names(users, calls):
     john = User.get_one(JOHN["email"], fields=[User.name])
     assert calls[0][1]["ProjectionExpression"] == "#n0, #n1"
     assert calls[0][1]["ExpressionAttributeNames"] == {"#n0": "email",
-                                                      "#n1": "name"}
+                                                       "#n1": "name"}
     assert (john.email, john.name) == (JOHN["email"], JOHN["name"])
     assert john.to_dict() == {"email": JOHN["email"], "name": JOHN["name"]}
     with pytest.raises(FieldNotLoaded, match=r"User\.year_of_birth was not "
@@ -3965,7 +3970,7 @@ def test_explain_says_what_a_read_does(orders, calls):
         "BatchGetItem"
     scan = Order.explain(Order.qty > 1)
     assert (scan.operation, scan.index, scan.filter) == ("Scan", None,
-                                                        "qty > 1")
+                                                         "qty > 1")
     assert "needs == on customer" in scan.reason
     assert calls == []
 
@@ -4738,7 +4743,7 @@ def test_update_one_requires_a_held_version_and_increments_it(notes):
     assert_current(caught.value, updated)
     # A dict holding the version does the same; update_from_dict too.
     assert Note.update_one({"id": "d", "version": 2},
-                          Note.words.add(1)).version == 3
+                           Note.words.add(1)).version == 3
     with pytest.raises(dynamongo.VersionConflict, match=(
             "UpdateItem .* was to be at version 2")):
         Note.update_one({"id": "d", "version": 2}, Note.words.add(1))
@@ -4752,9 +4757,9 @@ def test_update_one_requires_a_held_version_and_increments_it(notes):
     # A plain key or a key condition increments without requiring one.
     assert Note.update_one("d", Note.words.add(1)).version == 5
     assert Note.update_one((Note.id == "d") & (Note.words == 3),
-                          Note.text.set("four")).version == 6
+                           Note.text.set("four")).version == 6
     assert Note.update_one((Note.id == "d") & (Note.words == 0),
-                          Note.text.set("no")) is None
+                           Note.text.set("no")) is None
     assert stored_note("d") == Note(id="d", text="four", words=3, version=6)
     # At the held version, a broken bound is the update's own refusal.
     if "conflict items" not in GAPS.get(BACKEND, {}):
@@ -5223,7 +5228,7 @@ def test_create_table_and_sync_table_turn_ttl_on(sessions):
     assert Session.sync_table() == ["turn TTL on for 'expires'"]
     assert client.describe_time_to_live(TableName=name)[
         "TimeToLiveDescription"]["TimeToLiveStatus"] in ("ENABLED",
-                                                          "ENABLING")
+                                                         "ENABLING")
     client.update_time_to_live(TableName=name, TimeToLiveSpecification={
         "Enabled": False, "AttributeName": "expires"})
     client.update_time_to_live(TableName=name, TimeToLiveSpecification={
@@ -5491,17 +5496,19 @@ def test_key_templates_are_written_on_every_save(shop):
         "pk": {"S": "CUSTOMER#c1"}, "sk": {"S": "PROFILE"},
         "customer_id": {"S": "c1"}, "name": {"S": "Ann"},
         "_type": {"S": "customer"}}
-    assert shop_item("CUSTOMER#c1", "ORDER#2024-05-01T12:00:00.000000+00:00#o1") \
-        == {"pk": {"S": "CUSTOMER#c1"},
-            "sk": {"S": "ORDER#2024-05-01T12:00:00.000000+00:00#o1"},
-            "gsi1pk": {"S": "STATUS#shipped"},
-            "gsi1sk": {"S": "2024-05-01T12:00:00.000000+00:00"},
-            "customer_id": {"S": "c1"}, "order_id": {"S": "o1"},
-            "placed_at": {"S": "2024-05-01T12:00:00.000000+00:00"},
-            "status": {"S": "shipped"}, "lines": {"N": "2"},
-            "_type": {"S": "order"}}
+    first = "ORDER#2024-05-01T12:00:00.000000+00:00#o1"
+    assert shop_item("CUSTOMER#c1", first) == {
+        "pk": {"S": "CUSTOMER#c1"},
+        "sk": {"S": first},
+        "gsi1pk": {"S": "STATUS#shipped"},
+        "gsi1sk": {"S": "2024-05-01T12:00:00.000000+00:00"},
+        "customer_id": {"S": "c1"}, "order_id": {"S": "o1"},
+        "placed_at": {"S": "2024-05-01T12:00:00.000000+00:00"},
+        "status": {"S": "shipped"}, "lines": {"N": "2"},
+        "_type": {"S": "order"}}
     # No status: no gsi1pk (the item stays out of the index).
-    third = shop_item("CUSTOMER#c2", "ORDER#2024-05-02T12:00:00.000000+00:00#o3")
+    third = shop_item("CUSTOMER#c2",
+                      "ORDER#2024-05-02T12:00:00.000000+00:00#o3")
     assert "gsi1pk" not in third and third["gsi1sk"] == {
         "S": "2024-05-02T12:00:00.000000+00:00"}
     # Readable on instances, by key values or by their fields.
@@ -5515,7 +5522,8 @@ def test_key_templates_are_written_on_every_save(shop):
     ShopOrder.save_many([{"customer_id": "c3", "order_id": "o4",
                           "placed_at": placed(4), "status": "open"}],
                         overwrite=False)
-    assert shop_item("CUSTOMER#c3", "ORDER#2024-05-04T12:00:00.000000+00:00#o4")[
+    assert shop_item("CUSTOMER#c3",
+                     "ORDER#2024-05-04T12:00:00.000000+00:00#o4")[
         "gsi1pk"] == {"S": "STATUS#open"}
     # An instance's templates are made again from its fields.
     order.status = "returned"
@@ -5544,9 +5552,8 @@ def test_each_entity_reads_its_own_items(shop):
         ShopOrder.explain(ShopOrder.pk == "CUSTOMER#c1"))
     # Keys: another entity's item is not found.
     profile = ("CUSTOMER#c1", "PROFILE")
-    assert ShopOrder.get_many([profile, (
-        "CUSTOMER#c1", "ORDER#2024-05-03T12:00:00.000000+00:00#o2")])[0].order_id \
-        == "o2"
+    second = ("CUSTOMER#c1", "ORDER#2024-05-03T12:00:00.000000+00:00#o2")
+    assert ShopOrder.get_many([profile, second])[0].order_id == "o2"
     with pytest.raises(ShopOrder.DoesNotExist, match=r"the item there is a "
                                                      r"'customer'"):
         ShopOrder.get_one(profile)
@@ -6155,7 +6162,7 @@ def test_an_update_applied_before_its_answer_was_lost(monkeypatch,
 
 
 def test_an_update_refused_after_a_lost_answer_is_told_apart(monkeypatch,
-                                                            no_sleep):
+                                                             no_sleep):
     Doc.create_table()
     Doc.save_one({"id": 1, "version": 3, "hits": 1})
     # Another client's write fails the condition: not ours.
@@ -6731,6 +6738,7 @@ def test_async_http_client_reads_every_framing_and_verifies_tls(
 
 # -- Watching requests: listeners, logs, the Lambda trace header -------------
 
+
 class Recorder:
     """A listener keeping (kind, event) of each call, and the contextvar
     ``context_mark`` as each call saw it."""
@@ -6979,6 +6987,7 @@ def test_lambda_trace_header_as_botocore_sends_it(monkeypatch, scripted):
 
 # -- Rate limits -------------------------------------------------------------
 
+
 @pytest.fixture
 def fake_clock(monkeypatch):
     """The rate limits' clock, moved on by each wait instead of sleeping;
@@ -7074,7 +7083,7 @@ def test_rate_limited_reads_follow_what_dynamodb_reports(
 
 
 def test_rate_limited_calls_check_the_limit_before_sending(users,
-                                                         monkeypatch):
+                                                           monkeypatch):
     sent = sent_requests(monkeypatch)
     calls = {
         "save_many": lambda rate: User.save_many(
@@ -7273,6 +7282,7 @@ def test_opentelemetry_listener_without_opentelemetry(monkeypatch):
 
 # -- Property tests ----------------------------------------------------------
 
+
 # PROPERTY_EXAMPLES=1000 runs more cases than CI's 40 per property.
 PROPERTIES = settings(
     max_examples=int(os.environ.get("PROPERTY_EXAMPLES", 40)), deadline=None,
@@ -7290,6 +7300,8 @@ domains = st.builds(lambda names, top: ".".join(names + [top]),
                     st.from_regex(r"[a-z]{2,6}", fullmatch=True))
 # A map without declared sub-fields keeps no number types: an integral
 # number comes back as an int, so its floats are non-integral or below 2**53.
+
+
 def json_containers(children):
     return st.lists(children, max_size=3) | st.dictionaries(
         st.text(min_size=1, max_size=5), children, max_size=3)
@@ -7304,6 +7316,7 @@ free_values = st.recursive(
     json_scalars | st.binary(max_size=8) | st.sets(
         st.text(min_size=1, max_size=4), min_size=1, max_size=3),
     json_containers, max_leaves=10)
+
 
 @PROPERTIES
 @given(st.one_of(st.integers(-10 ** 40, 10 ** 40), st.floats(
@@ -7934,7 +7947,8 @@ EDGE_VALUES = [
     [], [""], ["a", "b"], [1, None], [1, "a"], [b"a"], [[1]], (1, 2),
     ["7"], ["a\x00"], ["\ud800"], [100], [101], [1, 1],
     {}, {"city": "x"}, {"city": 1}, {"zip": 5}, {"x": None}, {"": 1},
-    {"city": "x", "zip": 7}, {"city": "\x00"}, {1: "a"}, {"x": {"y": [b"z", {1, 2}]}},
+    {"city": "x", "zip": 7}, {"city": "\x00"}, {1: "a"},
+    {"x": {"y": [b"z", {1, 2}]}},
     set(), {""}, {"a"}, {"a\x00"}, {1, 2}, {1, "a"}, {b"a"}, {b""}, {4}, {1.5},
     {True}, frozenset({3}),
     object(), 1j, Ellipsis, int,

@@ -601,7 +601,7 @@ def measure_import():
         # A model's own functions are written out when first used.
         model = define()
         native, stored = model._meta.validate_item({"email": "a@b.io",
-                                                     "name": "A"})
+                                                    "name": "A"})
         model._meta.item_json(stored)
         model._meta.identity(stored)
         model._meta.from_item(stored)

@@ -10,9 +10,10 @@ that does nothing, with opentelemetry_listener (the OpenTelemetry SDK
 making spans, exporting none; "(not in this module)" without the SDK), and
 with the dynamongo logger at DEBUG (records dropped by a null handler);
 then, for scale, boto3's get_item (its HTTP answered in-process) without
-and with opentelemetry-instrumentation-botocore. ``--module DIR`` measures the dynamongo.py in
-DIR instead (an older release, for a before/after comparison); each case
-runs in a fresh process, best of 7 repeats.
+and with opentelemetry-instrumentation-botocore. ``--module DIR``
+measures the dynamongo.py in DIR instead (an older release, for a
+before/after comparison); each case runs in a fresh process, best of 7
+repeats.
 """
 
 import argparse
