@@ -6220,6 +6220,18 @@ class _Read:
         self.segments = _segments(segments)
         self.include_expired = include_expired
 
+    @classmethod
+    def of(cls, meta, what, arguments):
+        """The _Read of a read method's ``locals()``: its ``strategy``,
+        and its parameters named as this class's options."""
+        return cls(meta, what, arguments["strategy"], **{
+            name: value for name, value in arguments.items()
+            if name in _READ_OPTIONS})
+
+
+_READ_OPTIONS = frozenset(("descending", "consistent_read", "limit", "index",
+                           "fields", "segments", "include_expired"))
+
 
 _EVERY_ITEM = object()  # the strategy of count() without one
 
@@ -9005,11 +9017,7 @@ class Model(metaclass=_ModelType):
         """
         meta = cls._meta
         meter = _meter(max_units_per_second, f"{cls.__name__}.get_many")
-        plan = _runnable(meta, _Read(
-            meta, "get_many", strategy, descending=descending,
-            consistent_read=consistent_read, limit=limit, index=index,
-            fields=fields, segments=segments,
-            include_expired=include_expired))
+        plan = _runnable(meta, _Read.of(meta, "get_many", locals()))
         from_item, reader = meta.from_item, _Reader(meta)
         if plan._keys is None:  # several requests read in parallel
             instances = yield from _metered(_read_pages(
@@ -9097,11 +9105,7 @@ class Model(metaclass=_ModelType):
         connection settings in force then."""
         meta = cls._meta
         meter = _meter(max_units_per_second, f"{cls.__name__}.iter_many")
-        plan = _runnable(meta, _Read(
-            meta, "iter_many", strategy, descending=descending,
-            consistent_read=consistent_read, limit=limit, index=index,
-            fields=fields, segments=segments,
-            include_expired=include_expired))
+        plan = _runnable(meta, _Read.of(meta, "iter_many", locals()))
         return iter(_Reader(meta).instances(plan, consistent_read, limit,
                                             progress, meter))
 
@@ -9157,11 +9161,9 @@ class Model(metaclass=_ModelType):
         ``print(User.explain(User.name == "x"))``. A single key (as
         get_one takes it) is a GetItem."""
         meta = cls._meta
-        return _Planner(meta, _Read(
-            meta, "explain", strategy, descending=descending,
-            consistent_read=consistent_read, limit=limit, index=index,
-            fields=fields, segments=segments,
-            include_expired=include_expired, key_alone=True)).plan()
+        read = _Read.of(meta, "explain", locals())
+        read.key_alone = True
+        return _Planner(meta, read).plan()
 
     @classmethod
     @_pausing_collector
@@ -9349,11 +9351,7 @@ class Model(metaclass=_ModelType):
         called."""
         meta = cls._meta
         meter = _meter(max_units_per_second, f"{cls.__name__}.aiter_many")
-        plan = _runnable(meta, _Read(
-            meta, "aiter_many", strategy, descending=descending,
-            consistent_read=consistent_read, limit=limit, index=index,
-            fields=fields, segments=segments,
-            include_expired=include_expired))
+        plan = _runnable(meta, _Read.of(meta, "aiter_many", locals()))
         return _Reader(meta).instances(plan, consistent_read, limit,
                                        progress, meter).__aiter__()
 
