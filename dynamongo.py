@@ -4191,7 +4191,7 @@ class RequestEvent:
     __slots__ = ("id", "operation", "tables", "attempt", "region",
                  "endpoint", "duration", "status", "aws_request_id",
                  "consumed_capacity", "error", "will_retry", "_start",
-                 "_params", "_answer")
+                 "_params", "_answer", "_listeners")
 
     def __init__(self, id: int, operation: str, tables: tuple[str, ...],
                  attempt: int, region: str, endpoint: str) -> None:
@@ -4208,6 +4208,9 @@ class RequestEvent:
         # for the span listener's attributes.
         self._params: Any = None
         self._answer: Any = None
+        # Those told of its start, and so of its end: a listener removed
+        # meanwhile still hears how it ended, one added does not.
+        self._listeners = _listeners
 
     def __repr__(self) -> str:
         return (f"<RequestEvent {self.id} {self.operation} "
@@ -4301,9 +4304,10 @@ def _ended(event, answer, error, will_retry):
 
 
 def _tell(kind, event):
-    """Call each listener's ``kind`` method, if it has one; one that raises
-    is logged (WARNING, with its traceback) and changes nothing else."""
-    for listener in _listeners:
+    """Call each of the event's listeners' ``kind`` method, if it has one;
+    one that raises is logged (WARNING, with its traceback) and changes
+    nothing else."""
+    for listener in event._listeners:
         method = getattr(listener, kind, None)
         if method is None:
             continue
@@ -5752,9 +5756,10 @@ class Connection:
         in every thread (as ``pymongo.monitoring.register``): it may have
         ``started(event)``, ``succeeded(event)`` and ``failed(event)``
         methods, each given the RequestEvent of one attempt, from the
-        thread or task sending it. While any listener is registered, data
-        requests ask DynamoDB for the capacity they consume. A listener
-        that raises is logged and changes nothing else."""
+        thread or task sending it; attempts already started are not told
+        to it. While any listener is registered, data requests ask
+        DynamoDB for the capacity they consume. A listener that raises is
+        logged and changes nothing else."""
         global _listeners
         if not any(callable(getattr(listener, name, None)) for name in
                    ("started", "succeeded", "failed")):
@@ -5767,7 +5772,8 @@ class Connection:
 
     @classmethod
     def remove_listener(cls, listener: Any) -> None:
-        """Stop telling ``listener`` of requests."""
+        """Stop telling ``listener`` of requests: of those starting from
+        now on (it still hears how those it heard start ended)."""
         global _listeners
         with cls._lock:
             if listener not in _listeners:

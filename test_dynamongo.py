@@ -6880,6 +6880,35 @@ def test_a_raising_listener_changes_nothing(users, recorder, caplog):
                                                       "succeeded"]
 
 
+def test_an_attempt_is_told_to_the_listeners_it_started_with(
+        users, recorder, monkeypatch):
+    # While the PutItem is in flight, the recorder is removed and another
+    # listener added: the recorder still hears how it ended (a span it
+    # opened is closed), the newcomer hears nothing of it.
+    newcomer, send = Recorder(), dynamongo._send
+
+    def swapping(operation, params):
+        if operation == "PutItem":
+            Connection.remove_listener(recorder)
+            Connection.add_listener(newcomer)
+        return send(operation, params)
+
+    replace_send(monkeypatch, swapping)
+    try:
+        User.save_one(JOHN)
+        assert [kind for kind, _, _ in recorder.seen] == ["started",
+                                                          "succeeded"]
+        assert newcomer.seen == []
+        User.get_one(JOHN["email"])
+        assert [(kind, event.operation) for kind, event, _ in
+                newcomer.seen] == [("started", "GetItem"),
+                                   ("succeeded", "GetItem")]
+        assert len(recorder.seen) == 2
+    finally:
+        Connection.remove_listener(newcomer)
+        Connection.add_listener(recorder)  # (the fixture removes it)
+
+
 def test_listeners_see_the_callers_context_in_worker_threads(recorder):
     Event.create_table()
     Connection.set_config(concurrency=4)
