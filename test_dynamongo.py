@@ -862,7 +862,8 @@ def test_condition_misuse_raises_expression_error():
         User.year_of_birth > None
     with pytest.raises(UnknownFieldError, match="sub-field 'country'"):
         Profile.address["country"]
-    with pytest.raises(AttributeError):  # UnknownFieldError is one
+    with pytest.raises(AttributeError,  # UnknownFieldError is one
+                       match="sub-field 'country'"):
         Profile.address.country
     with pytest.raises(ExpressionError, match="of Contacts, not of User"):
         (Contacts.email == "a@b.io")._render(dynamongo._Expression(User))
@@ -5342,7 +5343,8 @@ def test_attr_name_reads_writes_and_pages_by_the_stored_names(legacies):
     assert Legacy.update_from_dict(legacy("u2", 1, count_=9)).count_ == 9
     item = stored(Legacy, **{"user-id": {"S": "u2"}, "#seq": {"N": "1"}})
     assert item["count"] == {"N": "9"} and item["v"] == {"N": "2"}
-    with pytest.raises(dynamongo.VersionConflict):
+    with pytest.raises(dynamongo.VersionConflict, match="was to be at "
+                                                        "version 1"):
         Legacy.save_one(dict(legacy("u2", 1), version=1))
     # Deletes: by key, by condition (keys found through the index).
     assert Legacy.delete_one((Legacy.user_id == "u1") & (Legacy.seq == 2)
@@ -6856,7 +6858,7 @@ def test_a_failed_attempt_is_told_with_its_error_and_retry(
         "ProvisionedThroughputExceededException"
     # The last attempt's failure says no retry follows.
     recorder.seen.clear()
-    with pytest.raises(TableNotFoundError):
+    with pytest.raises(TableNotFoundError, match="GetItem"):
         Contacts.get_one((uuid.uuid4(), "a@b.io"))
     last = recorder.seen[-1][1]
     assert recorder.seen[-1][0] == "failed" and last.will_retry is False
