@@ -987,15 +987,21 @@ def _unknown_options(field_class, unknown):
     if name in ("hash_key", "range_key"):
         return (f"{text}: the model names its key, as "
                 f"__{name}__ = \"<field name>\"")
+    import inspect
+
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD,
+             inspect.Parameter.KEYWORD_ONLY)
     options = {}  # the named parameters of each __init__ passing **kwargs
     for klass in field_class.__mro__:  # on, up to one refusing the rest
-        code = getattr(klass.__dict__.get("__init__"), "__code__", None)
-        if code is not None:
-            names = code.co_varnames[1:code.co_argcount
-                                     + code.co_kwonlyargcount]
-            options.update(dict.fromkeys(names))
-            if "unknown" in code.co_varnames:
-                break
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        parameters = inspect.signature(init).parameters
+        options.update(dict.fromkeys(
+            name for name, parameter in parameters.items()
+            if parameter.kind in named and name != "self"))
+        if "unknown" in parameters:
+            break
     return f"{text}; it takes {', '.join(options)}"
 
 
@@ -6227,12 +6233,12 @@ class _Read:
         self.include_expired = include_expired
 
     @classmethod
-    def of(cls, meta, what, arguments):
+    def of(cls, meta, what, arguments, key_alone=False):
         """The _Read of a read method's ``locals()``: its ``strategy``,
         and its parameters named as this class's options."""
-        return cls(meta, what, arguments["strategy"], **{
-            name: value for name, value in arguments.items()
-            if name in _READ_OPTIONS})
+        return cls(meta, what, arguments["strategy"], key_alone=key_alone,
+                   **{name: value for name, value in arguments.items()
+                      if name in _READ_OPTIONS})
 
 
 _READ_OPTIONS = frozenset(("descending", "consistent_read", "limit", "index",
@@ -7272,6 +7278,19 @@ class _Single:
                 self.check_version(exc, key, held or None, version_alone)
             raise
 
+    def put(self, item, overwrite):
+        """(native values, stored item, condition, whether the condition is
+        the version's alone) of a put of ``item``: validated, ``overwrite``
+        made a condition and, on a versioned model, the item given its
+        next version and the one it held required."""
+        meta = self.meta
+        condition = self.overwrite_condition(overwrite)
+        native, stored = meta.validate_item(item)
+        alone = condition is None
+        if meta.version is not None:
+            condition = self.next_version(native, stored, condition)
+        return native, stored, condition, alone
+
     def read_item(self, table, key, consistent_read=True, fields=None):
         """Procedure: GetItem: the stored item (``fields``: the names to read;
         None: all), or None."""
@@ -7361,7 +7380,7 @@ class _Single:
                 updates.append(AddUpdate(field, {"N": "1"}, 1))
             else:
                 updates.append(SetUpdate(field, {"N": str(held + 1)}))
-                checks.append(field == held)
+                checks.append(self.at_version(held))
         expression = _Expression(model=meta.model)
         params = {"TableName": table, "Key": key,
                   "UpdateExpression": UpdateBuilder._render(updates,
@@ -8372,8 +8391,9 @@ def _check_entity(cls, meta):
     import weakref
 
     known = _ENTITIES.setdefault(cls.__table__, {})
-    for name in [name for name, ref in known.items() if ref() is None]:
-        del known[name]  # (a model since collected)
+    for name, ref in list(known.items()):  # (a copy: models are made in
+        if ref() is None:                  # any thread)
+            known.pop(name, None)  # a model since collected
     known[(cls.__module__, cls.__qualname__)] = weakref.ref(cls)
 
 
@@ -8384,8 +8404,8 @@ _ENTITIES: dict[str, dict[tuple[str, str], Any]] = {}
 
 def _sharers(model):
     """The other entity models of ``model``'s table still alive."""
-    known = _ENTITIES.get(model.__table__, {})
-    return [other for other in (ref() for name, ref in known.items()
+    known = list(_ENTITIES.get(model.__table__, {}).items())
+    return [other for other in (ref() for name, ref in known
                                 if name != (model.__module__,
                                             model.__qualname__))
             if other is not None and other is not model]
@@ -8726,13 +8746,9 @@ class Model(metaclass=_ModelType):
         otherwise.
         """
         meta = cls._meta
-        single, table = meta.single, cls.table_name()
-        condition = single.overwrite_condition(overwrite)
-        native, stored = meta.validate_item(item)
-        alone = condition is None
-        if meta.version is not None:
-            condition = single.next_version(native, stored, condition)
-        yield from single.put_item(table, stored, condition, alone)
+        table = cls.table_name()
+        native, stored, condition, alone = meta.single.put(item, overwrite)
+        yield from meta.single.put_item(table, stored, condition, alone)
         return meta.instance(native)
 
     @classmethod
@@ -9167,9 +9183,8 @@ class Model(metaclass=_ModelType):
         ``print(User.explain(User.name == "x"))``. A single key (as
         get_one takes it) is a GetItem."""
         meta = cls._meta
-        read = _Read.of(meta, "explain", locals())
-        read.key_alone = True
-        return _Planner(meta, read).plan()
+        return _Planner(meta, _Read.of(meta, "explain", locals(),
+                                       key_alone=True)).plan()
 
     @classmethod
     @_pausing_collector
@@ -9458,14 +9473,10 @@ class Transaction:
         and the version it requires as there. Returns the instance that
         will be stored."""
         meta = self._meta(model)
-        single = meta.single
         with self._at("save_one"):
-            condition = single.overwrite_condition(overwrite)
-            native, stored = meta.validate_item(item)
-        if meta.version is not None:
-            condition = single.next_version(native, stored, condition)
+            native, stored, condition, _ = meta.single.put(item, overwrite)
         key = {attr: stored[attr] for attr in meta.key_attrs}
-        self._add("save_one", meta, key, "Put", single.with_condition(
+        self._add("save_one", meta, key, "Put", meta.single.with_condition(
             {"TableName": model.table_name(), "Item": stored}, condition))
         return meta.instance(native)
 
